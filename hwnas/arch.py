@@ -1,0 +1,138 @@
+"""Arch: one op choice per searchable layer of a named space, with its JSON and one-line forms.
+
+JSON: ``{"space": "proxyless", "space_args": {"resolution": 32, ...}, "choices": ["mb3_k3", ...]}``.
+
+Compact: ``proxyless,resolution=32,num_classes=10:mb3_k3-mb6_k5-zero-...`` — the space, the
+space options that differ from their defaults, a colon, the choices joined by ``-``. It fits
+on one line and in a shell argument without quoting.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+from hwnas.files import write_text_atomic
+from hwnas.spaces import SPACES, ChainSpace, SpaceArgs, get_space
+
+_ARG_TYPES = {name: f.type for name, f in SpaceArgs.__dataclass_fields__.items()}
+_DEFAULT_ARGS = SpaceArgs().to_dict()
+
+
+@dataclass(frozen=True)
+class Arch:
+    space: str
+    choices: tuple[str, ...]
+    space_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", tuple(self.choices))
+        object.__setattr__(self, "space_args", {**_DEFAULT_ARGS, **self.space_args})
+
+    # -- the space it belongs to ----------------------------------------------------------
+    def build_space(self) -> ChainSpace:
+        return get_space(self.space, **self.space_args)
+
+    def validated(self) -> Arch:
+        """Self, after checking against its space (length, legal op per layer)."""
+        self.build_space().validate(self)
+        return self
+
+    @classmethod
+    def random(cls, space: ChainSpace, seed: int | None = None) -> Arch:
+        """A uniformly random arch of ``space`` (each layer's op drawn from its candidates)."""
+        rng = random.Random(seed)
+        return cls(space.name, tuple(rng.choice(layer.candidates) for layer in space.layers), space.args.to_dict())
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "space_args": dict(self.space_args), "choices": list(self.choices)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Arch:
+        if not isinstance(data, dict):
+            raise HwnasError(f"an arch must be a JSON object with 'space' and 'choices', got {type(data).__name__}")
+        missing = [key for key in ("space", "choices") if key not in data]
+        if missing:
+            raise HwnasError(f"arch is missing {', '.join(repr(k) for k in missing)}")
+        extra = set(data) - {"space", "space_args", "choices"}
+        if extra:
+            raise HwnasError(f"arch has unknown field(s) {', '.join(sorted(extra))}")
+        choices = data["choices"]
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise HwnasError("arch 'choices' must be a list of op names (strings)")
+        space_args = data.get("space_args", {})
+        if not isinstance(space_args, dict):
+            raise HwnasError("arch 'space_args' must be an object")
+        return cls(str(data["space"]), tuple(choices), _checked_args(space_args))
+
+    @classmethod
+    def from_json(cls, text: str) -> Arch:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise HwnasError(f"arch is not valid JSON: {error}") from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        write_text_atomic(Path(path), self.to_json() + "\n")
+
+    # -- compact one-line form ------------------------------------------------------------------
+    def to_compact(self) -> str:
+        args = [f"{k}={v}" for k, v in self.space_args.items() if v != _DEFAULT_ARGS[k]]
+        return ",".join([self.space, *args]) + ":" + "-".join(self.choices)
+
+    @classmethod
+    def from_compact(cls, text: str) -> Arch:
+        head, sep, body = text.strip().partition(":")
+        if not sep or not body:
+            raise HwnasError(f"not a compact arch {text!r}: expected SPACE[,key=value...]:op-op-...")
+        space, *pairs = head.split(",")
+        space_args: dict[str, Any] = {}
+        for pair in pairs:
+            key, eq, value = pair.partition("=")
+            if not eq:
+                raise HwnasError(f"compact arch: space option {pair!r} is not key=value")
+            space_args[key] = value
+        return cls(space, tuple(body.split("-")), _checked_args(space_args))
+
+    def __str__(self) -> str:
+        return self.to_compact()
+
+
+def _checked_args(space_args: dict[str, Any]) -> dict[str, Any]:
+    """Space options converted to their types; unknown names and bad values are errors."""
+    checked = {}
+    for key, value in space_args.items():
+        if key not in _ARG_TYPES:
+            raise HwnasError(f"unknown space option {key!r}; known: {', '.join(_ARG_TYPES)}")
+        kind = float if _ARG_TYPES[key] in (float, "float") else int
+        try:
+            checked[key] = kind(value)
+        except (TypeError, ValueError):
+            raise HwnasError(f"space option {key}={value!r} is not a number") from None
+    return checked
+
+
+def load_arch(source: str | Path) -> Arch:
+    """An arch from a JSON file path or a compact string, validated against its space."""
+    text = str(source)
+    path = Path(text)
+    if path.is_file():
+        arch = Arch.from_json(path.read_text())
+    elif ":" in text and not text.lstrip().startswith("{"):
+        arch = Arch.from_compact(text)
+    elif text.lstrip().startswith("{"):
+        arch = Arch.from_json(text)
+    else:
+        raise HwnasError(f"{text!r} is neither an arch file nor a compact arch (SPACE[,key=value...]:op-op-...)")
+    if arch.space not in SPACES:
+        raise HwnasError(f"unknown space {arch.space!r}; known: {', '.join(SPACES)}")
+    return arch.validated()

@@ -1,0 +1,44 @@
+"""Entry point: the ``hwnas`` group, its version flag, and one place that turns errors into messages."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hwnas import __version__
+from hwnas.errors import HwnasError
+
+#: exit code of a command that stopped on bad input or a missing resource (click uses 2 for usage errors too)
+EXIT_ERROR = 2
+
+
+class ErrorReportingGroup(click.Group):
+    """A group that prints ``HwnasError`` as ``error: ...`` without a traceback and exits non-zero."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HwnasError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hwnas")
+def cli() -> None:
+    """Hardware-aware NAS: profile ops on your target, search under a latency budget, export and verify."""
+
+
+def _register() -> None:
+    from hwnas.cli import arch_commands, spaces_commands
+
+    cli.add_command(spaces_commands.spaces)
+    cli.add_command(arch_commands.arch)
+
+
+_register()
+
+
+def main() -> None:
+    cli()

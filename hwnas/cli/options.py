@@ -1,0 +1,51 @@
+"""Options shared by several commands, defined once so they read and behave the same everywhere."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Callable
+
+import click
+
+from hwnas.spaces import SPACES, ChainSpace, get_space
+
+
+def space_options(with_space_name: bool = True) -> Callable:
+    """``--space`` (optional) plus ``--resolution --num-classes --in-channels --width-mult``.
+
+    The decorated command receives ``space_overrides``: only the options the user gave, so a
+    command that also reads an arch can let them override the arch's own space args.
+    """
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args: Any, resolution, num_classes, in_channels, width_mult, **kwargs: Any) -> Any:
+            given = {"resolution": resolution, "num_classes": num_classes, "in_channels": in_channels, "width_mult": width_mult}
+            kwargs["space_overrides"] = {k: v for k, v in given.items() if v is not None}
+            return command(*args, **kwargs)
+
+        options = [
+            click.option("--resolution", type=int, help="Input height and width in pixels [default: 224]."),
+            click.option("--num-classes", type=int, help="Classes of the final linear layer [default: 1000]."),
+            click.option("--in-channels", type=int, help="Input image channels [default: 3]."),
+            click.option("--width-mult", type=float, help="Channel multiplier, channels rounded to multiples of 8 [default: 1.0]."),
+        ]
+        if with_space_name:
+            options.insert(0, click.option("--space", type=click.Choice(list(SPACES)), default="proxyless", show_default=True, help="Search space."))
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def build_space(name: str, overrides: dict[str, Any]) -> ChainSpace:
+    return get_space(name, **overrides)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))

@@ -1,0 +1,44 @@
+"""``hwnas spaces [NAME]``: what spaces exist and what each layer looks like."""
+
+from __future__ import annotations
+
+import click
+
+from hwnas.cli.options import echo_json, json_option, space_options
+from hwnas.spaces import SPACES, get_space
+
+
+@click.command()
+@click.argument("name", required=False, type=click.Choice(list(SPACES)))
+@space_options(with_space_name=False)
+@json_option
+def spaces(name: str | None, space_overrides: dict, as_json: bool) -> None:
+    """List the search spaces, or show one space layer by layer."""
+    if name is None:
+        listing = [
+            {"space": key, "layers": len(get_space(key, **space_overrides).layers), "description": cls.description}
+            for key, cls in SPACES.items()
+        ]
+        if as_json:
+            echo_json(listing)
+            return
+        for row in listing:
+            click.echo(f"{row['space']:<18} {row['layers']:>3} layers  {row['description']}")
+        return
+    space = get_space(name, **space_overrides)
+    if as_json:
+        echo_json(space.describe())
+        return
+    info = space.describe()
+    click.echo(f"{space.name}: {space.description}")
+    click.echo("space args: " + ", ".join(f"{k}={v}" for k, v in info["space_args"].items()))
+    click.echo(f"stem: input {tuple(space.input_shape)} -> {space.stem_out_channels} channels")
+    click.echo(f"{'layer':>5}  {'input (C,H,W)':<16} {'C_out':>5} {'stride':>6}  candidates")
+    for layer in space.layers:
+        shape = f"({layer.c_in},{layer.h},{layer.w})"
+        click.echo(f"{layer.index:>5}  {shape:<16} {layer.c_out:>5} {layer.stride:>6}  {' '.join(layer.candidates)}")
+    click.echo(f"head: input {tuple(space.head_in_shape)} -> {space.args.num_classes} classes")
+    size = 1
+    for layer in space.layers:
+        size *= len(layer.candidates)
+    click.echo(f"{size:.3g} architectures")
