@@ -1,0 +1,94 @@
+"""Which table belongs to this target: the meta a table must carry, default names, and the search path.
+
+Tables are found by what they say about themselves (their ``meta``), not by file name, so a
+renamed table is still found and a table of another machine is never picked up by accident.
+The search path is ``./latency_tables/`` of the working directory, then the tables shipped
+inside the package.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+from hwnas.latency.fingerprint import device_name
+from hwnas.latency.model import profile_command
+from hwnas.spaces import ChainSpace
+
+LOCAL_TABLES = Path("latency_tables")
+
+
+def expected_meta(device: str, runtime: str, batch_size: int = 1, fp16: bool = False, space: ChainSpace | None = None) -> dict[str, Any]:
+    """Meta values a table must match to describe this machine, runtime, precision and shape."""
+    meta: dict[str, Any] = {
+        "device": device,
+        "device_name": device_name(device),
+        "runtime": runtime,
+        "batch_size": batch_size,
+        "dtype": "float16" if fp16 else "float32",
+    }
+    if space is not None:
+        meta["space_args"] = space.args.to_dict()
+    return meta
+
+
+def shipped_tables_dir() -> Path:
+    """The folder of tables shipped with hwnas (the repository's ``latency_tables/``)."""
+    try:
+        return Path(str(resources.files("hwnas.latency_tables")))
+    except (ModuleNotFoundError, TypeError):
+        return Path(__file__).resolve().parents[2] / "latency_tables"
+
+
+def default_table_path(space: ChainSpace, device: str, runtime: str, threads: int | None, batch_size: int, fp16: bool = False) -> Path:
+    """``latency_tables/<device>_<runtime>_t<threads>_b<batch>[_fp16]_<space>_r<res>_c<in>_n<classes>_w<width>.json``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")[:40]
+    args = space.args
+    parts = [f"{device}-{slug}", runtime, f"t{threads or 0}", f"b{batch_size}"]
+    if fp16:
+        parts.append("fp16")
+    parts += [space.name, f"r{args.resolution}", f"c{args.in_channels}", f"n{args.num_classes}", f"w{args.width_mult:g}"]
+    return LOCAL_TABLES / ("_".join(parts) + ".json")
+
+
+def _matches(path: Path, wanted: dict[str, Any], space_name: str, threads: int | None) -> bool:
+    try:
+        meta = json.loads(path.read_text()).get("meta", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    if meta.get("space") != space_name or any(meta.get(key) != value for key, value in wanted.items()):
+        return False
+    return threads is None or meta.get("threads") == threads
+
+
+def find_table(
+    space: ChainSpace,
+    device: str,
+    runtime: str,
+    threads: int | None = None,
+    batch_size: int = 1,
+    fp16: bool = False,
+    dirs: list[Path] | None = None,
+) -> Path:
+    """The first table in ``dirs`` (default: local, then shipped) made for this target and space.
+
+    None found is an error naming the ``hwnas profile`` command that makes one.
+    """
+    wanted = expected_meta(device, runtime, batch_size, fp16, space)
+    folders = dirs if dirs is not None else [LOCAL_TABLES, shipped_tables_dir()]
+    for folder in folders:
+        if Path(folder).is_dir():
+            for path in sorted(Path(folder).glob("*.json")):
+                if _matches(path, wanted, space.name, threads):
+                    return path
+    command = profile_command(space, {"device": device, "runtime": runtime, "threads": threads, "batch_size": batch_size,
+                                      "dtype": wanted["dtype"]})
+    looked = ", ".join(str(f) for f in folders)
+    raise HwnasError(
+        f"no latency table for space {space.name} {space.args.to_dict()} on {wanted['device_name']} "
+        f"({runtime}, batch {batch_size}) in {looked}; make one with: {command}"
+    )

@@ -1,0 +1,119 @@
+"""A latency table bound to a search space: ``T[l, k]`` in ms, expected and predicted latency.
+
+The latency of a chain net is modelled as the sum of its parts (stem, one op per layer, head),
+then mapped through the table's calibration ``a * sum + b`` fitted on whole-net measurements
+(``hwnas tables validate``). Because the sum is separable per layer, the fastest and slowest
+nets of the space are exact: the per-layer minimum and maximum.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import torch
+
+from hwnas.arch import Arch
+from hwnas.errors import HwnasError
+from hwnas.latency.table import LatencyTable
+from hwnas.spaces import SKIP_OPS, ChainSpace
+
+
+def stem_key(space: ChainSpace) -> str:
+    """Table key of the fixed stem (input shape included)."""
+    c, h, w = space.input_shape
+    return f"stem:{space.name}:c{c}-{space.stem_out_channels}:h{h}w{w}"
+
+
+def head_key(space: ChainSpace) -> str:
+    """Table key of the fixed head (its input shape and the number of classes)."""
+    c, h, w = space.head_in_shape
+    return f"head:{space.name}:c{c}-{space.args.num_classes}:h{h}w{w}"
+
+
+def required_keys(space: ChainSpace) -> list[str]:
+    """Every key a table needs to cover ``space``: the unique op specs, the stem and the head."""
+    return [spec.key for spec in space.op_specs()] + [stem_key(space), head_key(space)]
+
+
+def profile_command(space: ChainSpace, meta: dict) -> str:
+    """The ``hwnas profile`` call that measures ``space`` on the target ``meta`` describes."""
+    parts = ["hwnas", "profile", "--space", space.name]
+    defaults = {"resolution": 224, "num_classes": 1000, "in_channels": 3, "width_mult": 1.0}
+    for name, value in space.args.to_dict().items():
+        if defaults.get(name) != value:
+            parts += [f"--{name.replace('_', '-')}", str(value)]
+    for name in ("device", "runtime", "threads", "batch_size"):
+        if meta.get(name) is not None:
+            parts += [f"--{name.replace('_', '-')}", str(meta[name])]
+    if meta.get("dtype") == "float16":
+        parts.append("--fp16")
+    if meta.get("path"):
+        parts += ["-o", str(meta["path"])]
+    return shlex.join(parts)
+
+
+class LatencyModel:
+    """``latency_ms[l, k]``: ms of candidate ``space.candidates[k]`` at layer ``l`` (float64).
+
+    Illegal (layer, op) pairs hold 0 and are excluded by ``space.candidate_mask()``; skip ops
+    cost 0 ms. ``fixed_ms`` is the stem plus the head.
+    """
+
+    def __init__(self, table: LatencyTable, space: ChainSpace) -> None:
+        self.table = table
+        self.space = space
+        missing = table.missing(required_keys(space))
+        if missing:
+            meta = dict(table.meta, path=table.path)
+            shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            raise HwnasError(
+                f"latency table {table.path or ''} lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} "
+                f"for space {space.name} ({shown}); fill them with: {profile_command(space, meta)}"
+            )
+        self.mask = space.candidate_mask()
+        columns = space.candidates
+        self.latency_ms = torch.zeros(self.mask.shape, dtype=torch.float64)
+        for layer in space.layers:
+            for op in layer.candidates:
+                if op not in SKIP_OPS:
+                    self.latency_ms[layer.index, columns.index(op)] = table.ms(layer.op_spec(op).key)
+        self.fixed_ms = table.ms(stem_key(space)) + table.ms(head_key(space))
+        calibration = table.calibration or {"a": 1.0, "b": 0.0}
+        self.scale, self.offset = float(calibration["a"]), float(calibration["b"])
+
+    def calibrate(self, sum_ms: torch.Tensor | float) -> torch.Tensor | float:
+        """Map a plain sum of table entries to the predicted whole-net latency."""
+        return self.scale * sum_ms + self.offset
+
+    def expected(self, probs: torch.Tensor) -> torch.Tensor:
+        """E[latency] in ms under per-layer op probabilities ``probs`` [layers, ops]; differentiable."""
+        table = self.latency_ms.to(dtype=probs.dtype, device=probs.device)
+        return self.calibrate((probs * table).sum() + self.fixed_ms)
+
+    def layer_ms(self, arch: Arch) -> list[float]:
+        columns = self.space.candidates
+        return [float(self.latency_ms[i, columns.index(op)]) for i, op in enumerate(arch.choices)]
+
+    def sum_ms(self, arch: Arch) -> float:
+        """Uncalibrated sum of the table entries of ``arch``."""
+        self.space.validate(arch)
+        return self.fixed_ms + sum(self.layer_ms(arch))
+
+    def predict(self, arch: Arch) -> float:
+        """Predicted (calibrated) latency of ``arch`` in ms."""
+        return float(self.calibrate(self.sum_ms(arch)))
+
+    def _extreme(self, fastest: bool) -> tuple[Arch, float]:
+        fill = float("inf") if fastest else float("-inf")
+        table = self.latency_ms.masked_fill(~self.mask, fill)
+        index = table.argmin(dim=1) if fastest else table.argmax(dim=1)
+        columns = self.space.candidates
+        arch = Arch(self.space.name, [columns[int(k)] for k in index], self.space.args.to_dict())
+        return arch, self.predict(arch)
+
+    def fastest(self) -> tuple[Arch, float]:
+        """The fastest arch of the space and its predicted ms (exact: the sum is separable)."""
+        return self._extreme(fastest=True)
+
+    def slowest(self) -> tuple[Arch, float]:
+        return self._extreme(fastest=False)

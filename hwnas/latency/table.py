@@ -1,0 +1,147 @@
+"""The latency table file: measured milliseconds per op spec, the device they belong to, a calibration.
+
+One JSON file per (device, runtime, precision, batch size, space and input shape)::
+
+    {"schema_version": 1,
+     "meta": {"runtime", "runtime_version", "provider", "device", "device_name", "threads",
+              "batch_size", "dtype", "space", "space_args", "hwnas_version", "created", ...},
+     "entries": {"mb6_k5:c40-80:s2:h28w28": {"ms": 0.41, "p10": 0.40, "p90": 0.44, "n": 3}, ...},
+     "calibration": {"a": 1.05, "b": 0.02, ...} | null,
+     "validation": {"n": 30, "mape": ..., "p90_relative_error": ..., "calibrated": {...}} | null}
+
+The table is written atomically after every entry, so a profile interrupted at any point
+resumes from the file without losing a measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+from hwnas.files import write_json_atomic
+
+SCHEMA_VERSION = 1
+
+#: meta fields a table must share with what a command expects, else it belongs to another target
+MATCHED_META = ("device", "device_name", "runtime", "batch_size", "dtype", "space_args")
+ENTRY_FIELDS = ("ms", "p10", "p90", "n")
+
+
+class ForeignTableWarning(UserWarning):
+    """A table from another device, runtime, batch size or shape was used on purpose."""
+
+
+@dataclass
+class LatencyTable:
+    meta: dict[str, Any]
+    entries: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = None
+    path: Path | None = None
+
+    # -- reading --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, expect: dict[str, Any] | None = None, allow_foreign: bool = False) -> LatencyTable:
+        """Read and check a table; ``expect`` holds meta values it must match (see ``MATCHED_META``).
+
+        A mismatch is an error naming each differing field, or a ``ForeignTableWarning`` with
+        ``allow_foreign``.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise HwnasError(f"latency table {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise HwnasError(f"latency table {path} is not valid JSON: {error}") from None
+        table = cls.from_dict(data, source=str(path))
+        table.path = path
+        if expect:
+            table.check_matches(expect, allow_foreign)
+        return table
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "latency table") -> LatencyTable:
+        if not isinstance(data, dict):
+            raise HwnasError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise HwnasError(f"{source}: schema_version {version!r} is not supported (this hwnas reads {SCHEMA_VERSION})")
+        meta, entries = data.get("meta"), data.get("entries")
+        if not isinstance(meta, dict):
+            raise HwnasError(f"{source}: 'meta' must be an object")
+        for key in ("device", "runtime", "batch_size", "space", "space_args"):
+            if key not in meta:
+                raise HwnasError(f"{source}: meta lacks {key!r}")
+        if not isinstance(entries, dict):
+            raise HwnasError(f"{source}: 'entries' must be an object of key -> {{ms, p10, p90, n}}")
+        for key, entry in entries.items():
+            if not isinstance(entry, dict) or any(name not in entry for name in ENTRY_FIELDS):
+                raise HwnasError(f"{source}: entry {key!r} must have fields {', '.join(ENTRY_FIELDS)}")
+            for name in ENTRY_FIELDS:
+                value = entry[name]
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                    raise HwnasError(f"{source}: entry {key!r} field {name!r} must be a finite number >= 0, got {value!r}")
+        calibration = data.get("calibration")
+        if calibration is not None:
+            if not isinstance(calibration, dict) or not all(
+                isinstance(calibration.get(name), (int, float)) and math.isfinite(calibration[name]) for name in ("a", "b")
+            ):
+                raise HwnasError(f"{source}: 'calibration' must be null or an object with finite numbers 'a' and 'b'")
+        validation = data.get("validation")
+        if validation is not None and not isinstance(validation, dict):
+            raise HwnasError(f"{source}: 'validation' must be null or an object")
+        return cls(meta=meta, entries={k: dict(v) for k, v in entries.items()}, calibration=calibration, validation=validation)
+
+    def check_matches(self, expect: dict[str, Any], allow_foreign: bool = False) -> None:
+        differences = [
+            f"{key}: table has {self.meta.get(key)!r}, expected {value!r}"
+            for key, value in expect.items()
+            if self.meta.get(key) != value
+        ]
+        if not differences:
+            return
+        where = self.path or "latency table"
+        message = f"{where} was measured for another target ({'; '.join(differences)})"
+        if not allow_foreign:
+            raise HwnasError(message + "; profile this target with `hwnas profile`, or pass --allow-foreign-table to use it anyway")
+        warnings.warn(message, ForeignTableWarning, stacklevel=2)
+
+    # -- writing --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "meta": self.meta,
+            "entries": self.entries,
+            "calibration": self.calibration,
+            "validation": self.validation,
+        }
+
+    def save(self, path: str | Path | None = None) -> None:
+        """Write the whole table atomically (a crash leaves the old file or the new, never half)."""
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise HwnasError("latency table has no path to save to")
+        write_json_atomic(target, self.to_dict())
+        self.path = target
+
+    # -- queries --------------------------------------------------------------------------
+    def ms(self, key: str) -> float:
+        return float(self.entries[key]["ms"])
+
+    def missing(self, keys: list[str]) -> list[str]:
+        return [key for key in keys if key not in self.entries]
+
+    @property
+    def p90_relative_error(self) -> float | None:
+        """The calibrated prediction's held-out p90 |relative error|, if the table was validated."""
+        if not self.validation:
+            return None
+        calibrated = self.validation.get("calibrated") or {}
+        value = calibrated.get("p90_relative_error", self.validation.get("p90_relative_error"))
+        return float(value) if value is not None else None
