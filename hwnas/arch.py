@@ -121,12 +121,18 @@ def _checked_args(space_args: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a compact arch longer than a file name may be
+        return False
+
+
 def load_arch(source: str | Path) -> Arch:
     """An arch from a JSON file path or a compact string, validated against its space."""
     text = str(source)
-    path = Path(text)
-    if path.is_file():
-        arch = Arch.from_json(path.read_text())
+    if _is_file(text):
+        arch = Arch.from_json(Path(text).read_text())
     elif ":" in text and not text.lstrip().startswith("{"):
         arch = Arch.from_compact(text)
     elif text.lstrip().startswith("{"):

@@ -1,0 +1,148 @@
+"""Search spaces: published figures, every candidate at every layer, stride adaptation, costs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hwnas.arch import Arch
+from hwnas.cli.main import cli
+from hwnas.spaces import SPACES, get_space
+from hwnas.spaces.base import adapt_strides
+from hwnas.spaces.cost import count_cost
+
+# ../shared/reference/published_archs.md, "Single Path One-Shot": choice index per layer,
+# 0 = Choice_3, 1 = Choice_5, 2 = Choice_7, 3 = Choice_x (megvii-model/SinglePathOneShot README:
+# 323M FLOPs, 3.5M params).
+SPOS_INDICES = (2, 1, 0, 1, 2, 0, 2, 0, 2, 0, 2, 3, 0, 0, 0, 0, 3, 2, 3, 3)
+SPOS_OPS = ("shuffle_k3", "shuffle_k5", "shuffle_k7", "shuffle_x")
+
+# ../shared/reference/published_archs.md, "ProxylessNAS-Mobile" (osmr/imgclsmob proxylessnas_mobile):
+# about 320M FLOPs and about 4.1M params; blocks 3 and 4 of the first stage are the zero op.
+PROXYLESS_MOBILE_KERNELS = (5, 3, 3, 3, 7, 3, 5, 5, 7, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7)
+PROXYLESS_MOBILE_EXPANSIONS = (3, 3, 3, 3, 3, 3, 3, 3, 6, 3, 3, 3, 6, 3, 3, 3, 6, 6, 3, 3, 6)
+PROXYLESS_MOBILE_ZERO_LAYERS = (2, 3)
+
+
+def spos_arch() -> Arch:
+    return Arch("shufflenet", tuple(SPOS_OPS[i] for i in SPOS_INDICES))
+
+
+def proxyless_mobile_arch() -> Arch:
+    choices = [f"mb{e}_k{k}" for k, e in zip(PROXYLESS_MOBILE_KERNELS, PROXYLESS_MOBILE_EXPANSIONS)]
+    for layer in PROXYLESS_MOBILE_ZERO_LAYERS:
+        choices[layer] = "zero"
+    return Arch("proxyless", tuple(choices))
+
+
+@pytest.mark.parametrize(
+    ("make_arch", "published_flops", "published_params"),
+    [(spos_arch, 323e6, 3.5e6), (proxyless_mobile_arch, 320e6, 4.1e6)],
+    ids=["spos-shufflenet", "proxylessnas-mobile"],
+)
+def test_published_figures_within_3_percent(make_arch, published_flops, published_params):
+    arch = make_arch()
+    cost = arch.build_space().cost(arch)
+    assert abs(cost.flops - published_flops) / published_flops < 0.03, cost
+    assert abs(cost.params - published_params) / published_params < 0.03, cost
+
+
+def test_cost_counter_matches_a_hand_count():
+    conv = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)
+    linear = torch.nn.Linear(16, 10)
+    # conv: output 16 x 4 x 4, each output needs 8*3*3 multiply-adds; linear: 16*10
+    assert count_cost(conv, (8, 8, 8)).flops == 16 * 4 * 4 * 8 * 9
+    assert count_cost(conv, (8, 8, 8)).params == 16 * 8 * 9
+    assert count_cost(linear, (16,)).flops == 160
+    assert count_cost(linear, (16,)).params == 170
+
+
+def test_whole_net_params_equal_the_built_module():
+    arch = spos_arch()
+    space = arch.build_space()
+    built = sum(p.numel() for p in space.build(arch).parameters())
+    assert space.cost(arch).params == built
+
+
+def _every_candidate():
+    for name in ("proxyless", "shufflenet"):
+        for resolution in (224, 32):
+            space = get_space(name, resolution=resolution)
+            for layer in space.layers:
+                for op in layer.candidates:
+                    yield pytest.param(name, resolution, layer.index, op, id=f"{name}-{resolution}-L{layer.index}-{op}")
+
+
+_SPACE_CACHE: dict = {}
+
+
+@pytest.mark.parametrize(("name", "resolution", "index", "op"), list(_every_candidate()))
+def test_every_candidate_builds_with_the_right_output_shape(name, resolution, index, op):
+    space = _SPACE_CACHE.setdefault((name, resolution), get_space(name, resolution=resolution))
+    layer = space.layers[index]
+    module = space.build_op(index, op).eval()
+    with torch.no_grad():
+        out = module(torch.randn(1, layer.c_in, layer.h, layer.w))
+    assert tuple(out.shape) == (1, layer.c_out, *layer.out_hw)
+    cost = space.op_cost(index, op)
+    assert cost.params == sum(p.numel() for p in module.parameters())
+    assert (cost.flops == 0) == (op in ("zero", "identity"))
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize("resolution", [224, 32, 28])
+def test_child_nets_give_logits_and_keep_two_pixels_at_the_end(name, resolution):
+    space = get_space(name, resolution=resolution, num_classes=10, in_channels=1)
+    assert min(space.head_in_shape[1:]) >= 2
+    arch = Arch.random(space, seed=resolution)
+    with torch.no_grad():
+        out = space.build(arch).eval()(torch.randn(2, 1, resolution, resolution))
+    assert out.shape == (2, 10)
+
+
+def test_stride_rule_demotes_earliest_steps_first():
+    strides = [2, 2, 2, 2, 1, 2]  # stem, then stages
+    assert adapt_strides(224, strides) == strides  # 224 / 32 = 7 >= 2
+    assert adapt_strides(32, strides) == [1, 2, 2, 2, 1, 2]  # 32 / 16 = 2
+    assert adapt_strides(8, strides) == [1, 1, 1, 2, 1, 2]  # 8 / 4 = 2
+
+
+def test_skip_layers_cost_nothing_in_the_child():
+    arch = proxyless_mobile_arch()
+    child = arch.build_space().build(arch)
+    assert isinstance(child.layers[2], torch.nn.Identity) and isinstance(child.layers[3], torch.nn.Identity)
+
+
+def test_width_mult_rounds_channels_to_multiples_of_8():
+    space = get_space("proxyless", width_mult=0.35)
+    assert all(layer.c_out % 8 == 0 for layer in space.layers)
+
+
+def test_child_net_exports_to_onnx_with_dynamo(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    import onnxruntime
+
+    space = get_space("proxyless", resolution=32, num_classes=10, in_channels=1)
+    child = space.build(Arch.random(space, seed=3)).eval()
+    x = torch.randn(1, 1, 32, 32)
+    path = tmp_path / "child.onnx"
+    torch.onnx.export(child, (x,), str(path), dynamo=True)
+    onnx.checker.check_model(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = child(x).numpy()
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+
+
+def test_spaces_cli_lists_and_describes(cli_runner):
+    listed = cli_runner.invoke(cli, ["spaces", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert {entry["space"] for entry in json.loads(listed.output)} == set(SPACES)
+    shown = cli_runner.invoke(cli, ["spaces", "shufflenet", "--resolution", "32", "--json"])
+    assert shown.exit_code == 0, shown.output
+    described = json.loads(shown.output)
+    assert len(described["layers"]) == 20 and described["space_args"]["resolution"] == 32
