@@ -1,0 +1,282 @@
+"""Data sets for search and training, resized to the space's resolution and channel count.
+
+``--data`` specs:
+
+* ``digits`` (default): scikit-learn's embedded 8x8 handwritten digits (1797 images, 10
+  classes). Nothing to download, so every command works offline on any machine.
+* ``fashion-mnist[:DIR]``: IDX files (gzipped or not) in DIR, by default where Debian's
+  ``dataset-fashion-mnist`` package puts them.
+* ``cifar10:DIR``: torchvision's CIFAR-10 python batches already in DIR (never downloaded).
+* ``imagefolder:DIR``: one sub-folder per class; ``DIR/train`` and ``DIR/val`` when present,
+  else a seeded 10 % of DIR is held out for validation.
+* ``fake``: seeded random images whose class shifts their mean, for smoke tests.
+
+Small in-memory sets are resized once and kept as uint8 tensors, so an epoch costs no
+decoding; only ``imagefolder`` decodes lazily.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from hwnas.errors import HwnasError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+DATA_SPECS = ("digits", "fashion-mnist[:DIR]", "cifar10:DIR", "imagefolder:DIR", "fake")
+
+#: in_channels, num_classes, resolution a data set naturally has (None: not known up front)
+_NATURAL = {
+    "digits": (1, 10, 32),
+    "fashion-mnist": (1, 10, 32),
+    "cifar10": (3, 10, 32),
+    "fake": (3, 10, 32),
+    "imagefolder": (3, None, None),
+}
+
+
+@dataclass
+class DataSplits:
+    """Training and validation sets of one data spec, already shaped for the space."""
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    in_channels: int
+    name: str
+
+
+class ImageTensorDataset(Dataset):
+    """uint8 images [N, C, H, W] + int labels; items are normalised float tensors."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float = 0.5, std: float = 0.5) -> None:
+        self.images, self.labels = images, labels.long()
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index].float().div_(255.0).sub_(self.mean).div_(self.std)
+        return image, int(self.labels[index])
+
+
+def _split_spec(spec: str) -> tuple[str, str | None]:
+    name, sep, arg = spec.partition(":")
+    name = name.strip().lower()
+    if name not in _NATURAL:
+        raise HwnasError(f"unknown data spec {spec!r}; known: {', '.join(DATA_SPECS)}")
+    if sep and not arg:
+        raise HwnasError(f"data spec {spec!r} has an empty folder after ':'")
+    if name in ("cifar10", "imagefolder") and not arg:
+        raise HwnasError(f"data spec {name!r} needs a folder: {name}:DIR")
+    if name in ("digits", "fake") and arg:
+        raise HwnasError(f"data spec {name!r} takes no folder")
+    return name, arg or None
+
+
+def natural_space_args(spec: str) -> dict[str, Any]:
+    """The space options a data set implies (in_channels, num_classes, resolution), where known.
+
+    ``hwnas search`` fills the space options the user did not give from this, so a search on
+    the default digits runs a 1-channel, 10-class net at 32x32 without any flag.
+    """
+    name, arg = _split_spec(spec)
+    in_channels, num_classes, resolution = _NATURAL[name]
+    if name == "imagefolder":
+        num_classes = len(_imagefolder_classes(Path(arg)))
+    found = {"in_channels": in_channels, "num_classes": num_classes, "resolution": resolution}
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def _resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 [N, C, h, w] -> uint8 [N, C, resolution, resolution], bilinear with antialiasing."""
+    if images.shape[-2:] == (resolution, resolution):
+        return images
+    out = []
+    for chunk in images.split(4096):
+        resized = F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+        out.append(resized.round().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def _adapt_channels(images: torch.Tensor, in_channels: int, source: str) -> torch.Tensor:
+    """Grey -> colour by repetition, colour -> grey by the channel mean; anything else is an error."""
+    have = images.shape[1]
+    if have == in_channels:
+        return images
+    if have == 1:
+        return images.expand(-1, in_channels, -1, -1).contiguous()
+    if in_channels == 1:
+        return images.float().mean(dim=1, keepdim=True).round().to(torch.uint8)
+    raise HwnasError(f"{source} has {have} channels; the space wants {in_channels} (only 1 <-> N is adapted)")
+
+
+def _tensor_splits(train: tuple, val: tuple, resolution: int, in_channels: int, num_classes: int, name: str) -> DataSplits:
+    def build(images: torch.Tensor, labels: torch.Tensor) -> ImageTensorDataset:
+        return ImageTensorDataset(_adapt_channels(_resize(images, resolution), in_channels, name), labels)
+
+    return DataSplits(build(*train), build(*val), num_classes, in_channels, name)
+
+
+def _seeded_split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(round(n * val_fraction)))
+    return order[n_val:], order[:n_val]
+
+
+# -- the sources ------------------------------------------------------------------------------
+def _digits(seed: int) -> tuple[tuple, tuple]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # values 0..16 -> 0..255
+    images = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round().to(torch.uint8).unsqueeze(1)
+    labels = torch.from_numpy(digits.target).long()
+    train, val = _seeded_split(len(labels), 0.2, seed)
+    return (images[train], labels[train]), (images[val], labels[val])
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+        zero, dtype, dims = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(">" + "I" * dims, data[4 : 4 + 4 * dims])
+        body = data[4 + 4 * dims :]
+        if len(body) != int(torch.tensor(shape).prod()):
+            raise ValueError(f"expected {shape} bytes of data, found {len(body)}")
+    except (OSError, ValueError, struct.error, EOFError) as error:
+        raise HwnasError(f"cannot read IDX file {path}: {error}") from None
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise HwnasError(
+        f"Fashion-MNIST file {stem}[.gz] not found in {folder}; install Debian's dataset-fashion-mnist "
+        f"package or pass fashion-mnist:DIR"
+    )
+
+
+def _fashion_mnist(folder: Path) -> tuple[tuple, tuple]:
+    if not folder.is_dir():
+        raise HwnasError(f"Fashion-MNIST folder {folder} does not exist; install dataset-fashion-mnist or pass fashion-mnist:DIR")
+    parts = []
+    for prefix in ("train", "t10k"):
+        images = _read_idx(_find_idx(folder, f"{prefix}-images-idx3-ubyte")).unsqueeze(1)
+        labels = _read_idx(_find_idx(folder, f"{prefix}-labels-idx1-ubyte")).long()
+        parts.append((images, labels))
+    return parts[0], parts[1]
+
+
+def _cifar10(folder: Path) -> tuple[tuple, tuple]:
+    from torchvision.datasets import CIFAR10
+
+    parts = []
+    for train in (True, False):
+        try:
+            data = CIFAR10(str(folder), train=train, download=False)
+        except RuntimeError as error:
+            raise HwnasError(f"CIFAR-10 not found in {folder} ({error}); put the python batches (cifar-10-batches-py) there") from None
+        images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
+        parts.append((images, torch.tensor(data.targets)))
+    return parts[0], parts[1]
+
+
+def _fake(seed: int, n_train: int = 512, n_val: int = 128) -> tuple[tuple, tuple]:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n_train + n_val,), generator=generator)
+    noise = torch.randint(0, 128, (n_train + n_val, 3, 16, 16), generator=generator)
+    images = (noise + labels.view(-1, 1, 1, 1) * 12).clamp(0, 255).to(torch.uint8)
+    return (images[:n_train], labels[:n_train]), (images[n_train:], labels[n_train:])
+
+
+def _imagefolder_classes(folder: Path) -> list[str]:
+    root = folder / "train" if (folder / "train").is_dir() else folder
+    if not root.is_dir():
+        raise HwnasError(f"image folder {folder} does not exist")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise HwnasError(f"image folder {root} has no class sub-folders")
+    return classes
+
+
+def _imagefolder(folder: Path, resolution: int, in_channels: int, seed: int) -> DataSplits:
+    from torchvision import datasets, transforms
+
+    steps: list[Any] = [transforms.Resize((resolution, resolution))]
+    if in_channels == 1:
+        steps.append(transforms.Grayscale(1))
+    elif in_channels != 3:
+        raise HwnasError(f"imagefolder data gives 1 or 3 channels; the space wants {in_channels}")
+    steps += [transforms.ToTensor(), transforms.Normalize([0.5] * in_channels, [0.5] * in_channels)]
+    transform = transforms.Compose(steps)
+    classes = _imagefolder_classes(folder)
+    if (folder / "train").is_dir() and (folder / "val").is_dir():
+        train = datasets.ImageFolder(str(folder / "train"), transform=transform)
+        val = datasets.ImageFolder(str(folder / "val"), transform=transform)
+    else:
+        full = datasets.ImageFolder(str(folder), transform=transform)
+        train_idx, val_idx = _seeded_split(len(full), 0.1, seed)
+        train, val = Subset(full, train_idx.tolist()), Subset(full, val_idx.tolist())
+    return DataSplits(train, val, len(classes), in_channels, f"imagefolder:{folder}")
+
+
+def load_data(spec: str, resolution: int, in_channels: int, seed: int = 0) -> DataSplits:
+    """The train and validation sets of ``spec``, resized to ``resolution`` with ``in_channels``."""
+    name, arg = _split_spec(spec)
+    if name == "imagefolder":
+        return _imagefolder(Path(arg), resolution, in_channels, seed)
+    if name == "digits":
+        train, val = _digits(seed)
+    elif name == "fashion-mnist":
+        train, val = _fashion_mnist(Path(arg) if arg else FASHION_MNIST_DIR)
+    elif name == "cifar10":
+        train, val = _cifar10(Path(arg))
+    else:
+        train, val = _fake(seed)
+    return _tensor_splits(train, val, resolution, in_channels, 10, spec)
+
+
+def split_for_arch(dataset: Dataset, arch_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """Hold ``arch_fraction`` of the training set out for architecture steps (ProxylessNAS).
+
+    The split is seeded, so a resumed run sees the same halves. ``arch_fraction == 0`` gives
+    no held-out set (the single-level methods train weights and alpha on the same batch).
+    """
+    if not 0 <= arch_fraction < 1:
+        raise HwnasError(f"--arch-fraction must be in [0, 1), got {arch_fraction}")
+    if arch_fraction == 0:
+        return dataset, None
+    weight_idx, arch_idx = _seeded_split(len(dataset), arch_fraction, seed + 7919)
+    return Subset(dataset, weight_idx.tolist()), Subset(dataset, arch_idx.tolist())
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0) -> DataLoader:
+    """A loader whose order depends only on ``seed``: the same seed gives the same batches."""
+    if batch_size < 1:
+        raise HwnasError(f"batch size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise HwnasError(f"workers must be >= 0, got {workers}")
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=False,
+        persistent_workers=False,
+    )

@@ -1,0 +1,102 @@
+"""DSNAS (CVPR 2020): one sampled path, a dummy Z = 1, one forward and one backward per step.
+
+Per layer Z ~ OneHotCategorical(softmax(alpha)); the layer computes ``op_chosen(x) * Z_l``
+(Z_l = 1, so the value is unchanged, but dL/dZ_l exists). The backward of the loss gives the
+weights their gradient and each layer its reward dL/dZ_l; alpha's task gradient is then
+``sum_l dL/dZ_l * grad log p_l(chosen_l)`` — the gradient of a tiny graph on alpha alone, so the
+network runs forward and backward once. The latency term's gradient reaches alpha directly
+through E[lat]. Only the chosen op of a layer is ever run.
+
+Progressive early stop: at the start of each epoch, a layer whose top-1 minus top-2
+probability is at least ``h`` is fixed to its argmax and its alpha frozen (restored after
+every optimiser step, since Adam's momentum would move a row even with a zero gradient).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hwnas.search.strategy import ArchBatches, Knob, Strategy, StepResult
+from hwnas.search.supernet import PathChoice
+
+
+def score_function_grad(log_probs: torch.Tensor, alpha: torch.Tensor, columns: list[int], rewards: torch.Tensor) -> torch.Tensor:
+    """``sum_l rewards[l] * d log p_l(columns[l]) / d alpha``: DSNAS's per-layer scaled grad log p(Z)."""
+    chosen = log_probs[torch.arange(len(columns)), torch.tensor(columns)]
+    (grad,) = torch.autograd.grad((rewards.detach() * chosen).sum(), alpha)
+    return grad
+
+
+def layers_to_fix(probs: torch.Tensor, threshold: float) -> list[int]:
+    """Layers whose top-1 minus top-2 probability is >= ``threshold``."""
+    top = probs.detach().topk(min(2, probs.shape[1]), dim=1).values
+    gap = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0)
+    return torch.nonzero(gap >= threshold).flatten().tolist()
+
+
+class DsnasStrategy(Strategy):
+    name = "dsnas"
+    knobs = {
+        "arch_lr": Knob(0.02, "Adam learning rate of alpha (paper 1e-3; raised for short runs)"),
+        "early_stop": Knob(0.3, "progressive early stop threshold h on top-1 minus top-2 probability (>= 1 disables)"),
+        "init_std": Knob(1e-3, "std of the normal init of alpha"),
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: layer -> fixed column
+        self.fixed: dict[int, int] = {}
+
+    def init_alpha(self) -> None:
+        with torch.no_grad():
+            self.arch.alpha.normal_(0.0, self.options["init_std"], generator=self.generator)
+
+    def make_arch_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam([self.arch.alpha], lr=self.options["arch_lr"], betas=(0.5, 0.999))
+
+    def epoch_start(self, epoch: int, epochs: int) -> None:
+        argmax = self.arch.argmax_columns()
+        for layer in layers_to_fix(self.arch.probs(), self.options["early_stop"]):
+            self.fixed.setdefault(layer, argmax[layer])
+
+    def sample(self, generator: torch.Generator) -> list[int]:
+        columns = self.sample_columns(self.arch.probs(), generator)
+        return [self.fixed.get(layer, column) for layer, column in enumerate(columns)]
+
+    def sample_choices(self, generator: torch.Generator) -> list[PathChoice]:
+        return [PathChoice.single(c) for c in self.sample(generator)]
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, arch_batches: ArchBatches | None) -> StepResult:
+        columns = self.sample(self.generator)
+        z = torch.ones(len(columns), requires_grad=True)
+        logits = self.supernet(images, [PathChoice.single(c, z[layer]) for layer, c in enumerate(columns)])
+        expected = self.expected_ms()
+        ce = self.cross_entropy(logits, labels)
+        loss = self.budget.loss(ce, expected)
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # weights, dL/dZ, and the latency term's gradient on alpha
+        self.clip_and_step()
+        rewards = z.grad if z.grad is not None else torch.zeros_like(z)
+        task_grad = score_function_grad(self.arch.log_probs(), self.arch.alpha, columns, rewards)
+        alpha = self.arch.alpha
+        alpha.grad = task_grad if alpha.grad is None else alpha.grad + task_grad
+        frozen = list(self.fixed)
+        saved = alpha.detach()[frozen].clone()
+        self.arch_optimizer.step()
+        if frozen:
+            with torch.no_grad():
+                alpha[frozen] = saved
+        self.budget.update(float(expected.detach()))
+        return StepResult(float(ce.detach()), self.correct(logits, labels), len(labels), float(expected.detach()))
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"layers_fixed": len(self.fixed)}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"fixed": [[layer, column] for layer, column in sorted(self.fixed.items())]}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.fixed = {int(layer): int(column) for layer, column in state["fixed"]}

@@ -1,0 +1,332 @@
+"""The shared search loop: set-up, epochs, checkpoints, resume, history, the derived child.
+
+Every method runs through ``SearchRun``: the budget is checked against the table before any
+data is loaded, each epoch ends with a checkpoint written atomically (weights, alpha, both
+optimisers, the multiplier, every RNG state, the method's own state), and a resumed run
+rebuilds the same objects from ``config.json`` and continues from the last checkpoint. Data
+order depends only on (seed, epoch), so a resumed run computes exactly what an uninterrupted
+one would have.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from tqdm import tqdm
+
+from hwnas.arch import Arch
+from hwnas.data import load_data, make_loader, split_for_arch
+from hwnas.errors import HwnasError
+from hwnas.files import write_bytes_atomic, write_json_atomic, write_text_atomic
+from hwnas.latency import LatencyModel, LatencyTable
+from hwnas.latency.lookup import expected_meta
+from hwnas.search import STRATEGIES
+from hwnas.search.bn import recalibrate_bn
+from hwnas.search.budget import BudgetController, Target, make_target
+from hwnas.search.derive import derive_under_budget
+from hwnas.search.supernet import ArchParameters, Supernet
+from hwnas.spaces import get_space
+
+CHECKPOINT, CONFIG, HISTORY, RESULT = "checkpoint.pt", "config.json", "history.jsonl", "result.json"
+
+
+@dataclass
+class SearchConfig:
+    """Every option of a search; saved as ``config.json`` and enough to rebuild the run on resume."""
+
+    method: str
+    table: str
+    budget_ms: float
+    space: str = "proxyless"
+    space_args: dict[str, Any] = field(default_factory=dict)
+    data: str = "digits"
+    allow_foreign_table: bool = False
+    runtime: str = "onnxruntime"
+    device: str = "cpu"
+    threads: int | None = 1
+    table_batch_size: int = 1
+    margin: float | None = None
+    latency_loss: str = "lagrangian"
+    multiplier_rate: float = 0.5
+    epochs: int = 8
+    batch_size: int = 64
+    steps_per_epoch: int | None = None
+    lr: float = 0.05
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_fraction: float | None = None
+    seed: int = 0
+    workers: int = 0
+    bn_batches: int = 20
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in STRATEGIES:
+            raise HwnasError(f"unknown method {self.method!r}; known: {', '.join(STRATEGIES)}")
+        if self.epochs < 1:
+            raise HwnasError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise HwnasError(f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}")
+        if self.arch_fraction is None:
+            self.arch_fraction = 0.2 if STRATEGIES[self.method].bilevel else 0.0
+        if STRATEGIES[self.method].bilevel and self.arch_fraction <= 0:
+            raise HwnasError(f"method {self.method} takes arch steps on held-out data: --arch-fraction must be > 0")
+
+    @classmethod
+    def load(cls, folder: Path) -> SearchConfig:
+        path = folder / CONFIG
+        if not path.is_file():
+            raise HwnasError(f"{folder} has no {CONFIG}: not a search run folder")
+        data = json.loads(path.read_text())
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs))
+
+
+def _cycle(loader: Any) -> Iterator:
+    while True:
+        yield from loader
+
+
+class SearchRun:
+    """One search: built from a config, run epoch by epoch into ``out``."""
+
+    def __init__(self, config: SearchConfig, out: Path, progress: bool = True) -> None:
+        self.config, self.out, self.progress = config, Path(out), progress
+        self.space = get_space(config.space, **config.space_args)
+        expect = expected_meta(config.device, config.runtime, config.table_batch_size, False, self.space)
+        if config.threads is not None:
+            expect["threads"] = config.threads
+        self.table = LatencyTable.load(config.table, expect=expect, allow_foreign=config.allow_foreign_table)
+        self.latency = LatencyModel(self.table, self.space)
+        self.fastest_arch, fastest_ms = self.latency.fastest()
+        _, slowest_ms = self.latency.slowest()
+        self.target: Target = make_target(config.budget_ms, fastest_ms, slowest_ms, config.margin, self.table.p90_relative_error)
+        self.budget = BudgetController(config.latency_loss, self.target.aim_ms, config.multiplier_rate)
+
+        self.data = load_data(config.data, self.space.args.resolution, self.space.args.in_channels, config.seed)
+        if self.data.num_classes != self.space.args.num_classes:
+            raise HwnasError(
+                f"data {config.data} has {self.data.num_classes} classes but the space was built for "
+                f"{self.space.args.num_classes}: pass --num-classes {self.data.num_classes}"
+            )
+        self.weight_set, self.arch_set = split_for_arch(self.data.train, config.arch_fraction, config.seed)
+
+        torch.manual_seed(config.seed)
+        self.supernet = Supernet(self.space)
+        self.arch = ArchParameters(self.space)
+        self.weight_optimizer = torch.optim.SGD(
+            self.supernet.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        strategy_class = STRATEGIES[config.method]
+        self.strategy = strategy_class(
+            self.supernet, self.arch, self.latency, self.budget, self.weight_optimizer, config.method_options, self.generator,
+            grad_clip=config.grad_clip,
+        )
+        self.start_epoch = 0
+
+    # -- folder ----------------------------------------------------------------------------
+    def resolved_config(self) -> dict[str, Any]:
+        """config.json: the options as given plus what was resolved from the table."""
+        data = asdict(self.config)
+        data["method_options"] = dict(self.strategy.options)
+        data.update(
+            space_args=self.space.args.to_dict(),
+            table=str(self.table.path),
+            table_meta={k: self.table.meta.get(k) for k in ("runtime", "device", "device_name", "threads", "batch_size", "dtype")},
+            margin_resolved=self.target.margin,
+            margin_source=self.target.margin_source,
+            aim_ms=self.target.aim_ms,
+            fastest_ms=self.target.fastest_ms,
+            slowest_ms=self.target.slowest_ms,
+        )
+        return data
+
+    def start_fresh(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.strategy.init_alpha()
+        write_json_atomic(self.out / CONFIG, self.resolved_config())
+        write_text_atomic(self.out / HISTORY, "")
+
+    def save_checkpoint(self, next_epoch: int) -> None:
+        state = {
+            "epoch": next_epoch,
+            "supernet": self.supernet.state_dict(),
+            "alpha": self.arch.alpha.detach().clone(),
+            "weight_optimizer": self.weight_optimizer.state_dict(),
+            "arch_optimizer": self.strategy.arch_optimizer.state_dict(),
+            "budget": self.budget.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "strategy": self.strategy.extra_state(),
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_bytes_atomic(self.out / CHECKPOINT, buffer.getvalue())
+
+    def load_checkpoint(self) -> None:
+        path = self.out / CHECKPOINT
+        if not path.is_file():
+            raise HwnasError(f"{self.out} has no {CHECKPOINT} to resume from (the run stopped before its first epoch ended)")
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as error:  # noqa: BLE001 - a damaged file must become a message
+            raise HwnasError(f"cannot read {path}: {error}") from None
+        self.supernet.load_state_dict(state["supernet"])
+        with torch.no_grad():
+            self.arch.alpha.copy_(state["alpha"])
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.strategy.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.budget.load_state_dict(state["budget"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.strategy.load_extra_state(state["strategy"])
+        self.start_epoch = int(state["epoch"])
+        history = self.history()
+        write_text_atomic(
+            self.out / HISTORY, "".join(json.dumps(row) + "\n" for row in history if row["epoch"] < self.start_epoch)
+        )
+
+    def history(self) -> list[dict[str, Any]]:
+        path = self.out / HISTORY
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    # -- epochs ----------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        config = self.config
+        lr = cosine_lr(epoch, config.epochs, config.lr, config.lr_min)
+        for group in self.weight_optimizer.param_groups:
+            group["lr"] = lr
+        self.strategy.epoch_start(epoch, config.epochs)
+        loader = make_loader(self.weight_set, config.batch_size, True, config.workers, seed=config.seed * 100003 + epoch)
+        arch_batches = None
+        if self.arch_set is not None:
+            arch_iter = _cycle(make_loader(self.arch_set, config.batch_size, True, config.workers, seed=config.seed * 100019 + epoch))
+            arch_batches = lambda: next(arch_iter)  # noqa: E731
+        steps = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
+        self.supernet.train()
+        loss_sum = correct = count = 0
+        expected = float("nan")
+        bar = tqdm(total=steps, desc=f"{config.method} epoch {epoch + 1}/{config.epochs}", disable=not self.progress, leave=False)
+        for step, (images, labels) in enumerate(loader):
+            if step >= steps:
+                break
+            result = self.strategy.step(images, labels, arch_batches)
+            loss_sum += result.loss * result.count
+            correct += result.correct
+            count += result.count
+            expected = result.expected_ms
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}", lat=f"{expected:.3f}ms")
+        bar.close()
+        return {"lr": lr, "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1)}
+
+    @torch.no_grad()
+    def evaluate_supernet(self, epoch: int) -> tuple[float, float]:
+        """Validation loss and accuracy of the supernet under the method's own sampling (seeded apart)."""
+        self.supernet.eval()
+        generator = torch.Generator().manual_seed(self.config.seed + 7 * epoch + 1)
+        loss_sum, correct, count = 0.0, 0, 0
+        for images, labels in make_loader(self.data.val, 256, False, self.config.workers):
+            logits = self.supernet(images, self.strategy.sample_choices(generator))
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(1) == labels).sum())
+            count += len(labels)
+        return loss_sum / count, correct / count
+
+    def run(self, resume: bool = False, on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Search (or continue), then derive, build and evaluate the child; returns result.json's content."""
+        if resume:
+            self.load_checkpoint()
+        else:
+            self.start_fresh()
+        for epoch in range(self.start_epoch, self.config.epochs):
+            started = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch}
+            row.update(self.train_epoch(epoch))
+            row["val_loss"], row["val_acc"] = self.evaluate_supernet(epoch)
+            probs = self.arch.probs().detach()
+            row.update(
+                expected_ms=float(self.latency.expected(probs.double())),
+                argmax_ms=self.latency.predict(self.argmax_arch()),
+                multiplier=self.budget.multiplier,
+                entropy=self.arch.entropy(),
+                temperature=None,
+                layers_fixed=0,
+            )
+            row.update(self.strategy.log_fields())
+            row["seconds"] = time.perf_counter() - started
+            with open(self.out / HISTORY, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            self.save_checkpoint(epoch + 1)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+        return self.finish()
+
+    def argmax_arch(self) -> Arch:
+        columns = self.space.candidates
+        return Arch(self.space.name, [columns[k] for k in self.arch.argmax_columns()], self.space.args.to_dict())
+
+    # -- the result ------------------------------------------------------------------------
+    def finish(self) -> dict[str, Any]:
+        from hwnas.search.report import write_plot, write_report
+
+        limit = self.target.aim_ms
+        arch = derive_under_budget(self.arch.probs().detach(), self.latency, limit)
+        predicted = self.latency.predict(arch)
+        if predicted > self.target.budget_ms + 1e-9:
+            raise HwnasError(f"internal error: derived arch predicted {predicted:.4g} ms over the budget {self.target.budget_ms:.4g} ms")
+        child = self.supernet.extract_child(arch)
+        train_loader = make_loader(self.data.train, self.config.batch_size, True, self.config.workers, seed=self.config.seed + 5)
+        recalibrate_bn(child, train_loader, self.config.bn_batches)
+        child_acc = evaluate(child, make_loader(self.data.val, 256, False, self.config.workers))
+        history = self.history()
+        supernet_acc = history[-1]["val_acc"] if history else float("nan")
+        arch.save(self.out / "arch.json")
+        for name, state in (("child.pt", child.state_dict()), ("supernet.pt", self.supernet.state_dict())):
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            write_bytes_atomic(self.out / name, buffer.getvalue())
+        result = {
+            "method": self.config.method,
+            "budget_ms": self.target.budget_ms,
+            "aim_ms": self.target.aim_ms,
+            "margin": self.target.margin,
+            "predicted_ms": predicted,
+            "fastest_ms": self.target.fastest_ms,
+            "slowest_ms": self.target.slowest_ms,
+            "supernet_val_acc": supernet_acc,
+            "child_val_acc": child_acc,
+            "arch": arch.to_compact(),
+            "table": str(self.table.path),
+        }
+        write_json_atomic(self.out / RESULT, result)
+        write_plot(self.out / "search.png", history, self.target, self.config.method)
+        write_report(self.out / "report.md", result, history, self.target, self.resolved_config(), arch, self.latency)
+        return result
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Any) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) over ``loader``."""
+    model.eval()
+    correct = count = 0
+    for images, labels in loader:
+        correct += int((model(images).argmax(1) == labels).sum())
+        count += len(labels)
+    return correct / max(count, 1)

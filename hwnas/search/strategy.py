@@ -1,0 +1,126 @@
+"""What every search method shares, so a method module holds only its own update rule.
+
+A strategy owns the architecture optimiser and decides, per training step, which paths run
+and how alpha gets its gradient. The loop (``hwnas.search.loop``) owns epochs, data, the
+weight optimiser's learning rate, checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from hwnas.errors import HwnasError
+from hwnas.latency import LatencyModel
+from hwnas.search.budget import BudgetController
+from hwnas.search.supernet import ArchParameters, PathChoice, Supernet
+
+#: gives one held-out (images, labels) batch for an arch step; only bi-level methods call it
+ArchBatches = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class StepResult:
+    loss: float
+    correct: int
+    count: int
+    expected_ms: float
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A method option: its default for this method and what it means (shown in --help)."""
+
+    default: Any
+    help: str
+
+
+class Strategy:
+    """Base of the search methods; subclasses set ``name``, ``knobs`` and implement ``step``."""
+
+    name: ClassVar[str]
+    #: whether arch steps need a held-out part of the training set (``--arch-fraction``)
+    bilevel: ClassVar[bool] = False
+    #: method options with their per-method defaults (scaled down from the papers for small data)
+    knobs: ClassVar[dict[str, Knob]] = {}
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        arch: ArchParameters,
+        latency: LatencyModel,
+        budget: BudgetController,
+        weight_optimizer: torch.optim.Optimizer,
+        options: dict[str, Any],
+        generator: torch.Generator,
+        grad_clip: float = 5.0,
+    ) -> None:
+        unknown = set(options) - set(self.knobs)
+        if unknown:
+            raise HwnasError(f"method {self.name} has no option(s) {', '.join(sorted(unknown))}")
+        self.options = {name: knob.default for name, knob in self.knobs.items()}
+        self.options.update({k: v for k, v in options.items() if v is not None})
+        self.supernet, self.arch, self.latency, self.budget = supernet, arch, latency, budget
+        self.weight_optimizer = weight_optimizer
+        self.generator = generator
+        self.grad_clip = grad_clip
+        self.arch_optimizer = self.make_arch_optimizer()
+
+    # -- per method ------------------------------------------------------------------------
+    def init_alpha(self) -> None:
+        """Initial alpha (called once for a fresh run, not on resume)."""
+        raise NotImplementedError
+
+    def make_arch_optimizer(self) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    def epoch_start(self, epoch: int, epochs: int) -> None:
+        """Per-epoch schedule (temperature, early stop)."""
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, arch_batches: ArchBatches | None) -> StepResult:
+        raise NotImplementedError
+
+    def sample_choices(self, generator: torch.Generator) -> list[PathChoice]:
+        """The paths the method's own forward runs, for measuring the supernet's accuracy."""
+        raise NotImplementedError
+
+    def log_fields(self) -> dict[str, Any]:
+        """Extra per-epoch history fields (temperature, layers fixed)."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``extra_state`` saved."""
+
+    # -- shared ----------------------------------------------------------------------------
+    def expected_ms(self, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """E[latency] in ms under ``probs`` (default softmax(alpha)), differentiable in alpha."""
+        return self.latency.expected(self.arch.probs() if probs is None else probs)
+
+    def sample_columns(self, probs: torch.Tensor, generator: torch.Generator) -> list[int]:
+        """One column per layer drawn from p (rows of ``probs``)."""
+        return torch.multinomial(probs.detach(), 1, generator=generator).flatten().tolist()
+
+    def weight_update(self, loss: torch.Tensor) -> None:
+        """Backward + clipped SGD step on the supernet weights."""
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.clip_and_step()
+
+    def clip_and_step(self) -> None:
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.grad_clip)
+        self.weight_optimizer.step()
+
+    @staticmethod
+    def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels)
+
+    @staticmethod
+    def correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
+        return int((logits.argmax(dim=1) == labels).sum())

@@ -1,0 +1,35 @@
+"""SYNTHETIC latency tables for tests and benchmarks of the search machinery — never measurements.
+
+The search needs a table for every space it runs on; tests and the step-cost benchmark must
+not depend on a profile of this machine. These tables put ``ms`` proportional to each op's
+FLOPs (plus a per-op overhead), which keeps the ordering of real tables (bigger ops are
+slower) and nothing else. Their meta says ``"synthetic": true``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hwnas.latency import LatencyTable, head_key, stem_key
+from hwnas.latency.lookup import expected_meta
+from hwnas.spaces import ChainSpace
+
+
+def synthetic_table(space: ChainSpace, ms_per_mflop: float = 0.01, overhead_ms: float = 0.005, threads: int = 1) -> LatencyTable:
+    """A table covering ``space`` with made-up ms; meta matches this machine (cpu, onnxruntime, batch 1)."""
+    meta = expected_meta("cpu", "onnxruntime", 1, False, space)
+    meta.update(space=space.name, threads=threads, synthetic=True)
+    entries = {}
+    for spec in space.op_specs():
+        ms = overhead_ms + ms_per_mflop * space._spec_cost(spec).flops / 1e6
+        entries[spec.key] = {"ms": ms, "p10": ms, "p90": ms, "n": 1}
+    fixed = overhead_ms + ms_per_mflop * space.fixed_cost().flops / 1e6 / 2
+    for key in (stem_key(space), head_key(space)):
+        entries[key] = {"ms": fixed, "p10": fixed, "p90": fixed, "n": 1}
+    return LatencyTable(meta=meta, entries=entries)
+
+
+def write_synthetic_table(space: ChainSpace, path: Path, **kwargs: float) -> Path:
+    table = synthetic_table(space, **kwargs)
+    table.save(path)
+    return path
