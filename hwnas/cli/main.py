@@ -35,6 +35,7 @@ def _register() -> None:
 
     cli.add_command(spaces_commands.spaces)
     cli.add_command(arch_commands.arch)
+    from hwnas.cli.search_commands import search; cli.add_command(search)  # noqa: E702
 
 
 _register()

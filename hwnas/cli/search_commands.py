@@ -1,0 +1,124 @@
+"""``hwnas search``: a differentiable search under a latency budget, into a run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hwnas.cli.options import build_space, echo_json, json_option, space_options
+from hwnas.data import DATA_SPECS, natural_space_args
+from hwnas.errors import HwnasError
+from hwnas.search import STRATEGIES
+from hwnas.search.budget import LOSS_FORMS, parse_latency
+from hwnas.search.loop import CHECKPOINT, SearchConfig, SearchRun
+
+#: files a fresh run writes; --force removes stale ones first so a half-finished rerun never mixes with an old result
+RUN_FILES = (CHECKPOINT, "config.json", "history.jsonl", "result.json", "arch.json", "child.pt", "supernet.pt", "search.png", "report.md")
+
+#: CLI flag -> method knob name; each method accepts only its own (see ``Strategy.knobs``)
+METHOD_KNOBS = {
+    "arch_lr": click.option("--arch-lr", type=float, help="Adam learning rate of alpha [per-method default]."),
+    "arch_every": click.option("--arch-every", type=int, help="proxyless: weight steps per arch step [1]."),
+    "warmup_epochs": click.option("--warmup-epochs", type=int, help="proxyless: weight-only epochs first [1]."),
+    "tau0": click.option("--tau0", type=float, help="snas: initial temperature [1.0]."),
+    "tau_min": click.option("--tau-min", type=float, help="snas: final temperature [0.03]."),
+    "early_stop": click.option("--early-stop", type=float, help="dsnas: early-stop threshold h on top1-top2 probability [0.3]."),
+    "init_std": click.option("--init-std", type=float, help="std of alpha's normal init [per-method default]."),
+}
+
+
+def _method_knobs(command: Any) -> Any:
+    for option in reversed(list(METHOD_KNOBS.values())):
+        command = option(command)
+    return command
+
+
+def _default_out(method: str) -> Path:
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise HwnasError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise HwnasError(f"--out {out} is not empty; pass --resume {out} to continue that run or --force to start over in it")
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
+@click.command()
+@click.option("--method", type=click.Choice(list(STRATEGIES)), default="dsnas", show_default=True, help="Search method.")
+@click.option("--latency", "latency", help="Latency budget of the derived net: 80ms, '80 ms', 0.08s, 80000us or a bare number (ms).")
+@space_options()
+@click.option("--table", type=click.Path(dir_okay=False), help="Latency table [default: the one for this machine, runtime, space and shape].")
+@click.option("--allow-foreign-table", is_flag=True, help="Use a table of another target with a warning instead of an error.")
+@click.option("--runtime", default="onnxruntime", show_default=True, help="Runtime the table must have been measured with.")
+@click.option("--device", default="cpu", show_default=True, help="Device the table must have been measured on.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Threads the table must have been measured with.")
+@click.option("--data", default="digits", show_default=True, help=f"Data set: {', '.join(DATA_SPECS)}.")
+@click.option("--arch-fraction", type=float, help="Share of the training set held out for arch steps [proxyless 0.2, others 0].")
+@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--steps-per-epoch", type=int, help="Cap on weight steps per epoch (short runs, benchmarks).")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Weight SGD learning rate, cosine to --lr-min.")
+@click.option("--lr-min", type=float, default=0.001, show_default=True)
+@click.option("--margin", type=float, help="Aim at budget x (1 - margin) [the table's validated p90 error, else 0.05].")
+@click.option("--latency-loss", type=click.Choice(LOSS_FORMS), default="lagrangian", show_default=True)
+@click.option("--multiplier-rate", type=float, default=0.5, show_default=True, help="Lagrangian multiplier step per arch step.")
+@click.option("--bn-batches", type=int, default=20, show_default=True, help="Training batches for the child's BN recalibration.")
+@_method_knobs
+@click.option("--seed", type=int, default=0, show_default=True, help="A fixed seed reproduces the run.")
+@click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder [default: runs/<time>-<method>].")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True), help="Continue the run in this folder (other options are read from it).")
+@click.option("--force", is_flag=True, help="Start over in a non-empty --out.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@json_option
+def search(space: str, space_overrides: dict[str, Any], latency: str | None, table: str | None, resume: str | None, out: str | None,
+           force: bool, as_json: bool, quiet: bool, **options: Any) -> None:
+    """Search SPACE for the most accurate net whose predicted latency meets --latency."""
+    if resume:
+        folder = Path(resume)
+        run = SearchRun(SearchConfig.load(folder), folder, progress=not quiet)
+        result = run.run(resume=True)
+    else:
+        if latency is None:
+            raise HwnasError("--latency is required (e.g. --latency 80ms), unless you --resume a run")
+        knobs = {name: options.pop(name) for name in METHOD_KNOBS}
+        method = options["method"]
+        allowed = STRATEGIES[method].knobs
+        foreign = [f"--{name.replace('_', '-')}" for name, value in knobs.items() if value is not None and name not in allowed]
+        if foreign:
+            raise HwnasError(f"method {method} has no option {', '.join(foreign)}")
+        space_args = {**natural_space_args(options["data"]), **space_overrides}
+        built = build_space(space, space_args)
+        if table is None:
+            from hwnas.latency.lookup import find_table
+
+            table = str(find_table(built, options["device"], options["runtime"], options["threads"], 1))
+        config = SearchConfig(
+            table=table,
+            budget_ms=parse_latency(latency),
+            space=space,
+            space_args=built.args.to_dict(),
+            method_options={k: v for k, v in knobs.items() if v is not None},
+            **options,
+        )
+        folder = Path(out) if out else _default_out(method)
+        run = SearchRun(config, folder, progress=not quiet)  # checks table and budget before anything is written
+        _prepare_out(folder, force)
+        result = run.run()
+    if as_json:
+        echo_json({**result, "run": str(folder)})
+        return
+    click.echo(f"derived arch: {result['arch']}")
+    click.echo(
+        f"predicted latency: {result['predicted_ms']:.4g} ms  (budget {result['budget_ms']:.4g} ms, aim {result['aim_ms']:.4g} ms, "
+        f"{100 * result['predicted_ms'] / result['budget_ms']:.1f} % of the budget)"
+    )
+    click.echo(f"val acc: supernet {result['supernet_val_acc']:.4f}, child {result['child_val_acc']:.4f} (inherited weights, BN recalibrated)")
+    click.echo(f"run folder: {folder}")
