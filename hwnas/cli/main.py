@@ -35,6 +35,7 @@ def _register() -> None:
 
     cli.add_command(spaces_commands.spaces)
     cli.add_command(arch_commands.arch)
+    from hwnas.cli.latency_commands import register_latency_commands; register_latency_commands(cli)  # noqa: E702
     from hwnas.cli.search_commands import search; cli.add_command(search)  # noqa: E702
 
 

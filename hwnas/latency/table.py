@@ -7,10 +7,13 @@ One JSON file per (device, runtime, precision, batch size, space and input shape
               "batch_size", "dtype", "space", "space_args", "hwnas_version", "created", ...},
      "entries": {"mb6_k5:c40-80:s2:h28w28": {"ms": 0.41, "p10": 0.40, "p90": 0.44, "n": 3}, ...},
      "calibration": {"a": 1.05, "b": 0.02, ...} | null,
-     "validation": {"n": 30, "mape": ..., "p90_relative_error": ..., "calibrated": {...}} | null}
+     "validation": {"n": 30, "mape": ..., "p90_relative_error": ..., "calibrated": {...}} | null,
+     "pending": {"mb6_k7:c40-80:s2:h28w28": [{"ms", "p10", "p90", "n"}, ...]}}
 
-The table is written atomically after every entry, so a profile interrupted at any point
-resumes from the file without losing a measurement.
+The table is written atomically after every single measurement, so a profile interrupted at
+any point resumes from the file without losing one. An entry is measured in several
+interleaved rounds; until all its rounds are done, its finished rounds wait in ``pending``
+(not in ``entries``: a half-measured entry must not look complete).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class LatencyTable:
     calibration: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
     path: Path | None = None
+    #: rounds measured so far of entries not yet complete: key -> [{"ms", "p10", "p90", "n"}, ...]
+    pending: dict[str, list[dict[str, float]]] = field(default_factory=dict)
 
     # -- reading --------------------------------------------------------------------------
     @classmethod
@@ -81,12 +86,13 @@ class LatencyTable:
         if not isinstance(entries, dict):
             raise HwnasError(f"{source}: 'entries' must be an object of key -> {{ms, p10, p90, n}}")
         for key, entry in entries.items():
-            if not isinstance(entry, dict) or any(name not in entry for name in ENTRY_FIELDS):
-                raise HwnasError(f"{source}: entry {key!r} must have fields {', '.join(ENTRY_FIELDS)}")
-            for name in ENTRY_FIELDS:
-                value = entry[name]
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                    raise HwnasError(f"{source}: entry {key!r} field {name!r} must be a finite number >= 0, got {value!r}")
+            _check_entry(entry, f"{source}: entry {key!r}")
+        pending = data.get("pending") or {}
+        if not isinstance(pending, dict) or not all(isinstance(rounds, list) for rounds in pending.values()):
+            raise HwnasError(f"{source}: 'pending' must be an object of key -> list of rounds")
+        for key, rounds in pending.items():
+            for i, entry in enumerate(rounds):
+                _check_entry(entry, f"{source}: pending round {i} of {key!r}")
         calibration = data.get("calibration")
         if calibration is not None:
             if not isinstance(calibration, dict) or not all(
@@ -96,7 +102,8 @@ class LatencyTable:
         validation = data.get("validation")
         if validation is not None and not isinstance(validation, dict):
             raise HwnasError(f"{source}: 'validation' must be null or an object")
-        return cls(meta=meta, entries={k: dict(v) for k, v in entries.items()}, calibration=calibration, validation=validation)
+        return cls(meta=meta, entries={k: dict(v) for k, v in entries.items()}, calibration=calibration, validation=validation,
+                   pending={k: [dict(r) for r in v] for k, v in pending.items()})
 
     def check_matches(self, expect: dict[str, Any], allow_foreign: bool = False) -> None:
         differences = [
@@ -120,6 +127,7 @@ class LatencyTable:
             "entries": self.entries,
             "calibration": self.calibration,
             "validation": self.validation,
+            "pending": self.pending,
         }
 
     def save(self, path: str | Path | None = None) -> None:
@@ -145,3 +153,13 @@ class LatencyTable:
         calibrated = self.validation.get("calibrated") or {}
         value = calibrated.get("p90_relative_error", self.validation.get("p90_relative_error"))
         return float(value) if value is not None else None
+
+
+def _check_entry(entry: Any, where: str) -> None:
+    """An entry (or a pending round) is ``{"ms", "p10", "p90", "n"}`` of finite numbers >= 0."""
+    if not isinstance(entry, dict) or any(name not in entry for name in ENTRY_FIELDS):
+        raise HwnasError(f"{where} must have fields {', '.join(ENTRY_FIELDS)}")
+    for name in ENTRY_FIELDS:
+        value = entry[name]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise HwnasError(f"{where} field {name!r} must be a finite number >= 0, got {value!r}")

@@ -1,0 +1,182 @@
+"""``hwnas profile``, ``hwnas tables validate|show``, ``hwnas predict``: build, check and use latency tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import click
+
+from hwnas.arch import load_arch
+from hwnas.cli.options import build_space, echo_json, json_option, space_options
+from hwnas.errors import HwnasError
+from hwnas.latency.lookup import default_table_path, expected_meta
+from hwnas.latency.model import LatencyModel
+from hwnas.latency.protocol import Protocol
+from hwnas.latency.runtime_base import DEVICES
+from hwnas.latency.table import LatencyTable
+from hwnas.spaces import ChainSpace, get_space
+
+RUNTIME_NAMES = ("onnxruntime", "torch", "tensorrt")
+
+rounds_option = click.option("--rounds", type=int, default=Protocol.rounds, show_default=True,
+                             help="Interleaved measurement rounds; each value is the median over rounds.")
+allow_foreign_option = click.option("--allow-foreign-table", is_flag=True,
+                                    help="Use a table measured on another device/runtime/shape, with a warning.")
+
+
+def _threads(value: int) -> int | None:
+    """``--threads 0`` means the runtime's own default (recorded as null)."""
+    return None if value == 0 else value
+
+
+def _runtime(name: str, device: str, threads: int | None, fp16: bool, rounds: int):
+    from hwnas.latency.runtimes import get_runtime
+
+    return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=Protocol(rounds=rounds))
+
+
+def _table_space(table: LatencyTable) -> ChainSpace:
+    return get_space(table.meta["space"], **table.meta["space_args"])
+
+
+def _show_warnings() -> None:
+    """Foreign-table warnings reach the user as ``warning: ...`` lines on stderr."""
+    warnings.simplefilter("always")
+    warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}", err=True)
+
+
+@click.command()
+@space_options()
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True, help="Where to measure.")
+@click.option("--runtime", "runtime_name", type=click.Choice(RUNTIME_NAMES), default="onnxruntime", show_default=True,
+              help="Inference runtime to measure with.")
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="CPU threads, pinned and recorded (0: the runtime's default). On shared machines 1 is the most repeatable.")
+@click.option("--fp16", is_flag=True, help="Half precision (GPU runtimes).")
+@rounds_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Table file [default: ./latency_tables/<device>_<runtime>_t<threads>_b<batch>_<space>_r<res>_....json].")
+@click.option("--force", is_flag=True, help="Replace an existing table of another target (or an unreadable one) instead of refusing.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@json_option
+def profile(space: str, space_overrides: dict, device: str, runtime_name: str, batch_size: int, threads: int, fp16: bool,
+            rounds: int, output: str | None, force: bool, no_progress: bool, as_json: bool) -> None:
+    """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one)."""
+    from hwnas.latency.profiler import profile_space
+
+    chosen = build_space(space, space_overrides)
+    runtime = _runtime(runtime_name, device, _threads(threads), fp16, rounds)
+    path = Path(output) if output else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, fp16)
+    result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    what = "resumed" if result.resumed else "new"
+    click.echo(f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
+               f"{result.measurements} measurements, {result.wall_s:.1f} s)")
+
+
+@click.group()
+def tables() -> None:
+    """Validate and inspect latency tables."""
+
+
+@tables.command()
+@click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
+@click.option("--n", "n_archs", type=int, default=30, show_default=True, help="Random archs measured end to end.")
+@rounds_option
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random archs.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw predicted vs measured into this PNG.")
+@click.option("--force", is_flag=True, help="Overwrite --plot if it exists.")
+@allow_foreign_option
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@json_option
+def validate(table_path: str, n_archs: int, rounds: int, seed: int, plot: str | None, force: bool, allow_foreign_table: bool,
+             no_progress: bool, as_json: bool) -> None:
+    """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
+    from hwnas.files import refuse_overwrite
+    from hwnas.latency.validate import plot_validation, store_validation, summary, validate_table
+
+    _show_warnings()
+    if plot:
+        refuse_overwrite(plot, force)
+    table = LatencyTable.load(table_path)
+    meta = table.meta
+    space = _table_space(table)
+    table.check_matches(expected_meta(meta["device"], meta["runtime"], meta["batch_size"], meta.get("dtype") == "float16", space),
+                        allow_foreign_table)
+    runtime = _runtime(meta["runtime"], meta["device"], meta.get("threads"), meta.get("dtype") == "float16", rounds)
+    report = validate_table(table, space, runtime, n_archs, seed, progress=not no_progress)
+    store_validation(table, report)
+    table.save()
+    if plot:
+        plot_validation(report, plot, f"{Path(table_path).name}\n{meta.get('device_name')}, {meta['runtime']}")
+    if as_json:
+        echo_json(summary(report))
+        return
+    click.echo(format_validation(report))
+    click.echo(f"calibration measured ~ {report['calibration']['a']:.4f} * sum + {report['calibration']['b']:.4f} ms stored in {table_path}")
+
+
+def format_validation(report: dict) -> str:
+    """One aligned text table: raw sum, calibrated (held-out), noise floor."""
+    columns = [("sum of entries", report), ("calibrated (held out)", report["calibrated"])]
+    if "noise_floor" in report:
+        columns.append(("noise floor (round vs round)", report["noise_floor"]))
+    rows = [("n", "{:d}"), ("mape", "{:.1%}"), ("rmspe", "{:.1%}"), ("within_5", "{:.0%}"), ("within_10", "{:.0%}"),
+            ("kendall_tau", "{:.3f}"), ("mean_signed_error", "{:+.1%}"), ("p90_relative_error", "{:.1%}")]
+    lines = [f"{'':<20}" + "".join(f"{name:>30}" for name, _ in columns)]
+    for key, fmt in rows:
+        lines.append(f"{key:<20}" + "".join(f"{fmt.format(figures[key]):>30}" for _, figures in columns))
+    return "\n".join(lines)
+
+
+@tables.command()
+@click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
+@json_option
+def show(table_path: str, as_json: bool) -> None:
+    """Print a table's meta, entry count and the fastest / slowest latency of its space."""
+    table = LatencyTable.load(table_path)
+    model = LatencyModel(table, _table_space(table))
+    fastest, fastest_ms = model.fastest()
+    slowest, slowest_ms = model.slowest()
+    if as_json:
+        echo_json({"meta": table.meta, "entries": len(table.entries), "fastest_ms": fastest_ms, "slowest_ms": slowest_ms})
+        return
+    meta = table.meta
+    click.echo(f"{table_path}\n  {meta['space']} {meta['space_args']}\n  {meta.get('device_name')} ({meta['device']}), "
+               f"{meta['runtime']} {meta.get('runtime_version', '')}, {meta.get('threads')} thread(s), batch {meta['batch_size']}, "
+               f"{meta.get('dtype')}")
+    click.echo(f"  {len(table.entries)} entries; fastest {fastest_ms:.3f} ms, slowest {slowest_ms:.3f} ms"
+               f"{'' if table.calibration else ' (not calibrated: run hwnas tables validate)'}")
+    if table.p90_relative_error is not None:
+        click.echo(f"  validated: held-out p90 relative error {table.p90_relative_error:.1%}")
+    for warning in meta.get("warnings", []):
+        click.echo(f"  measured with warning: {warning}")
+
+
+@click.command()
+@click.argument("arch_source", metavar="ARCH")
+@click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False), help="Latency table.")
+@json_option
+def predict(arch_source: str, table_path: str, as_json: bool) -> None:
+    """Predicted latency of one arch (calibrated where the table has been validated)."""
+    arch = load_arch(arch_source)
+    table = LatencyTable.load(table_path)
+    space = _table_space(table)
+    if arch.space != space.name or arch.build_space().args != space.args:
+        raise HwnasError(f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}")
+    latency_ms = LatencyModel(table, space).predict(dataclasses.replace(arch))
+    if as_json:
+        echo_json({"latency_ms": latency_ms})
+        return
+    click.echo(f"{latency_ms:.3f} ms ({table.meta['runtime']} on {table.meta.get('device_name')})")
+
+
+def register_latency_commands(group: click.Group) -> None:
+    """Add ``profile``, ``tables`` and ``predict`` to the ``hwnas`` group."""
+    for command in (profile, tables, predict):
+        group.add_command(command)

@@ -1,0 +1,61 @@
+"""How well predictions match measurements: relative errors, shares within a band, Kendall's tau-b, a linear fit.
+
+All relative figures are fractions (0.05 is 5 %), relative to the *measured* value; a positive
+signed error means the prediction was too high. Kendall's tau-b is computed here (numpy,
+O(n^2) pairs: n is tens of archs) so hwnas does not depend on scipy.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b: (concordant - discordant) / sqrt((pairs - ties in x) * (pairs - ties in y)).
+
+    NaN when one side is constant (no order to agree with).
+    """
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise HwnasError(f"kendall_tau_b needs two equally long 1-d sequences, got {a.shape} and {b.shape}")
+    upper = np.triu_indices(len(a), k=1)
+    sign_a = np.sign(a[:, None] - a[None, :])[upper]
+    sign_b = np.sign(b[:, None] - b[None, :])[upper]
+    untied_a, untied_b = np.count_nonzero(sign_a), np.count_nonzero(sign_b)
+    if untied_a == 0 or untied_b == 0:
+        return float("nan")
+    return float(np.sum(sign_a * sign_b) / np.sqrt(float(untied_a) * float(untied_b)))
+
+
+def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    """``n, mape, rmspe, within_5, within_10, kendall_tau, mean_signed_error, p90_relative_error``."""
+    pred, meas = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    if pred.shape != meas.shape or pred.ndim != 1 or len(pred) == 0:
+        raise HwnasError(f"need equally many predictions and measurements (got {pred.shape} and {meas.shape})")
+    if np.any(meas <= 0):
+        raise HwnasError("measured latencies must be > 0")
+    relative = (pred - meas) / meas
+    size = np.abs(relative)
+    return {
+        "n": int(len(pred)),
+        "mape": float(size.mean()),
+        "rmspe": float(np.sqrt(np.mean(relative**2))),
+        "within_5": float(np.mean(size <= 0.05)),
+        "within_10": float(np.mean(size <= 0.10)),
+        "kendall_tau": kendall_tau_b(pred, meas),
+        "mean_signed_error": float(relative.mean()),
+        "p90_relative_error": float(np.percentile(size, 90)),
+    }
+
+
+def fit_linear(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """Least-squares ``measured ~ a * predicted + b``; needs two distinct predictions."""
+    pred, meas = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    if len(pred) < 2 or np.ptp(pred) == 0:
+        raise HwnasError("a calibration needs at least two archs with different predictions")
+    a, b = np.polyfit(pred, meas, 1)
+    return float(a), float(b)

@@ -1,0 +1,67 @@
+"""Export one module (a candidate op, a stem, a whole net) to ONNX in memory, for measuring it.
+
+The module is exported in eval mode, so BatchNorm is folded into the conv before it ("the
+fusions it gets inside the net"); ONNX Runtime then applies the same graph optimisations to
+an op alone as to the whole net.
+
+Exporter choice, measured on this project's machine (torch 2.14.1, ``proxyless`` at 32x32):
+the TorchScript-based exporter (``dynamo=False``) takes 0.03 s per MBConv block and 0.5 s per
+whole net; the ``torch.export``-based one (``dynamo=True``) takes 1.3 s and 10 s, and gives the
+same optimised graph once ONNX Runtime has folded constants. Profiling exports 68 ops, so
+the legacy exporter is used by default with its deprecation warning silenced; if a later torch
+drops it, ``dynamo`` is used instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hwnas.errors import HwnasError
+
+OPSET = 17
+EXPORTERS = ("legacy", "dynamo")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporters' deprecation warnings and progress lines (they would bury the progress bar)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        previous = logging.getLogger("torch.onnx").level
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        try:
+            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+                yield
+        finally:
+            logging.getLogger("torch.onnx").setLevel(previous)
+
+
+def export_onnx_bytes(module: nn.Module, input_shape: tuple[int, ...], exporter: str = "legacy", opset: int = OPSET) -> bytes:
+    """The ONNX model of ``module`` (eval mode, fixed ``input_shape`` with batch) as bytes."""
+    if exporter not in EXPORTERS:
+        raise HwnasError(f"unknown ONNX exporter {exporter!r}; known: {', '.join(EXPORTERS)}")
+    module = module.eval()
+    example = torch.randn(*input_shape)
+    if exporter == "legacy":
+        try:
+            buffer = io.BytesIO()
+            with _quiet(), torch.no_grad():
+                torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset,
+                                  input_names=["input"], output_names=["output"], do_constant_folding=True)
+            return buffer.getvalue()
+        except (TypeError, RuntimeError, AttributeError):
+            pass  # no legacy exporter in this torch: fall through to dynamo
+    with tempfile.TemporaryDirectory() as folder, _quiet(), torch.no_grad():
+        path = Path(folder) / "model.onnx"
+        torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=max(opset, 18),
+                          input_names=["input"], output_names=["output"], external_data=False)
+        return path.read_bytes()

@@ -1,0 +1,171 @@
+"""``hwnas profile``: measure every unique op spec of a space (plus its stem and head) into a table.
+
+Each item is built alone (a candidate op at its layer's shape, with the layer's shortcut add
+where it has one, so the table times what the net runs), prepared by the runtime (exported to
+ONNX for ONNX Runtime / TensorRT) and measured in interleaved rounds. The table file is
+rewritten atomically after every single measurement; a rerun reads it back and measures only
+what is missing, so a profile killed at any point loses at most the measurement in flight.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from hwnas import __version__
+from hwnas.errors import HwnasError
+from hwnas.latency.fingerprint import device_fingerprint, measurement_warnings
+from hwnas.latency.lookup import expected_meta
+from hwnas.latency.model import head_key, stem_key
+from hwnas.latency.protocol import Timing, combine_rounds
+from hwnas.latency.runtime_base import Runtime
+from hwnas.latency.table import MATCHED_META, LatencyTable
+from hwnas.spaces import SKIP_OPS, ChainSpace
+from hwnas.spaces.base import Layer
+
+#: meta fields that must agree before a rerun may resume an existing table
+RESUME_META = (*MATCHED_META, "space", "threads")
+
+
+@dataclass(frozen=True)
+class ProfileItem:
+    """One table entry to measure: its key, how to build its module, and its input shape (batch included)."""
+
+    key: str
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+
+
+def profile_items(space: ChainSpace, batch_size: int = 1) -> list[ProfileItem]:
+    """The stem, every unique op spec (skip ops excluded: they cost nothing) and the head."""
+    items = [ProfileItem(stem_key(space), space.build_stem, (batch_size, *space.input_shape))]
+    seen: set[str] = set()
+    for layer in space.layers:
+        for op in layer.candidates:
+            spec = layer.op_spec(op)
+            if op in SKIP_OPS or spec.key in seen:
+                continue
+            seen.add(spec.key)
+
+            def build(layer=layer, op=op) -> nn.Module:
+                return Layer(space.build_op(layer.index, op), layer.shortcut)
+
+            items.append(ProfileItem(spec.key, build, (batch_size, spec.c_in, spec.h, spec.w)))
+    items.append(ProfileItem(head_key(space), space.build_head, (batch_size, *space.head_in_shape)))
+    return items
+
+
+def table_meta(space: ChainSpace, runtime: Runtime, batch_size: int) -> dict[str, Any]:
+    """Everything a table records about where and how it was measured."""
+    return {
+        **device_fingerprint(runtime.device),
+        **runtime.meta(),
+        **expected_meta(runtime.device, runtime.name, batch_size, runtime.fp16, space),
+        "space": space.name,
+        "threads": runtime.threads,
+        "protocol": runtime.protocol.to_dict(),
+        "hwnas_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "warnings": measurement_warnings(runtime.device),
+    }
+
+
+def open_table(path: Path, meta: dict[str, Any], force: bool) -> tuple[LatencyTable, bool]:
+    """The table to fill: the existing one at ``path`` if it belongs to this target (resume), else a new one.
+
+    An existing file of another target, or one that cannot be read, is refused unless ``force``.
+    Returns the table and whether it was resumed.
+    """
+    if path.exists() and not force:
+        try:
+            table = LatencyTable.load(path)
+        except HwnasError as error:
+            raise HwnasError(f"{error}; pass --force to replace it with a new profile") from None
+        differences = [f"{key}: file has {table.meta.get(key)!r}, this run {meta.get(key)!r}"
+                       for key in RESUME_META if table.meta.get(key) != meta.get(key)]
+        if differences:
+            raise HwnasError(f"{path} holds a table of another target ({'; '.join(differences)}); "
+                             "pass --force to replace it, or choose another -o")
+        table.meta.setdefault("resumed", [])
+        table.meta["resumed"].append({"at": meta["created"], "warnings": meta["warnings"]})
+        return table, True
+    return LatencyTable(meta=meta, path=path), False
+
+
+@dataclass
+class ProfileSummary:
+    table: str
+    entries: int
+    measured: int
+    measurements: int
+    resumed: bool
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def profile_space(
+    space: ChainSpace,
+    runtime: Runtime,
+    output: str | Path,
+    batch_size: int = 1,
+    force: bool = False,
+    progress: bool = True,
+    on_measured: Callable[[str, int], None] | None = None,
+) -> ProfileSummary:
+    """Measure every entry ``space`` needs that ``output`` lacks, saving after each measurement.
+
+    ``on_measured(key, round)`` is called after each save (tests use it to interrupt a run).
+    """
+    if batch_size < 1:
+        raise HwnasError(f"--batch-size must be >= 1, got {batch_size}")
+    started = time.perf_counter()
+    path = Path(output)
+    table, resumed = open_table(path, table_meta(space, runtime, batch_size), force)
+    rounds = runtime.protocol.rounds
+    todo = [item for item in profile_items(space, batch_size) if item.key not in table.entries]
+    table.pending = {key: value for key, value in table.pending.items() if key in {item.key for item in todo}}
+    table.save(path)
+    done = [min(len(table.pending.get(item.key, [])), rounds) for item in todo]
+    remaining = sum(rounds - d for d in done)
+    bar = _progress_bar(remaining, f"profile {space.name} ({runtime.name}, {runtime.device})", progress)
+    runners = _prepare(runtime, todo, bar)
+
+    def save(index: int, round_index: int, timing: Timing) -> None:
+        key = todo[index].key
+        measured = table.pending.setdefault(key, [])
+        measured.append(timing.to_entry())
+        if len(measured) >= rounds:
+            table.entries[key] = combine_rounds([Timing.from_entry(entry) for entry in measured]).to_entry()
+            del table.pending[key]
+        table.save(path)
+        bar.update(1)
+        if on_measured is not None:
+            on_measured(key, round_index)
+
+    try:
+        runtime.measure(runners, rounds, save, done)
+    finally:
+        bar.close()
+    return ProfileSummary(str(path), len(table.entries), len(todo), remaining, resumed, time.perf_counter() - started)
+
+
+def _prepare(runtime: Runtime, todo: list[ProfileItem], bar) -> list:
+    """Build and prepare (export, load) every item before the first round, so rounds time only runs."""
+    if todo:
+        bar.set_postfix_str(f"preparing {len(todo)} items", refresh=True)
+    runners = [runtime.prepare_module(item.build(), item.input_shape) for item in todo]
+    bar.set_postfix_str("", refresh=False)
+    return runners
+
+
+def _progress_bar(total: int, description: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="meas", disable=not enabled or total == 0, leave=True, dynamic_ncols=True)

@@ -1,0 +1,76 @@
+"""What every runtime offers: prepare a module or an ONNX model for timing, measure it, describe itself.
+
+A runtime turns "this module at this input shape" into a ``Runner`` (a zero-argument call
+with its inputs bound and its clock), so the profiler can prepare many items first and then
+measure them interleaved (``protocol.measure_interleaved``). Threads are pinned while a
+runtime measures and restored afterwards, so a test or a notebook keeps its own settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from hwnas.errors import HwnasError
+from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
+
+DEVICES = ("cpu", "cuda")
+
+
+class Runtime:
+    """Base class; a subclass sets ``name`` and implements ``prepare_module`` / ``prepare_onnx`` / ``meta``."""
+
+    name: str = ""
+
+    def __init__(self, device: str = "cpu", threads: int | None = 1, fp16: bool = False, protocol: Protocol | None = None) -> None:
+        if device not in DEVICES:
+            raise HwnasError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
+        if threads is not None and threads < 1:
+            raise HwnasError(f"--threads must be >= 1 (or left out for the runtime's default), got {threads}")
+        self.device = device
+        self.threads = threads
+        self.fp16 = fp16
+        self.protocol = protocol or Protocol()
+
+    # -- what a runtime implements --------------------------------------------------------
+    def prepare_module(self, module: Any, input_shape: tuple[int, ...]) -> Runner:
+        raise NotImplementedError
+
+    def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
+        raise NotImplementedError
+
+    def meta(self) -> dict[str, Any]:
+        """``runtime``, ``runtime_version``, ``provider``, ``threads``, ``dtype``, ``device``."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Threads pinned for the duration of a measurement (default: nothing to pin)."""
+        yield
+
+    # -- shared -----------------------------------------------------------------------------
+    @property
+    def dtype(self) -> str:
+        return "float16" if self.fp16 else "float32"
+
+    def measure(
+        self,
+        runners: Sequence[Runner],
+        rounds: int | None = None,
+        on_measured: Callable[[int, int, Timing], None] | None = None,
+        rounds_done: Sequence[int] | None = None,
+    ) -> list[Timing]:
+        """Interleaved rounds over prepared runners, threads pinned (see ``measure_interleaved``)."""
+        with self.pinned():
+            return measure_interleaved(runners, rounds, self.protocol, on_measured, rounds_done)
+
+    def measure_module(self, module: Any, input_shape: tuple[int, ...]) -> Timing:
+        """Latency of ``module`` at ``input_shape`` (batch included), over the protocol's rounds."""
+        return self.measure([self.prepare_module(module, tuple(input_shape))])[0]
+
+    def measure_onnx(self, path: str | Path | bytes, input_shape: tuple[int, ...]) -> Timing:
+        """Latency of an ONNX model (a file or its bytes) at ``input_shape``."""
+        if isinstance(path, (str, Path)) and not Path(path).is_file():
+            raise HwnasError(f"ONNX file {path} does not exist")
+        return self.measure([self.prepare_onnx(path, tuple(input_shape))])[0]

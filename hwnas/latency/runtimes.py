@@ -1,0 +1,41 @@
+"""The runtimes hwnas measures with, by name: a plain dict, and one function that builds one.
+
+``get_runtime("onnxruntime", device="cpu", threads=1)`` -> a ``Runtime`` whose
+``measure_module(module, input_shape)`` / ``measure_onnx(path, input_shape)`` return a
+``Timing`` under the measurement protocol. A runtime that cannot run here (no GPU, no
+tensorrt package) is an ``HwnasError`` that says why, raised when it is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hwnas.errors import HwnasError
+from hwnas.latency.onnxruntime_runtime import OnnxRuntime
+from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
+from hwnas.latency.runtime_base import DEVICES, Runtime
+from hwnas.latency.tensorrt import TensorRtRuntime, build_engine
+from hwnas.latency.torch_runtime import TorchRuntime
+
+RUNTIMES: dict[str, type[Runtime]] = {
+    TorchRuntime.name: TorchRuntime,
+    OnnxRuntime.name: OnnxRuntime,
+    TensorRtRuntime.name: TensorRtRuntime,
+}
+
+
+def get_runtime(
+    name: str,
+    device: str = "cpu",
+    threads: int | None = 1,
+    fp16: bool = False,
+    protocol: Protocol | None = None,
+    **options: Any,
+) -> Runtime:
+    """The runtime ``name`` on ``device``; ``options`` go to it (``provider=`` for onnxruntime)."""
+    if name not in RUNTIMES:
+        raise HwnasError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+    return RUNTIMES[name](device, threads, fp16, protocol, **options)
+
+
+__all__ = ["DEVICES", "RUNTIMES", "Protocol", "Runner", "Runtime", "Timing", "build_engine", "get_runtime", "measure_interleaved"]

@@ -1,0 +1,136 @@
+"""TensorRT: build an engine from ONNX (fp32 or fp16), run it with device buffers owned by torch.
+
+Uses the TensorRT 10 Python API (name-based tensors, ``execute_async_v3``); ``tensorrt`` is
+imported only when this runtime is asked for, so hwnas installs and runs without it.
+Buffers are torch CUDA tensors (no pycuda), runs are enqueued on torch's current stream and
+timed with CUDA events.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+from hwnas.files import write_bytes_atomic
+from hwnas.latency.cuda_clock import CudaEventClock, require_cuda
+from hwnas.latency.onnx_export import export_onnx_bytes
+from hwnas.latency.protocol import Runner
+from hwnas.latency.runtime_base import Runtime
+
+WORKSPACE_BYTES = 1 << 30
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module, or an error saying why it cannot be used here."""
+    try:
+        import tensorrt
+    except ImportError as error:
+        raise HwnasError(f"the tensorrt runtime needs NVIDIA's tensorrt package (pip install 'hwnas[tensorrt]'): {error}") from None
+    return tensorrt
+
+
+def _logger(trt):
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def build_engine_bytes(onnx_model: bytes | str | Path, fp16: bool = False) -> bytes:
+    """A serialised TensorRT engine for this GPU built from an ONNX model (bytes or a path)."""
+    trt = import_tensorrt()
+    require_cuda()
+    data = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
+    logger = _logger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(data):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise HwnasError(f"TensorRT cannot parse the ONNX model: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if fp16:
+        if not builder.platform_has_fast_fp16:
+            raise HwnasError("--fp16: this GPU has no fast float16 path in TensorRT")
+        config.set_flag(trt.BuilderFlag.FP16)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise HwnasError("TensorRT failed to build an engine (see the TensorRT log above)")
+    return bytes(serialized)
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = False) -> Path:
+    """Build the engine of ``onnx_path`` and write it atomically to ``engine_path``."""
+    if not Path(onnx_path).is_file():
+        raise HwnasError(f"ONNX file {onnx_path} does not exist")
+    write_bytes_atomic(engine_path, build_engine_bytes(onnx_path, fp16))
+    return Path(engine_path)
+
+
+class EngineRunner:
+    """A deserialised engine with one execution context and torch-owned buffers for every I/O tensor."""
+
+    def __init__(self, engine_bytes: bytes, input_shape: tuple[int, ...]) -> None:
+        import torch
+
+        trt = import_tensorrt()
+        self.engine = trt.Runtime(_logger(trt)).deserialize_cuda_engine(engine_bytes)
+        if self.engine is None:
+            raise HwnasError("TensorRT could not deserialise the engine (built for another GPU or TensorRT version?)")
+        self.context = self.engine.create_execution_context()
+        self.buffers: dict[str, torch.Tensor] = {}
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        for name in names:  # inputs first: output shapes follow from them
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self.context.set_input_shape(name, tuple(input_shape))
+        for name in names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
+            tensor = torch.randn(shape, device="cuda").to(dtype) if dtype.is_floating_point else torch.zeros(shape, device="cuda", dtype=dtype)
+            self.buffers[name] = tensor
+            self.context.set_tensor_address(name, tensor.data_ptr())
+
+    def __call__(self) -> None:
+        import torch
+
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise HwnasError("TensorRT execution failed")
+
+
+def _torch_dtype(trt, dtype):
+    import torch
+
+    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32, trt.int8: torch.int8, trt.bool: torch.bool}
+    if dtype not in table:
+        raise HwnasError(f"TensorRT tensor type {dtype} is not supported by hwnas's runner")
+    return table[dtype]
+
+
+class TensorRtRuntime(Runtime):
+    name = "tensorrt"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.device != "cuda":
+            raise HwnasError("the tensorrt runtime runs on --device cuda only")
+        import_tensorrt()
+        require_cuda()
+
+    def prepare_module(self, module: Any, input_shape: tuple[int, ...]) -> Runner:
+        return self.prepare_onnx(export_onnx_bytes(module, input_shape), input_shape)
+
+    def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
+        if isinstance(onnx_model, (str, Path)) and str(onnx_model).endswith((".engine", ".plan")):
+            engine = Path(onnx_model).read_bytes()
+        else:
+            engine = build_engine_bytes(onnx_model, self.fp16)
+        return Runner(EngineRunner(engine, input_shape), CudaEventClock(), "engine")
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "runtime": self.name,
+            "runtime_version": import_tensorrt().__version__,
+            "provider": "tensorrt",
+            "device": self.device,
+            "threads": self.threads,
+            "dtype": self.dtype,
+        }

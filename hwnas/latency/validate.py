@@ -1,0 +1,140 @@
+"""``hwnas tables validate``: measure random archs end to end and score the table's predictions.
+
+N random archs of the table's space are built whole, prepared by the same runtime and
+measured with the same protocol, interleaved over rounds. Their uncalibrated sums of table
+entries are scored against the measurements; ``measured ~ a * sum + b`` is fitted on the first
+half and scored on the held-out second half ("calibrated"), and that fit becomes the table's
+calibration. Two single rounds of the same archs scored against each other give the noise
+floor: no table can be shown better than the measurements agree with themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from pathlib import Path
+from typing import Any
+
+from hwnas.arch import Arch
+from hwnas.errors import HwnasError
+from hwnas.latency.accuracy import error_metrics, fit_linear
+from hwnas.latency.model import LatencyModel
+from hwnas.latency.protocol import Timing
+from hwnas.latency.runtime_base import Runtime
+from hwnas.latency.table import LatencyTable
+from hwnas.spaces import ChainSpace
+
+MIN_ARCHS = 4
+
+
+def random_archs(space: ChainSpace, n: int, seed: int) -> list[Arch]:
+    """``n`` distinct uniformly random archs (distinct: a repeated arch would count twice)."""
+    archs: dict[tuple[str, ...], Arch] = {}
+    draw = 0
+    while len(archs) < n and draw < 100 * n:
+        arch = Arch.random(space, seed * 1_000_003 + draw)
+        archs.setdefault(arch.choices, arch)
+        draw += 1
+    return list(archs.values())
+
+
+def validate_table(
+    table: LatencyTable,
+    space: ChainSpace,
+    runtime: Runtime,
+    n: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure ``n`` random archs, score the table, fit and store its calibration (not saved here)."""
+    if n < MIN_ARCHS:
+        raise HwnasError(f"--n must be at least {MIN_ARCHS} (half of them fit the calibration, half test it), got {n}")
+    started = time.perf_counter()
+    uncalibrated = LatencyTable(meta=table.meta, entries=table.entries)
+    model = LatencyModel(uncalibrated, space)
+    archs = random_archs(space, n, seed)
+    predicted = [model.sum_ms(arch) for arch in archs]
+    batch = int(table.meta.get("batch_size", 1))
+    rounds: list[list[Timing]] = [[] for _ in archs]
+    bar = _bar(len(archs) * runtime.protocol.rounds, f"validate {space.name} ({runtime.name})", progress)
+    runners = [runtime.prepare_module(space.build(arch), (batch, *space.input_shape)) for arch in archs]
+
+    def record(index: int, round_index: int, timing: Timing) -> None:
+        rounds[index].append(timing)
+        bar.update(1)
+
+    try:
+        measured = [t.median_ms for t in runtime.measure(runners, on_measured=record)]
+    finally:
+        bar.close()
+    half = len(archs) // 2
+    a, b = fit_linear(predicted[:half], measured[:half])
+    held_out = [a * p + b for p in predicted[half:]]
+    report: dict[str, Any] = {
+        **error_metrics(predicted, measured),
+        "calibrated": error_metrics(held_out, measured[half:]),
+        "calibration": {"a": a, "b": b, "fit_n": half},
+        "rounds": runtime.protocol.rounds,
+        "seed": seed,
+    }
+    if runtime.protocol.rounds >= 2:
+        report["noise_floor"] = error_metrics([r[0].median_ms for r in rounds], [r[1].median_ms for r in rounds])
+    report["wall_s"] = time.perf_counter() - started
+    report["points"] = [
+        {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": m, "p10_ms": t[0].p10_ms if t else None}
+        for arch, p, m, t in zip(archs, predicted, measured, rounds)
+    ]
+    return report
+
+
+def store_validation(table: LatencyTable, report: dict[str, Any]) -> None:
+    """Put the fit and the figures into the table (the caller saves it): ``predict`` uses the fit from then on."""
+    table.calibration = {**report["calibration"], "fitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    table.validation = {key: value for key, value in report.items() if key != "calibration"}
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures ``--json`` prints: the issue's keys, plus the noise floor and the fit."""
+    keys = ("n", "mape", "rmspe", "within_5", "within_10", "kendall_tau", "mean_signed_error", "p90_relative_error",
+            "calibrated", "noise_floor", "calibration")
+    return {key: report[key] for key in keys if key in report}
+
+
+def plot_validation(report: dict[str, Any], path: str | Path, title: str) -> None:
+    """Predicted (raw sum and calibrated) against measured, with the y = x line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hwnas.files import write_bytes_atomic
+    import io
+
+    points = report["points"]
+    a, b = report["calibration"]["a"], report["calibration"]["b"]
+    measured = [p["measured_ms"] for p in points]
+    raw = [p["predicted_sum_ms"] for p in points]
+    calibrated = [a * r + b for r in raw]
+    half = report["calibration"]["fit_n"]
+    figure, axes = plt.subplots(figsize=(5.5, 5))
+    axes.scatter(raw, measured, s=14, marker="x", color="0.55", label=f"sum of entries (MAPE {report['mape']:.1%})")
+    axes.scatter(calibrated[:half], measured[:half], s=16, color="tab:blue", label="calibrated, fit half")
+    axes.scatter(calibrated[half:], measured[half:], s=16, color="tab:orange",
+                 label=f"calibrated, held-out half (MAPE {report['calibrated']['mape']:.1%})")
+    low, high = min(measured + raw + calibrated), max(measured + raw + calibrated)
+    axes.plot([low, high], [low, high], color="black", linewidth=0.8, label="predicted = measured")
+    axes.set_xlabel("predicted latency (ms)")
+    axes.set_ylabel("measured latency (ms)")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _bar(total: int, description: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="meas", disable=not enabled, dynamic_ncols=True)
