@@ -37,3 +37,14 @@ def refuse_overwrite(path: str | Path, force: bool) -> None:
     """Raise unless ``path`` is free or ``force`` says it may be replaced."""
     if Path(path).exists() and not force:
         raise HwnasError(f"{path} exists; pass --force to overwrite it")
+
+
+def save_torch_atomic(path: str | Path, obj: Any) -> None:
+    """``torch.save`` of a state dict (or a dict of them), written atomically."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())

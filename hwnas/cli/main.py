@@ -37,6 +37,10 @@ def _register() -> None:
     cli.add_command(arch_commands.arch)
     from hwnas.cli.latency_commands import register_latency_commands; register_latency_commands(cli)  # noqa: E702
     from hwnas.cli.search_commands import search; cli.add_command(search)  # noqa: E702
+    from hwnas.cli import export_commands, train_commands
+
+    cli.add_command(export_commands.export)
+    cli.add_command(train_commands.train)
 
 
 _register()

@@ -49,3 +49,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+data_option = click.option(
+    "--data", default="digits", show_default=True,
+    help="Data set: digits (embedded), fashion-mnist[:DIR], cifar10:DIR, imagefolder:DIR, or fake.",
+)

@@ -1,0 +1,108 @@
+"""``hwnas export OUTPUT.onnx``: the derived child as a deployable file, measured against the budget."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hwnas.arch import Arch, load_arch
+from hwnas.cli.options import echo_json, json_option
+from hwnas.errors import HwnasError
+from hwnas.export.artifact import ExportRequest, export_and_verify
+from hwnas.latency import LatencyModel, LatencyTable
+from hwnas.latency.lookup import expected_meta, find_table
+from hwnas.latency.runtimes import DEVICES, RUNTIMES
+from hwnas.run_folder import RunFolder, load_weights
+from hwnas.search.budget import parse_latency
+
+#: exit code of a measured FAIL (bad input exits 2)
+EXIT_FAIL = 1
+
+
+def predicted_latency(arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool) -> tuple[float | None, str | None]:
+    """The calibrated prediction from ``table`` (else this target's table, if one exists) and its path."""
+    space = arch.build_space()
+    if table is None:
+        try:
+            table = str(find_table(space, request.device, request.runtime, request.threads, request.batch_size, request.fp16))
+        except HwnasError:
+            return None, None
+    expect = expected_meta(request.device, request.runtime, request.batch_size, request.fp16, space)
+    loaded = LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign)
+    return LatencyModel(loaded, space).predict(arch), table
+
+
+def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
+    """The table the search used, if it was made for the runtime and device measured now and still exists."""
+    config = run.config()
+    same_target = config.get("runtime") == request.runtime and config.get("device") == request.device
+    path = config.get("table")
+    return path if same_target and path and Path(path).exists() else None
+
+
+@click.command()
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Search run to export [default: the newest run under runs/].")
+@click.option("--arch", "arch_source", help="Export this arch (JSON file or compact string) instead of a run's child.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="State dict for --arch [default: fresh init].")
+@click.option("--runtime", type=click.Choice(list(RUNTIMES)), default="onnxruntime", show_default=True,
+              help="Runtime that measures the artifact.")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads while measuring (pinned).")
+@click.option("--fp16", is_flag=True, help="TensorRT: build a float16 engine.")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Batch of the measured input.")
+@click.option("--dynamic-batch", is_flag=True, help="Give the ONNX model a symbolic batch axis.")
+@click.option("--budget", help="Latency budget, e.g. 80ms [default: the run's budget].")
+@click.option("--table", type=click.Path(dir_okay=False), help="Latency table for the prediction [default: the run's, else this target's].")
+@click.option("--allow-foreign-table", is_flag=True, help="Use a table of another target with a warning.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved measurement rounds.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@json_option
+def export(output: Path, run_dir: Path | None, arch_source: str | None, weights: Path | None, runtime: str, device: str,
+           threads: int, fp16: bool, batch_size: int, dynamic_batch: bool, budget: str | None, table: str | None,
+           allow_foreign_table: bool, rounds: int, force: bool, as_json: bool) -> None:
+    """Export a child net to ONNX (and a TensorRT engine), measure the artifact, and judge it against the budget.
+
+    Prints budget, predicted and measured latency and PASS or FAIL; exits 1 on FAIL. The report
+    is saved beside the artifact as OUTPUT.report.json.
+    """
+    if run_dir and arch_source:
+        raise HwnasError("give --run or --arch, not both")
+    if weights and not arch_source:
+        raise HwnasError("--weights goes with --arch (a run brings its own weights)")
+    if output.suffix != ".onnx":
+        raise HwnasError(f"{output}: the output must be an .onnx file")
+    request = ExportRequest(output, runtime, device, threads, fp16, batch_size, dynamic_batch, rounds, force)
+    source: dict[str, Any]
+    if arch_source:
+        arch = load_arch(arch_source)
+        model = arch.build_space().build(arch)
+        if weights:
+            load_weights(model, weights)
+        budget_ms = parse_latency(budget) if budget else None
+        source = {"arch": arch.to_compact(), "weights": str(weights) if weights else None}
+        run_table = table
+    else:
+        run = RunFolder.open(run_dir) if run_dir else RunFolder.newest()
+        arch, model, weights_path = run.child()
+        budget_ms = parse_latency(budget) if budget else run.result().get("budget_ms")
+        source = {"run": str(run.path), "arch": arch.to_compact(), "weights": str(weights_path)}
+        run_table = table or _run_table(run, request)
+    predicted_ms, table_used = predicted_latency(arch, request, run_table, allow_foreign_table)
+    source["table"] = table_used
+    space = arch.build_space()
+    report = export_and_verify(model, space.input_shape, request, budget_ms, predicted_ms, source)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(f"exported {arch.to_compact()}")
+        click.echo(f"  -> {', '.join(report.files)} (opset {report.details['opset']}, report {request.report_path})")
+        click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
+        for line in report.verdict.lines():
+            click.echo(line)
+    if report.verdict.verdict == "FAIL":
+        sys.exit(EXIT_FAIL)

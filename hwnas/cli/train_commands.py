@@ -1,0 +1,77 @@
+"""``hwnas train``: fine-tune a search run's child (inherited weights) or train an arch from scratch."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import click
+
+from hwnas.arch import load_arch
+from hwnas.cli.options import data_option, echo_json, json_option
+from hwnas.data import load_data
+from hwnas.errors import HwnasError
+from hwnas.run_folder import RUNS_ROOT, RunFolder, load_weights
+from hwnas.train import CHECKPOINT, WEIGHTS, TrainConfig, train_child
+
+
+@click.command()
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Fine-tune this search run's child, in place [default: the newest run under runs/].")
+@click.option("--arch", "arch_source", help="Train this arch (JSON file or compact string) instead.")
+@click.option("--from-scratch", is_flag=True, help="With --arch: start from a fresh initialisation.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="With --arch: start from this state dict.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="With --arch: the run folder [default: runs/<time>-train].")
+@data_option
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (SGD, Nesterov), cosine to 0.")
+@click.option("--weight-decay", type=float, default=4e-5, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted training from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Train again over an earlier training's results.")
+@json_option
+def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, weights: Path | None, out: Path | None,
+          data: str, epochs: int, batch_size: int, lr: float, weight_decay: float, label_smoothing: float, seed: int,
+          workers: int, resume: bool, force: bool, as_json: bool) -> None:
+    """Train a child net and write trained.pt (what `hwnas export` ships) and its validation accuracy."""
+    config = TrainConfig(epochs, batch_size, lr, 0.9, weight_decay, label_smoothing, seed, workers)
+    if arch_source:
+        if run_dir:
+            raise HwnasError("give --run or --arch, not both")
+        if from_scratch == bool(weights):
+            raise HwnasError("with --arch, say where to start: --from-scratch or --weights FILE")
+        arch = load_arch(arch_source)
+        model = arch.build_space().build(arch)
+        if weights:
+            load_weights(model, weights)
+        folder = out or RUNS_ROOT / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-train"
+    else:
+        if from_scratch or weights or out:
+            raise HwnasError("--from-scratch, --weights and --out go with --arch; a run is fine-tuned in place")
+        run = RunFolder.open(run_dir) if run_dir else RunFolder.newest()
+        arch, model, _ = run.child()
+        folder = run.path
+    if (folder / WEIGHTS).exists() and not (resume or force):
+        raise HwnasError(f"{folder} already holds a trained child ({WEIGHTS}); pass --resume to continue or --force to train again")
+    if resume and not (folder / CHECKPOINT).exists():
+        raise HwnasError(f"nothing to resume in {folder}: no {CHECKPOINT}")
+    if arch_source and not resume and folder.exists() and any(folder.iterdir()) and not force:
+        raise HwnasError(f"{folder} exists and is not empty; pass --force to write into it")
+    space_args = arch.space_args
+    splits = load_data(data, space_args["resolution"], space_args["in_channels"], seed)
+    if splits.num_classes != space_args["num_classes"]:
+        raise HwnasError(f"data {data!r} has {splits.num_classes} classes but the arch's net has {space_args['num_classes']}")
+
+    def report(row: dict) -> None:
+        if not as_json:
+            click.echo(f"epoch {row['epoch'] + 1}/{config.epochs}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}, "
+                       f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f} s)")
+
+    result = train_child(arch, model, splits, folder, config, resume=resume, progress=not as_json, on_epoch=report)
+    if as_json:
+        echo_json({**result, "folder": str(folder)})
+    else:
+        click.echo(f"validation accuracy {result['val_acc']:.4f}; weights in {folder / WEIGHTS}")

@@ -1,0 +1,114 @@
+"""Export a child net, check it, build the engine where asked, and measure the artifact itself.
+
+The number that decides PASS or FAIL is measured on the file that ships (the ONNX model, or
+the TensorRT engine built from it), with the profiler's protocol, not predicted.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime
+import torch
+from torch import nn
+
+from hwnas import __version__
+from hwnas.errors import HwnasError
+from hwnas.export.onnx_file import OPSET, PARITY_TOLERANCE, check_parity, export_onnx
+from hwnas.export.verdict import Verdict
+from hwnas.files import refuse_overwrite, write_json_atomic
+from hwnas.latency.protocol import Protocol, Timing
+from hwnas.latency.runtimes import build_engine, get_runtime
+
+
+@dataclass
+class ExportRequest:
+    output: Path
+    runtime: str = "onnxruntime"
+    device: str = "cpu"
+    threads: int | None = 1
+    fp16: bool = False
+    batch_size: int = 1
+    dynamic_batch: bool = False
+    rounds: int = 3
+    force: bool = False
+
+    @property
+    def engine_path(self) -> Path | None:
+        return self.output.with_suffix(".engine") if self.runtime == "tensorrt" else None
+
+    @property
+    def report_path(self) -> Path:
+        return self.output.with_suffix(".report.json")
+
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.output, self.engine_path, self.report_path) if p is not None]
+
+
+@dataclass
+class ExportReport:
+    verdict: Verdict
+    max_rel_error: float
+    files: list[str]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.verdict.to_dict(), "max_rel_error": self.max_rel_error, "files": self.files, **self.details}
+
+
+def measure_artifact(request: ExportRequest, input_shape: tuple[int, ...], model: nn.Module) -> tuple[Timing, dict[str, Any]]:
+    """Time what ships: the ONNX file (onnxruntime), its engine (tensorrt) or the module (torch)."""
+    runtime = get_runtime(request.runtime, request.device, request.threads, request.fp16,
+                          Protocol(rounds=request.rounds))
+    if request.runtime == "torch":
+        timing = runtime.measure_module(model, input_shape)
+    elif request.runtime == "tensorrt":
+        assert request.engine_path is not None
+        build_engine(request.output, request.engine_path, request.fp16)
+        timing = runtime.measure_onnx(request.engine_path, input_shape)
+    else:
+        timing = runtime.measure_onnx(request.output, input_shape)
+    return timing, runtime.meta()
+
+
+def export_and_verify(model: nn.Module, input_shape: tuple[int, ...], request: ExportRequest,
+                      budget_ms: float | None, predicted_ms: float | None, source: dict[str, Any]) -> ExportReport:
+    """Export ``model`` to ``request.output``, check parity, measure, judge; save the report beside it.
+
+    ``input_shape`` is (C, H, W); the batch comes from the request. Existing outputs are
+    refused before any work unless ``request.force``.
+    """
+    for path in request.outputs():
+        refuse_overwrite(path, request.force)
+    shape = (request.batch_size, *input_shape)
+    model = model.eval()
+    export_onnx(model, shape, request.output, request.dynamic_batch)
+    parity = check_parity(model, request.output, shape)
+    if not parity.ok:
+        raise HwnasError(
+            f"{request.output}: ONNX Runtime's outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, "
+            f"relative {parity.max_rel_error:.3g} >= {PARITY_TOLERANCE:g}); the file is kept for inspection"
+        )
+    timing, runtime_meta = measure_artifact(request, shape, model)
+    verdict = Verdict(budget_ms, predicted_ms, timing.median_ms, timing.p90_ms, parity.max_abs_error)
+    files = [str(p) for p in (request.output, request.engine_path) if p is not None]
+    details = {
+        "opset": OPSET,
+        "input_shape": list(shape),
+        "dynamic_batch": request.dynamic_batch,
+        "measured_p10_ms": timing.p10_ms,
+        "measured_runs": timing.n,
+        "rounds": request.rounds,
+        "runtime": runtime_meta,
+        "source": source,
+        "versions": {"hwnas": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    report = ExportReport(verdict, parity.max_rel_error, files, details)
+    write_json_atomic(request.report_path, report.to_dict())
+    return report

@@ -1,0 +1,85 @@
+"""Export a child net to ONNX, check the file, and prove ONNX Runtime computes what PyTorch does."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas.errors import HwnasError
+
+#: the opset every export uses (recorded in the report); 18 is what ONNX Runtime and TensorRT 10 both run
+OPSET = 18
+#: largest relative error (max |ort - torch| / max |torch|) tolerated in float32
+PARITY_TOLERANCE = 1e-4
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, dynamic_batch: bool = False) -> Path:
+    """Write ``model`` (in eval mode: BN folds into the convs) as ONNX at ``path``, atomically, and check it.
+
+    ``input_shape`` includes the batch; with ``dynamic_batch`` the batch axis is symbolic.
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    example = torch.randn(*input_shape)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's own chatter about its internals
+            torch.onnx.export(model, (example,), tmp_name, dynamo=True, opset_version=OPSET,
+                              dynamic_shapes=dynamic_shapes, input_names=["input"], output_names=["logits"],
+                              external_data=False, verbose=False)
+        onnx.checker.check_model(tmp_name, full_check=True)
+        os.replace(tmp_name, path)
+    except Exception as error:
+        Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(error, HwnasError):
+            raise
+        raise HwnasError(f"ONNX export to {path} failed: {error}") from error
+    return path
+
+
+@dataclass(frozen=True)
+class Parity:
+    max_abs_error: float
+    max_rel_error: float  # max |ort - torch| over max |torch|, per trial, worst trial
+    trials: int
+
+    @property
+    def ok(self) -> bool:
+        return self.max_rel_error < PARITY_TOLERANCE
+
+
+def check_parity(model: nn.Module, onnx_path: str | Path, input_shape: tuple[int, ...], trials: int = 3, seed: int = 0) -> Parity:
+    """Run ONNX Runtime (CPU) and PyTorch on the same random inputs and compare the outputs."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    generator = torch.Generator().manual_seed(seed)
+    model = model.eval()
+    worst_abs = worst_rel = 0.0
+    for _ in range(trials):
+        x = torch.randn(*input_shape, generator=generator)
+        with torch.no_grad():
+            want = model(x).numpy().astype(np.float64)
+        got = session.run(None, {name: x.numpy()})[0].astype(np.float64)
+        if got.shape != want.shape:
+            raise HwnasError(f"ONNX output shape {got.shape} differs from PyTorch's {want.shape}")
+        error = float(np.abs(got - want).max())
+        worst_abs = max(worst_abs, error)
+        worst_rel = max(worst_rel, error / max(float(np.abs(want).max()), 1e-12))
+    return Parity(worst_abs, worst_rel, trials)

@@ -1,0 +1,102 @@
+"""Reading a run folder: the arch, the options it ran with, its result and the child's weights.
+
+``hwnas search`` writes the folder, ``hwnas train`` adds fine-tuned weights to it, and
+``hwnas export`` reads it. Weights are state dicts, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hwnas.arch import Arch, load_arch
+from hwnas.errors import HwnasError
+
+RUNS_ROOT = Path("runs")
+#: weights of the derived child, newest kind first: fine-tuned by ``hwnas train``, then as the search left them
+CHILD_WEIGHTS = ("trained.pt", "child.pt")
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HwnasError(f"{path} is not a readable JSON file: {error}") from None
+    if not isinstance(data, dict):
+        raise HwnasError(f"{path} must hold a JSON object")
+    return data
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a state dict into ``model``; a file that is corrupt or does not fit is a clear error."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise HwnasError(f"weights file {path} does not exist") from None
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise HwnasError(f"weights file {path} cannot be read as a state dict: {error}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise HwnasError(f"weights file {path} is not a state dict of tensors")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        details = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+            if items:
+                details.append(f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''} ({len(items)})")
+        raise HwnasError(f"weights file {path} does not fit this arch's net; {'; '.join(details)}")
+    model.load_state_dict(state)
+    return model
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunFolder:
+        path = Path(path)
+        if not path.is_dir():
+            raise HwnasError(f"run folder {path} does not exist")
+        if not (path / "arch.json").exists():
+            raise HwnasError(f"{path} holds no derived child (no arch.json): has its search finished? (`hwnas search --resume {path}`)")
+        return cls(path)
+
+    @classmethod
+    def newest(cls, root: Path = RUNS_ROOT) -> RunFolder:
+        """The most recently changed run under ``root`` that holds a derived arch."""
+        runs = [p.parent for p in root.glob("*/arch.json")] if root.is_dir() else []
+        if not runs:
+            raise HwnasError(f"no finished run under {root}/: run `hwnas search` first, or pass --run DIR or --arch ARCH")
+        return cls(max(runs, key=lambda p: (p / "arch.json").stat().st_mtime))
+
+    def arch(self) -> Arch:
+        return load_arch(self.path / "arch.json")
+
+    def config(self) -> dict[str, Any]:
+        path = self.path / "config.json"
+        return load_json(path) if path.exists() else {}
+
+    def result(self) -> dict[str, Any]:
+        path = self.path / "result.json"
+        return load_json(path) if path.exists() else {}
+
+    def weights_path(self) -> Path:
+        for name in CHILD_WEIGHTS:
+            if (self.path / name).exists():
+                return self.path / name
+        raise HwnasError(f"{self.path} holds no child weights ({' or '.join(CHILD_WEIGHTS)})")
+
+    def child(self) -> tuple[Arch, nn.Module, Path]:
+        """The run's arch, its child net with the newest weights loaded, and the weights' path."""
+        arch = self.arch()
+        weights = self.weights_path()
+        return arch, load_weights(arch.build_space().build(arch), weights), weights

@@ -1,0 +1,162 @@
+"""Train or fine-tune a child net: cosine LR, label smoothing, a checkpoint every epoch, resume.
+
+Two starting points: a search run's child (its weights inherited from the supernet, the DSNAS
+way: fine-tune instead of retraining) or an arch from scratch. Either way the results land in
+one folder: ``arch.json``, ``trained.pt`` (the weights ``hwnas export`` prefers),
+``train_checkpoint.pt`` (resume state), ``train_history.jsonl`` and ``train_result.json``.
+
+The learning rate is a pure function of the step (cosine from ``lr`` to 0) and each epoch's
+batch order a pure function of the seed and the epoch, so a resumed run continues exactly as
+the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from hwnas.arch import Arch
+from hwnas.data import DataSplits, make_loader
+from hwnas.errors import HwnasError
+from hwnas.files import save_torch_atomic, write_json_atomic, write_text_atomic
+
+CHECKPOINT = "train_checkpoint.pt"
+WEIGHTS = "trained.pt"
+HISTORY = "train_history.jsonl"
+RESULT = "train_result.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    seed: int = 0
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise HwnasError(f"--epochs and --batch-size must be >= 1 (got {self.epochs}, {self.batch_size})")
+        if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
+            raise HwnasError(f"--lr must be > 0 and --label-smoothing in [0, 1) (got {self.lr}, {self.label_smoothing})")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy (a fraction) of ``model`` in eval mode over ``loader``."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, labels in loader:
+        logits = model(images)
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == labels).sum())
+        seen += len(labels)
+    if seen == 0:
+        raise HwnasError("the validation set is empty")
+    return loss_sum / seen, correct / seen
+
+
+def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
+    """Cosine annealing from ``base_lr`` at step 0 to 0 at ``total_steps``."""
+    return 0.5 * base_lr * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def _save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: TrainConfig) -> None:
+    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "config": asdict(config), "rng": torch.get_rng_state()}
+    save_torch_atomic(folder / CHECKPOINT, state)
+
+
+def _load_checkpoint(folder: Path) -> dict[str, Any]:
+    try:
+        return torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise HwnasError(f"{folder / CHECKPOINT} cannot be read: {error}") from None
+
+
+def _history(folder: Path, epochs_done: int) -> list[dict[str, Any]]:
+    path = folder / HISTORY
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [row for row in rows if row["epoch"] < epochs_done]
+
+
+def train_child(
+    arch: Arch,
+    model: nn.Module,
+    data: DataSplits,
+    folder: Path,
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` (the net of ``arch``) on ``data``; write everything into ``folder``; return the result.
+
+    With ``resume`` the run continues from ``folder``'s last checkpoint (the options it was
+    started with win, so the schedule stays the same).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    start_epoch = 0
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=True)
+    if resume:
+        if not (folder / CHECKPOINT).exists():
+            raise HwnasError(f"nothing to resume in {folder}: no {CHECKPOINT}")
+        state = _load_checkpoint(folder)
+        config = TrainConfig(**state["config"])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start_epoch = int(state["epoch"]) + 1
+    arch.save(folder / "arch.json")
+    history = _history(folder, start_epoch)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    val_loader = make_loader(data.val, 256, shuffle=False, workers=config.workers)
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    for epoch in range(start_epoch, config.epochs):
+        began = time.perf_counter()
+        loader = make_loader(data.train, config.batch_size, shuffle=True, workers=config.workers, seed=config.seed * 1000 + epoch)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress, unit="batch")
+        for step, (images, labels) in enumerate(bar):
+            lr = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = model(images)
+            loss = criterion(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(labels)
+            correct += int((logits.argmax(dim=1) == labels).sum())
+            seen += len(labels)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        val_loss, val_acc = evaluate(model, val_loader)
+        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_loss": val_loss,
+               "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - began}
+        history.append(row)
+        # history first, checkpoint last: a crash between them only repeats this epoch on resume
+        write_text_atomic(folder / HISTORY, "".join(json.dumps(r) + "\n" for r in history))
+        _save_checkpoint(folder, model, optimizer, epoch, config)
+        if on_epoch:
+            on_epoch(row)
+    save_torch_atomic(folder / WEIGHTS, model.state_dict())
+    result = {"arch": arch.to_compact(), "val_acc": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
+              "epochs": config.epochs, "config": asdict(config), "data": data.name, "weights": str(folder / WEIGHTS)}
+    write_json_atomic(folder / RESULT, result)
+    return result

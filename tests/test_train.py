@@ -1,0 +1,88 @@
+"""Training a child: results in the folder, exact resume after an interruption, no silent overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hwnas.arch import Arch
+from hwnas.cli.main import EXIT_ERROR, cli
+from hwnas.data import load_data
+from hwnas.run_folder import RunFolder
+from hwnas.spaces import get_space
+from hwnas.train import TrainConfig, cosine_lr, train_child
+
+SPACE_ARGS = {"resolution": 32, "num_classes": 10, "in_channels": 3, "width_mult": 0.25}
+
+
+@pytest.fixture(scope="module")
+def fake_data():
+    return load_data("fake", 32, 3, seed=0)
+
+
+def _net(seed: int = 0):
+    space = get_space("proxyless", **SPACE_ARGS)
+    arch = Arch.random(space, seed=1)
+    torch.manual_seed(seed)
+    return arch, space.build(arch)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_cosine_schedule_ends_at_zero():
+    assert cosine_lr(0.1, 0, 10) == pytest.approx(0.1)
+    assert cosine_lr(0.1, 5, 10) == pytest.approx(0.05)
+    assert cosine_lr(0.1, 10, 10) == pytest.approx(0.0)
+
+
+def test_resume_continues_exactly(tmp_path, fake_data):
+    config = TrainConfig(epochs=2, batch_size=128, seed=3)
+    arch, model = _net()
+    whole = train_child(arch, model, fake_data, tmp_path / "whole", config, progress=False)
+
+    def stop_after_first_epoch(row):
+        raise Interrupted
+
+    arch, model = _net()
+    with pytest.raises(Interrupted):
+        train_child(arch, model, fake_data, tmp_path / "cut", config, progress=False, on_epoch=stop_after_first_epoch)
+    arch, fresh = _net(seed=99)  # the checkpoint, not this initialisation, must decide
+    resumed = train_child(arch, fresh, fake_data, tmp_path / "cut", config, resume=True, progress=False)
+    assert resumed["val_acc"] == whole["val_acc"]
+    a = torch.load(tmp_path / "whole" / "trained.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "trained.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    history = [json.loads(line) for line in (tmp_path / "cut" / "train_history.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in history] == [0, 1]
+
+
+def test_cli_fine_tunes_a_run_in_place_and_refuses_to_redo_it(cli_runner, tmp_path):
+    arch, model = _net()
+    run = tmp_path / "run"
+    run.mkdir()
+    arch.save(run / "arch.json")
+    torch.save(model.state_dict(), run / "child.pt")
+    args = ["train", "--run", str(run), "--data", "fake", "--epochs", "1", "--batch-size", "128", "--json"]
+    first = cli_runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert 0 <= json.loads(first.output)["val_acc"] <= 1
+    assert RunFolder.open(run).weights_path().name == "trained.pt"  # export now ships the trained weights
+    again = cli_runner.invoke(cli, args)
+    assert again.exit_code == EXIT_ERROR and "--resume" in again.output
+
+
+def test_cli_argument_errors(cli_runner, tmp_path):
+    arch, _ = _net()
+    cases = [
+        (["train", "--arch", arch.to_compact(), "--out", str(tmp_path / "x")], "--from-scratch or --weights"),
+        (["train", "--arch", arch.to_compact().replace("num_classes=10", "num_classes=3"), "--from-scratch",
+          "--data", "fake", "--out", str(tmp_path / "y")], "has 10 classes but the arch's net has 3"),
+        (["train", "--run", str(tmp_path / "missing")], "does not exist"),
+    ]
+    for args, message in cases:
+        result = cli_runner.invoke(cli, args)
+        assert result.exit_code == EXIT_ERROR and message in result.output, (args, result.output)
