@@ -69,6 +69,7 @@ def _prepare_out(out: Path, force: bool) -> None:
 @click.option("--margin", type=float, help="Aim at budget x (1 - margin) [the table's validated p90 error, else 0.05].")
 @click.option("--latency-loss", type=click.Choice(LOSS_FORMS), default="lagrangian", show_default=True)
 @click.option("--multiplier-rate", type=float, default=0.5, show_default=True, help="Lagrangian multiplier step per arch step.")
+@click.option("--one-sided", is_flag=True, help="Keep the Lagrangian multiplier >= 0: the budget is a ceiling only, not a target.")
 @click.option("--bn-batches", type=int, default=20, show_default=True, help="Training batches for the child's BN recalibration.")
 @_method_knobs
 @click.option("--seed", type=int, default=0, show_default=True, help="A fixed seed reproduces the run.")

@@ -6,8 +6,11 @@ The budget is a hard limit on the *derived* net. Table predictions err, so the s
 Loss forms (``--latency-loss``):
 
 * ``lagrangian`` (default): ``CE + lambda * (E[lat] / aim - 1)``; after every arch step
-  ``lambda <- max(0, lambda + rate * (E[lat] / aim - 1))``: it rises while the expected
-  latency is over the aim and falls while under, so no per-budget tuning is needed.
+  ``lambda <- lambda + rate * (E[lat] / aim - 1)``: it rises while the expected latency is
+  over the aim and falls while under, so no per-budget tuning is needed. By default it may
+  fall below 0: the aim is then a target, and a loose budget is spent on bigger ops instead
+  of being left unused (larger nets are the accurate ones). ``one_sided`` keeps it >= 0, so
+  the budget is only a ceiling.
 * ``mul-log`` (ProxylessNAS default): ``coef * CE * (log E[lat] / log aim) ** beta`` with
   coef 0.2, beta 0.3, latencies in ms as in the reference code. The ratio of logs only makes
   sense for an aim above 1 ms, so smaller aims are refused.
@@ -84,7 +87,9 @@ def make_target(budget_ms: float, fastest_ms: float, slowest_ms: float, margin: 
 class BudgetController:
     """The latency term of the loss and, for the Lagrangian, its multiplier (state saved in checkpoints)."""
 
-    def __init__(self, form: str, aim_ms: float, rate: float = 0.5, coef: float | None = None, beta: float = 0.3) -> None:
+    def __init__(
+        self, form: str, aim_ms: float, rate: float = 0.5, coef: float | None = None, beta: float = 0.3, one_sided: bool = False
+    ) -> None:
         if form not in LOSS_FORMS:
             raise HwnasError(f"unknown latency loss {form!r}; known: {', '.join(LOSS_FORMS)}")
         if form == "mul-log" and aim_ms <= 1.0:
@@ -94,7 +99,7 @@ class BudgetController:
             )
         if rate < 0:
             raise HwnasError(f"--multiplier-rate must be >= 0, got {rate}")
-        self.form, self.aim_ms, self.rate, self.beta = form, aim_ms, rate, beta
+        self.form, self.aim_ms, self.rate, self.beta, self.one_sided = form, aim_ms, rate, beta, one_sided
         self.coef = coef if coef is not None else {"mul-log": 0.2, "add-linear": 0.1, "lagrangian": 0.0}[form]
         self.multiplier = 0.0
 
@@ -110,7 +115,9 @@ class BudgetController:
     def update(self, expected_ms: float) -> None:
         """One dual ascent step of the Lagrangian multiplier (other forms have none)."""
         if self.form == "lagrangian":
-            self.multiplier = max(0.0, self.multiplier + self.rate * (expected_ms / self.aim_ms - 1.0))
+            self.multiplier += self.rate * (expected_ms / self.aim_ms - 1.0)
+            if self.one_sided:
+                self.multiplier = max(0.0, self.multiplier)
 
     def state_dict(self) -> dict[str, float]:
         return {"multiplier": self.multiplier}

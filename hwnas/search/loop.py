@@ -55,6 +55,7 @@ class SearchConfig:
     margin: float | None = None
     latency_loss: str = "lagrangian"
     multiplier_rate: float = 0.5
+    one_sided: bool = False
     epochs: int = 8
     batch_size: int = 64
     steps_per_epoch: int | None = None
@@ -114,7 +115,9 @@ class SearchRun:
         self.fastest_arch, fastest_ms = self.latency.fastest()
         _, slowest_ms = self.latency.slowest()
         self.target: Target = make_target(config.budget_ms, fastest_ms, slowest_ms, config.margin, self.table.p90_relative_error)
-        self.budget = BudgetController(config.latency_loss, self.target.aim_ms, config.multiplier_rate)
+        self.budget = BudgetController(
+            config.latency_loss, self.target.aim_ms, config.multiplier_rate, one_sided=config.one_sided
+        )
 
         self.data = load_data(config.data, self.space.args.resolution, self.space.args.in_channels, config.seed)
         if self.data.num_classes != self.space.args.num_classes:

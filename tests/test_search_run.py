@@ -1,0 +1,158 @@
+"""A whole search run: the folder it writes, resume == uninterrupted, kill -9, and the CLI's refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hwnas.cli.main import cli
+from hwnas.latency import LatencyModel, LatencyTable
+from hwnas.search.loop import SearchConfig, SearchRun
+from hwnas.search.synthetic import tiny_space, write_synthetic_table
+
+SPACE_ARGS = {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}
+RUN_FILES = ["config.json", "arch.json", "child.pt", "supernet.pt", "checkpoint.pt", "history.jsonl", "search.png", "report.md", "result.json"]
+RESULT_KEYS = {"method", "budget_ms", "aim_ms", "margin", "predicted_ms", "fastest_ms", "slowest_ms", "supernet_val_acc",
+               "child_val_acc", "arch", "table"}
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory) -> Path:
+    return write_synthetic_table(tiny_space(), tmp_path_factory.mktemp("tables") / "synthetic.json")
+
+
+def budget_between(table_path: Path, share: float) -> float:
+    model = LatencyModel(LatencyTable.load(table_path), tiny_space())
+    fastest, slowest = model.fastest()[1], model.slowest()[1]
+    return fastest + share * (slowest - fastest)
+
+
+def config(method: str, table_path: Path, **overrides) -> SearchConfig:
+    options = dict(method=method, table=str(table_path), budget_ms=budget_between(table_path, 0.5), space_args=SPACE_ARGS,
+                   epochs=2, batch_size=16, steps_per_epoch=2, bn_batches=2)
+    options.update(overrides)
+    return SearchConfig(**options)
+
+
+def final_state(folder: Path) -> dict:
+    return torch.load(folder / "checkpoint.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("method", ["proxyless", "snas", "dsnas"])
+def test_resume_after_an_interrupt_equals_the_uninterrupted_run(tmp_path, table_path, method):
+    straight = SearchRun(config(method, table_path), tmp_path / "straight", progress=False).run()
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(epoch: int) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        SearchRun(config(method, table_path), tmp_path / "resumed", progress=False).run(on_epoch_end=stop)
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    resumed = SearchRun(SearchConfig.load(tmp_path / "resumed"), tmp_path / "resumed", progress=False).run(resume=True)
+
+    assert {**straight, "table": None} == {**resumed, "table": None}
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+    assert torch.equal(a["alpha"], b["alpha"])
+    for key, value in a["supernet"].items():
+        assert torch.equal(value, b["supernet"][key]), key
+    assert a["budget"] == b["budget"] and a["strategy"] == b["strategy"]
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    history = lambda folder: [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]  # noqa: E731
+    assert strip(history(tmp_path / "straight")) == strip(history(tmp_path / "resumed"))
+    for name in RUN_FILES:
+        assert (tmp_path / "resumed" / name).is_file(), name
+    assert set(straight) == RESULT_KEYS
+    assert straight["predicted_ms"] <= straight["budget_ms"]
+
+
+def test_child_weights_are_the_supernets_and_reproduce_child_acc(tmp_path, table_path):
+    result = SearchRun(config("dsnas", table_path, epochs=1), tmp_path / "run", progress=False).run()
+    from hwnas.arch import load_arch
+    from hwnas.data import load_data, make_loader
+    from hwnas.search.loop import evaluate
+
+    arch = load_arch(tmp_path / "run" / "arch.json")
+    assert arch.to_compact() == result["arch"]
+    child = arch.build_space().build(arch)
+    child.load_state_dict(torch.load(tmp_path / "run" / "child.pt", weights_only=True))
+    data = load_data("digits", 16, 1, seed=0)
+    assert evaluate(child, make_loader(data.val, 256, False)) == pytest.approx(result["child_val_acc"])
+    supernet = torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)
+    first = next(k for k in child.state_dict() if k.startswith("layers.") and k.endswith("weight"))
+    layer, op = int(first.split(".")[1]), arch.choices[int(first.split(".")[1])]
+    assert torch.equal(child.state_dict()[first], supernet[first.replace(f"layers.{layer}.op.", f"layers.{layer}.ops.{op}.")])
+
+
+def run_cli(cli_runner, *args):
+    return cli_runner.invoke(cli, ["search", *args], catch_exceptions=False)
+
+
+def test_cli_refuses_a_budget_under_the_fastest_net_before_training(cli_runner, tmp_path, table_path):
+    fastest = budget_between(table_path, 0.0)
+    out = tmp_path / "run"
+    result = run_cli(cli_runner, "--latency", f"{fastest * 0.9}ms", "--table", str(table_path), "--width-mult", "0.25",
+                     "--resolution", "16", "--out", str(out))
+    assert result.exit_code == 2
+    assert f"({fastest:.4g} ms)" in result.output and "fastest" in result.output
+    assert not out.exists()
+
+
+def test_cli_rejects_bad_latency_and_foreign_method_options(cli_runner, table_path):
+    result = run_cli(cli_runner, "--latency", "fast", "--table", str(table_path))
+    assert result.exit_code == 2 and "cannot read latency budget" in result.output
+    result = run_cli(cli_runner, "--method", "snas", "--latency", "1ms", "--early-stop", "0.2", "--table", str(table_path))
+    assert result.exit_code == 2 and "no option --early-stop" in result.output
+
+
+def test_cli_search_json_fills_space_from_data_and_refuses_non_empty_out(cli_runner, tmp_path, table_path):
+    out = tmp_path / "run"
+    budget = budget_between(table_path, 0.6)
+    args = ["--method", "proxyless", "--latency", f"{budget}ms", "--table", str(table_path), "--width-mult", "0.25", "--resolution",
+            "16", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16", "--bn-batches", "1", "--out", str(out), "--json"]
+    result = run_cli(cli_runner, *args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{"):])
+    assert data["predicted_ms"] <= data["budget_ms"] and data["run"] == str(out)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["space_args"]["in_channels"] == 1 and saved["space_args"]["num_classes"] == 10  # from the digits data
+    assert saved["method"] == "proxyless" and saved["budget_ms"] == pytest.approx(budget) and "aim_ms" in saved
+    again = run_cli(cli_runner, *args)
+    assert again.exit_code == 2 and "--resume" in again.output and "--force" in again.output
+    forced = run_cli(cli_runner, *args, "--force")
+    assert forced.exit_code == 0
+
+
+def test_kill_9_mid_run_then_resume_loses_nothing(tmp_path, table_path):
+    """A real process, killed with SIGKILL after its first checkpoint, resumes to the uninterrupted result."""
+    out, straight = tmp_path / "killed", tmp_path / "straight"
+    budget = budget_between(table_path, 0.5)
+    args = [sys.executable, "-m", "hwnas", "search", "--method", "dsnas", "--latency", f"{budget}ms", "--table", str(table_path),
+            "--width-mult", "0.25", "--resolution", "16", "--epochs", "3", "--steps-per-epoch", "3", "--batch-size", "16",
+            "--bn-batches", "2", "--quiet", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([*args, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (out / "checkpoint.pt").exists() and not (out / "result.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "hwnas", "search", "--resume", str(out), "--quiet", "--json"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    uninterrupted = subprocess.run([*args, "--out", str(straight)], env=env, capture_output=True, text=True, timeout=300)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    a, b = json.loads(resumed.stdout), json.loads(uninterrupted.stdout)
+    assert {**a, "run": None} == {**b, "run": None}
+    assert torch.equal(final_state(out)["alpha"], final_state(straight)["alpha"])
