@@ -20,8 +20,25 @@ from hwnas.spaces import ChainSpace, get_space
 
 RUNTIME_NAMES = ("onnxruntime", "torch", "tensorrt")
 
-rounds_option = click.option("--rounds", type=int, default=Protocol.rounds, show_default=True,
-                             help="Interleaved measurement rounds; each value is the median over rounds.")
+
+
+def protocol_options(command):
+    """``--rounds --min-time --warmup-time``: the measurement protocol, shared by profile and validate."""
+    options = [
+        click.option("--rounds", type=int, default=Protocol.rounds, show_default=True,
+                     help="Interleaved measurement rounds; each value is the median over rounds."),
+        click.option("--min-time", type=float, default=Protocol.min_s, show_default=True,
+                     help="Seconds of timed runs per item and round (at least 20 runs)."),
+        click.option("--warmup-time", type=float, default=Protocol.warmup_s, show_default=True,
+                     help="Seconds of warm-up per item (at least 10 runs)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _protocol(rounds: int, min_time: float, warmup_time: float) -> Protocol:
+    return Protocol(warmup_s=warmup_time, min_s=min_time, rounds=rounds)
 allow_foreign_option = click.option("--allow-foreign-table", is_flag=True,
                                     help="Use a table measured on another device/runtime/shape, with a warning.")
 
@@ -31,10 +48,10 @@ def _threads(value: int) -> int | None:
     return None if value == 0 else value
 
 
-def _runtime(name: str, device: str, threads: int | None, fp16: bool, rounds: int):
+def _runtime(name: str, device: str, threads: int | None, fp16: bool, protocol: Protocol):
     from hwnas.latency.runtimes import get_runtime
 
-    return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=Protocol(rounds=rounds))
+    return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=protocol)
 
 
 def _table_space(table: LatencyTable) -> ChainSpace:
@@ -56,19 +73,20 @@ def _show_warnings() -> None:
 @click.option("--threads", type=int, default=1, show_default=True,
               help="CPU threads, pinned and recorded (0: the runtime's default). On shared machines 1 is the most repeatable.")
 @click.option("--fp16", is_flag=True, help="Half precision (GPU runtimes).")
-@rounds_option
+@protocol_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Table file [default: ./latency_tables/<device>_<runtime>_t<threads>_b<batch>_<space>_r<res>_....json].")
 @click.option("--force", is_flag=True, help="Replace an existing table of another target (or an unreadable one) instead of refusing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 def profile(space: str, space_overrides: dict, device: str, runtime_name: str, batch_size: int, threads: int, fp16: bool,
-            rounds: int, output: str | None, force: bool, no_progress: bool, as_json: bool) -> None:
+            rounds: int, min_time: float, warmup_time: float, output: str | None, force: bool, no_progress: bool,
+            as_json: bool) -> None:
     """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one)."""
     from hwnas.latency.profiler import profile_space
 
     chosen = build_space(space, space_overrides)
-    runtime = _runtime(runtime_name, device, _threads(threads), fp16, rounds)
+    runtime = _runtime(runtime_name, device, _threads(threads), fp16, _protocol(rounds, min_time, warmup_time))
     path = Path(output) if output else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, fp16)
     result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
     if as_json:
@@ -87,14 +105,15 @@ def tables() -> None:
 @tables.command()
 @click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
 @click.option("--n", "n_archs", type=int, default=30, show_default=True, help="Random archs measured end to end.")
-@rounds_option
+@protocol_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random archs.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw predicted vs measured into this PNG.")
 @click.option("--force", is_flag=True, help="Overwrite --plot if it exists.")
 @allow_foreign_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
-def validate(table_path: str, n_archs: int, rounds: int, seed: int, plot: str | None, force: bool, allow_foreign_table: bool,
+def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup_time: float, seed: int, plot: str | None,
+             force: bool, allow_foreign_table: bool,
              no_progress: bool, as_json: bool) -> None:
     """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
     from hwnas.files import refuse_overwrite
@@ -108,7 +127,8 @@ def validate(table_path: str, n_archs: int, rounds: int, seed: int, plot: str | 
     space = _table_space(table)
     table.check_matches(expected_meta(meta["device"], meta["runtime"], meta["batch_size"], meta.get("dtype") == "float16", space),
                         allow_foreign_table)
-    runtime = _runtime(meta["runtime"], meta["device"], meta.get("threads"), meta.get("dtype") == "float16", rounds)
+    runtime = _runtime(meta["runtime"], meta["device"], meta.get("threads"), meta.get("dtype") == "float16",
+                       _protocol(rounds, min_time, warmup_time))
     report = validate_table(table, space, runtime, n_archs, seed, progress=not no_progress)
     store_validation(table, report)
     table.save()

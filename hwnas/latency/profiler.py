@@ -1,5 +1,8 @@
 """``hwnas profile``: measure every unique op spec of a space (plus its stem and head) into a table.
 
+The first item is an identity model: the runtime's fixed cost per call, which ``LatencyModel``
+takes off the parts so that a sum of 23 separately timed calls counts it once, like the net.
+
 Each item is built alone (a candidate op at its layer's shape, with the layer's shortcut add
 where it has one, so the table times what the net runs), prepared by the runtime (exported to
 ONNX for ONNX Runtime / TensorRT) and measured in interleaved rounds. The table file is
@@ -21,7 +24,7 @@ from hwnas import __version__
 from hwnas.errors import HwnasError
 from hwnas.latency.fingerprint import device_fingerprint, measurement_warnings
 from hwnas.latency.lookup import expected_meta
-from hwnas.latency.model import head_key, stem_key
+from hwnas.latency.model import head_key, overhead_key, stem_key
 from hwnas.latency.protocol import Timing, combine_rounds
 from hwnas.latency.runtime_base import Runtime
 from hwnas.latency.table import MATCHED_META, LatencyTable
@@ -42,8 +45,11 @@ class ProfileItem:
 
 
 def profile_items(space: ChainSpace, batch_size: int = 1) -> list[ProfileItem]:
-    """The stem, every unique op spec (skip ops excluded: they cost nothing) and the head."""
-    items = [ProfileItem(stem_key(space), space.build_stem, (batch_size, *space.input_shape))]
+    """The runtime's per-call cost, the stem, every unique op spec (skip ops excluded: they cost nothing), the head."""
+    items = [
+        ProfileItem(overhead_key(space), nn.Identity, (batch_size, *space.input_shape)),
+        ProfileItem(stem_key(space), space.build_stem, (batch_size, *space.input_shape)),
+    ]
     seen: set[str] = set()
     for layer in space.layers:
         for op in layer.candidates:

@@ -1,0 +1,73 @@
+"""Accuracy figures against hand computations and a brute-force Kendall tau-b."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from hwnas.errors import HwnasError
+from hwnas.latency.accuracy import error_metrics, fit_linear, kendall_tau_b
+
+
+def brute_force_tau_b(x, y):
+    concordant = discordant = ties_x = ties_y = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        dx, dy = x[i] - x[j], y[i] - y[j]
+        if dx == 0 and dy == 0:
+            ties_x += 1
+            ties_y += 1
+        elif dx == 0:
+            ties_x += 1
+        elif dy == 0:
+            ties_y += 1
+        elif dx * dy > 0:
+            concordant += 1
+        else:
+            discordant += 1
+    pairs = len(x) * (len(x) - 1) // 2
+    return (concordant - discordant) / math.sqrt((pairs - ties_x) * (pairs - ties_y))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_kendall_tau_b_matches_pair_enumeration_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 6, size=17).astype(float)  # few distinct values: many ties
+    y = x + rng.integers(-3, 4, size=17)
+    assert kendall_tau_b(x, y) == pytest.approx(brute_force_tau_b(list(x), list(y)), abs=1e-12)
+
+
+def test_kendall_tau_b_extremes():
+    assert kendall_tau_b([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau_b([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(kendall_tau_b([1, 1, 1], [1, 2, 3]))
+
+
+def test_error_metrics_by_hand():
+    measured = [1.0, 2.0, 4.0, 5.0]
+    predicted = [1.1, 1.8, 4.0, 6.0]  # relative errors +10 %, -10 %, 0 %, +20 %
+    figures = error_metrics(predicted, measured)
+    assert figures["n"] == 4
+    assert figures["mape"] == pytest.approx((0.1 + 0.1 + 0 + 0.2) / 4)
+    assert figures["rmspe"] == pytest.approx(math.sqrt((0.01 + 0.01 + 0 + 0.04) / 4))
+    assert figures["within_5"] == pytest.approx(0.25)
+    assert figures["within_10"] == pytest.approx(0.75)
+    assert figures["mean_signed_error"] == pytest.approx((0.1 - 0.1 + 0 + 0.2) / 4)
+    assert figures["kendall_tau"] == pytest.approx(1.0)
+    assert figures["p90_relative_error"] == pytest.approx(np.percentile([0.1, 0.1, 0.0, 0.2], 90))
+
+
+def test_error_metrics_refuse_bad_input():
+    with pytest.raises(HwnasError):
+        error_metrics([1.0], [1.0, 2.0])
+    with pytest.raises(HwnasError):
+        error_metrics([1.0], [0.0])
+
+
+def test_fit_linear_recovers_a_line():
+    a, b = fit_linear([1.0, 2.0, 3.0, 5.0], [2.5, 4.5, 6.5, 10.5])
+    assert (a, b) == (pytest.approx(2.0), pytest.approx(0.5))
+    with pytest.raises(HwnasError):
+        fit_linear([1.0, 1.0], [1.0, 2.0])

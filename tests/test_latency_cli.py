@@ -1,0 +1,121 @@
+"""``hwnas profile``, ``hwnas tables validate|show``, ``hwnas predict``: outputs, exit codes, kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hwnas.cli.main import EXIT_ERROR, cli
+from hwnas.latency.table import LatencyTable
+
+SPACE = ["--space", "shufflenet", "--resolution", "32", "--in-channels", "1", "--num-classes", "10"]
+QUICK = ["--rounds", "1", "--min-time", "0", "--warmup-time", "0"]
+VALIDATION_KEYS = {"n", "mape", "rmspe", "within_5", "within_10", "kendall_tau", "mean_signed_error"}
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory) -> Path:
+    from click.testing import CliRunner
+
+    path = tmp_path_factory.mktemp("tables") / "shufflenet.json"
+    result = CliRunner().invoke(cli, ["profile", *SPACE, *QUICK, "-o", str(path), "--no-progress", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["entries"] == 35 and summary["measured"] == 35 and not summary["resumed"]
+    return path
+
+
+def test_show_json(cli_runner, table_path):
+    result = cli_runner.invoke(cli, ["tables", "show", str(table_path), "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert set(shown) == {"meta", "entries", "fastest_ms", "slowest_ms"}
+    assert shown["entries"] == 35 and 0 < shown["fastest_ms"] < shown["slowest_ms"]
+
+
+def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_path, tmp_path):
+    copy = tmp_path / "t.json"
+    copy.write_text(table_path.read_text())
+    plot = tmp_path / "v.png"
+    result = cli_runner.invoke(cli, ["tables", "validate", str(copy), "--n", "6", *QUICK, "--rounds", "2", "--plot", str(plot),
+                                     "--no-progress", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert VALIDATION_KEYS | {"calibrated"} <= set(report) and VALIDATION_KEYS <= set(report["calibrated"])
+    assert report["n"] == 6 and report["calibrated"]["n"] == 3
+    assert 0 <= report["within_5"] <= report["within_10"] <= 1 and "p90_relative_error" in report["calibrated"]
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    table = LatencyTable.load(copy)
+    assert table.calibration["a"] == pytest.approx(report["calibration"]["a"])
+    assert table.p90_relative_error == pytest.approx(report["calibrated"]["p90_relative_error"])
+    arch = table.validation["points"][0]["arch"]
+    raw = table.validation["points"][0]["predicted_sum_ms"]
+    predicted = json.loads(cli_runner.invoke(cli, ["predict", arch, "--table", str(copy), "--json"]).output)
+    assert set(predicted) == {"latency_ms"}
+    assert predicted["latency_ms"] == pytest.approx(table.calibration["a"] * raw + table.calibration["b"])
+    again = cli_runner.invoke(cli, ["tables", "validate", str(copy), "--n", "4", *QUICK, "--plot", str(plot), "--no-progress"])
+    assert again.exit_code == EXIT_ERROR and "exists" in again.output
+
+
+def test_foreign_table_refused_then_allowed_with_a_warning(cli_runner, table_path, tmp_path):
+    data = json.loads(table_path.read_text())
+    data["meta"]["device_name"] = "Another CPU 9000"
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps(data))
+    refused = cli_runner.invoke(cli, ["tables", "validate", str(foreign), "--n", "4", *QUICK, "--no-progress"])
+    assert refused.exit_code == EXIT_ERROR and "another target" in refused.output and "--allow-foreign-table" in refused.output
+    allowed = cli_runner.invoke(cli, ["tables", "validate", str(foreign), "--n", "4", *QUICK, "--no-progress", "--allow-foreign-table"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "warning:" in allowed.output
+
+
+def test_errors_exit_2_with_a_message(cli_runner, table_path, tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text(table_path.read_text()[:200])
+    result = cli_runner.invoke(cli, ["tables", "show", str(broken)])
+    assert result.exit_code == EXIT_ERROR and "error:" in result.output and "not valid JSON" in result.output
+    result = cli_runner.invoke(cli, ["predict", "proxyless,resolution=32,in_channels=1,num_classes=10:" + "-".join(["mb3_k3"] * 21),
+                                     "--table", str(table_path)])
+    assert result.exit_code == EXIT_ERROR and "arch is for proxyless" in result.output
+    data = json.loads(table_path.read_text())
+    data["entries"].pop(next(key for key in data["entries"] if key.startswith("shuffle_")))
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(data))
+    result = cli_runner.invoke(cli, ["tables", "show", str(partial)])
+    assert result.exit_code == EXIT_ERROR and "lacks 1 entry" in result.output and "hwnas profile --space shufflenet" in result.output
+    result = cli_runner.invoke(cli, ["tables", "validate", str(table_path), "--n", "2"])
+    assert result.exit_code == EXIT_ERROR and "--n must be at least" in result.output
+
+
+def test_kill_9_mid_profile_then_rerun_measures_only_the_rest(tmp_path):
+    path = tmp_path / "killed.json"
+    command = [sys.executable, "-m", "hwnas", "profile", *SPACE, "--rounds", "1", "--min-time", "0.05", "--warmup-time", "0",
+               "-o", str(path), "--no-progress", "--json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    entries = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            entries = len(json.loads(path.read_text())["entries"])
+        except (OSError, ValueError):
+            entries = 0
+        if entries >= 5:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "profile finished before it could be killed"
+    killed = LatencyTable.load(path)  # whole, never half written
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["resumed"] and summary["measured"] == 35 - len(killed.entries) and summary["entries"] == 35
+    final = LatencyTable.load(path)
+    assert all(final.entries[key] == entry for key, entry in killed.entries.items())

@@ -1,0 +1,55 @@
+"""GPU paths: torch CUDA with events, ONNX Runtime's CUDA provider, a TensorRT engine. Skipped without a GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from hwnas.arch import Arch
+from hwnas.latency.protocol import Protocol
+from hwnas.latency.runtimes import build_engine, get_runtime
+from hwnas.spaces import get_space
+
+TINY = Protocol(warmup_runs=2, warmup_s=0.0, min_runs=3, min_s=0.0, rounds=2)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+needs_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="tensorrt package not installed")
+
+
+def demo_net():
+    space = get_space("proxyless", resolution=32, in_channels=1, num_classes=10)
+    return space.build(Arch.random(space, 0)), (1, *space.input_shape)
+
+
+@needs_cuda
+def test_torch_cuda_times_with_events():
+    net, shape = demo_net()
+    timing = get_runtime("torch", device="cuda", protocol=TINY).measure_module(net, shape)
+    assert timing.median_ms > 0 and timing.n == 6
+
+
+@needs_cuda
+def test_onnxruntime_cuda_provider():
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime build has no CUDAExecutionProvider")
+    net, shape = demo_net()
+    assert get_runtime("onnxruntime", device="cuda", protocol=TINY).measure_module(net, shape).median_ms > 0
+
+
+@needs_cuda
+@needs_tensorrt
+@pytest.mark.parametrize("fp16", [False, True])
+def test_tensorrt_engine_build_and_timing(tmp_path, fp16):
+    from hwnas.latency.onnx_export import export_onnx_bytes
+
+    net, shape = demo_net()
+    onnx_path = tmp_path / "net.onnx"
+    onnx_path.write_bytes(export_onnx_bytes(net, shape))
+    engine = build_engine(onnx_path, tmp_path / "net.engine", fp16=fp16)
+    assert engine.stat().st_size > 0
+    runtime = get_runtime("tensorrt", device="cuda", fp16=fp16, protocol=TINY)
+    assert runtime.measure_onnx(onnx_path, shape).median_ms > 0
+    assert runtime.measure_onnx(engine, shape).median_ms > 0
