@@ -1,0 +1,130 @@
+"""Cost of one search step against one training step of a child net: wall time and peak memory.
+
+    python bench/search_cost.py [--space proxyless --resolution 32 --batch-size 32 --steps 8 --rounds 2]
+
+Every measurement runs in a fresh subprocess (one per kind per round, kinds interleaved so
+machine drift hits all alike) with one torch thread:
+
+* **time**: median wall time of ``--steps`` steps after ``--warmup`` steps. Single-path steps
+  (child, DSNAS, ProxylessNAS) vary with the sampled path, so the child is timed on the same
+  number of uniformly random archs, rebuilt outside the clock: both sides average over the
+  same distribution of nets.
+* **memory**: ``ru_maxrss`` (peak resident set of the process, which is what torch's CPU
+  allocator has no counter for) after the steps, minus ``ru_maxrss`` after imports and data
+  set-up: the high-water mark added by the model, its optimiser state and the step's
+  activations. It includes the supernet's extra weights, which is the honest cost of a search.
+
+The latency table is synthetic (step cost does not depend on its values). Seed 000 table 1
+expects DSNAS ~ O(P) (one path), ProxylessNAS ~ O(2P) on arch steps, SNAS ~ O(nP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+KINDS = ("child", "dsnas", "proxyless-weight", "proxyless-arch", "snas")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def measure(kind: str, args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from hwnas.arch import Arch
+    from hwnas.latency import LatencyModel
+    from hwnas.search import STRATEGIES
+    from hwnas.search.budget import BudgetController
+    from hwnas.search.supernet import ArchParameters, Supernet
+    from hwnas.search.synthetic import synthetic_table
+    from hwnas.spaces import get_space
+
+    space = get_space(args.space, resolution=args.resolution, in_channels=1, num_classes=10, width_mult=args.width_mult)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(args.batch_size, 1, args.resolution, args.resolution, generator=generator)
+    labels = torch.randint(0, 10, (args.batch_size,), generator=generator)
+    # load the kernels' code pages before the baseline, so it is not counted as the step's memory
+    warm = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU6())
+    warm(torch.randn(2, 1, 8, 8)).sum().backward()
+    del warm
+    baseline = peak_rss_mb()
+    times: list[float] = []
+    total = args.warmup + args.steps
+    if kind == "child":
+        for index in range(total):
+            child = space.build(Arch.random(space, seed=index)).train()
+            optimizer = torch.optim.SGD(child.parameters(), lr=0.01, momentum=0.9)
+            started = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(child(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - started)
+    else:
+        method = kind.split("-")[0]
+        latency = LatencyModel(synthetic_table(space), space)
+        supernet, arch = Supernet(space).train(), ArchParameters(space)
+        optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01, momentum=0.9)
+        budget = BudgetController("lagrangian", latency.slowest()[1])
+        strategy = STRATEGIES[method](supernet, arch, latency, budget, optimizer, {}, torch.Generator().manual_seed(1))
+        strategy.init_alpha()
+        strategy.epoch_start(0, 10)
+        for _ in range(total):
+            started = time.perf_counter()
+            if kind == "proxyless-arch":
+                strategy.arch_step(images, labels)
+            else:
+                strategy.step(images, labels, None)
+            times.append(time.perf_counter() - started)
+    measured = times[args.warmup:]
+    return {"kind": kind, "step_s": statistics.median(measured), "peak_mb": peak_rss_mb() - baseline}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--space", default="proxyless")
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--width-mult", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(measure(args.worker, args)))
+        return
+    kinds = args.kinds.split(",")
+    results: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    passthrough = [f"--space={args.space}", f"--resolution={args.resolution}", f"--width-mult={args.width_mult}",
+                   f"--batch-size={args.batch_size}", f"--steps={args.steps}", f"--warmup={args.warmup}"]
+    for _ in range(args.rounds):
+        for kind in kinds:
+            out = subprocess.run([sys.executable, __file__, f"--worker={kind}", *passthrough], capture_output=True, text=True,
+                                 check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"space {args.space} r{args.resolution} w{args.width_mult}, batch {args.batch_size}, 1 thread, "
+          f"median of {args.steps} steps x {args.rounds} rounds (median over rounds)")
+    child_s = statistics.median(r["step_s"] for r in results.get("child", [])) if "child" in results else None
+    child_mb = statistics.median(r["peak_mb"] for r in results.get("child", [])) if "child" in results else None
+    print(f"{'step':<18} {'time ms':>9} {'x child':>8} {'peak MB':>9} {'x child':>8}")
+    for kind in kinds:
+        step_s = statistics.median(r["step_s"] for r in results[kind])
+        peak = statistics.median(r["peak_mb"] for r in results[kind])
+        ratio_t = f"{step_s / child_s:8.2f}" if child_s else f"{'':>8}"
+        ratio_m = f"{peak / child_mb:8.2f}" if child_mb else f"{'':>8}"
+        print(f"{kind:<18} {1000 * step_s:9.1f} {ratio_t} {peak:9.1f} {ratio_m}")
+
+
+if __name__ == "__main__":
+    main()
