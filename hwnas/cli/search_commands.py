@@ -83,6 +83,8 @@ def search(space: str, space_overrides: dict[str, Any], latency: str | None, tab
            force: bool, as_json: bool, quiet: bool, **options: Any) -> None:
     """Search SPACE for the most accurate net whose predicted latency meets --latency."""
     if resume:
+        if latency is not None or out is not None:
+            raise HwnasError("--resume continues a run with the options saved in its config.json; leave out --latency and --out")
         folder = Path(resume)
         run = SearchRun(SearchConfig.load(folder), folder, progress=not quiet)
         result = run.run(resume=True)

@@ -88,6 +88,8 @@ class SearchConfig:
         if not path.is_file():
             raise HwnasError(f"{folder} has no {CONFIG}: not a search run folder")
         data = json.loads(path.read_text())
+        if "margin_given" in data:  # "margin" holds the resolved value; the option as given is kept beside it
+            data["margin"] = data["margin_given"]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -150,7 +152,8 @@ class SearchRun:
             space_args=self.space.args.to_dict(),
             table=str(self.table.path),
             table_meta={k: self.table.meta.get(k) for k in ("runtime", "device", "device_name", "threads", "batch_size", "dtype")},
-            margin_resolved=self.target.margin,
+            margin=self.target.margin,
+            margin_given=self.config.margin,
             margin_source=self.target.margin_source,
             aim_ms=self.target.aim_ms,
             fastest_ms=self.target.fastest_ms,
@@ -170,7 +173,7 @@ class SearchRun:
             "supernet": self.supernet.state_dict(),
             "alpha": self.arch.alpha.detach().clone(),
             "weight_optimizer": self.weight_optimizer.state_dict(),
-            "arch_optimizer": self.strategy.arch_optimizer.state_dict(),
+            "arch_optimizer": self.strategy.arch_optimizer.state_dict() if self.strategy.arch_optimizer else {},
             "budget": self.budget.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -192,7 +195,8 @@ class SearchRun:
         with torch.no_grad():
             self.arch.alpha.copy_(state["alpha"])
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
-        self.strategy.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        if self.strategy.arch_optimizer is not None:
+            self.strategy.arch_optimizer.load_state_dict(state["arch_optimizer"])
         self.budget.load_state_dict(state["budget"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])

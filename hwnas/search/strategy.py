@@ -74,7 +74,8 @@ class Strategy:
         """Initial alpha (called once for a fresh run, not on resume)."""
         raise NotImplementedError
 
-    def make_arch_optimizer(self) -> torch.optim.Optimizer:
+    def make_arch_optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimiser of alpha; None for methods without arch parameters (SPOS, GreedyNAS)."""
         raise NotImplementedError
 
     def epoch_start(self, epoch: int, epochs: int) -> None:
