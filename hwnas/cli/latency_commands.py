@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from pathlib import Path
 
@@ -117,7 +116,7 @@ def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup
              no_progress: bool, as_json: bool) -> None:
     """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
     from hwnas.files import refuse_overwrite
-    from hwnas.latency.validate import plot_validation, store_validation, summary, validate_table
+    from hwnas.latency.validate import format_report, plot_validation, store_validation, summary, validate_table
 
     _show_warnings()
     if plot:
@@ -137,21 +136,8 @@ def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup
     if as_json:
         echo_json(summary(report))
         return
-    click.echo(format_validation(report))
+    click.echo(format_report(report))
     click.echo(f"calibration measured ~ {report['calibration']['a']:.4f} * sum + {report['calibration']['b']:.4f} ms stored in {table_path}")
-
-
-def format_validation(report: dict) -> str:
-    """One aligned text table: raw sum, calibrated (held-out), noise floor."""
-    columns = [("sum of entries", report), ("calibrated (held out)", report["calibrated"])]
-    if "noise_floor" in report:
-        columns.append(("noise floor (round vs round)", report["noise_floor"]))
-    rows = [("n", "{:d}"), ("mape", "{:.1%}"), ("rmspe", "{:.1%}"), ("within_5", "{:.0%}"), ("within_10", "{:.0%}"),
-            ("kendall_tau", "{:.3f}"), ("mean_signed_error", "{:+.1%}"), ("p90_relative_error", "{:.1%}")]
-    lines = [f"{'':<20}" + "".join(f"{name:>30}" for name, _ in columns)]
-    for key, fmt in rows:
-        lines.append(f"{key:<20}" + "".join(f"{fmt.format(figures[key]):>30}" for _, figures in columns))
-    return "\n".join(lines)
 
 
 @tables.command()
@@ -189,7 +175,7 @@ def predict(arch_source: str, table_path: str, as_json: bool) -> None:
     space = _table_space(table)
     if arch.space != space.name or arch.build_space().args != space.args:
         raise HwnasError(f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}")
-    latency_ms = LatencyModel(table, space).predict(dataclasses.replace(arch))
+    latency_ms = LatencyModel(table, space).predict(arch)
     if as_json:
         echo_json({"latency_ms": latency_ms})
         return

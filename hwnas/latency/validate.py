@@ -4,19 +4,21 @@ N random archs of the table's space are built whole, prepared by the same runtim
 measured with the same protocol, interleaved over rounds. Their uncalibrated sums of table
 entries are scored against the measurements; ``measured ~ a * sum + b`` is fitted on the first
 half and scored on the held-out second half ("calibrated"), and that fit becomes the table's
-calibration. Two single rounds of the same archs scored against each other give the noise
+calibration. The even rounds of the same archs scored against the odd rounds give the noise
 floor: no table can be shown better than the measurements agree with themselves.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
+from hwnas.files import write_bytes_atomic
 from hwnas.latency.accuracy import error_metrics, fit_linear
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.protocol import Timing
@@ -78,13 +80,24 @@ def validate_table(
         "seed": seed,
     }
     if runtime.protocol.rounds >= 2:
-        report["noise_floor"] = error_metrics([r[0].median_ms for r in rounds], [r[1].median_ms for r in rounds])
+        report["noise_floor"] = error_metrics(*split_half(rounds))
     report["wall_s"] = time.perf_counter() - started
     report["points"] = [
         {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": m, "p10_ms": t[0].p10_ms if t else None}
         for arch, p, m, t in zip(archs, predicted, measured, rounds)
     ]
     return report
+
+
+def split_half(rounds: list[list[Timing]]) -> tuple[list[float], list[float]]:
+    """Per arch, the median of its even rounds and of its odd rounds: two independent measurements.
+
+    Scored against each other they are the noise floor: how well the measurements agree with
+    themselves (each half rests on half the rounds, so this is a slightly pessimistic floor).
+    """
+    even = [statistics.median(t.median_ms for t in timings[0::2]) for timings in rounds]
+    odd = [statistics.median(t.median_ms for t in timings[1::2]) for timings in rounds]
+    return even, odd
 
 
 def store_validation(table: LatencyTable, report: dict[str, Any]) -> None:
@@ -100,15 +113,27 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     return {key: report[key] for key in keys if key in report}
 
 
+def format_report(report: dict[str, Any]) -> str:
+    """One aligned text table: raw sum, calibrated (held-out), noise floor."""
+    columns = [("sum of entries", report), ("calibrated (held out)", report["calibrated"])]
+    if "noise_floor" in report:
+        columns.append(("noise floor (even vs odd rounds)", report["noise_floor"]))
+    rows = [("n", "{:d}"), ("mape", "{:.1%}"), ("rmspe", "{:.1%}"), ("within_5", "{:.0%}"), ("within_10", "{:.0%}"),
+            ("kendall_tau", "{:.3f}"), ("mean_signed_error", "{:+.1%}"), ("p90_relative_error", "{:.1%}")]
+    lines = [f"{'':<20}" + "".join(f"{name:>30}" for name, _ in columns)]
+    for key, fmt in rows:
+        lines.append(f"{key:<20}" + "".join(f"{fmt.format(figures[key]):>30}" for _, figures in columns))
+    return "\n".join(lines)
+
+
 def plot_validation(report: dict[str, Any], path: str | Path, title: str) -> None:
     """Predicted (raw sum and calibrated) against measured, with the y = x line."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from hwnas.files import write_bytes_atomic
-    import io
 
     points = report["points"]
     a, b = report["calibration"]["a"], report["calibration"]["b"]
