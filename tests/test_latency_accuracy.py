@@ -66,8 +66,28 @@ def test_error_metrics_refuse_bad_input():
         error_metrics([1.0], [0.0])
 
 
-def test_fit_linear_recovers_a_line():
-    a, b = fit_linear([1.0, 2.0, 3.0, 5.0], [2.5, 4.5, 6.5, 10.5])
+@pytest.mark.parametrize("robust", [True, False])
+def test_fit_linear_recovers_a_line(robust):
+    a, b = fit_linear([1.0, 2.0, 3.0, 5.0], [2.5, 4.5, 6.5, 10.5], robust=robust)
     assert (a, b) == (pytest.approx(2.0), pytest.approx(0.5))
     with pytest.raises(HwnasError):
-        fit_linear([1.0, 1.0], [1.0, 2.0])
+        fit_linear([1.0, 1.0], [1.0, 2.0], robust=robust)
+
+
+def test_robust_fit_ignores_a_contended_outlier():
+    predicted = np.linspace(1.0, 2.0, 11)
+    measured = 1.1 * predicted + 0.05
+    measured[3] *= 1.5  # another process took the core during this arch
+    a, b = fit_linear(predicted, measured)
+    assert (a, b) == (pytest.approx(1.1), pytest.approx(0.05))
+    a_lsq, _ = fit_linear(predicted, measured, robust=False)
+    assert abs(a_lsq - 1.1) > 0.05
+
+
+def test_calibration_never_has_a_negative_slope():
+    from hwnas.latency.validate import calibration_fit
+
+    assert calibration_fit([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])[:2] == (pytest.approx(2.0), pytest.approx(0.0))
+    a, b, method = calibration_fit([1.0, 1.1, 1.2, 1.3], [1.3, 1.2, 1.1, 1.0])  # noise reversed the order
+    assert a > 0 and b == 0.0 and method.startswith("ratio")
+    assert a == pytest.approx(np.median([1.3 / 1.0, 1.2 / 1.1, 1.1 / 1.2, 1.0 / 1.3]))

@@ -137,7 +137,8 @@ def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup
         echo_json(summary(report))
         return
     click.echo(format_report(report))
-    click.echo(f"calibration measured ~ {report['calibration']['a']:.4f} * sum + {report['calibration']['b']:.4f} ms stored in {table_path}")
+    fit = report["calibration"]
+    click.echo(f"calibration measured ~ {fit['a']:.4f} * sum + {fit['b']:.4f} ms ({fit['fit']}) stored in {table_path}")
 
 
 @tables.command()

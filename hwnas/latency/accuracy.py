@@ -2,7 +2,7 @@
 
 All relative figures are fractions (0.05 is 5 %), relative to the *measured* value; a positive
 signed error means the prediction was too high. Kendall's tau-b is computed here (numpy,
-O(n^2) pairs: n is tens of archs) so hwnas does not depend on scipy.
+O(n^2) pairs: n is tens of archs) so hwnas does not depend on scipy; so is the Theil-Sen fit.
 """
 
 from __future__ import annotations
@@ -53,10 +53,21 @@ def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict
     }
 
 
-def fit_linear(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
-    """Least-squares ``measured ~ a * predicted + b``; needs two distinct predictions."""
+def fit_linear(predicted: Sequence[float], measured: Sequence[float], robust: bool = True) -> tuple[float, float]:
+    """``measured ~ a * predicted + b``; needs two distinct predictions.
+
+    ``robust`` (default): Theil-Sen, the median of the slopes of all pairs and the median
+    intercept. On a shared machine a few whole-net measurements land 30-50 % high when another
+    process takes the core; least squares (``robust=False``) tilts its line towards them, the
+    medians ignore them.
+    """
     pred, meas = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
     if len(pred) < 2 or np.ptp(pred) == 0:
         raise HwnasError("a calibration needs at least two archs with different predictions")
-    a, b = np.polyfit(pred, meas, 1)
-    return float(a), float(b)
+    if not robust:
+        a, b = np.polyfit(pred, meas, 1)
+        return float(a), float(b)
+    i, j = np.triu_indices(len(pred), k=1)
+    distinct = pred[i] != pred[j]
+    a = float(np.median((meas[j] - meas[i])[distinct] / (pred[j] - pred[i])[distinct]))
+    return a, float(np.median(meas - a * pred))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import resources
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,12 @@ def expected_meta(device: str, runtime: str, batch_size: int = 1, fp16: bool = F
 def shipped_tables_dir() -> Path:
     """The folder of tables shipped with hwnas (the repository's ``latency_tables/``)."""
     try:
-        return Path(str(resources.files("hwnas.latency_tables")))
-    except (ModuleNotFoundError, TypeError):
-        return Path(__file__).resolve().parents[2] / "latency_tables"
+        spec = importlib.util.find_spec("hwnas.latency_tables")
+    except (ModuleNotFoundError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:  # installed wheel (regular or namespace package)
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parents[2] / "latency_tables"  # source checkout / editable install
 
 
 def default_table_path(space: ChainSpace, device: str, runtime: str, threads: int | None, batch_size: int, fp16: bool = False) -> Path:

@@ -3,8 +3,8 @@
 N random archs of the table's space are built whole, prepared by the same runtime and
 measured with the same protocol, interleaved over rounds. Their uncalibrated sums of table
 entries are scored against the measurements; ``measured ~ a * sum + b`` is fitted on the first
-half and scored on the held-out second half ("calibrated"), and that fit becomes the table's
-calibration. The even rounds of the same archs scored against the odd rounds give the noise
+half (Theil-Sen: robust to the contended outliers of a shared machine), scored on the held-out
+second half ("calibrated"), and becomes the table's calibration. The even rounds of the same archs scored against the odd rounds give the noise
 floor: no table can be shown better than the measurements agree with themselves.
 """
 
@@ -70,12 +70,12 @@ def validate_table(
     finally:
         bar.close()
     half = len(archs) // 2
-    a, b = fit_linear(predicted[:half], measured[:half])
+    a, b, fit = calibration_fit(predicted[:half], measured[:half])
     held_out = [a * p + b for p in predicted[half:]]
     report: dict[str, Any] = {
         **error_metrics(predicted, measured),
         "calibrated": error_metrics(held_out, measured[half:]),
-        "calibration": {"a": a, "b": b, "fit_n": half},
+        "calibration": {"a": a, "b": b, "fit_n": half, "fit": fit},
         "rounds": runtime.protocol.rounds,
         "seed": seed,
     }
@@ -87,6 +87,20 @@ def validate_table(
         for arch, p, m, t in zip(archs, predicted, measured, rounds)
     ]
     return report
+
+
+def calibration_fit(predicted: list[float], measured: list[float]) -> tuple[float, float, str]:
+    """``(a, b, method)``: Theil-Sen, or a pure scale where the fitted slope is not positive.
+
+    A slope <= 0 would tell the search that bigger nets are faster; it appears when the noise
+    of the machine exceeds the spread of the random archs (small spaces at 32x32 on a loaded
+    CPU). The ratio ``median(measured / predicted)`` still removes the common bias.
+    """
+    a, b = fit_linear(predicted, measured)
+    if a > 0:
+        return a, b, "theil-sen"
+    ratio = statistics.median(m / p for p, m in zip(predicted, measured))
+    return ratio, 0.0, "ratio (the fitted slope was not positive: noise exceeds the spread of the archs)"
 
 
 def split_half(rounds: list[list[Timing]]) -> tuple[list[float], list[float]]:
@@ -120,9 +134,9 @@ def format_report(report: dict[str, Any]) -> str:
         columns.append(("noise floor (even vs odd rounds)", report["noise_floor"]))
     rows = [("n", "{:d}"), ("mape", "{:.1%}"), ("rmspe", "{:.1%}"), ("within_5", "{:.0%}"), ("within_10", "{:.0%}"),
             ("kendall_tau", "{:.3f}"), ("mean_signed_error", "{:+.1%}"), ("p90_relative_error", "{:.1%}")]
-    lines = [f"{'':<20}" + "".join(f"{name:>30}" for name, _ in columns)]
+    lines = [f"{'':<20}" + "".join(f"{name:>34}" for name, _ in columns)]
     for key, fmt in rows:
-        lines.append(f"{key:<20}" + "".join(f"{fmt.format(figures[key]):>30}" for _, figures in columns))
+        lines.append(f"{key:<20}" + "".join(f"{fmt.format(figures[key]):>34}" for _, figures in columns))
     return "\n".join(lines)
 
 
