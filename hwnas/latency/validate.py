@@ -20,6 +20,7 @@ from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
 from hwnas.latency.accuracy import error_metrics, fit_linear
+from hwnas.latency.fingerprint import measurement_warnings
 from hwnas.latency.model import LatencyModel
 from hwnas.latency.protocol import Timing
 from hwnas.latency.runtime_base import Runtime
@@ -81,6 +82,7 @@ def validate_table(
     }
     if runtime.protocol.rounds >= 2:
         report["noise_floor"] = error_metrics(*split_half(rounds))
+    report["warnings"] = measurement_warnings(runtime.device)  # the load while validating, beside the table's own
     report["wall_s"] = time.perf_counter() - started
     report["points"] = [
         {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": m, "p10_ms": t[0].p10_ms if t else None}
