@@ -70,7 +70,11 @@ class Runtime:
         return self.measure([self.prepare_module(module, tuple(input_shape))])[0]
 
     def measure_onnx(self, path: str | Path | bytes, input_shape: tuple[int, ...]) -> Timing:
-        """Latency of an ONNX model (a file or its bytes) at ``input_shape``."""
+        """Latency of an ONNX model (a file or its bytes) at ``input_shape``.
+
+        The tensorrt runtime also takes a serialised engine here (a path ending ``.engine`` or
+        ``.plan``, see ``tensorrt.build_engine``); the torch runtime refuses ONNX.
+        """
         if isinstance(path, (str, Path)) and not Path(path).is_file():
             raise HwnasError(f"ONNX file {path} does not exist")
         return self.measure([self.prepare_onnx(path, tuple(input_shape))])[0]
