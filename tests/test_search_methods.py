@@ -252,3 +252,19 @@ def test_dsnas_early_stop_fixes_a_decided_layer_and_freezes_its_alpha():
         assert strategy.sample(torch.Generator().manual_seed(seed))[2] == 5
     assert torch.equal(strategy.arch.alpha.detach()[2], frozen_row)
     assert not torch.equal(strategy.arch.alpha.detach()[3], others)
+
+
+def test_dsnas_expected_latency_counts_fixed_layers_as_their_op():
+    strategy = make_strategy("dsnas", early_stop=0.3)
+    column = tiny_space().candidates.index("mb6_k7")
+    with torch.no_grad():
+        strategy.arch.alpha[2, column] = 4.0
+    strategy.epoch_start(0, 3)
+    effective = strategy.effective_probs()
+    assert effective[2, column] == 1 and effective[2].sum() == 1
+    assert torch.equal(effective[3], strategy.arch.probs()[3])
+    latency = strategy.latency.latency_ms.float()
+    soft = float(strategy.latency.expected(strategy.arch.probs().detach()))
+    assert float(strategy.expected_ms().detach()) == pytest.approx(
+        soft + float((latency[2] * (effective[2] - strategy.arch.probs()[2])).sum()) * strategy.latency.scale, rel=1e-5
+    )

@@ -61,6 +61,16 @@ class DsnasStrategy(Strategy):
         for layer in layers_to_fix(self.arch.probs(), self.options["early_stop"]):
             self.fixed.setdefault(layer, argmax[layer])
 
+    def effective_probs(self) -> torch.Tensor:
+        """p with the fixed layers' rows one-hot: E[lat] counts what a fixed layer really runs."""
+        probs = self.arch.probs()
+        if not self.fixed:
+            return probs
+        rows = torch.tensor(list(self.fixed))
+        one_hot = torch.zeros(len(rows), probs.shape[1], dtype=probs.dtype)
+        one_hot[torch.arange(len(rows)), torch.tensor(list(self.fixed.values()))] = 1.0
+        return probs.index_put((rows,), one_hot)
+
     def sample(self, generator: torch.Generator) -> list[int]:
         columns = self.sample_columns(self.arch.probs(), generator)
         return [self.fixed.get(layer, column) for layer, column in enumerate(columns)]

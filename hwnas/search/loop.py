@@ -267,7 +267,7 @@ class SearchRun:
             row: dict[str, Any] = {"epoch": epoch}
             row.update(self.train_epoch(epoch))
             row["val_loss"], row["val_acc"] = self.evaluate_supernet(epoch)
-            probs = self.arch.probs().detach()
+            probs = self.strategy.effective_probs().detach()
             row.update(
                 expected_ms=float(self.latency.expected(probs.double())),
                 argmax_ms=self.latency.predict(self.argmax_arch()),

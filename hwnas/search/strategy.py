@@ -99,9 +99,13 @@ class Strategy:
         """Restore what ``extra_state`` saved."""
 
     # -- shared ----------------------------------------------------------------------------
+    def effective_probs(self) -> torch.Tensor:
+        """The distribution paths are actually drawn from (DSNAS: one-hot rows for fixed layers)."""
+        return self.arch.probs()
+
     def expected_ms(self, probs: torch.Tensor | None = None) -> torch.Tensor:
-        """E[latency] in ms under ``probs`` (default softmax(alpha)), differentiable in alpha."""
-        return self.latency.expected(self.arch.probs() if probs is None else probs)
+        """E[latency] in ms under ``probs`` (default: the effective distribution), differentiable in alpha."""
+        return self.latency.expected(self.effective_probs() if probs is None else probs)
 
     def sample_columns(self, probs: torch.Tensor, generator: torch.Generator) -> list[int]:
         """One column per layer drawn from p (rows of ``probs``)."""
