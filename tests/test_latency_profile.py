@@ -69,6 +69,25 @@ def test_interrupted_profile_resumes_and_loses_nothing(tmp_path, monkeypatch):
     assert profile_space(space, runtime, path, progress=False).measurements == 3 * 2
 
 
+def test_pending_rounds_of_a_longer_run_complete_a_shorter_one(tmp_path):
+    space = get_space("shufflenet", **DEMO)
+    path = tmp_path / "t.json"
+
+    def stop(key, round_index, count=[0]):
+        count[0] += 1
+        if count[0] == 2 * 35 + 5:  # rounds 1 and 2 of a 3-round run done, 5 items into round 3
+            raise Interrupt
+
+    three = Protocol(warmup_runs=1, warmup_s=0.0, min_runs=2, min_s=0.0, rounds=3)
+    with pytest.raises(Interrupt):
+        profile_space(space, get_runtime("onnxruntime", protocol=three), path, progress=False, on_measured=stop)
+    assert len(LatencyTable.load(path).entries) == 5
+    two = Protocol(warmup_runs=1, warmup_s=0.0, min_runs=2, min_s=0.0, rounds=2)
+    summary = profile_space(space, get_runtime("onnxruntime", protocol=two), path, progress=False)
+    table = LatencyTable.load(path)
+    assert summary.measurements == 0 and len(table.entries) == 35 and not table.pending
+
+
 def test_existing_table_of_another_target_is_refused_unless_forced(tmp_path):
     space = get_space("shufflenet", **DEMO)
     path = tmp_path / "t.json"

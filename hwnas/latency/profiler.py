@@ -135,21 +135,21 @@ def profile_space(
     path = Path(output)
     table, resumed = open_table(path, table_meta(space, runtime, batch_size), force)
     rounds = runtime.protocol.rounds
-    todo = [item for item in profile_items(space, batch_size) if item.key not in table.entries]
-    table.pending = {key: value for key, value in table.pending.items() if key in {item.key for item in todo}}
+    items = profile_items(space, batch_size)
+    table.pending = {key: value for key, value in table.pending.items() if key in {item.key for item in items}}
+    for key in list(table.pending):  # a run with more rounds left enough for this one
+        _complete_if_done(table, key, rounds)
+    todo = [item for item in items if item.key not in table.entries]
     table.save(path)
-    done = [min(len(table.pending.get(item.key, [])), rounds) for item in todo]
+    done = [len(table.pending.get(item.key, [])) for item in todo]
     remaining = sum(rounds - d for d in done)
     bar = _progress_bar(remaining, f"profile {space.name} ({runtime.name}, {runtime.device})", progress)
     runners = _prepare(runtime, todo, bar)
 
     def save(index: int, round_index: int, timing: Timing) -> None:
         key = todo[index].key
-        measured = table.pending.setdefault(key, [])
-        measured.append(timing.to_entry())
-        if len(measured) >= rounds:
-            table.entries[key] = combine_rounds([Timing.from_entry(entry) for entry in measured]).to_entry()
-            del table.pending[key]
+        table.pending.setdefault(key, []).append(timing.to_entry())
+        _complete_if_done(table, key, rounds)
         table.save(path)
         bar.update(1)
         if on_measured is not None:
@@ -160,6 +160,14 @@ def profile_space(
     finally:
         bar.close()
     return ProfileSummary(str(path), len(table.entries), len(todo), remaining, resumed, time.perf_counter() - started)
+
+
+def _complete_if_done(table: LatencyTable, key: str, rounds: int) -> None:
+    """Move ``key`` from ``pending`` to ``entries`` once it has ``rounds`` rounds (median over them)."""
+    measured = table.pending.get(key, [])
+    if len(measured) >= rounds:
+        table.entries[key] = combine_rounds([Timing.from_entry(entry) for entry in measured]).to_entry()
+        del table.pending[key]
 
 
 def _prepare(runtime: Runtime, todo: list[ProfileItem], bar) -> list:
