@@ -130,7 +130,11 @@ def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup
                        _protocol(rounds, min_time, warmup_time))
     report = validate_table(table, space, runtime, n_archs, seed, progress=not no_progress)
     store_validation(table, report)
-    table.save()
+    try:
+        table.save()
+    except OSError as error:  # e.g. a shipped table inside a read-only site-packages
+        raise HwnasError(f"cannot store the calibration in {table_path}: {error}; copy the table to ./latency_tables/ "
+                         "and validate the copy") from None
     if plot:
         plot_validation(report, plot, f"{Path(table_path).name}\n{meta.get('device_name')}, {meta['runtime']}")
     if as_json:
