@@ -68,7 +68,7 @@ def measure_artifact(request: ExportRequest, input_shape: tuple[int, ...], model
         timing = runtime.measure_module(model, input_shape)
     elif request.runtime == "tensorrt":
         assert request.engine_path is not None
-        build_engine(request.output, request.engine_path, request.fp16)
+        build_engine(request.output, request.engine_path, request.fp16, input_shape)
         timing = runtime.measure_onnx(request.engine_path, input_shape)
     else:
         timing = runtime.measure_onnx(request.output, input_shape)

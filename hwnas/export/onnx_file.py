@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +10,8 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.files import write_bytes_atomic
+from hwnas.latency.onnx_export import export_onnx_bytes
 
 #: the opset every export uses (recorded in the report); 18 is what ONNX Runtime and TensorRT 10 both run
 OPSET = 18
@@ -21,33 +20,22 @@ PARITY_TOLERANCE = 1e-4
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, dynamic_batch: bool = False) -> Path:
-    """Write ``model`` (in eval mode: BN folds into the convs) as ONNX at ``path``, atomically, and check it.
+    """Write ``model`` (in eval mode: BN folds into the convs) as ONNX at ``path``, checked, atomically.
 
-    ``input_shape`` includes the batch; with ``dynamic_batch`` the batch axis is symbolic.
+    The artifact goes through the ``torch.export``-based exporter at ``OPSET``; ``input_shape``
+    includes the batch, and with ``dynamic_batch`` the batch axis is symbolic.
     """
     import onnx
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    example = torch.randn(*input_shape)
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's own chatter about its internals
-            torch.onnx.export(model, (example,), tmp_name, dynamo=True, opset_version=OPSET,
-                              dynamic_shapes=dynamic_shapes, input_names=["input"], output_names=["logits"],
-                              external_data=False, verbose=False)
-        onnx.checker.check_model(tmp_name, full_check=True)
-        os.replace(tmp_name, path)
+        data = export_onnx_bytes(model, input_shape, exporter="dynamo", opset=OPSET, dynamic_batch=dynamic_batch)
+        onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    except HwnasError:
+        raise
     except Exception as error:
-        Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(error, HwnasError):
-            raise
         raise HwnasError(f"ONNX export to {path} failed: {error}") from error
-    return path
+    write_bytes_atomic(path, data)
+    return Path(path)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,31 @@ def _logger(trt):
     return trt.Logger(trt.Logger.WARNING)
 
 
-def build_engine_bytes(onnx_model: bytes | str | Path, fp16: bool = False) -> bytes:
-    """A serialised TensorRT engine for this GPU built from an ONNX model (bytes or a path)."""
+#: largest batch an engine built from a dynamic-batch ONNX model accepts
+MAX_DYNAMIC_BATCH = 64
+
+
+def _add_batch_profile(builder, network, config, input_shape: tuple[int, ...] | None) -> None:
+    """Dynamic axes need an optimisation profile: batch 1 .. MAX_DYNAMIC_BATCH, tuned for ``input_shape``."""
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    dynamic = [tensor for tensor in inputs if any(d < 0 for d in tensor.shape)]
+    if not dynamic:
+        return
+    profile = builder.create_optimization_profile()
+    for tensor in dynamic:
+        shape = tuple(input_shape) if input_shape else tuple(1 if d < 0 else d for d in tensor.shape)
+        if any(d < 0 for d in tensor.shape[1:]):
+            raise HwnasError(f"TensorRT: input {tensor.name} has dynamic axes other than the batch: {tuple(tensor.shape)}")
+        rest = shape[1:]
+        profile.set_shape(tensor.name, (1, *rest), shape, (max(shape[0], MAX_DYNAMIC_BATCH), *rest))
+    config.add_optimization_profile(profile)
+
+
+def build_engine_bytes(onnx_model: bytes | str | Path, fp16: bool = False, input_shape: tuple[int, ...] | None = None) -> bytes:
+    """A serialised TensorRT engine for this GPU built from an ONNX model (bytes or a path).
+
+    ``input_shape`` (batch included) tunes the profile of a model with a dynamic batch axis.
+    """
     trt = import_tensorrt()
     require_cuda()
     data = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
@@ -52,17 +75,19 @@ def build_engine_bytes(onnx_model: bytes | str | Path, fp16: bool = False) -> by
         if not builder.platform_has_fast_fp16:
             raise HwnasError("--fp16: this GPU has no fast float16 path in TensorRT")
         config.set_flag(trt.BuilderFlag.FP16)
+    _add_batch_profile(builder, network, config, input_shape)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise HwnasError("TensorRT failed to build an engine (see the TensorRT log above)")
     return bytes(serialized)
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = False) -> Path:
+def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = False,
+                 input_shape: tuple[int, ...] | None = None) -> Path:
     """Build the engine of ``onnx_path`` and write it atomically to ``engine_path``."""
     if not Path(onnx_path).is_file():
         raise HwnasError(f"ONNX file {onnx_path} does not exist")
-    write_bytes_atomic(engine_path, build_engine_bytes(onnx_path, fp16))
+    write_bytes_atomic(engine_path, build_engine_bytes(onnx_path, fp16, input_shape))
     return Path(engine_path)
 
 
@@ -122,7 +147,7 @@ class TensorRtRuntime(Runtime):
         if isinstance(onnx_model, (str, Path)) and str(onnx_model).endswith((".engine", ".plan")):
             engine = Path(onnx_model).read_bytes()
         else:
-            engine = build_engine_bytes(onnx_model, self.fp16)
+            engine = build_engine_bytes(onnx_model, self.fp16, input_shape)
         return Runner(EngineRunner(engine, input_shape), CudaEventClock(), "engine")
 
     def meta(self) -> dict[str, Any]:
