@@ -44,7 +44,7 @@ class ProxylessStrategy(Strategy):
     name = "proxyless"
     bilevel = True
     knobs = {
-        "arch_lr": Knob(0.02, "Adam learning rate of alpha (paper 1e-3; raised for short runs)"),
+        "arch_lr": Knob(0.1, "Adam learning rate of alpha (paper 1e-3; 0.1 lets alpha settle within a few hundred steps)"),
         "arch_every": Knob(1, "weight steps per arch step (paper 5; 1 for small data)"),
         "warmup_epochs": Knob(1, "epochs of weight steps only before arch steps start (paper 40)"),
         "init_std": Knob(1e-3, "std of the normal init of alpha"),
