@@ -20,7 +20,7 @@ RUN_FILES = (CHECKPOINT, "config.json", "history.jsonl", "result.json", "arch.js
 
 #: CLI flag -> method knob name; each method accepts only its own (see ``Strategy.knobs``)
 METHOD_KNOBS = {
-    "arch_lr": click.option("--arch-lr", type=float, help="Adam learning rate of alpha [proxyless 0.1, snas 0.02, dsnas 0.1]."),
+    "arch_lr": click.option("--arch-lr", type=float, help="Adam learning rate of alpha [0.1; papers 1e-3 (proxyless, dsnas), 3e-4 (snas)]."),
     "arch_every": click.option("--arch-every", type=int, help="proxyless: weight steps per arch step [1]."),
     "warmup_epochs": click.option("--warmup-epochs", type=int, help="proxyless: weight-only epochs first [1]."),
     "tau0": click.option("--tau0", type=float, help="snas: initial temperature [1.0]."),
