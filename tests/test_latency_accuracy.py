@@ -91,3 +91,6 @@ def test_calibration_never_has_a_negative_slope():
     a, b, method = calibration_fit([1.0, 1.1, 1.2, 1.3], [1.3, 1.2, 1.1, 1.0])  # noise reversed the order
     assert a > 0 and b == 0.0 and method.startswith("ratio")
     assert a == pytest.approx(np.median([1.3 / 1.0, 1.2 / 1.1, 1.1 / 1.2, 1.0 / 1.3]))
+    # measured = 2 * sum - 1 fits the sample, but would predict -0.2 ms for a net summing to 0.4 ms
+    a, b, method = calibration_fit([1.0, 1.5, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0])
+    assert b == 0.0 and "intercept" in method and a == pytest.approx(np.median([1.0, 2.0 / 1.5, 1.5, 4.0 / 2.5]))

@@ -80,14 +80,14 @@ def test_child_weights_are_the_supernets_and_reproduce_child_acc(tmp_path, table
     result = SearchRun(config("dsnas", table_path, epochs=1), tmp_path / "run", progress=False).run()
     from hwnas.arch import load_arch
     from hwnas.data import load_data, make_loader
-    from hwnas.search.loop import evaluate
+    from hwnas.train import evaluate
 
     arch = load_arch(tmp_path / "run" / "arch.json")
     assert arch.to_compact() == result["arch"]
     child = arch.build_space().build(arch)
     child.load_state_dict(torch.load(tmp_path / "run" / "child.pt", weights_only=True))
     data = load_data("digits", 16, 1, seed=0)
-    assert evaluate(child, make_loader(data.val, 256, False)) == pytest.approx(result["child_val_acc"])
+    assert evaluate(child, make_loader(data.val, 256, False))[1] == pytest.approx(result["child_val_acc"])
     supernet = torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)
     first = next(k for k in child.state_dict() if k.startswith("layers.") and k.endswith("weight"))
     layer, op = int(first.split(".")[1]), arch.choices[int(first.split(".")[1])]

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from hwnas.cli.options import build_space, echo_json, json_option, space_options
-from hwnas.data import DATA_SPECS, natural_space_args
+from hwnas.cli.options import build_space, data_option, echo_json, json_option, space_options
+from hwnas.data import natural_space_args
 from hwnas.errors import HwnasError
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import LOSS_FORMS, parse_latency
@@ -59,7 +59,7 @@ def _prepare_out(out: Path, force: bool) -> None:
 @click.option("--runtime", default="onnxruntime", show_default=True, help="Runtime the table must have been measured with.")
 @click.option("--device", default="cpu", show_default=True, help="Device the table must have been measured on.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads the table must have been measured with.")
-@click.option("--data", default="digits", show_default=True, help=f"Data set: {', '.join(DATA_SPECS)}.")
+@data_option
 @click.option("--arch-fraction", type=float, help="Share of the training set held out for arch steps [proxyless 0.2, others 0].")
 @click.option("--epochs", type=int, default=8, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)

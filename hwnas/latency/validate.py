@@ -92,17 +92,20 @@ def validate_table(
 
 
 def calibration_fit(predicted: list[float], measured: list[float]) -> tuple[float, float, str]:
-    """``(a, b, method)``: Theil-Sen, or a pure scale where the fitted slope is not positive.
+    """``(a, b, method)``: Theil-Sen, or a pure scale where the line is not physical.
 
     A slope <= 0 would tell the search that bigger nets are faster; it appears when the noise
     of the machine exceeds the spread of the random archs (small spaces at 32x32 on a loaded
-    CPU). The ratio ``median(measured / predicted)`` still removes the common bias.
+    CPU). A negative intercept fits the sampled range but predicts impossible (even negative)
+    latencies for the small nets below it, which are exactly the ones tight budgets select.
+    In both cases the ratio ``median(measured / predicted)`` still removes the common bias.
     """
     a, b = fit_linear(predicted, measured)
-    if a > 0:
+    if a > 0 and b >= 0:
         return a, b, "theil-sen"
     ratio = statistics.median(m / p for p, m in zip(predicted, measured))
-    return ratio, 0.0, "ratio (the fitted slope was not positive: noise exceeds the spread of the archs)"
+    why = "the fitted slope was not positive" if a <= 0 else f"the fitted intercept {b:.3g} ms was negative"
+    return ratio, 0.0, f"ratio ({why})"
 
 
 def split_half(rounds: list[list[Timing]]) -> tuple[list[float], list[float]]:

@@ -10,7 +10,6 @@ one would have.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -24,7 +23,7 @@ from tqdm import tqdm
 from hwnas.arch import Arch
 from hwnas.data import load_data, make_loader, split_for_arch
 from hwnas.errors import HwnasError
-from hwnas.files import write_bytes_atomic, write_json_atomic, write_text_atomic
+from hwnas.files import save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.latency.lookup import expected_meta
 from hwnas.search import STRATEGIES
@@ -33,6 +32,7 @@ from hwnas.search.budget import BudgetController, Target, make_target
 from hwnas.search.derive import derive_under_budget
 from hwnas.search.supernet import ArchParameters, Supernet
 from hwnas.spaces import get_space
+from hwnas.train import evaluate
 
 CHECKPOINT, CONFIG, HISTORY, RESULT = "checkpoint.pt", "config.json", "history.jsonl", "result.json"
 
@@ -179,9 +179,7 @@ class SearchRun:
             "torch_rng": torch.get_rng_state(),
             "strategy": self.strategy.extra_state(),
         }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        write_bytes_atomic(self.out / CHECKPOINT, buffer.getvalue())
+        save_torch_atomic(self.out / CHECKPOINT, state)
 
     def load_checkpoint(self) -> None:
         path = self.out / CHECKPOINT
@@ -301,14 +299,12 @@ class SearchRun:
         child = self.supernet.extract_child(arch)
         train_loader = make_loader(self.data.train, self.config.batch_size, True, self.config.workers, seed=self.config.seed + 5)
         recalibrate_bn(child, train_loader, self.config.bn_batches)
-        child_acc = evaluate(child, make_loader(self.data.val, 256, False, self.config.workers))
+        _, child_acc = evaluate(child, make_loader(self.data.val, 256, False, self.config.workers))
         history = self.history()
         supernet_acc = history[-1]["val_acc"] if history else float("nan")
         arch.save(self.out / "arch.json")
-        for name, state in (("child.pt", child.state_dict()), ("supernet.pt", self.supernet.state_dict())):
-            buffer = io.BytesIO()
-            torch.save(state, buffer)
-            write_bytes_atomic(self.out / name, buffer.getvalue())
+        save_torch_atomic(self.out / "child.pt", child.state_dict())
+        save_torch_atomic(self.out / "supernet.pt", self.supernet.state_dict())
         result = {
             "method": self.config.method,
             "budget_ms": self.target.budget_ms,
@@ -326,14 +322,3 @@ class SearchRun:
         write_plot(self.out / "search.png", history, self.target, self.config.method)
         write_report(self.out / "report.md", result, history, self.target, self.resolved_config(), arch, self.latency)
         return result
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Any) -> float:
-    """Top-1 accuracy of ``model`` (in eval mode) over ``loader``."""
-    model.eval()
-    correct = count = 0
-    for images, labels in loader:
-        correct += int((model(images).argmax(1) == labels).sum())
-        count += len(labels)
-    return correct / max(count, 1)
