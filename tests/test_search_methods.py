@@ -266,5 +266,5 @@ def test_dsnas_expected_latency_counts_fixed_layers_as_their_op():
     latency = strategy.latency.latency_ms.float()
     soft = float(strategy.latency.expected(strategy.arch.probs().detach()))
     assert float(strategy.expected_ms().detach()) == pytest.approx(
-        soft + float((latency[2] * (effective[2] - strategy.arch.probs()[2])).sum()) * strategy.latency.scale, rel=1e-5
+        soft + float((latency[2] * (effective[2] - strategy.arch.probs()[2]).detach()).sum()) * strategy.latency.scale, rel=1e-5
     )
