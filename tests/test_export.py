@@ -11,7 +11,9 @@ import torch
 from hwnas.arch import Arch
 from hwnas.cli.export_commands import EXIT_FAIL
 from hwnas.cli.main import EXIT_ERROR, cli
+from hwnas.errors import HwnasError
 from hwnas.export import check_parity, export_onnx
+from hwnas.export.drift import Drift, pick_references
 from hwnas.files import save_torch_atomic, write_json_atomic
 from hwnas.latency import LatencyModel, LatencyTable, required_keys
 from hwnas.latency.lookup import expected_meta
@@ -78,11 +80,7 @@ def test_nothing_is_overwritten_without_force(cli_runner, small_run, tmp_path):
 
 def test_prediction_comes_from_the_table(cli_runner, small_run, tmp_path):
     space = get_space("proxyless", **SMALL)
-    # a synthetic table (test fixture, not a measurement): 0.01 ms per key, calibrated 2x + 0.5
-    meta = {**expected_meta("cpu", "onnxruntime", 1, False, space), "space": "proxyless", "threads": 1}
-    table = LatencyTable(meta, {key: {"ms": 0.01, "p10": 0.01, "p90": 0.01, "n": 1} for key in required_keys(space)},
-                         calibration={"a": 2.0, "b": 0.5})
-    table.save(tmp_path / "table.json")
+    _synthetic_table(space, calibration={"a": 2.0, "b": 0.5}).save(tmp_path / "table.json")
     arch = Arch.from_json((small_run / "arch.json").read_text())
     result = _export(cli_runner, tmp_path / "m.onnx", "--run", small_run, "--table", tmp_path / "table.json")
     assert result.exit_code == 0, result.output
@@ -122,3 +120,67 @@ def test_tensorrt_engine_is_built_and_measured(cli_runner, small_run, tmp_path):
     result = _export(cli_runner, out, "--run", small_run, "--runtime", "tensorrt", "--device", "cuda")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.engine").stat().st_size > 0 and json.loads(result.output)["measured_ms"] > 0
+
+
+def _synthetic_table(space, calibration: dict | None = None) -> LatencyTable:
+    """A table for this machine (test fixture, not a measurement): 0.01 ms per entry."""
+    meta = {**expected_meta("cpu", "onnxruntime", 1, False, space), "space": space.name, "threads": 1}
+    entries = {key: {"ms": 0.01, "p10": 0.01, "p90": 0.01, "n": 1} for key in required_keys(space)}
+    return LatencyTable(meta, entries, calibration=calibration)
+
+
+def _validated_table(tmp_path: Path, space, archs: list[Arch], validated_ms: list[float]) -> Path:
+    """The synthetic table, as if its validation had measured ``archs`` at ``validated_ms``."""
+    table = _synthetic_table(space)
+    table.validation = {"points": [{"arch": a.to_compact(), "predicted_sum_ms": 0.0, "measured_ms": ms, "p10_ms": ms}
+                                   for a, ms in zip(archs, validated_ms)]}
+    path = tmp_path / "validated.json"
+    table.save(path)
+    return path
+
+
+def test_references_nearest_in_prediction_are_picked():
+    space = get_space("proxyless", **SMALL)
+    fastest = Arch(space.name, tuple(layer.candidates[0] if "zero" not in layer.candidates else "zero" for layer in space.layers),
+                   space.args.to_dict())
+    archs = [Arch.random(space, seed) for seed in range(6)] + [fastest]
+    table = _synthetic_table(space)
+    model = LatencyModel(table, space)
+    assert pick_references(model, 1.0) == []  # not validated: nothing to compare with
+    table.validation = {"points": [{"arch": a.to_compact(), "measured_ms": 1.0 + i} for i, a in enumerate(archs)]}
+    target = model.predict(fastest)
+    picked = pick_references(model, target, count=3)
+    distances = sorted(abs(model.predict(a) - target) for a in archs)
+    assert [abs(model.predict(r.arch) - target) for r in picked] == distances[:3]
+    assert picked[0].arch == fastest and picked[0].validated_ms == 7.0
+    table.validation["points"].append({"arch": "proxyless:nonsense"})
+    with pytest.raises(HwnasError, match="validation point 7 is malformed"):
+        pick_references(model, target)
+
+
+def test_drift_is_the_median_ratio_of_references():
+    drift = Drift([("a", 1.0, 1.5), ("b", 2.0, 2.16), ("c", 4.0, 2.0)])
+    assert drift.ratio == pytest.approx(1.08) and not drift.significant
+    assert drift.to_dict(2.0)["predicted_now_ms"] == pytest.approx(2.16)
+    slow = Drift([("a", 1.0, 1.4)])
+    assert slow.significant and "hwnas tables validate t.json" in "\n".join(slow.lines(1.0, 1.4, "t.json"))
+
+
+def test_export_times_reference_nets_beside_the_artifact(cli_runner, small_run, tmp_path):
+    space = get_space("proxyless", **SMALL)
+    archs = [Arch.random(space, seed) for seed in (1, 2)]
+    table = _validated_table(tmp_path, space, archs, [0.5, 0.25])
+    result = _export(cli_runner, tmp_path / "m.onnx", "--run", small_run, "--table", table)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    drift = report["drift"]
+    assert {r["arch"] for r in drift["references"]} == {a.to_compact() for a in archs}
+    ratios = [r["measured_ms"] / r["validated_ms"] for r in drift["references"]]
+    assert all(r["measured_ms"] > 0 for r in drift["references"])
+    assert drift["ratio"] == pytest.approx(sum(ratios) / 2)  # median of two
+    assert drift["predicted_now_ms"] == pytest.approx(report["predicted_ms"] * drift["ratio"])
+    text = cli_runner.invoke(cli, ["export", str(tmp_path / "t.onnx"), "--run", str(small_run), "--table", str(table),
+                                   "--rounds", "1"])
+    assert text.exit_code == 0 and "timed beside the artifact" in text.output, text.output
+    none = _export(cli_runner, tmp_path / "n.onnx", "--run", small_run, "--table", table, "--references", "0")
+    assert none.exit_code == 0 and json.loads(none.output)["drift"] is None

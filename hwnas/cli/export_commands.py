@@ -12,6 +12,7 @@ from hwnas.arch import Arch, load_arch
 from hwnas.cli.options import echo_json, json_option
 from hwnas.errors import HwnasError
 from hwnas.export.artifact import ExportRequest, export_and_verify
+from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
 from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.latency.lookup import expected_meta, find_table
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
@@ -22,17 +23,16 @@ from hwnas.search.budget import parse_latency
 EXIT_FAIL = 1
 
 
-def predicted_latency(arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool) -> tuple[float | None, str | None]:
-    """The calibrated prediction from ``table`` (else this target's table, if one exists) and its path."""
+def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool) -> LatencyModel | None:
+    """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space."""
     space = arch.build_space()
     if table is None:
         try:
             table = str(find_table(space, request.device, request.runtime, request.threads, request.batch_size, request.fp16))
         except HwnasError:
-            return None, None
+            return None
     expect = expected_meta(request.device, request.runtime, request.batch_size, request.fp16, space)
-    loaded = LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign)
-    return LatencyModel(loaded, space).predict(arch), table
+    return LatencyModel(LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign), space)
 
 
 def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
@@ -60,11 +60,13 @@ def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
 @click.option("--table", type=click.Path(dir_okay=False), help="Latency table for the prediction [default: the run's, else this target's].")
 @click.option("--allow-foreign-table", is_flag=True, help="Use a table of another target with a warning.")
 @click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved measurement rounds.")
+@click.option("--references", type=click.IntRange(min=0), default=DEFAULT_REFERENCES, show_default=True,
+              help="Nets of the table's validation timed beside the artifact to measure the machine's drift (0: none).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @json_option
 def export(output: Path, run_dir: Path | None, arch_source: str | None, weights: Path | None, runtime: str, device: str,
            threads: int, fp16: bool, batch_size: int, dynamic_batch: bool, budget: str | None, table: str | None,
-           allow_foreign_table: bool, rounds: int, force: bool, as_json: bool) -> None:
+           allow_foreign_table: bool, rounds: int, references: int, force: bool, as_json: bool) -> None:
     """Export a child net to ONNX (and a TensorRT engine), measure the artifact, and judge it against the budget.
 
     Prints budget, predicted and measured latency and PASS or FAIL; exits 1 on FAIL. The report
@@ -92,10 +94,12 @@ def export(output: Path, run_dir: Path | None, arch_source: str | None, weights:
         budget_ms = parse_latency(budget) if budget else run.result().get("budget_ms")
         source = {"run": str(run.path), "arch": arch.to_compact(), "weights": str(weights_path)}
         run_table = table or _run_table(run, request)
-    predicted_ms, table_used = predicted_latency(arch, request, run_table, allow_foreign_table)
-    source["table"] = table_used
+    latency = prediction_model(arch, request, run_table, allow_foreign_table)
+    predicted_ms = None if latency is None else latency.predict(arch)
+    source["table"] = None if latency is None else str(latency.table.path)
+    reference_nets = [] if latency is None else pick_references(latency, predicted_ms, references)
     space = arch.build_space()
-    report = export_and_verify(model, space.input_shape, request, budget_ms, predicted_ms, source)
+    report = export_and_verify(model, space.input_shape, request, budget_ms, predicted_ms, source, reference_nets)
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -104,5 +108,8 @@ def export(output: Path, run_dir: Path | None, arch_source: str | None, weights:
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
         for line in report.verdict.lines():
             click.echo(line)
+        if report.drift is not None:
+            for line in report.drift.lines(predicted_ms, report.verdict.measured_ms, source["table"]):
+                click.echo(line)
     if report.verdict.verdict == "FAIL":
         sys.exit(EXIT_FAIL)

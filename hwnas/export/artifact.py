@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import onnx
 import onnxruntime
@@ -18,6 +18,7 @@ from torch import nn
 
 from hwnas import __version__
 from hwnas.errors import HwnasError
+from hwnas.export.drift import Drift, Reference
 from hwnas.export.onnx_file import OPSET, PARITY_TOLERANCE, check_parity, export_onnx
 from hwnas.export.verdict import Verdict
 from hwnas.files import refuse_overwrite, write_json_atomic
@@ -55,32 +56,42 @@ class ExportReport:
     max_rel_error: float
     files: list[str]
     details: dict[str, Any] = field(default_factory=dict)
+    drift: Drift | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.verdict.to_dict(), "max_rel_error": self.max_rel_error, "files": self.files, **self.details}
 
 
-def measure_artifact(request: ExportRequest, input_shape: tuple[int, ...], model: nn.Module) -> tuple[Timing, dict[str, Any]]:
-    """Time what ships: the ONNX file (onnxruntime), its engine (tensorrt) or the module (torch)."""
+def measure_artifact(request: ExportRequest, input_shape: tuple[int, ...], model: nn.Module,
+                     references: Sequence[nn.Module] = ()) -> tuple[Timing, list[Timing], dict[str, Any]]:
+    """Time what ships: the ONNX file (onnxruntime), its engine (tensorrt) or the module (torch).
+
+    ``references`` (modules) are prepared by the same runtime and timed in the same
+    interleaved rounds, so they see the machine exactly as the artifact does.
+    """
     runtime = get_runtime(request.runtime, request.device, request.threads, request.fp16,
                           Protocol(rounds=request.rounds))
     if request.runtime == "torch":
-        timing = runtime.measure_module(model, input_shape)
+        artifact = runtime.prepare_module(model, input_shape)
     elif request.runtime == "tensorrt":
         assert request.engine_path is not None
         build_engine(request.output, request.engine_path, request.fp16, input_shape)
-        timing = runtime.measure_onnx(request.engine_path, input_shape)
+        artifact = runtime.prepare_onnx(request.engine_path, input_shape)
     else:
-        timing = runtime.measure_onnx(request.output, input_shape)
-    return timing, runtime.meta()
+        artifact = runtime.prepare_onnx(request.output, input_shape)
+    runners = [artifact, *(runtime.prepare_module(reference.eval(), input_shape) for reference in references)]
+    timings = runtime.measure(runners)
+    return timings[0], timings[1:], runtime.meta()
 
 
 def export_and_verify(model: nn.Module, input_shape: tuple[int, ...], request: ExportRequest,
-                      budget_ms: float | None, predicted_ms: float | None, source: dict[str, Any]) -> ExportReport:
+                      budget_ms: float | None, predicted_ms: float | None, source: dict[str, Any],
+                      references: Sequence[Reference] = ()) -> ExportReport:
     """Export ``model`` to ``request.output``, check parity, measure, judge; save the report beside it.
 
     ``input_shape`` is (C, H, W); the batch comes from the request. Existing outputs are
-    refused before any work unless ``request.force``.
+    refused before any work unless ``request.force``. ``references`` (nets the table's
+    validation measured) are timed beside the artifact to measure the machine's drift.
     """
     for path in request.outputs():
         refuse_overwrite(path, request.force)
@@ -93,8 +104,10 @@ def export_and_verify(model: nn.Module, input_shape: tuple[int, ...], request: E
             f"{request.output}: ONNX Runtime's outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, "
             f"relative {parity.max_rel_error:.3g} >= {PARITY_TOLERANCE:g}); the file is kept for inspection"
         )
-    timing, runtime_meta = measure_artifact(request, shape, model)
+    reference_nets = [reference.arch.build_space().build(reference.arch) for reference in references]
+    timing, reference_timings, runtime_meta = measure_artifact(request, shape, model, reference_nets)
     verdict = Verdict(budget_ms, predicted_ms, timing.median_ms, timing.p90_ms, parity.max_abs_error)
+    drift = Drift([(r.arch.to_compact(), r.validated_ms, t.median_ms) for r, t in zip(references, reference_timings)]) if references else None
     files = [str(p) for p in (request.output, request.engine_path) if p is not None]
     details = {
         "opset": OPSET,
@@ -104,11 +117,12 @@ def export_and_verify(model: nn.Module, input_shape: tuple[int, ...], request: E
         "measured_runs": timing.n,
         "rounds": request.rounds,
         "runtime": runtime_meta,
+        "drift": None if drift is None else drift.to_dict(predicted_ms),
         "source": source,
         "versions": {"hwnas": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    report = ExportReport(verdict, parity.max_rel_error, files, details)
+    report = ExportReport(verdict, parity.max_rel_error, files, details, drift)
     write_json_atomic(request.report_path, report.to_dict())
     return report
