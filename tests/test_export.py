@@ -153,6 +153,8 @@ def test_references_nearest_in_prediction_are_picked():
     distances = sorted(abs(model.predict(a) - target) for a in archs)
     assert [abs(model.predict(r.arch) - target) for r in picked] == distances[:3]
     assert picked[0].arch == fastest and picked[0].validated_ms == 7.0
+    table.validation["anchors"] = [{"arch": fastest.to_compact(), "measured_ms": 0.5, "role": "fastest"}]
+    assert [r.validated_ms for r in pick_references(model, target, count=2)] in ([7.0, 0.5], [0.5, 7.0])
     table.validation["points"].append({"arch": "proxyless:nonsense"})
     with pytest.raises(HwnasError, match="validation point 7 is malformed"):
         pick_references(model, target)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from hwnas.cli.main import EXIT_ERROR, cli
+from hwnas.arch import Arch
+from hwnas.latency import LatencyModel
 from hwnas.latency.table import LatencyTable
 
 SPACE = ["--space", "shufflenet", "--resolution", "32", "--in-channels", "1", "--num-classes", "10"]
@@ -55,6 +57,11 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     table = LatencyTable.load(copy)
     assert table.calibration["a"] == pytest.approx(report["calibration"]["a"])
     assert table.p90_relative_error == pytest.approx(report["calibrated"]["p90_relative_error"])
+    assert len(table.validation["points"]) == 6  # the scored random archs; the anchors are kept apart
+    model = LatencyModel(LatencyTable(table.meta, table.entries), Arch.from_compact(table.validation["points"][0]["arch"]).build_space())
+    anchors = {a["role"]: a for a in table.validation["anchors"]}
+    assert anchors["fastest"]["arch"] == model.fastest()[0].to_compact() and anchors["fastest"]["measured_ms"] > 0
+    assert anchors["slowest"]["predicted_sum_ms"] == pytest.approx(model.slowest()[1])
     arch = table.validation["points"][0]["arch"]
     raw = table.validation["points"][0]["predicted_sum_ms"]
     predicted = json.loads(cli_runner.invoke(cli, ["predict", arch, "--table", str(copy), "--json"]).output)

@@ -7,9 +7,9 @@ measured (the ones whose prediction is nearest the artifact's), interleaved with
 in the same rounds. The median of their ``now / at validation`` ratios is the drift; the
 prediction times the drift is what the table predicts for the machine as it runs now. A
 drift beyond ``DRIFT_WARNING`` is reported with the command that re-validates the table.
-The drift of a net far from every reference can differ: random validation nets never come
-near a space's fastest net, and at 32x32 a 1 ms net slowed by 1.2-1.5x while 0.35 ms nets
-beside it barely moved.
+The validation's nets are random archs plus the space's fastest and slowest nets: random archs
+never come near the fastest, and drift does not carry over across sizes (at 32x32, 1 ms nets
+slowed by 1.2-1.5x while 0.35 ms nets beside them barely moved).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def pick_references(model: LatencyModel, predicted_ms: float, count: int = DEFAU
 
     None when the table was never validated (there is nothing to compare with).
     """
-    points = (model.table.validation or {}).get("points") or []
+    validation = model.table.validation or {}
+    points = (validation.get("points") or []) + (validation.get("anchors") or [])
     candidates = []
     for index, point in enumerate(points):
         try:

@@ -6,6 +6,9 @@ entries are scored against the measurements; ``measured ~ a * sum + b`` is fitte
 half (Theil-Sen: robust to the contended outliers of a shared machine), scored on the held-out
 second half ("calibrated"), and becomes the table's calibration. The even rounds of the same archs scored against the odd rounds give the noise
 floor: no table can be shown better than the measurements agree with themselves.
+The space's fastest and slowest nets are measured in the same rounds but not scored: random
+archs never come near them, and ``hwnas export`` uses every validated net as a reference for
+the machine's drift (``hwnas.export.drift``).
 """
 
 from __future__ import annotations
@@ -56,11 +59,13 @@ def validate_table(
     uncalibrated = LatencyTable(meta=table.meta, entries=table.entries)
     model = LatencyModel(uncalibrated, space)
     archs = random_archs(space, n, seed)
-    predicted = [model.sum_ms(arch) for arch in archs]
+    anchors = {"fastest": model.fastest()[0], "slowest": model.slowest()[0]}
+    measured_archs = archs + list(anchors.values())
+    predicted = [model.sum_ms(arch) for arch in measured_archs]
     batch = int(table.meta.get("batch_size", 1))
-    rounds: list[list[Timing]] = [[] for _ in archs]
-    bar = _bar(len(archs) * runtime.protocol.rounds, f"validate {space.name} ({runtime.name})", progress)
-    runners = [runtime.prepare_module(space.build(arch), (batch, *space.input_shape)) for arch in archs]
+    rounds: list[list[Timing]] = [[] for _ in measured_archs]
+    bar = _bar(len(measured_archs) * runtime.protocol.rounds, f"validate {space.name} ({runtime.name})", progress)
+    runners = [runtime.prepare_module(space.build(arch), (batch, *space.input_shape)) for arch in measured_archs]
 
     def record(index: int, round_index: int, timing: Timing) -> None:
         rounds[index].append(timing)
@@ -70,6 +75,12 @@ def validate_table(
         measured = [t.median_ms for t in runtime.measure(runners, on_measured=record)]
     finally:
         bar.close()
+    points = [
+        {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": m, "p10_ms": t[0].p10_ms if t else None}
+        for arch, p, m, t in zip(measured_archs, predicted, measured, rounds)
+    ]
+    # the scores are over the random archs only; the anchors are extra references for the export's drift check
+    predicted, measured, rounds = predicted[:len(archs)], measured[:len(archs)], rounds[:len(archs)]
     half = len(archs) // 2
     a, b, fit = calibration_fit(predicted[:half], measured[:half])
     held_out = [a * p + b for p in predicted[half:]]
@@ -84,10 +95,8 @@ def validate_table(
         report["noise_floor"] = error_metrics(*split_half(rounds))
     report["warnings"] = measurement_warnings(runtime.device)  # the load while validating, beside the table's own
     report["wall_s"] = time.perf_counter() - started
-    report["points"] = [
-        {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": m, "p10_ms": t[0].p10_ms if t else None}
-        for arch, p, m, t in zip(archs, predicted, measured, rounds)
-    ]
+    report["points"] = points[:len(archs)]
+    report["anchors"] = [{**point, "role": role} for role, point in zip(anchors, points[len(archs):])]
     return report
 
 
