@@ -91,6 +91,13 @@ def test_calibration_never_has_a_negative_slope():
     a, b, method = calibration_fit([1.0, 1.1, 1.2, 1.3], [1.3, 1.2, 1.1, 1.0])  # noise reversed the order
     assert a > 0 and b == 0.0 and method.startswith("ratio")
     assert a == pytest.approx(np.median([1.3 / 1.0, 1.2 / 1.1, 1.1 / 1.2, 1.0 / 1.3]))
-    # measured = 2 * sum - 1 fits the sample, but would predict -0.2 ms for a net summing to 0.4 ms
-    a, b, method = calibration_fit([1.0, 1.5, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0])
-    assert b == 0.0 and "intercept" in method and a == pytest.approx(np.median([1.0, 2.0 / 1.5, 1.5, 4.0 / 2.5]))
+    # measured = 2 * sum - 1 fits the sample, but would predict -0.2 ms for the fastest net, summing to 0.4 ms
+    a, b, method = calibration_fit([1.0, 1.5, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0], fastest_sum_ms=0.4)
+    assert b == 0.0 and "-0.2 ms for the fastest net" in method and a == pytest.approx(np.median([1.0, 2.0 / 1.5, 1.5, 4.0 / 2.5]))
+    # the same line is kept where the space's fastest net sums to 0.6 ms (predicted 0.2 ms > 0)
+    assert calibration_fit([1.0, 1.5, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0], fastest_sum_ms=0.6) == (
+        pytest.approx(2.0), pytest.approx(-1.0), "theil-sen")
+    # ... unless the fastest net itself was measured and contradicts it: the line predicts 0.2 ms
+    # for it (measured 0.9), mean error 15.6 % against the ratio's 13.75 % (ratio 1.5), by hand
+    a, b, method = calibration_fit([1.0, 1.5, 2.0, 2.5, 0.6], [1.0, 2.0, 3.0, 4.0, 0.9], fastest_sum_ms=0.6)
+    assert (a, b) == (pytest.approx(1.5), 0.0) and "13.8%" in method and "15.6%" in method

@@ -3,12 +3,13 @@
 N random archs of the table's space are built whole, prepared by the same runtime and
 measured with the same protocol, interleaved over rounds. Their uncalibrated sums of table
 entries are scored against the measurements; ``measured ~ a * sum + b`` is fitted on the first
-half (Theil-Sen: robust to the contended outliers of a shared machine), scored on the held-out
-second half ("calibrated"), and becomes the table's calibration. The even rounds of the same archs scored against the odd rounds give the noise
+half and the anchors below (Theil-Sen: robust to the contended outliers of a shared machine),
+scored on the held-out second half ("calibrated"), and becomes the table's calibration. The even rounds of the same archs scored against the odd rounds give the noise
 floor: no table can be shown better than the measurements agree with themselves.
-The space's fastest and slowest nets are measured in the same rounds but not scored: random
-archs never come near them, and ``hwnas export`` uses every validated net as a reference for
-the machine's drift (``hwnas.export.drift``).
+The space's fastest and slowest nets ("anchors") are measured in the same rounds and join the
+fit, not the scores: random archs never come near them, yet tight and loose budgets select
+nets there. ``hwnas export`` uses every validated net as a reference for the machine's drift
+(``hwnas.export.drift``).
 """
 
 from __future__ import annotations
@@ -79,10 +80,13 @@ def validate_table(
         {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": m, "p10_ms": t[0].p10_ms if t else None}
         for arch, p, m, t in zip(measured_archs, predicted, measured, rounds)
     ]
-    # the scores are over the random archs only; the anchors are extra references for the export's drift check
+    # the scores are over the random archs only
+    anchor_points = points[len(archs):]
     predicted, measured, rounds = predicted[:len(archs)], measured[:len(archs)], rounds[:len(archs)]
     half = len(archs) // 2
-    a, b, fit = calibration_fit(predicted[:half], measured[:half])
+    # fitted on the first half plus the anchors, so the line holds at both ends of the space; scored on the second half
+    anchor_sums, anchor_ms = [p["predicted_sum_ms"] for p in anchor_points], [p["measured_ms"] for p in anchor_points]
+    a, b, fit = calibration_fit(predicted[:half] + anchor_sums, measured[:half] + anchor_ms, anchor_sums[0])
     held_out = [a * p + b for p in predicted[half:]]
     report: dict[str, Any] = {
         **error_metrics(predicted, measured),
@@ -96,25 +100,36 @@ def validate_table(
     report["warnings"] = measurement_warnings(runtime.device)  # the load while validating, beside the table's own
     report["wall_s"] = time.perf_counter() - started
     report["points"] = points[:len(archs)]
-    report["anchors"] = [{**point, "role": role} for role, point in zip(anchors, points[len(archs):])]
+    report["anchors"] = [{**point, "role": role} for role, point in zip(anchors, anchor_points)]
     return report
 
 
-def calibration_fit(predicted: list[float], measured: list[float]) -> tuple[float, float, str]:
-    """``(a, b, method)``: Theil-Sen, or a pure scale where the line is not physical.
+def calibration_fit(predicted: list[float], measured: list[float], fastest_sum_ms: float | None = None) -> tuple[float, float, str]:
+    """``(a, b, method)``: the Theil-Sen line or the pure scale, whichever fits these points better.
 
-    A slope <= 0 would tell the search that bigger nets are faster; it appears when the noise
-    of the machine exceeds the spread of the random archs (small spaces at 32x32 on a loaded
-    CPU). A negative intercept fits the sampled range but predicts impossible (even negative)
-    latencies for the small nets below it, which are exactly the ones tight budgets select.
-    In both cases the ratio ``median(measured / predicted)`` still removes the common bias.
+    Per-op tables over-count fixed costs that a whole net pays once, so whole nets often follow
+    ``a * sum - b``; a negative intercept is fine as long as the line stays physical. It is not
+    when the slope is <= 0 (bigger nets faster: the noise of the machine exceeds the spread of
+    the sample) or when it predicts <= 0 ms for the space's fastest net (``fastest_sum_ms``,
+    else the smallest sum here), exactly where tight budgets select. Otherwise the line and the
+    ratio ``median(measured / predicted)`` compete on their mean relative error over the points
+    (which include the fastest and slowest nets when ``validate_table`` fits).
     """
-    a, b = fit_linear(predicted, measured)
-    if a > 0 and b >= 0:
-        return a, b, "theil-sen"
     ratio = statistics.median(m / p for p, m in zip(predicted, measured))
-    why = "the fitted slope was not positive" if a <= 0 else f"the fitted intercept {b:.3g} ms was negative"
-    return ratio, 0.0, f"ratio ({why})"
+    a, b = fit_linear(predicted, measured)
+    lowest = min(predicted) if fastest_sum_ms is None else fastest_sum_ms
+    if a <= 0:
+        return ratio, 0.0, "ratio (the fitted slope was not positive)"
+    if a * lowest + b <= 0:
+        return ratio, 0.0, f"ratio (the fitted line predicted {a * lowest + b:.3g} ms for the fastest net)"
+
+    def mean_error(scale: float, offset: float) -> float:
+        return statistics.fmean(abs(scale * p + offset - m) / m for p, m in zip(predicted, measured))
+
+    line_error, ratio_error = mean_error(a, b), mean_error(ratio, 0.0)
+    if line_error <= ratio_error:
+        return a, b, "theil-sen"
+    return ratio, 0.0, f"ratio (mean error {ratio_error:.1%} against the line's {line_error:.1%})"
 
 
 def split_half(rounds: list[list[Timing]]) -> tuple[list[float], list[float]]:
