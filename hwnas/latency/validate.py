@@ -4,8 +4,10 @@ N random archs of the table's space are built whole, prepared by the same runtim
 measured with the same protocol, interleaved over rounds. Their uncalibrated sums of table
 entries are scored against the measurements; ``measured ~ a * sum + b`` is fitted on the first
 half and the anchors below (Theil-Sen: robust to the contended outliers of a shared machine),
-scored on the held-out second half ("calibrated"), and becomes the table's calibration. The even rounds of the same archs scored against the odd rounds give the noise
-floor: no table can be shown better than the measurements agree with themselves.
+scored on the held-out second half ("calibrated"), and becomes the table's calibration. The
+even rounds of the same archs scored against the odd rounds give the noise floor: no table
+can be shown better than the measurements agree with themselves.
+
 The space's fastest and slowest nets ("anchors") are measured in the same rounds and join the
 fit, not the scores: random archs never come near them, yet tight and loose budgets select
 nets there. ``hwnas export`` uses every validated net as a reference for the machine's drift
