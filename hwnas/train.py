@@ -54,12 +54,17 @@ class TrainConfig:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy (a fraction) of ``model`` in eval mode over ``loader``."""
+def evaluate(model: nn.Module, loader: Any, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy (a fraction) of ``model`` in eval mode over ``loader``.
+
+    ``forward`` (default: ``model`` itself) computes the logits of a batch, e.g. a supernet
+    under a freshly sampled path per batch.
+    """
     model.eval()
+    forward = forward or model
     loss_sum, correct, seen = 0.0, 0, 0
     for images, labels in loader:
-        logits = model(images)
+        logits = forward(images)
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(dim=1) == labels).sum())
         seen += len(labels)
@@ -68,9 +73,9 @@ def evaluate(model: nn.Module, loader: Any) -> tuple[float, float]:
     return loss_sum / seen, correct / seen
 
 
-def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
-    """Cosine annealing from ``base_lr`` at step 0 to 0 at ``total_steps``."""
-    return 0.5 * base_lr * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+def cosine_lr(base_lr: float, step: int, total_steps: int, min_lr: float = 0.0) -> float:
+    """Cosine annealing from ``base_lr`` at step 0 to ``min_lr`` at ``total_steps`` (steps or epochs)."""
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
 def _save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: TrainConfig) -> None:

@@ -11,7 +11,6 @@ one would have.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from hwnas.search.budget import BudgetController, Target, make_target
 from hwnas.search.derive import derive_under_budget
 from hwnas.search.supernet import ArchParameters, Supernet
 from hwnas.spaces import get_space
-from hwnas.train import evaluate
+from hwnas.train import cosine_lr, evaluate
 
 CHECKPOINT, CONFIG, HISTORY, RESULT = "checkpoint.pt", "config.json", "history.jsonl", "result.json"
 
@@ -92,10 +91,6 @@ class SearchConfig:
             data["margin"] = data["margin_given"]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs))
 
 
 def _cycle(loader: Any) -> Iterator:
@@ -214,7 +209,7 @@ class SearchRun:
     # -- epochs ----------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         config = self.config
-        lr = cosine_lr(epoch, config.epochs, config.lr, config.lr_min)
+        lr = cosine_lr(config.lr, epoch, config.epochs, config.lr_min)
         for group in self.weight_optimizer.param_groups:
             group["lr"] = lr
         self.strategy.epoch_start(epoch, config.epochs)
@@ -241,18 +236,11 @@ class SearchRun:
         bar.close()
         return {"lr": lr, "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1)}
 
-    @torch.no_grad()
     def evaluate_supernet(self, epoch: int) -> tuple[float, float]:
         """Validation loss and accuracy of the supernet under the method's own sampling (seeded apart)."""
-        self.supernet.eval()
         generator = torch.Generator().manual_seed(self.config.seed + 7 * epoch + 1)
-        loss_sum, correct, count = 0.0, 0, 0
-        for images, labels in make_loader(self.data.val, 256, False, self.config.workers):
-            logits = self.supernet(images, self.strategy.sample_choices(generator))
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            correct += int((logits.argmax(1) == labels).sum())
-            count += len(labels)
-        return loss_sum / count, correct / count
+        return evaluate(self.supernet, make_loader(self.data.val, 256, False, self.config.workers),
+                        lambda images: self.supernet(images, self.strategy.sample_choices(generator)))
 
     def run(self, resume: bool = False, on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Search (or continue), then derive, build and evaluate the child; returns result.json's content."""
