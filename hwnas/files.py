@@ -48,3 +48,24 @@ def save_torch_atomic(path: str | Path, obj: Any) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_torch(path: str | Path, what: str = "file", expected: str = "a torch file") -> Any:
+    """``torch.load`` with ``weights_only=True`` onto the CPU; a missing or unreadable file is a clear error."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise HwnasError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises several types for truncated or foreign files
+        raise HwnasError(f"{what} {path} cannot be read as {expected}: {error}") from None
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """The rows of a JSON-lines file (blank lines skipped); none if it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -16,6 +16,7 @@ from torch import nn
 
 from hwnas.arch import Arch, load_arch
 from hwnas.errors import HwnasError
+from hwnas.files import load_torch
 
 RUNS_ROOT = Path("runs")
 #: weights of the derived child, newest kind first: fine-tuned by ``hwnas train``, then as the search left them
@@ -35,12 +36,7 @@ def load_json(path: Path) -> dict[str, Any]:
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict into ``model``; a file that is corrupt or does not fit is a clear error."""
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise HwnasError(f"weights file {path} does not exist") from None
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise HwnasError(f"weights file {path} cannot be read as a state dict: {error}") from None
+    state = load_torch(path, "weights file", "a state dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise HwnasError(f"weights file {path} is not a state dict of tensors")
     own = model.state_dict()

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from hwnas.arch import Arch
 from hwnas.data import DataSplits, make_loader
 from hwnas.errors import HwnasError
-from hwnas.files import save_torch_atomic, write_json_atomic, write_text_atomic
+from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 
 CHECKPOINT = "train_checkpoint.pt"
 WEIGHTS = "trained.pt"
@@ -84,17 +84,8 @@ def _save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Opti
     save_torch_atomic(folder / CHECKPOINT, state)
 
 
-def _load_checkpoint(folder: Path) -> dict[str, Any]:
-    try:
-        return torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise HwnasError(f"{folder / CHECKPOINT} cannot be read: {error}") from None
-
-
 def _history(folder: Path, epochs_done: int) -> list[dict[str, Any]]:
-    path = folder / HISTORY
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return [row for row in rows if row["epoch"] < epochs_done]
+    return [row for row in read_jsonl(folder / HISTORY) if row["epoch"] < epochs_done]
 
 
 def train_child(
@@ -120,7 +111,7 @@ def train_child(
     if resume:
         if not (folder / CHECKPOINT).exists():
             raise HwnasError(f"nothing to resume in {folder}: no {CHECKPOINT}")
-        state = _load_checkpoint(folder)
+        state = load_torch(folder / CHECKPOINT, "checkpoint", "a checkpoint")
         config = TrainConfig(**state["config"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

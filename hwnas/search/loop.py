@@ -22,7 +22,7 @@ from tqdm import tqdm
 from hwnas.arch import Arch
 from hwnas.data import load_data, make_loader, split_for_arch
 from hwnas.errors import HwnasError
-from hwnas.files import save_torch_atomic, write_json_atomic, write_text_atomic
+from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.latency.lookup import expected_meta
 from hwnas.search import STRATEGIES
@@ -180,10 +180,7 @@ class SearchRun:
         path = self.out / CHECKPOINT
         if not path.is_file():
             raise HwnasError(f"{self.out} has no {CHECKPOINT} to resume from (the run stopped before its first epoch ended)")
-        try:
-            state = torch.load(path, weights_only=True)
-        except Exception as error:  # noqa: BLE001 - a damaged file must become a message
-            raise HwnasError(f"cannot read {path}: {error}") from None
+        state = load_torch(path, "checkpoint", "a checkpoint")
         self.supernet.load_state_dict(state["supernet"])
         with torch.no_grad():
             self.arch.alpha.copy_(state["alpha"])
@@ -201,10 +198,7 @@ class SearchRun:
         )
 
     def history(self) -> list[dict[str, Any]]:
-        path = self.out / HISTORY
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.out / HISTORY)
 
     # -- epochs ----------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, Any]:
