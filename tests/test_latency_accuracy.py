@@ -101,3 +101,13 @@ def test_calibration_never_has_a_negative_slope():
     # for it (measured 0.9), mean error 15.6 % against the ratio's 13.75 % (ratio 1.5), by hand
     a, b, method = calibration_fit([1.0, 1.5, 2.0, 2.5, 0.6], [1.0, 2.0, 3.0, 4.0, 0.9], fastest_sum_ms=0.6)
     assert (a, b) == (pytest.approx(1.5), 0.0) and "13.8%" in method and "15.6%" in method
+
+
+def test_a_noisy_validation_says_so():
+    from hwnas.latency.validate import NOISY_FLOOR, noise_warnings
+
+    assert noise_warnings({"noise_floor": {"mape": 0.184}}) == [
+        "the machine disagreed with itself by 18.4% (noise floor, even vs odd rounds): no calibration fitted now predicts "
+        "closer than that; validate again in a quieter hour or with more --rounds"]
+    assert noise_warnings({"noise_floor": {"mape": NOISY_FLOOR}}) == []
+    assert noise_warnings({}) == []  # one round: no noise floor to judge by

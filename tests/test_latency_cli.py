@@ -49,8 +49,9 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     result = cli_runner.invoke(cli, ["tables", "validate", str(copy), "--n", "6", *QUICK, "--rounds", "2", "--plot", str(plot),
                                      "--no-progress", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # warnings, if any, go to stderr
     assert VALIDATION_KEYS | {"calibrated"} <= set(report) and VALIDATION_KEYS <= set(report["calibrated"])
+    assert report["replaced"] is None and isinstance(report["warnings"], list)  # the profiled table had no calibration
     assert report["n"] == 6 and report["calibrated"]["n"] == 3
     assert 0 <= report["within_5"] <= report["within_10"] <= 1 and "p90_relative_error" in report["calibrated"]
     assert plot.read_bytes().startswith(b"\x89PNG")
@@ -69,6 +70,11 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     assert predicted["latency_ms"] == pytest.approx(table.calibration["a"] * raw + table.calibration["b"])
     again = cli_runner.invoke(cli, ["tables", "validate", str(copy), "--n", "4", *QUICK, "--plot", str(plot), "--no-progress"])
     assert again.exit_code == EXIT_ERROR and "exists" in again.output
+    assert LatencyTable.load(copy).calibration == table.calibration  # a refused run leaves the table as it was
+    revalidated = cli_runner.invoke(cli, ["tables", "validate", str(copy), "--n", "4", *QUICK, "--no-progress"])
+    assert revalidated.exit_code == 0, revalidated.output
+    first = f"measured ~ {table.calibration['a']:.4f} * sum + {table.calibration['b']:.4f} ms"
+    assert f"it replaces: {first}" in revalidated.stdout and table.calibration["fitted"] in revalidated.stdout
 
 
 def test_foreign_table_refused_then_allowed_with_a_warning(cli_runner, table_path, tmp_path):

@@ -129,6 +129,7 @@ def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup
     runtime = _runtime(meta["runtime"], meta["device"], meta.get("threads"), meta.get("dtype") == "float16",
                        _protocol(rounds, min_time, warmup_time))
     report = validate_table(table, space, runtime, n_archs, seed, progress=not no_progress)
+    replaced = _calibration_line(table)
     store_validation(table, report)
     try:
         table.save()
@@ -138,11 +139,24 @@ def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup
     if plot:
         plot_validation(report, plot, f"{Path(table_path).name}\n{meta.get('device_name')}, {meta['runtime']}")
     if as_json:
-        echo_json(summary(report))
-        return
-    click.echo(format_report(report))
-    fit = report["calibration"]
-    click.echo(f"calibration measured ~ {fit['a']:.4f} * sum + {fit['b']:.4f} ms ({fit['fit']}) stored in {table_path}")
+        echo_json({**summary(report), "replaced": replaced})
+    else:
+        click.echo(format_report(report))
+        click.echo(f"calibration stored in {table_path}: {_calibration_line(table)}")
+        if replaced:
+            click.echo(f"it replaces: {replaced}")
+    for warning in report["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _calibration_line(table: LatencyTable) -> str | None:
+    """The table's calibration in words, with when it was fitted and how noisy the machine was then."""
+    fit = table.calibration
+    if not fit:
+        return None
+    floor = (table.validation or {}).get("noise_floor", {}).get("mape")
+    noise = f", noise floor {floor:.1%}" if floor is not None else ""
+    return f"measured ~ {fit['a']:.4f} * sum + {fit['b']:.4f} ms [{fit.get('fit', 'fit')}], fitted {fit.get('fitted', '?')}{noise}"
 
 
 @tables.command()

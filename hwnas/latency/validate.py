@@ -34,6 +34,7 @@ from hwnas.latency.table import LatencyTable
 from hwnas.spaces import ChainSpace
 
 MIN_ARCHS = 4
+NOISY_FLOOR = 0.10  # a noise-floor MAPE above this: the calibration mostly fits the machine's noise
 
 
 def random_archs(space: ChainSpace, n: int, seed: int) -> list[Arch]:
@@ -99,7 +100,7 @@ def validate_table(
     }
     if runtime.protocol.rounds >= 2:
         report["noise_floor"] = error_metrics(*split_half(rounds))
-    report["warnings"] = measurement_warnings(runtime.device)  # the load while validating, beside the table's own
+    report["warnings"] = measurement_warnings(runtime.device) + noise_warnings(report)  # this validation's, beside the table's own
     report["wall_s"] = time.perf_counter() - started
     report["points"] = points[:len(archs)]
     report["anchors"] = [{**point, "role": role} for role, point in zip(anchors, anchor_points)]
@@ -134,6 +135,15 @@ def calibration_fit(predicted: list[float], measured: list[float], fastest_sum_m
     return ratio, 0.0, f"ratio (mean error {ratio_error:.1%} against the line's {line_error:.1%})"
 
 
+def noise_warnings(report: dict[str, Any]) -> list[str]:
+    """A warning when the measurements disagree with themselves by more than ``NOISY_FLOOR``."""
+    floor = report.get("noise_floor", {}).get("mape")
+    if floor is None or floor <= NOISY_FLOOR:
+        return []
+    return [f"the machine disagreed with itself by {floor:.1%} (noise floor, even vs odd rounds): no calibration fitted "
+            "now predicts closer than that; validate again in a quieter hour or with more --rounds"]
+
+
 def split_half(rounds: list[list[Timing]]) -> tuple[list[float], list[float]]:
     """Per arch, the median of its even rounds and of its odd rounds: two independent measurements.
 
@@ -152,9 +162,9 @@ def store_validation(table: LatencyTable, report: dict[str, Any]) -> None:
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The figures ``--json`` prints: the issue's keys, plus the noise floor and the fit."""
+    """The figures ``--json`` prints: the issue's keys, plus the noise floor, the fit and the warnings."""
     keys = ("n", "mape", "rmspe", "within_5", "within_10", "kendall_tau", "mean_signed_error", "p90_relative_error",
-            "calibrated", "noise_floor", "calibration")
+            "calibrated", "noise_floor", "calibration", "warnings")
     return {key: report[key] for key in keys if key in report}
 
 
