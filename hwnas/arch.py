@@ -132,7 +132,10 @@ def load_arch(source: str | Path) -> Arch:
     """An arch from a JSON file path or a compact string, validated against its space."""
     text = str(source)
     if _is_file(text):
-        arch = Arch.from_json(Path(text).read_text())
+        try:
+            arch = Arch.from_json(Path(text).read_text())
+        except HwnasError as error:
+            raise HwnasError(f"{text}: {error}") from None
     elif ":" in text and not text.lstrip().startswith("{"):
         arch = Arch.from_compact(text)
     elif text.lstrip().startswith("{"):

@@ -60,7 +60,29 @@ def load_torch(path: str | Path, what: str = "file", expected: str = "a torch fi
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several types for truncated or foreign files
-        raise HwnasError(f"{what} {path} cannot be read as {expected}: {error}") from None
+        raise HwnasError(f"{what} {path} cannot be read as {expected}: {_load_failure(error)}") from None
+
+
+def _load_failure(error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, without torch's advice to turn ``weights_only`` off."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:  # not a torch file at all: torch reports the first byte it cannot read
+        return "not a PyTorch file (" + " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the")[0].split()) + ")"
+    if "not an allowed global" in text:  # a pickle of more than tensors: hwnas never runs code from a file
+        return "it holds Python objects besides tensors (" + text.split("Please use", 1)[0].strip() + ")"
+    return text.strip().splitlines()[0] if text.strip() else f"{type(error).__name__} (empty or cut short?)"
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from a file; unreadable, malformed or not an object is a clear error."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HwnasError(f"{path} is not a readable JSON file: {error}") from None
+    if not isinstance(data, dict):
+        raise HwnasError(f"{path} must hold a JSON object")
+    return data
 
 
 def read_jsonl(path: str | Path) -> list[Any]:

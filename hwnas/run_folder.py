@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,21 +15,11 @@ from torch import nn
 
 from hwnas.arch import Arch, load_arch
 from hwnas.errors import HwnasError
-from hwnas.files import load_torch
+from hwnas.files import load_json, load_torch
 
 RUNS_ROOT = Path("runs")
 #: weights of the derived child, newest kind first: fine-tuned by ``hwnas train``, then as the search left them
 CHILD_WEIGHTS = ("trained.pt", "child.pt")
-
-
-def load_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HwnasError(f"{path} is not a readable JSON file: {error}") from None
-    if not isinstance(data, dict):
-        raise HwnasError(f"{path} must hold a JSON object")
-    return data
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -63,6 +52,8 @@ class RunFolder:
         if not path.is_dir():
             raise HwnasError(f"run folder {path} does not exist")
         if not (path / "arch.json").exists():
+            if not (path / "config.json").exists():
+                raise HwnasError(f"{path} is not a search run folder (no config.json, no arch.json)")
             raise HwnasError(f"{path} holds no derived child (no arch.json): has its search finished? (`hwnas search --resume {path}`)")
         return cls(path)
 

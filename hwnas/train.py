@@ -7,7 +7,8 @@ one folder: ``arch.json``, ``trained.pt`` (the weights ``hwnas export`` prefers)
 
 The learning rate is a pure function of the step (cosine from ``lr`` to 0) and each epoch's
 batch order a pure function of the seed and the epoch, so a resumed run continues exactly as
-the uninterrupted one would have.
+the uninterrupted one would have. Before each evaluation the BN statistics are re-estimated at
+the current weights (``hwnas.batchnorm``): the scored weights are the saved weights.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from hwnas.arch import Arch
+from hwnas.batchnorm import recalibrate_bn
 from hwnas.data import DataSplits, make_loader
 from hwnas.errors import HwnasError
 from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
@@ -45,10 +47,12 @@ class TrainConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     workers: int = 0
+    bn_batches: int = 20  # training batches that re-estimate the BN statistics before each evaluation
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise HwnasError(f"--epochs and --batch-size must be >= 1 (got {self.epochs}, {self.batch_size})")
+        if self.epochs < 1 or self.batch_size < 1 or self.bn_batches < 1:
+            raise HwnasError(f"--epochs, --batch-size and bn_batches must be >= 1 (got {self.epochs}, {self.batch_size}, "
+                             f"{self.bn_batches})")
         if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
             raise HwnasError(f"--lr must be > 0 and --label-smoothing in [0, 1) (got {self.lr}, {self.label_smoothing})")
 
@@ -142,6 +146,7 @@ def train_child(
             correct += int((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        recalibrate_bn(model, loader, config.bn_batches)
         val_loss, val_acc = evaluate(model, val_loader)
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_loss": val_loss,
                "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - began}

@@ -39,14 +39,24 @@ def _proxyless(choices):
     return Arch("proxyless", tuple(choices))
 
 
+def _greedy_with_zero_at(index):
+    space = get_space("proxyless-greedy")
+    layer = space.layers[index]
+    assert layer.stride == 1 and layer.c_in == layer.c_out  # the shape allows a skip: only the op name is wrong
+    choices = [candidates.candidates[0] for candidates in space.layers]
+    choices[index] = "zero"
+    return load_arch(Arch(space.name, tuple(choices)).to_compact())
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda: load_arch(_proxyless(["mb3_k3"] * 20).to_compact()), "20 choices but space 'proxyless' has 21"),
         (lambda: load_arch(_proxyless(["mb3_k3"] * 5 + ["conv_k9"] + ["mb3_k3"] * 15).to_compact()),
-         "layer 5 (40->40 channels, stride 1): 'conv_k9' is not allowed; legal: mb3_k3"),
+         "layer 5 (40->40 channels, stride 1): 'conv_k9' is not allowed (space 'proxyless' has no op 'conv_k9'); legal: mb3_k3"),
         (lambda: load_arch(_proxyless(["zero"] + ["mb3_k3"] * 20).to_compact()),
          "layer 0 (16->32 channels, stride 2): 'zero' is not allowed (a skip op needs stride 1 and C_in == C_out)"),
+        (lambda: _greedy_with_zero_at(1), "'zero' is not allowed (space 'proxyless-greedy' has no op 'zero')"),
         (lambda: load_arch("{not json"), "not valid JSON"),
         (lambda: Arch.from_json('["a list"]'), "must be a JSON object"),
         (lambda: Arch.from_json('{"space": "proxyless"}'), "missing 'choices'"),
@@ -55,7 +65,7 @@ def _proxyless(choices):
         (lambda: Arch.from_compact("proxyless,depth=3:mb3_k3"), "unknown space option 'depth'"),
         (lambda: load_arch("neither-a-file-nor-an-arch"), "neither an arch file nor a compact arch"),
     ],
-    ids=["wrong-length", "unknown-op", "zero-where-shape-changes", "not-json", "not-object", "no-choices",
+    ids=["wrong-length", "unknown-op", "zero-where-shape-changes", "zero-in-a-space-with-identity", "not-json", "not-object", "no-choices",
          "unknown-space", "bad-option-value", "unknown-option", "not-a-file"],
 )
 def test_malformed_arch_gives_a_clear_error(make, message):
@@ -73,6 +83,7 @@ def test_bad_arch_fails_the_cli_with_a_message(cli_runner, tmp_path):
         result = cli_runner.invoke(cli, command)
         assert result.exit_code == EXIT_ERROR, (command, result.output)
         assert result.output.startswith("error: ") and "Traceback" not in result.output
+    assert str(broken) in cli_runner.invoke(cli, ["arch", "show", str(broken)]).output  # the message names the file
 
 
 def test_arch_cli_sample_show_flops(cli_runner, tmp_path):

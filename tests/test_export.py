@@ -95,13 +95,20 @@ def test_bad_inputs_give_clear_errors(cli_runner, small_run, tmp_path):
     empty.mkdir()
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(b"")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text("{}")
     other = get_space("shufflenet", **SMALL)
     foreign = tmp_path / "foreign.pt"
     save_torch_atomic(foreign, other.build(Arch.random(other, 0)).state_dict())
     arch = Arch.from_json((small_run / "arch.json").read_text()).to_compact()
     cases = [
-        (["--run", empty], "no derived child"),
-        (["--arch", arch, "--weights", corrupt], "cannot be read as a state dict"),
+        (["--run", empty], "not a search run folder"),
+        (["--run", unfinished], f"no derived child (no arch.json): has its search finished? (`hwnas search --resume {unfinished}`)"),
+        (["--arch", arch, "--weights", corrupt], "cannot be read as a state dict: not a PyTorch file (Unsupported operand"),
+        (["--arch", arch, "--weights", truncated], "cannot be read as a state dict: EOFError (empty or cut short?)"),
         (["--arch", arch, "--weights", foreign], "does not fit this arch's net"),
         (["--arch", arch.rsplit("-", 1)[0]], "20 choices but space 'proxyless' has 21"),
         (["--run", small_run, "--budget", "fast"], "cannot read latency budget"),
@@ -109,6 +116,7 @@ def test_bad_inputs_give_clear_errors(cli_runner, small_run, tmp_path):
     for args, message in cases:
         result = _export(cli_runner, out, *args)
         assert result.exit_code == EXIT_ERROR and message in result.output, (args, result.output)
+        assert "weights_only" not in result.output  # never the advice to load untrusted pickles
     assert not out.exists()
 
 
@@ -165,7 +173,9 @@ def test_drift_is_the_median_ratio_of_references():
     assert drift.ratio == pytest.approx(1.08) and not drift.significant
     assert drift.to_dict(2.0)["predicted_now_ms"] == pytest.approx(2.16)
     slow = Drift([("a", 1.0, 1.4)])
-    assert slow.significant and "hwnas tables validate t.json" in "\n".join(slow.lines(1.0, 1.4, "t.json"))
+    lines = "\n".join(slow.lines(1.0, 1.05, "t.json"))
+    assert slow.significant and "hwnas tables validate t.json" in lines
+    assert "now: 1.400 ms (measured -25.0% vs this)" in lines  # (1.05 - 1.4) / 1.4
 
 
 def test_export_times_reference_nets_beside_the_artifact(cli_runner, small_run, tmp_path):

@@ -29,8 +29,9 @@ def table_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tables") / "shufflenet.json"
     result = CliRunner().invoke(cli, ["profile", *SPACE, *QUICK, "-o", str(path), "--no-progress", "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["entries"] == 35 and summary["measured"] == 35 and not summary["resumed"]
+    assert summary["warnings"] == LatencyTable.load(path).meta["warnings"]  # printed and recorded alike
     return path
 
 

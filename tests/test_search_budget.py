@@ -43,6 +43,10 @@ def test_margin_defaults_to_table_p90_else_five_percent_and_aim_never_under_fast
     assert make_target(10, 1, 20, 0.2, 0.08).aim_ms == pytest.approx(8.0)
     tight = make_target(1.02, 1.0, 20, None, None)
     assert tight.aim_ms == pytest.approx(1.0) and tight.aim_clamped
+    # 1.02 x 0.95 = 0.969 ms is under the fastest net; aiming at 1.0 ms keeps 1 - 1.0 / 1.02 = 2.0 % of margin
+    assert tight.clamp_note() == ("budget x (1 - margin 5.0%) = 0.969 ms is under the fastest net (1 ms): the search aims at "
+                                  "the fastest net, a margin of 2.0% only")
+    assert validated.clamp_note() is None
     with pytest.raises(HwnasError, match="margin"):
         make_target(10, 1, 20, 1.5, None)
 

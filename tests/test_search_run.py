@@ -108,11 +108,32 @@ def test_cli_refuses_a_budget_under_the_fastest_net_before_training(cli_runner, 
     assert not out.exists()
 
 
+def test_cli_warns_when_the_margin_does_not_fit_under_the_budget(cli_runner, tmp_path, table_path):
+    fastest = budget_between(table_path, 0.0)
+    result = run_cli(cli_runner, "--latency", f"{fastest * 1.01}ms", "--margin", "0.2", "--table", str(table_path), "--width-mult",
+                     "0.25", "--resolution", "16", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "16", "--bn-batches",
+                     "1", "--out", str(tmp_path / "run"), "--json")
+    assert result.exit_code == 0, result.output
+    # the aim is the fastest net: 1 - 1 / 1.01 = 1.0 % of the budget is left as margin, not 20 %
+    assert "warning: budget x (1 - margin 20.0%)" in result.stderr and "a margin of 1.0% only" in result.stderr
+    assert json.loads(result.stdout)["aim_ms"] == pytest.approx(fastest, rel=1e-6)
+
+
 def test_cli_rejects_bad_latency_and_foreign_method_options(cli_runner, table_path):
     result = run_cli(cli_runner, "--latency", "fast", "--table", str(table_path))
     assert result.exit_code == 2 and "cannot read latency budget" in result.output
     result = run_cli(cli_runner, "--method", "snas", "--latency", "1ms", "--early-stop", "0.2", "--table", str(table_path))
     assert result.exit_code == 2 and "no option --early-stop" in result.output
+
+
+def test_cli_resume_of_a_missing_or_broken_run_says_why(cli_runner, tmp_path):
+    missing = run_cli(cli_runner, "--resume", str(tmp_path / "nowhere"))
+    assert missing.exit_code == 2 and missing.output == f"error: run folder {tmp_path / 'nowhere'} does not exist\n"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"method": "dsnas", ')
+    result = run_cli(cli_runner, "--resume", str(broken))
+    assert result.exit_code == 2 and result.output.startswith(f"error: {broken / 'config.json'} is not a readable JSON file")
 
 
 def test_cli_search_json_fills_space_from_data_and_refuses_non_empty_out(cli_runner, tmp_path, table_path):

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from hwnas.arch import Arch
+from hwnas.batchnorm import recalibrate_bn
 from hwnas.cli.main import EXIT_ERROR, cli
-from hwnas.data import load_data
+from hwnas.data import load_data, make_loader
 from hwnas.run_folder import RunFolder
 from hwnas.spaces import get_space
 from hwnas.train import TrainConfig, cosine_lr, train_child
@@ -37,6 +38,34 @@ def test_cosine_schedule_ends_at_zero():
     assert cosine_lr(0.1, 0, 10) == pytest.approx(0.1)
     assert cosine_lr(0.1, 5, 10) == pytest.approx(0.05)
     assert cosine_lr(0.1, 10, 10) == pytest.approx(0.0)
+
+
+def test_recalibrated_bn_statistics_are_the_exact_average_over_the_batches():
+    torch.manual_seed(0)
+    batches = [(torch.randn(5, 3, dtype=torch.float64) * (i + 1) + i, torch.zeros(5)) for i in range(4)]
+    norm = torch.nn.BatchNorm1d(3, momentum=0.1).double()
+    norm.running_mean.fill_(7.0)  # stale statistics must not survive
+    assert recalibrate_bn(norm, batches, batches=3) == 3
+    used = torch.stack([x for x, _ in batches[:3]])  # (3 batches, 5 samples, 3 features)
+    assert torch.allclose(norm.running_mean, used.mean(dim=(0, 1)))
+    assert torch.allclose(norm.running_var, used.var(dim=1, unbiased=True).mean(dim=0))
+    assert norm.momentum == 0.1 and not norm.training
+
+
+def test_trained_weights_carry_bn_statistics_of_their_final_weights(tmp_path, fake_data):
+    config = TrainConfig(epochs=1, batch_size=64, seed=3, bn_batches=2)
+    arch, model = _net()
+    train_child(arch, model, fake_data, tmp_path / "run", config, progress=False)
+    saved = torch.load(tmp_path / "run" / "trained.pt", weights_only=True)
+    _, again = _net()
+    again.load_state_dict(saved)
+    loader = make_loader(fake_data.train, config.batch_size, shuffle=True, seed=config.seed * 1000)
+    for _ in loader:  # the training pass; the recalibration reads the loader's next pass
+        pass
+    recalibrate_bn(again, loader, config.bn_batches)
+    state = again.state_dict()
+    stats = [k for k in saved if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.allclose(saved[k], state[k]) for k in stats)
 
 
 def test_resume_continues_exactly(tmp_path, fake_data):

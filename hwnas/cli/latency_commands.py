@@ -90,10 +90,12 @@ def profile(space: str, space_overrides: dict, device: str, runtime_name: str, b
     result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
     if as_json:
         echo_json(result.to_dict())
-        return
-    what = "resumed" if result.resumed else "new"
-    click.echo(f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
-               f"{result.measurements} measurements, {result.wall_s:.1f} s)")
+    else:
+        what = "resumed" if result.resumed else "new"
+        click.echo(f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
+                   f"{result.measurements} measurements, {result.wall_s:.1f} s)")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.group()

@@ -11,12 +11,16 @@ import click
 from hwnas.spaces import SPACES, ChainSpace, get_space
 
 
-def space_options(with_space_name: bool = True) -> Callable:
+def space_options(with_space_name: bool = True, shape_from_data: bool = False) -> Callable:
     """``--space`` (optional) plus ``--resolution --num-classes --in-channels --width-mult``.
 
     The decorated command receives ``space_overrides``: only the options the user gave, so a
-    command that also reads an arch can let them override the arch's own space args.
+    command that also reads an arch can let them override the arch's own space args. With
+    ``shape_from_data`` the help says that the command fills the input shape and classes from ``--data``.
     """
+
+    def default(value: str) -> str:
+        return "[default: from --data]" if shape_from_data else f"[default: {value}]"
 
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
@@ -26,9 +30,9 @@ def space_options(with_space_name: bool = True) -> Callable:
             return command(*args, **kwargs)
 
         options = [
-            click.option("--resolution", type=int, help="Input height and width in pixels [default: 224]."),
-            click.option("--num-classes", type=int, help="Classes of the final linear layer [default: 1000]."),
-            click.option("--in-channels", type=int, help="Input image channels [default: 3]."),
+            click.option("--resolution", type=int, help=f"Input height and width in pixels {default('224')}."),
+            click.option("--num-classes", type=int, help=f"Classes of the final linear layer {default('1000')}."),
+            click.option("--in-channels", type=int, help=f"Input image channels {default('3')}."),
             click.option("--width-mult", type=float, help="Channel multiplier, channels rounded to multiples of 8 [default: 1.0]."),
         ]
         if with_space_name:

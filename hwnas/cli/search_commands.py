@@ -53,7 +53,7 @@ def _prepare_out(out: Path, force: bool) -> None:
 @click.command()
 @click.option("--method", type=click.Choice(list(STRATEGIES)), default="dsnas", show_default=True, help="Search method.")
 @click.option("--latency", "latency", help="Latency budget of the derived net: 80ms, '80 ms', 0.08s, 80000us or a bare number (ms).")
-@space_options()
+@space_options(shape_from_data=True)
 @click.option("--table", type=click.Path(dir_okay=False), help="Latency table [default: the one for this machine, runtime, space and shape].")
 @click.option("--allow-foreign-table", is_flag=True, help="Use a table of another target with a warning instead of an error.")
 @click.option("--runtime", default="onnxruntime", show_default=True, help="Runtime the table must have been measured with.")
@@ -75,7 +75,7 @@ def _prepare_out(out: Path, force: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="A fixed seed reproduces the run.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder [default: runs/<time>-<method>].")
-@click.option("--resume", type=click.Path(file_okay=False, exists=True), help="Continue the run in this folder (other options are read from it).")
+@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this folder (other options are read from it).")
 @click.option("--force", is_flag=True, help="Start over in a non-empty --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
@@ -113,6 +113,8 @@ def search(space: str, space_overrides: dict[str, Any], latency: str | None, tab
         )
         folder = Path(out) if out else _default_out(method)
         run = SearchRun(config, folder, progress=not quiet)  # checks table and budget before anything is written
+        if run.target.aim_clamped:
+            click.echo(f"warning: {run.target.clamp_note()}", err=True)
         _prepare_out(folder, force)
         result = run.run()
     if as_json:

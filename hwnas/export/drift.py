@@ -83,7 +83,7 @@ class Drift:
                  f"{self.ratio:.2f}x their validation time ({change})"]
         if predicted_ms is not None:
             now = predicted_ms * self.ratio
-            lines.append(f"           predicted for the machine as it runs now: {now:.3f} ms ({(measured_ms - now) / now:+.1%} vs measured)")
+            lines.append(f"           predicted for the machine as it runs now: {now:.3f} ms (measured {(measured_ms - now) / now:+.1%} vs this)")
         if self.significant:
             lines.append(f"           the table's calibration is out of date here: hwnas tables validate {table_path or 'TABLE'}")
         return lines

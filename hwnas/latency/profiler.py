@@ -111,6 +111,7 @@ class ProfileSummary:
     measurements: int
     resumed: bool
     wall_s: float
+    warnings: list[str]  # what could not be controlled during this run (also recorded in the table)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -133,7 +134,8 @@ def profile_space(
         raise HwnasError(f"--batch-size must be >= 1, got {batch_size}")
     started = time.perf_counter()
     path = Path(output)
-    table, resumed = open_table(path, table_meta(space, runtime, batch_size), force)
+    meta = table_meta(space, runtime, batch_size)
+    table, resumed = open_table(path, meta, force)
     rounds = runtime.protocol.rounds
     items = profile_items(space, batch_size)
     table.pending = {key: value for key, value in table.pending.items() if key in {item.key for item in items}}
@@ -159,7 +161,8 @@ def profile_space(
         runtime.measure(runners, rounds, save, done)
     finally:
         bar.close()
-    return ProfileSummary(str(path), len(table.entries), len(todo), remaining, resumed, time.perf_counter() - started)
+    return ProfileSummary(str(path), len(table.entries), len(todo), remaining, resumed, time.perf_counter() - started,
+                          meta["warnings"])
 
 
 def _complete_if_done(table: LatencyTable, key: str, rounds: int) -> None:

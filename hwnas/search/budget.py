@@ -61,6 +61,14 @@ class Target:
     def aim_clamped(self) -> bool:
         return self.aim_ms > self.budget_ms * (1 - self.margin) + 1e-12
 
+    def clamp_note(self) -> str | None:
+        """What a clamped aim costs, in words; None when the full margin fits under the budget."""
+        if not self.aim_clamped:
+            return None
+        return (f"budget x (1 - margin {self.margin:.1%}) = {self.budget_ms * (1 - self.margin):.4g} ms is under the fastest "
+                f"net ({self.fastest_ms:.4g} ms): the search aims at the fastest net, a margin of "
+                f"{1 - self.aim_ms / self.budget_ms:.1%} only")
+
 
 def make_target(budget_ms: float, fastest_ms: float, slowest_ms: float, margin: float | None, table_p90: float | None) -> Target:
     """Check the budget against the space before any training and work out the aim.

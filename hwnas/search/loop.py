@@ -20,13 +20,13 @@ import torch
 from tqdm import tqdm
 
 from hwnas.arch import Arch
+from hwnas.batchnorm import recalibrate_bn
 from hwnas.data import load_data, make_loader, split_for_arch
 from hwnas.errors import HwnasError
-from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
+from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.latency.lookup import expected_meta
 from hwnas.search import STRATEGIES
-from hwnas.search.bn import recalibrate_bn
 from hwnas.search.budget import BudgetController, Target, make_target
 from hwnas.search.derive import derive_under_budget
 from hwnas.search.supernet import ArchParameters, Supernet
@@ -84,9 +84,11 @@ class SearchConfig:
     @classmethod
     def load(cls, folder: Path) -> SearchConfig:
         path = folder / CONFIG
+        if not folder.is_dir():
+            raise HwnasError(f"run folder {folder} does not exist")
         if not path.is_file():
             raise HwnasError(f"{folder} has no {CONFIG}: not a search run folder")
-        data = json.loads(path.read_text())
+        data = load_json(path)
         if "margin_given" in data:  # "margin" holds the resolved value; the option as given is kept beside it
             data["margin"] = data["margin_given"]
         known = set(cls.__dataclass_fields__)

@@ -47,7 +47,7 @@ def write_report(
     arch: Arch,
     latency: LatencyModel,
 ) -> None:
-    aim_note = " (clamped up to the fastest net: the full margin does not fit under this budget)" if target.aim_clamped else ""
+    aim_note = f" ({target.clamp_note()})" if target.aim_clamped else ""
     lines = [
         f"# Search report: {result['method']}",
         "",

@@ -241,10 +241,15 @@ class ChainSpace:
             raise HwnasError(
                 f"arch has {len(arch.choices)} choices but space {self.name!r} has {len(self.layers)} searchable layers"
             )
+        offered = {op for layer in self.layers for op in layer.candidates}
         for layer, op in zip(self.layers, arch.choices):
             if op not in layer.candidates:
                 shape = f"{layer.c_in}->{layer.c_out} channels, stride {layer.stride}"
-                why = " (a skip op needs stride 1 and C_in == C_out)" if op in SKIP_OPS else ""
+                why = ""
+                if op in SKIP_OPS and (layer.stride != 1 or layer.c_in != layer.c_out):
+                    why = " (a skip op needs stride 1 and C_in == C_out)"
+                elif op not in offered:
+                    why = f" (space {self.name!r} has no op {op!r})"
                 raise HwnasError(
                     f"layer {layer.index} ({shape}): {op!r} is not allowed{why}; legal: {', '.join(layer.candidates)}"
                 )

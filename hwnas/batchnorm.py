@@ -1,8 +1,12 @@
-"""BatchNorm recalibration: running statistics that belong to the child, not to the supernet.
+"""BatchNorm recalibration: running statistics that belong to the weights as they are now.
 
 Inside a supernet a BN layer saw the mixture of paths that happened to run before it, so its
 running mean and variance do not describe any one child. SPOS, GreedyNAS and DSNAS all reset
-them and re-estimate on a few training batches before evaluating a child; so do we.
+them and re-estimate on a few training batches before evaluating a child; so do we. Training
+at a high learning rate has the same flaw in time: the momentum average trails weights that
+moved, and after one fine-tuning epoch of a 21-layer child it put the validation accuracy at
+0.086 where the weights, recalibrated, scored 0.911. ``hwnas train`` recalibrates before each
+evaluation, so the weights it saves are the weights it scored.
 """
 
 from __future__ import annotations
