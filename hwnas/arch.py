@@ -133,15 +133,19 @@ def load_arch(source: str | Path) -> Arch:
     text = str(source)
     if _is_file(text):
         try:
-            arch = Arch.from_json(Path(text).read_text())
-        except HwnasError as error:
+            return _known_space(Arch.from_json(Path(text).read_text())).validated()
+        except (HwnasError, OSError, UnicodeDecodeError) as error:
             raise HwnasError(f"{text}: {error}") from None
-    elif ":" in text and not text.lstrip().startswith("{"):
+    if ":" in text and not text.lstrip().startswith("{"):
         arch = Arch.from_compact(text)
     elif text.lstrip().startswith("{"):
         arch = Arch.from_json(text)
     else:
         raise HwnasError(f"{text!r} is neither an arch file nor a compact arch (SPACE[,key=value...]:op-op-...)")
+    return _known_space(arch).validated()
+
+
+def _known_space(arch: Arch) -> Arch:
     if arch.space not in SPACES:
         raise HwnasError(f"unknown space {arch.space!r}; known: {', '.join(SPACES)}")
-    return arch.validated()
+    return arch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,22 @@ def load_torch(path: str | Path, what: str = "file", expected: str = "a torch fi
 
 
 def _load_failure(error: Exception) -> str:
-    """Why ``torch.load(weights_only=True)`` failed, without torch's advice to turn ``weights_only`` off."""
-    text = str(error)
-    if "WeightsUnpickler error:" in text:  # not a torch file at all: torch reports the first byte it cannot read
-        return "not a PyTorch file (" + " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the")[0].split()) + ")"
-    if "not an allowed global" in text:  # a pickle of more than tensors: hwnas never runs code from a file
-        return "it holds Python objects besides tensors (" + text.split("Please use", 1)[0].strip() + ")"
-    return text.strip().splitlines()[0] if text.strip() else f"{type(error).__name__} (empty or cut short?)"
+    """Why ``torch.load(weights_only=True)`` failed, without torch's advice to turn ``weights_only`` off.
+
+    hwnas never runs code from a file, so a pickled object (a whole model, not its state dict)
+    is refused; the reason names what it found.
+    """
+    text = " ".join(str(error).split())
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"(\S+) was not an allowed global", text)
+    if found:
+        return f"it holds a Python object ({found.group(1)}), not only tensors: save model.state_dict(), not the model"
+    if "TorchScript" in text:
+        return "a TorchScript archive, not a state dict"
+    found = re.search(r"WeightsUnpickler error: (.+?)(?: Check the documentation|$)", text)
+    if found:
+        return f"not a PyTorch file ({found.group(1)})"
+    text = re.split(r" (?:In PyTorch 2\.6|Re-running)", text)[0]
+    return text or f"{type(error).__name__} (empty or cut short?)"
 
 
 def load_json(path: str | Path) -> dict[str, Any]:

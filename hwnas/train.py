@@ -8,7 +8,8 @@ one folder: ``arch.json``, ``trained.pt`` (the weights ``hwnas export`` prefers)
 The learning rate is a pure function of the step (cosine from ``lr`` to 0) and each epoch's
 batch order a pure function of the seed and the epoch, so a resumed run continues exactly as
 the uninterrupted one would have. Before each evaluation the BN statistics are re-estimated at
-the current weights (``hwnas.batchnorm``): the scored weights are the saved weights.
+the current weights (``hwnas.batchnorm``), not left as a momentum average over weights that
+have since moved; they are saved with the weights.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.bn_batches < 1:
-            raise HwnasError(f"--epochs, --batch-size and bn_batches must be >= 1 (got {self.epochs}, {self.batch_size}, "
+            raise HwnasError(f"--epochs, --batch-size and --bn-batches must be >= 1 (got {self.epochs}, {self.batch_size}, "
                              f"{self.bn_batches})")
         if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
             raise HwnasError(f"--lr must be > 0 and --label-smoothing in [0, 1) (got {self.lr}, {self.label_smoothing})")

@@ -84,6 +84,10 @@ def test_bad_arch_fails_the_cli_with_a_message(cli_runner, tmp_path):
         assert result.exit_code == EXIT_ERROR, (command, result.output)
         assert result.output.startswith("error: ") and "Traceback" not in result.output
     assert str(broken) in cli_runner.invoke(cli, ["arch", "show", str(broken)]).output  # the message names the file
+    binary = tmp_path / "weights.pt"
+    binary.write_bytes(bytes(range(256)))
+    result = cli_runner.invoke(cli, ["arch", "show", str(binary)])
+    assert result.exit_code == EXIT_ERROR and result.output.startswith(f"error: {binary}: ") and "Traceback" not in result.output
 
 
 def test_arch_cli_sample_show_flops(cli_runner, tmp_path):

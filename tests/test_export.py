@@ -97,6 +97,8 @@ def test_bad_inputs_give_clear_errors(cli_runner, small_run, tmp_path):
     corrupt.write_bytes(b"not a checkpoint")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(b"")
+    whole_model = tmp_path / "model.pt"
+    torch.save(torch.nn.Linear(2, 2), whole_model)  # the model object, not its state dict
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     (unfinished / "config.json").write_text("{}")
@@ -109,6 +111,8 @@ def test_bad_inputs_give_clear_errors(cli_runner, small_run, tmp_path):
         (["--run", unfinished], f"no derived child (no arch.json): has its search finished? (`hwnas search --resume {unfinished}`)"),
         (["--arch", arch, "--weights", corrupt], "cannot be read as a state dict: not a PyTorch file (Unsupported operand"),
         (["--arch", arch, "--weights", truncated], "cannot be read as a state dict: EOFError (empty or cut short?)"),
+        (["--arch", arch, "--weights", whole_model], "it holds a Python object (torch.nn.modules.linear.Linear), not only "
+                                                      "tensors: save model.state_dict(), not the model"),
         (["--arch", arch, "--weights", foreign], "does not fit this arch's net"),
         (["--arch", arch.rsplit("-", 1)[0]], "20 choices but space 'proxyless' has 21"),
         (["--run", small_run, "--budget", "fast"], "cannot read latency budget"),

@@ -107,7 +107,7 @@ def test_a_noisy_validation_says_so():
     from hwnas.latency.validate import NOISY_FLOOR, noise_warnings
 
     assert noise_warnings({"noise_floor": {"mape": 0.184}}) == [
-        "the machine disagreed with itself by 18.4% (noise floor, even vs odd rounds): no calibration fitted now predicts "
-        "closer than that; validate again in a quieter hour or with more --rounds"]
+        "the machine disagreed with itself by 18.4% (noise floor, even vs odd rounds): these figures and the calibration "
+        "fitted now carry that noise; validate again in a quieter hour or with more --rounds"]
     assert noise_warnings({"noise_floor": {"mape": NOISY_FLOOR}}) == []
     assert noise_warnings({}) == []  # one round: no noise floor to judge by

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hwnas.arch import load_arch
-from hwnas.cli.options import build_space, echo_json, json_option, space_options
+from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option, space_options
 from hwnas.errors import HwnasError
 from hwnas.latency.lookup import default_table_path, expected_meta
 from hwnas.latency.model import LatencyModel
@@ -60,7 +60,7 @@ def _table_space(table: LatencyTable) -> ChainSpace:
 def _show_warnings() -> None:
     """Foreign-table warnings reach the user as ``warning: ...`` lines on stderr."""
     warnings.simplefilter("always")
-    warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}", err=True)
+    warnings.showwarning = lambda message, *args, **kwargs: echo_warnings(str(message))
 
 
 @click.command()
@@ -94,8 +94,7 @@ def profile(space: str, space_overrides: dict, device: str, runtime_name: str, b
         what = "resumed" if result.resumed else "new"
         click.echo(f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
                    f"{result.measurements} measurements, {result.wall_s:.1f} s)")
-    for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
+    echo_warnings(*result.warnings)
 
 
 @click.group()
@@ -147,8 +146,7 @@ def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup
         click.echo(f"calibration stored in {table_path}: {_calibration_line(table)}")
         if replaced:
             click.echo(f"it replaces: {replaced}")
-    for warning in report["warnings"]:
-        click.echo(f"warning: {warning}", err=True)
+    echo_warnings(*report["warnings"])
 
 
 def _calibration_line(table: LatencyTable) -> str | None:

@@ -20,7 +20,7 @@ def space_options(with_space_name: bool = True, shape_from_data: bool = False) -
     """
 
     def default(value: str) -> str:
-        return "[default: from --data]" if shape_from_data else f"[default: {value}]"
+        return f"[default: from --data, else {value}]" if shape_from_data else f"[default: {value}]"
 
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
@@ -53,6 +53,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+def echo_warnings(*messages: str | None) -> None:
+    """``warning: ...`` lines on stderr (stdout stays clean for ``--json``); None is skipped."""
+    for message in messages:
+        if message:
+            click.echo(f"warning: {message}", err=True)
 
 
 data_option = click.option(

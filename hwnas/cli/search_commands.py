@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from hwnas.cli.options import build_space, data_option, echo_json, json_option, space_options
+from hwnas.cli.options import build_space, data_option, echo_json, echo_warnings, json_option, space_options
 from hwnas.data import natural_space_args
 from hwnas.errors import HwnasError
 from hwnas.search import STRATEGIES
@@ -113,9 +113,8 @@ def search(space: str, space_overrides: dict[str, Any], latency: str | None, tab
         )
         folder = Path(out) if out else _default_out(method)
         run = SearchRun(config, folder, progress=not quiet)  # checks table and budget before anything is written
-        if run.target.aim_clamped:
-            click.echo(f"warning: {run.target.clamp_note()}", err=True)
         _prepare_out(folder, force)
+        echo_warnings(run.target.clamp_note())
         result = run.run()
     if as_json:
         echo_json({**result, "run": str(folder)})

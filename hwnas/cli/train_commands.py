@@ -30,14 +30,16 @@ from hwnas.train import CHECKPOINT, WEIGHTS, TrainConfig, train_child
 @click.option("--label-smoothing", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
+@click.option("--bn-batches", type=int, default=20, show_default=True,
+              help="Training batches that re-estimate the BN statistics before each evaluation.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Train again over an earlier training's results.")
 @json_option
 def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, weights: Path | None, out: Path | None,
           data: str, epochs: int, batch_size: int, lr: float, weight_decay: float, label_smoothing: float, seed: int,
-          workers: int, resume: bool, force: bool, as_json: bool) -> None:
+          workers: int, bn_batches: int, resume: bool, force: bool, as_json: bool) -> None:
     """Train a child net and write trained.pt (what `hwnas export` ships) and its validation accuracy."""
-    config = TrainConfig(epochs, batch_size, lr, 0.9, weight_decay, label_smoothing, seed, workers)
+    config = TrainConfig(epochs, batch_size, lr, 0.9, weight_decay, label_smoothing, seed, workers, bn_batches)
     if arch_source:
         if run_dir:
             raise HwnasError("give --run or --arch, not both")

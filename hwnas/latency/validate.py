@@ -140,8 +140,8 @@ def noise_warnings(report: dict[str, Any]) -> list[str]:
     floor = report.get("noise_floor", {}).get("mape")
     if floor is None or floor <= NOISY_FLOOR:
         return []
-    return [f"the machine disagreed with itself by {floor:.1%} (noise floor, even vs odd rounds): no calibration fitted "
-            "now predicts closer than that; validate again in a quieter hour or with more --rounds"]
+    return [f"the machine disagreed with itself by {floor:.1%} (noise floor, even vs odd rounds): these figures and the "
+            "calibration fitted now carry that noise; validate again in a quieter hour or with more --rounds"]
 
 
 def split_half(rounds: list[list[Timing]]) -> tuple[list[float], list[float]]:

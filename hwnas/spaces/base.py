@@ -246,10 +246,10 @@ class ChainSpace:
             if op not in layer.candidates:
                 shape = f"{layer.c_in}->{layer.c_out} channels, stride {layer.stride}"
                 why = ""
-                if op in SKIP_OPS and (layer.stride != 1 or layer.c_in != layer.c_out):
-                    why = " (a skip op needs stride 1 and C_in == C_out)"
-                elif op not in offered:
+                if op not in offered:
                     why = f" (space {self.name!r} has no op {op!r})"
+                elif op in SKIP_OPS and (layer.stride != 1 or layer.c_in != layer.c_out):
+                    why = " (a skip op needs stride 1 and C_in == C_out)"
                 raise HwnasError(
                     f"layer {layer.index} ({shape}): {op!r} is not allowed{why}; legal: {', '.join(layer.candidates)}"
                 )
