@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"space range (sum of entries): fastest {model.fastest()[1]:.3f} ms, slowest {model.slowest()[1]:.3f} ms; "
           f"per-call overhead {model.call_overhead_ms * 1e3:.1f} us; "
           f"calibration measured ~ {report['calibration']['a']:.3f} * sum + {report['calibration']['b']:.3f} ms")
-    for warning in table.meta.get("warnings", []):
+    for warning in dict.fromkeys(table.meta.get("warnings", []) + report["warnings"]):  # the profile's, then the validation's
         print(f"warning: {warning}")
     print(format_report(report))
     return 0

@@ -1,4 +1,4 @@
-"""Reading a run folder: the arch, the options it ran with, its result and the child's weights.
+"""A run folder: the names of its files, and reading its arch, options, result and the child's weights.
 
 ``hwnas search`` writes the folder, ``hwnas train`` adds fine-tuned weights to it, and
 ``hwnas export`` reads it. Weights are state dicts, loaded with ``weights_only=True``.
@@ -18,8 +18,12 @@ from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch
 
 RUNS_ROOT = Path("runs")
+# the files of a run folder: ``hwnas search`` writes the first nine, ``hwnas train`` the last four
+ARCH, CONFIG, RESULT, HISTORY, CHECKPOINT = "arch.json", "config.json", "result.json", "history.jsonl", "checkpoint.pt"
+CHILD, SUPERNET, PLOT, REPORT = "child.pt", "supernet.pt", "search.png", "report.md"
+TRAINED, TRAIN_RESULT, TRAIN_HISTORY, TRAIN_CHECKPOINT = "trained.pt", "train_result.json", "train_history.jsonl", "train_checkpoint.pt"
 #: weights of the derived child, newest kind first: fine-tuned by ``hwnas train``, then as the search left them
-CHILD_WEIGHTS = ("trained.pt", "child.pt")
+CHILD_WEIGHTS = (TRAINED, CHILD)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -51,29 +55,29 @@ class RunFolder:
         path = Path(path)
         if not path.is_dir():
             raise HwnasError(f"run folder {path} does not exist")
-        if not (path / "arch.json").exists():
-            if not (path / "config.json").exists():
-                raise HwnasError(f"{path} is not a search run folder (no config.json, no arch.json)")
-            raise HwnasError(f"{path} holds no derived child (no arch.json): has its search finished? (`hwnas search --resume {path}`)")
+        if not (path / ARCH).exists():
+            if not (path / CONFIG).exists():
+                raise HwnasError(f"{path} is not a search run folder (no {CONFIG}, no {ARCH})")
+            raise HwnasError(f"{path} holds no derived child (no {ARCH}): has its search finished? (`hwnas search --resume {path}`)")
         return cls(path)
 
     @classmethod
     def newest(cls, root: Path = RUNS_ROOT) -> RunFolder:
         """The most recently changed run under ``root`` that holds a derived arch."""
-        runs = [p.parent for p in root.glob("*/arch.json")] if root.is_dir() else []
+        runs = [p.parent for p in root.glob(f"*/{ARCH}")] if root.is_dir() else []
         if not runs:
             raise HwnasError(f"no finished run under {root}/: run `hwnas search` first, or pass --run DIR or --arch ARCH")
-        return cls(max(runs, key=lambda p: (p / "arch.json").stat().st_mtime))
+        return cls(max(runs, key=lambda p: (p / ARCH).stat().st_mtime))
 
     def arch(self) -> Arch:
-        return load_arch(self.path / "arch.json")
+        return load_arch(self.path / ARCH)
 
     def config(self) -> dict[str, Any]:
-        path = self.path / "config.json"
+        path = self.path / CONFIG
         return load_json(path) if path.exists() else {}
 
     def result(self) -> dict[str, Any]:
-        path = self.path / "result.json"
+        path = self.path / RESULT
         return load_json(path) if path.exists() else {}
 
     def weights_path(self) -> Path:

@@ -31,11 +31,7 @@ from hwnas.batchnorm import recalibrate_bn
 from hwnas.data import DataSplits, make_loader
 from hwnas.errors import HwnasError
 from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
-
-CHECKPOINT = "train_checkpoint.pt"
-WEIGHTS = "trained.pt"
-HISTORY = "train_history.jsonl"
-RESULT = "train_result.json"
+from hwnas.run_folder import ARCH, TRAIN_CHECKPOINT, TRAIN_HISTORY, TRAIN_RESULT, TRAINED
 
 
 @dataclass(frozen=True)
@@ -86,11 +82,11 @@ def cosine_lr(base_lr: float, step: int, total_steps: int, min_lr: float = 0.0) 
 def _save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: TrainConfig) -> None:
     state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "config": asdict(config), "rng": torch.get_rng_state()}
-    save_torch_atomic(folder / CHECKPOINT, state)
+    save_torch_atomic(folder / TRAIN_CHECKPOINT, state)
 
 
 def _history(folder: Path, epochs_done: int) -> list[dict[str, Any]]:
-    return [row for row in read_jsonl(folder / HISTORY) if row["epoch"] < epochs_done]
+    return [row for row in read_jsonl(folder / TRAIN_HISTORY) if row["epoch"] < epochs_done]
 
 
 def train_child(
@@ -114,15 +110,15 @@ def train_child(
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
     if resume:
-        if not (folder / CHECKPOINT).exists():
-            raise HwnasError(f"nothing to resume in {folder}: no {CHECKPOINT}")
-        state = load_torch(folder / CHECKPOINT, "checkpoint", "a checkpoint")
+        if not (folder / TRAIN_CHECKPOINT).exists():
+            raise HwnasError(f"nothing to resume in {folder}: no {TRAIN_CHECKPOINT}")
+        state = load_torch(folder / TRAIN_CHECKPOINT, "checkpoint", "a checkpoint")
         config = TrainConfig(**state["config"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start_epoch = int(state["epoch"]) + 1
-    arch.save(folder / "arch.json")
+    arch.save(folder / ARCH)
     history = _history(folder, start_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     val_loader = make_loader(data.val, 256, shuffle=False, workers=config.workers)
@@ -153,12 +149,12 @@ def train_child(
                "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - began}
         history.append(row)
         # history first, checkpoint last: a crash between them only repeats this epoch on resume
-        write_text_atomic(folder / HISTORY, "".join(json.dumps(r) + "\n" for r in history))
+        write_text_atomic(folder / TRAIN_HISTORY, "".join(json.dumps(r) + "\n" for r in history))
         _save_checkpoint(folder, model, optimizer, epoch, config)
         if on_epoch:
             on_epoch(row)
-    save_torch_atomic(folder / WEIGHTS, model.state_dict())
+    save_torch_atomic(folder / TRAINED, model.state_dict())
     result = {"arch": arch.to_compact(), "val_acc": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
-              "epochs": config.epochs, "config": asdict(config), "data": data.name, "weights": str(folder / WEIGHTS)}
-    write_json_atomic(folder / RESULT, result)
+              "epochs": config.epochs, "config": asdict(config), "data": data.name, "weights": str(folder / TRAINED)}
+    write_json_atomic(folder / TRAIN_RESULT, result)
     return result

@@ -59,6 +59,7 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     assert table.calibration["a"] == pytest.approx(report["calibration"]["a"])
     assert table.p90_relative_error == pytest.approx(report["calibrated"]["p90_relative_error"])
     assert len(table.validation["points"]) == 6  # the scored random archs; the anchors are kept apart
+    assert all(0 < point["p10_ms"] <= point["measured_ms"] for point in table.validation["points"])  # both over the rounds
     model = LatencyModel(LatencyTable(table.meta, table.entries), Arch.from_compact(table.validation["points"][0]["arch"]).build_space())
     anchors = {a["role"]: a for a in table.validation["anchors"]}
     assert anchors["fastest"]["arch"] == model.fastest()[0].to_compact() and anchors["fastest"]["measured_ms"] > 0

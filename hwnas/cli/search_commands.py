@@ -13,10 +13,11 @@ from hwnas.data import natural_space_args
 from hwnas.errors import HwnasError
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import LOSS_FORMS, parse_latency
-from hwnas.search.loop import CHECKPOINT, CONFIG, HISTORY, RESULT, SearchConfig, SearchRun
+from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SUPERNET
+from hwnas.search.loop import SearchConfig, SearchRun
 
 #: files a fresh run writes; --force removes stale ones first so a half-finished rerun never mixes with an old result
-RUN_FILES = (CHECKPOINT, CONFIG, HISTORY, RESULT, "arch.json", "child.pt", "supernet.pt", "search.png", "report.md")
+RUN_FILES = (CHECKPOINT, CONFIG, HISTORY, RESULT, ARCH, CHILD, SUPERNET, PLOT, REPORT)
 
 #: CLI flag -> method knob name; each method accepts only its own (see ``Strategy.knobs``)
 METHOD_KNOBS = {

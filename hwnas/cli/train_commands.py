@@ -12,7 +12,8 @@ from hwnas.cli.options import data_option, echo_json, json_option
 from hwnas.data import load_data
 from hwnas.errors import HwnasError
 from hwnas.run_folder import RUNS_ROOT, RunFolder, load_weights
-from hwnas.train import CHECKPOINT, WEIGHTS, TrainConfig, train_child
+from hwnas.run_folder import TRAIN_CHECKPOINT, TRAINED
+from hwnas.train import TrainConfig, train_child
 
 
 @click.command()
@@ -56,10 +57,10 @@ def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, wei
         run = RunFolder.open(run_dir) if run_dir else RunFolder.newest()
         arch, model, _ = run.child()
         folder = run.path
-    if (folder / WEIGHTS).exists() and not (resume or force):
-        raise HwnasError(f"{folder} already holds a trained child ({WEIGHTS}); pass --resume to continue or --force to train again")
-    if resume and not (folder / CHECKPOINT).exists():
-        raise HwnasError(f"nothing to resume in {folder}: no {CHECKPOINT}")
+    if (folder / TRAINED).exists() and not (resume or force):
+        raise HwnasError(f"{folder} already holds a trained child ({TRAINED}); pass --resume to continue or --force to train again")
+    if resume and not (folder / TRAIN_CHECKPOINT).exists():
+        raise HwnasError(f"nothing to resume in {folder}: no {TRAIN_CHECKPOINT}")
     if arch_source and not resume and folder.exists() and any(folder.iterdir()) and not force:
         raise HwnasError(f"{folder} exists and is not empty; pass --force to write into it")
     space_args = arch.space_args
@@ -76,4 +77,4 @@ def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, wei
     if as_json:
         echo_json({**result, "folder": str(folder)})
     else:
-        click.echo(f"validation accuracy {result['val_acc']:.4f}; weights in {folder / WEIGHTS}")
+        click.echo(f"validation accuracy {result['val_acc']:.4f}; weights in {folder / TRAINED}")

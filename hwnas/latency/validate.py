@@ -76,12 +76,13 @@ def validate_table(
         bar.update(1)
 
     try:
-        measured = [t.median_ms for t in runtime.measure(runners, on_measured=record)]
+        timings = runtime.measure(runners, on_measured=record)
     finally:
         bar.close()
+    measured = [t.median_ms for t in timings]
     points = [
-        {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": m, "p10_ms": t[0].p10_ms if t else None}
-        for arch, p, m, t in zip(measured_archs, predicted, measured, rounds)
+        {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": t.median_ms, "p10_ms": t.p10_ms}
+        for arch, p, t in zip(measured_archs, predicted, timings)
     ]
     # the scores are over the random archs only
     anchor_points = points[len(archs):]

@@ -26,15 +26,13 @@ from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.latency.lookup import expected_meta
+from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SUPERNET
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import BudgetController, Target, make_target
 from hwnas.search.derive import derive_under_budget
 from hwnas.search.supernet import ArchParameters, Supernet
 from hwnas.spaces import get_space
 from hwnas.train import cosine_lr, evaluate
-
-CHECKPOINT, CONFIG, HISTORY, RESULT = "checkpoint.pt", "config.json", "history.jsonl", "result.json"
-
 
 @dataclass
 class SearchConfig:
@@ -286,9 +284,9 @@ class SearchRun:
         _, child_acc = evaluate(child, make_loader(self.data.val, 256, False, self.config.workers))
         history = self.history()
         supernet_acc = history[-1]["val_acc"] if history else float("nan")
-        arch.save(self.out / "arch.json")
-        save_torch_atomic(self.out / "child.pt", child.state_dict())
-        save_torch_atomic(self.out / "supernet.pt", self.supernet.state_dict())
+        arch.save(self.out / ARCH)
+        save_torch_atomic(self.out / CHILD, child.state_dict())
+        save_torch_atomic(self.out / SUPERNET, self.supernet.state_dict())
         result = {
             "method": self.config.method,
             "budget_ms": self.target.budget_ms,
@@ -303,6 +301,6 @@ class SearchRun:
             "table": str(self.table.path),
         }
         write_json_atomic(self.out / RESULT, result)
-        write_plot(self.out / "search.png", history, self.target, self.config.method)
-        write_report(self.out / "report.md", result, history, self.target, self.resolved_config(), arch, self.latency)
+        write_plot(self.out / PLOT, history, self.target, self.config.method)
+        write_report(self.out / REPORT, result, history, self.target, self.resolved_config(), arch, self.latency)
         return result
