@@ -59,7 +59,6 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     assert table.calibration["a"] == pytest.approx(report["calibration"]["a"])
     assert table.p90_relative_error == pytest.approx(report["calibrated"]["p90_relative_error"])
     assert len(table.validation["points"]) == 6  # the scored random archs; the anchors are kept apart
-    assert all(0 < point["p10_ms"] <= point["measured_ms"] for point in table.validation["points"])  # both over the rounds
     model = LatencyModel(LatencyTable(table.meta, table.entries), Arch.from_compact(table.validation["points"][0]["arch"]).build_space())
     anchors = {a["role"]: a for a in table.validation["anchors"]}
     assert anchors["fastest"]["arch"] == model.fastest()[0].to_compact() and anchors["fastest"]["measured_ms"] > 0
@@ -76,6 +75,33 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     assert revalidated.exit_code == 0, revalidated.output
     first = f"measured ~ {table.calibration['a']:.4f} * sum + {table.calibration['b']:.4f} ms"
     assert f"it replaces: {first}" in revalidated.stdout and table.calibration["fitted"] in revalidated.stdout
+
+
+def test_a_validation_point_combines_all_its_rounds(table_path, monkeypatch):
+    """Median, p10 and noise floor of a point rest on every round (timings set by hand), as the export's do."""
+    from hwnas.latency.protocol import Protocol, Timing, combine_rounds
+    from hwnas.latency.runtimes import get_runtime
+    from hwnas.latency.validate import validate_table
+    from hwnas.spaces import get_space
+
+    table = LatencyTable.load(table_path)
+    space = get_space(table.meta["space"], **table.meta["space_args"])
+    runtime = get_runtime("torch", "cpu", 1, protocol=Protocol(rounds=3))
+    per_round = [(1.0, 0.9), (3.0, 2.5), (2.0, 1.2)]  # (median, p10): the first round's p10 is nobody's answer
+
+    def measure(runners, on_measured=None, **_):
+        for round_index, (median, p10) in enumerate(per_round):
+            for index in range(len(runners)):
+                on_measured(index, round_index, Timing(median * (index + 1), p10 * (index + 1), 4.0 * (index + 1), 20))
+        return [combine_rounds([Timing(m * (i + 1), p * (i + 1), 4.0 * (i + 1), 20) for m, p in per_round]) for i in range(len(runners))]
+
+    monkeypatch.setattr(runtime, "measure", measure)
+    report = validate_table(table, space, runtime, n=4, progress=False)
+    for index, point in enumerate(report["points"] + report["anchors"]):
+        assert point["measured_ms"] == pytest.approx(2.0 * (index + 1))  # median of 1, 3, 2
+        assert point["p10_ms"] == pytest.approx(1.2 * (index + 1))  # median of 0.9, 2.5, 1.2; the first round's was 0.9
+    # even rounds (medians 1 and 2 -> 1.5) against the odd round (3): |1.5 - 3| / 3 for every arch
+    assert report["noise_floor"]["mape"] == pytest.approx(0.5)
 
 
 def test_foreign_table_refused_then_allowed_with_a_warning(cli_runner, table_path, tmp_path):

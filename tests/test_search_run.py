@@ -150,8 +150,13 @@ def test_cli_search_json_fills_space_from_data_and_refuses_non_empty_out(cli_run
     assert saved["method"] == "proxyless" and saved["budget_ms"] == pytest.approx(budget) and "aim_ms" in saved
     again = run_cli(cli_runner, *args)
     assert again.exit_code == 2 and "--resume" in again.output and "--force" in again.output
+    stale = {name: out / name for name in ("trained.pt", "train_result.json", "train_history.jsonl", "train_checkpoint.pt")}
+    for path in stale.values():  # as `hwnas train --run` leaves them; export would prefer trained.pt over the new child
+        path.write_text("an older run's")
+    (out / "notes.txt").write_text("mine")
     forced = run_cli(cli_runner, *args, "--force")
     assert forced.exit_code == 0
+    assert not any(path.exists() for path in stale.values()) and (out / "notes.txt").read_text() == "mine"
 
 
 def test_kill_9_mid_run_then_resume_loses_nothing(tmp_path, table_path):

@@ -13,11 +13,11 @@ from hwnas.data import natural_space_args
 from hwnas.errors import HwnasError
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import LOSS_FORMS, parse_latency
-from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SUPERNET
+from hwnas.run_folder import CONFIG, RUNS_ROOT, SEARCH_FILES, TRAIN_FILES
 from hwnas.search.loop import SearchConfig, SearchRun
 
-#: files a fresh run writes; --force removes stale ones first so a half-finished rerun never mixes with an old result
-RUN_FILES = (CHECKPOINT, CONFIG, HISTORY, RESULT, ARCH, CHILD, SUPERNET, PLOT, REPORT)
+#: --force removes these first, so a rerun never mixes with an old result (nor export with an old run's fine-tuned weights)
+RUN_FILES = SEARCH_FILES + TRAIN_FILES
 
 #: CLI flag -> method knob name; each method accepts only its own (see ``Strategy.knobs``)
 METHOD_KNOBS = {
@@ -38,7 +38,7 @@ def _method_knobs(command: Any) -> Any:
 
 
 def _default_out(method: str) -> Path:
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
+    return RUNS_ROOT / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
 
 
 def _prepare_out(out: Path, force: bool) -> None:
@@ -85,7 +85,7 @@ def search(space: str, space_overrides: dict[str, Any], latency: str | None, tab
     """Search SPACE for the most accurate net whose predicted latency meets --latency."""
     if resume:
         if latency is not None or out is not None:
-            raise HwnasError("--resume continues a run with the options saved in its config.json; leave out --latency and --out")
+            raise HwnasError(f"--resume continues a run with the options saved in its {CONFIG}; leave out --latency and --out")
         folder = Path(resume)
         run = SearchRun(SearchConfig.load(folder), folder, progress=not quiet)
         result = run.run(resume=True)

@@ -11,8 +11,7 @@ from hwnas.arch import load_arch
 from hwnas.cli.options import data_option, echo_json, json_option
 from hwnas.data import load_data
 from hwnas.errors import HwnasError
-from hwnas.run_folder import RUNS_ROOT, RunFolder, load_weights
-from hwnas.run_folder import TRAIN_CHECKPOINT, TRAINED
+from hwnas.run_folder import RUNS_ROOT, TRAIN_CHECKPOINT, TRAINED, RunFolder, load_weights
 from hwnas.train import TrainConfig, train_child
 
 

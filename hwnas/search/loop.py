@@ -34,6 +34,7 @@ from hwnas.search.supernet import ArchParameters, Supernet
 from hwnas.spaces import get_space
 from hwnas.train import cosine_lr, evaluate
 
+
 @dataclass
 class SearchConfig:
     """Every option of a search; saved as ``config.json`` and enough to rebuild the run on resume."""

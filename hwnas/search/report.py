@@ -9,6 +9,7 @@ from typing import Any
 from hwnas.arch import Arch
 from hwnas.files import write_bytes_atomic, write_text_atomic
 from hwnas.latency import LatencyModel
+from hwnas.run_folder import PLOT
 from hwnas.search.budget import Target
 
 
@@ -84,5 +85,5 @@ def write_report(
             f"| {row['epoch'] + 1} | {row['train_acc']:.3f} | {row['val_acc']:.3f} | {row['expected_ms']:.4f} | "
             f"{row['argmax_ms']:.4f} | {row['multiplier']:.3f} | {row['entropy']:.3f} | {temperature} | {row['layers_fixed']} |"
         )
-    lines += ["", "![search](search.png)", ""]
+    lines += ["", f"![search]({PLOT})", ""]
     write_text_atomic(path, "\n".join(lines))
