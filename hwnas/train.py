@@ -85,6 +85,14 @@ def _save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Opti
     save_torch_atomic(folder / TRAIN_CHECKPOINT, state)
 
 
+def resume_checkpoint(folder: Path) -> Path:
+    """The checkpoint ``--resume`` continues from; a clear error when the folder has none."""
+    path = folder / TRAIN_CHECKPOINT
+    if not path.exists():
+        raise HwnasError(f"nothing to resume in {folder}: no {TRAIN_CHECKPOINT}")
+    return path
+
+
 def _history(folder: Path, epochs_done: int) -> list[dict[str, Any]]:
     return [row for row in read_jsonl(folder / TRAIN_HISTORY) if row["epoch"] < epochs_done]
 
@@ -110,9 +118,7 @@ def train_child(
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
     if resume:
-        if not (folder / TRAIN_CHECKPOINT).exists():
-            raise HwnasError(f"nothing to resume in {folder}: no {TRAIN_CHECKPOINT}")
-        state = load_torch(folder / TRAIN_CHECKPOINT, "checkpoint", "a checkpoint")
+        state = load_torch(resume_checkpoint(folder), "checkpoint", "a checkpoint")
         config = TrainConfig(**state["config"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -90,10 +90,11 @@ def test_a_validation_point_combines_all_its_rounds(table_path, monkeypatch):
     per_round = [(1.0, 0.9), (3.0, 2.5), (2.0, 1.2)]  # (median, p10): the first round's p10 is nobody's answer
 
     def measure(runners, on_measured=None, **_):
-        for round_index, (median, p10) in enumerate(per_round):
-            for index in range(len(runners)):
-                on_measured(index, round_index, Timing(median * (index + 1), p10 * (index + 1), 4.0 * (index + 1), 20))
-        return [combine_rounds([Timing(m * (i + 1), p * (i + 1), 4.0 * (i + 1), 20) for m, p in per_round]) for i in range(len(runners))]
+        timings = [[Timing(m * (i + 1), p * (i + 1), 4.0 * (i + 1), 20) for m, p in per_round] for i in range(len(runners))]
+        for round_index in range(len(per_round)):
+            for index, rounds in enumerate(timings):
+                on_measured(index, round_index, rounds[round_index])
+        return [combine_rounds(rounds) for rounds in timings]
 
     monkeypatch.setattr(runtime, "measure", measure)
     report = validate_table(table, space, runtime, n=4, progress=False)

@@ -103,8 +103,13 @@ def test_cli_fine_tunes_a_run_in_place_and_refuses_to_redo_it(cli_runner, tmp_pa
 
 
 def test_cli_argument_errors(cli_runner, tmp_path):
-    arch, _ = _net()
+    arch, model = _net()
+    searched = tmp_path / "searched"  # a run no `hwnas train` has touched
+    searched.mkdir()
+    arch.save(searched / "arch.json")
+    torch.save(model.state_dict(), searched / "child.pt")
     cases = [
+        (["train", "--run", str(searched), "--resume", "--data", "fake"], f"nothing to resume in {searched}: no train_checkpoint.pt"),
         (["train", "--arch", arch.to_compact(), "--out", str(tmp_path / "x")], "--from-scratch or --weights"),
         (["train", "--arch", arch.to_compact().replace("num_classes=10", "num_classes=3"), "--from-scratch",
           "--data", "fake", "--out", str(tmp_path / "y")], "has 10 classes but the arch's net has 3"),

@@ -11,8 +11,8 @@ from hwnas.arch import load_arch
 from hwnas.cli.options import data_option, echo_json, json_option
 from hwnas.data import load_data
 from hwnas.errors import HwnasError
-from hwnas.run_folder import RUNS_ROOT, TRAIN_CHECKPOINT, TRAINED, RunFolder, load_weights
-from hwnas.train import TrainConfig, train_child
+from hwnas.run_folder import RUNS_ROOT, TRAINED, RunFolder, load_weights
+from hwnas.train import TrainConfig, resume_checkpoint, train_child
 
 
 @click.command()
@@ -58,8 +58,8 @@ def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, wei
         folder = run.path
     if (folder / TRAINED).exists() and not (resume or force):
         raise HwnasError(f"{folder} already holds a trained child ({TRAINED}); pass --resume to continue or --force to train again")
-    if resume and not (folder / TRAIN_CHECKPOINT).exists():
-        raise HwnasError(f"nothing to resume in {folder}: no {TRAIN_CHECKPOINT}")
+    if resume:
+        resume_checkpoint(folder)  # refused here, before the data is loaded
     if arch_source and not resume and folder.exists() and any(folder.iterdir()) and not force:
         raise HwnasError(f"{folder} exists and is not empty; pass --force to write into it")
     space_args = arch.space_args

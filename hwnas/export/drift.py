@@ -38,8 +38,8 @@ class Reference:
 def pick_references(model: LatencyModel, predicted_ms: float, count: int = DEFAULT_REFERENCES) -> list[Reference]:
     """The ``count`` validation nets of the model's table predicted nearest to ``predicted_ms``.
 
-    None when the table was never validated (there is nothing to compare with) or ``count`` is 0:
-    then its points are not even read, so ``--references 0`` gets past a malformed one.
+    An empty list when the table was never validated (there is nothing to compare with) or
+    ``count`` is 0: then its points are not even read, so ``--references 0`` gets past a malformed one.
     """
     if count <= 0:
         return []
