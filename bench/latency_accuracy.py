@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hwnas.latency.model import LatencyModel
+from hwnas.latency.model import LatencyModel, calibration_formula
 from hwnas.latency.profiler import profile_space
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import get_runtime
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(export and session creation included); validation of {args.n} archs: {report['wall_s']:.1f} s wall")
     print(f"space range (sum of entries): fastest {model.fastest()[1]:.3f} ms, slowest {model.slowest()[1]:.3f} ms; "
           f"per-call overhead {model.call_overhead_ms * 1e3:.1f} us; "
-          f"calibration measured ~ {report['calibration']['a']:.3f} * sum + {report['calibration']['b']:.3f} ms")
+          f"calibration {calibration_formula(report['calibration'])}")
     for warning in dict.fromkeys(table.meta.get("warnings", []) + report["warnings"]):  # the profile's, then the validation's
         print(f"warning: {warning}")
     print(format_report(report))

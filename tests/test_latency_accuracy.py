@@ -84,23 +84,58 @@ def test_robust_fit_ignores_a_contended_outlier():
     assert abs(a_lsq - 1.1) > 0.05
 
 
+def _line(fit: dict) -> tuple:
+    return fit["a"], fit["b"], fit["per_op_ms"], fit["fit"]
+
+
 def test_calibration_never_has_a_negative_slope():
     from hwnas.latency.validate import calibration_fit
 
-    assert calibration_fit([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])[:2] == (pytest.approx(2.0), pytest.approx(0.0))
-    a, b, method = calibration_fit([1.0, 1.1, 1.2, 1.3], [1.3, 1.2, 1.1, 1.0])  # noise reversed the order
-    assert a > 0 and b == 0.0 and method.startswith("ratio")
+    assert _line(calibration_fit([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]))[:3] == (pytest.approx(2.0), pytest.approx(0.0), 0.0)
+    a, b, _, method = _line(calibration_fit([1.0, 1.1, 1.2, 1.3], [1.3, 1.2, 1.1, 1.0]))  # noise reversed the order
+    assert a > 0 and b == 0.0 and method.startswith("ratio") and "slope was not positive" in method
     assert a == pytest.approx(np.median([1.3 / 1.0, 1.2 / 1.1, 1.1 / 1.2, 1.0 / 1.3]))
     # measured = 2 * sum - 1 fits the sample, but would predict -0.2 ms for the fastest net, summing to 0.4 ms
-    a, b, method = calibration_fit([1.0, 1.5, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0], fastest_sum_ms=0.4)
+    a, b, _, method = _line(calibration_fit([1.0, 1.5, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0], fastest=(0.4, 0)))
     assert b == 0.0 and "-0.2 ms for the fastest net" in method and a == pytest.approx(np.median([1.0, 2.0 / 1.5, 1.5, 4.0 / 2.5]))
     # the same line is kept where the space's fastest net sums to 0.6 ms (predicted 0.2 ms > 0)
-    assert calibration_fit([1.0, 1.5, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0], fastest_sum_ms=0.6) == (
-        pytest.approx(2.0), pytest.approx(-1.0), "theil-sen")
+    assert _line(calibration_fit([1.0, 1.5, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0], fastest=(0.6, 0))) == (
+        pytest.approx(2.0), pytest.approx(-1.0), 0.0, "theil-sen")
     # ... unless the fastest net itself was measured and contradicts it: the line predicts 0.2 ms
     # for it (measured 0.9), mean error 15.6 % against the ratio's 13.75 % (ratio 1.5), by hand
-    a, b, method = calibration_fit([1.0, 1.5, 2.0, 2.5, 0.6], [1.0, 2.0, 3.0, 4.0, 0.9], fastest_sum_ms=0.6)
+    a, b, _, method = _line(calibration_fit([1.0, 1.5, 2.0, 2.5, 0.6], [1.0, 2.0, 3.0, 4.0, 0.9], fastest=(0.6, 0)))
     assert (a, b) == (pytest.approx(1.5), 0.0) and "13.8%" in method and "15.6%" in method
+
+
+def test_per_op_line_recovers_what_each_op_costs_inside_a_net():
+    from hwnas.latency.accuracy import fit_per_op_line
+
+    rng = np.random.default_rng(0)
+    sums, ops = rng.uniform(0.2, 1.1, 17), rng.integers(6, 22, 17)
+    measured = 1.1 * sums + 0.006 * ops + 0.04
+    assert fit_per_op_line(sums, ops, measured) == (pytest.approx(1.1), pytest.approx(0.006), pytest.approx(0.04))
+    contended = measured.copy()
+    contended[4] *= 1.4  # another process took the core during this net: the refit leaves it out
+    assert fit_per_op_line(sums, ops, contended) == (pytest.approx(1.1), pytest.approx(0.006), pytest.approx(0.04))
+    with pytest.raises(HwnasError, match="vary independently"):
+        fit_per_op_line(sums[:5], 2 * sums[:5], measured[:5])  # op counts that move with the sums
+
+
+def test_calibration_prefers_the_per_op_line_where_small_nets_run_few_ops():
+    """The case of this project's VM: a line through the sum alone over-predicts the fastest net."""
+    from hwnas.latency.validate import calibration_fit
+
+    sums = [0.45, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0, 0.18, 1.07]  # random nets, then the fastest and the slowest
+    ops = [15, 17, 18, 18, 19, 20, 20, 6, 21]
+    measured = [1.1 * s + 0.006 * o + 0.04 for s, o in zip(sums, ops)]
+    fit = calibration_fit(sums, measured, (0.18, 6), ops)
+    assert fit["fit"] == "per-op line" and fit["per_op_ms"] == pytest.approx(0.006)
+    assert 1.1 * 0.18 + 0.006 * 6 + 0.04 == pytest.approx(fit["a"] * 0.18 + fit["per_op_ms"] * 6 + fit["b"])
+    sum_only = calibration_fit(sums, measured, (0.18, 6))  # without op counts, the best line misses the fastest net
+    assert sum_only["fit"] == "theil-sen" and sum_only["a"] * 0.18 + sum_only["b"] > 1.05 * (1.1 * 0.18 + 0.006 * 6 + 0.04)
+    # an op cannot cost less than nothing: measured falling with the op count refuses the per-op line
+    falling = [1.1 * s - 0.01 * o + 0.3 for s, o in zip(sums, ops)]
+    assert calibration_fit(sums, falling, (0.18, 6), ops)["fit"] != "per-op line"
 
 
 def test_a_noisy_validation_says_so():

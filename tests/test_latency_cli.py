@@ -16,6 +16,7 @@ from hwnas.cli.main import EXIT_ERROR, cli
 from hwnas.arch import Arch
 from hwnas.latency import LatencyModel
 from hwnas.latency.table import LatencyTable
+from hwnas.spaces import SKIP_OPS
 
 SPACE = ["--space", "shufflenet", "--resolution", "32", "--in-channels", "1", "--num-classes", "10"]
 QUICK = ["--rounds", "1", "--min-time", "0", "--warmup-time", "0"]
@@ -67,13 +68,16 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     raw = table.validation["points"][0]["predicted_sum_ms"]
     predicted = json.loads(cli_runner.invoke(cli, ["predict", arch, "--table", str(copy), "--json"]).output)
     assert set(predicted) == {"latency_ms"}
-    assert predicted["latency_ms"] == pytest.approx(table.calibration["a"] * raw + table.calibration["b"])
+    ops = sum(op not in SKIP_OPS for op in Arch.from_compact(arch).choices)
+    fit = table.calibration
+    assert predicted["latency_ms"] == pytest.approx(fit["a"] * raw + fit.get("per_op_ms", 0) * ops + fit["b"])
     again = cli_runner.invoke(cli, ["tables", "validate", str(copy), "--n", "4", *QUICK, "--plot", str(plot), "--no-progress"])
     assert again.exit_code == EXIT_ERROR and "exists" in again.output
     assert LatencyTable.load(copy).calibration == table.calibration  # a refused run leaves the table as it was
     revalidated = cli_runner.invoke(cli, ["tables", "validate", str(copy), "--n", "4", *QUICK, "--no-progress"])
     assert revalidated.exit_code == 0, revalidated.output
-    first = f"measured ~ {table.calibration['a']:.4f} * sum + {table.calibration['b']:.4f} ms"
+    per_op = f" + {fit['per_op_ms']:.4f} * ops" if fit.get("per_op_ms") else ""
+    first = f"measured ~ {fit['a']:.4f} * sum{per_op} + {fit['b']:.4f} ms"
     assert f"it replaces: {first}" in revalidated.stdout and table.calibration["fitted"] in revalidated.stdout
 
 

@@ -40,7 +40,9 @@ class TinyProxyless(ProxylessSpace):
 
 def test_fastest_and_slowest_equal_brute_force_on_a_tiny_space():
     space = TinyProxyless(SpaceArgs(**DEMO))
-    model = LatencyModel(synthetic_table(space, seed=3), space)
+    table = synthetic_table(space, seed=3)
+    table.calibration = {"a": 0.9, "b": 0.05, "per_op_ms": 0.04}
+    model = LatencyModel(table, space)
     latencies = {
         choices: model.predict(Arch(space.name, choices, space.args.to_dict()))
         for choices in itertools.product(*(layer.candidates for layer in space.layers))
@@ -53,7 +55,7 @@ def test_fastest_and_slowest_equal_brute_force_on_a_tiny_space():
 def test_expected_latency_and_its_gradient_match_float64_enumeration():
     space = get_space("proxyless", **DEMO)
     table = synthetic_table(space, seed=1, overhead=0.01)
-    table.calibration = {"a": 1.3, "b": -0.2}
+    table.calibration = {"a": 1.3, "b": -0.2, "per_op_ms": 0.03}
     model = LatencyModel(table, space)
     columns, mask = space.candidates, space.candidate_mask()
     varying = [0, 5, 9]  # layers with a spread of probability; the others are one-hot
@@ -83,12 +85,13 @@ def test_expected_latency_and_its_gradient_match_float64_enumeration():
 
     # the gradient: central differences of sum p*T written out from the table entries, in float64
     def independent(p: np.ndarray) -> float:
-        total = table.ms(stem_key(space)) + table.ms(head_key(space)) - 0.01
+        total, ops = table.ms(stem_key(space)) + table.ms(head_key(space)) - 0.01, 0.0
         for layer in space.layers:
             for op in layer.candidates:
                 if op not in SKIP_OPS:
                     total += p[layer.index, columns.index(op)] * (table.ms(layer.op_spec(op).key) - 0.01)
-        return 1.3 * total - 0.2
+                    ops += p[layer.index, columns.index(op)]  # the expected number of layers that run an op
+        return 1.3 * total + 0.03 * ops - 0.2
 
     base = probs.numpy()
     for layer in space.layers:
@@ -119,6 +122,9 @@ def test_calibration_is_applied_to_predictions():
     raw = LatencyModel(table, space).predict(arch)
     table.calibration = {"a": 2.0, "b": 0.5}
     assert LatencyModel(table, space).predict(arch) == pytest.approx(2 * raw + 0.5)
+    table.calibration = {"a": 2.0, "b": 0.5, "per_op_ms": 0.01}
+    ops = sum(op not in SKIP_OPS for op in arch.choices)
+    assert LatencyModel(table, space).predict(arch) == pytest.approx(2 * raw + 0.01 * ops + 0.5)
 
 
 def test_missing_entries_are_listed_with_the_profile_command():
@@ -144,6 +150,7 @@ def write(tmp_path, data, name="table.json"):
         (lambda d: d["entries"].update({"x": {"ms": 1.0}}), "entry 'x' must have fields"),
         (lambda d: d["entries"].update({"x": {"ms": -1.0, "p10": 0, "p90": 0, "n": 1}}), "field 'ms' must be a finite number"),
         (lambda d: d.update(calibration={"a": "x", "b": 0}), "'calibration' must be null"),
+        (lambda d: d.update(calibration={"a": 1, "b": 0, "per_op_ms": float("nan")}), "'per_op_ms' where given"),
         (lambda d: d.update(pending={"x": [{"ms": 1}]}), "pending round 0 of 'x'"),
     ],
 )

@@ -93,11 +93,15 @@ class SliceModel:
         self.latency_ms = torch.tensor([[rng.uniform(0.1, 2.0) for _ in range(4)] for _ in range(3)], dtype=torch.float64)
         self.latency_ms[~self.mask] = 0
         self.fixed_ms, self.scale, self.offset = 0.3, rng.uniform(0.9, 1.2), rng.uniform(-0.05, 0.05)
+        self.per_op_ms = rng.uniform(0.0, 0.3)  # charged by every column but 0, which plays the skip
+        self.calibrated_ms = self.scale * self.latency_ms + self.per_op_ms * self.mask.double()
+        self.calibrated_ms[:, 0] = self.scale * self.latency_ms[:, 0]
 
     def predict(self, arch: Arch) -> float:
         columns = self.space.candidates
-        total = self.fixed_ms + sum(float(self.latency_ms[i, columns.index(op)]) for i, op in enumerate(arch.choices))
-        return self.scale * total + self.offset
+        chosen = [columns.index(op) for op in arch.choices]
+        total = self.fixed_ms + sum(float(self.latency_ms[i, k]) for i, k in enumerate(chosen))
+        return self.scale * total + self.per_op_ms * sum(k != 0 for k in chosen) + self.offset
 
     def all_archs(self):
         columns = self.space.candidates

@@ -11,7 +11,7 @@ from hwnas.arch import load_arch
 from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option, space_options
 from hwnas.errors import HwnasError
 from hwnas.latency.lookup import default_table_path, expected_meta
-from hwnas.latency.model import LatencyModel
+from hwnas.latency.model import LatencyModel, calibration_formula
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtime_base import DEVICES
 from hwnas.latency.table import LatencyTable
@@ -156,7 +156,7 @@ def _calibration_line(table: LatencyTable) -> str | None:
         return None
     floor = (table.validation or {}).get("noise_floor", {}).get("mape")
     noise = f", noise floor {floor:.1%}" if floor is not None else ""
-    return f"measured ~ {fit['a']:.4f} * sum + {fit['b']:.4f} ms [{fit.get('fit', 'fit')}], fitted {fit.get('fitted', '?')}{noise}"
+    return f"{calibration_formula(fit)} [{fit.get('fit', 'fit')}], fitted {fit.get('fitted', '?')}{noise}"
 
 
 @tables.command()

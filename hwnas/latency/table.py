@@ -6,7 +6,7 @@ One JSON file per (device, runtime, precision, batch size, space and input shape
      "meta": {"runtime", "runtime_version", "provider", "device", "device_name", "threads",
               "batch_size", "dtype", "space", "space_args", "hwnas_version", "created", ...},
      "entries": {"mb6_k5:c40-80:s2:h28w28": {"ms": 0.41, "p10": 0.40, "p90": 0.44, "n": 3}, ...},
-     "calibration": {"a": 1.05, "b": 0.02, ...} | null,
+     "calibration": {"a": 1.05, "b": 0.02, "per_op_ms": 0.006, ...} | null,
      "validation": {"n": 30, "mape": ..., "p90_relative_error": ..., "calibrated": {...}} | null,
      "pending": {"mb6_k7:c40-80:s2:h28w28": [{"ms", "p10", "p90", "n"}, ...]}}
 
@@ -95,10 +95,12 @@ class LatencyTable:
                 _check_entry(entry, f"{source}: pending round {i} of {key!r}")
         calibration = data.get("calibration")
         if calibration is not None:
+            names = ("a", "b", "per_op_ms") if isinstance(calibration, dict) and "per_op_ms" in calibration else ("a", "b")
             if not isinstance(calibration, dict) or not all(
-                isinstance(calibration.get(name), (int, float)) and math.isfinite(calibration[name]) for name in ("a", "b")
+                isinstance(calibration.get(name), (int, float)) and math.isfinite(calibration[name]) for name in names
             ):
-                raise HwnasError(f"{source}: 'calibration' must be null or an object with finite numbers 'a' and 'b'")
+                raise HwnasError(f"{source}: 'calibration' must be null or an object with finite numbers 'a', 'b' "
+                                 "(and 'per_op_ms' where given)")
         validation = data.get("validation")
         if validation is not None and not isinstance(validation, dict):
             raise HwnasError(f"{source}: 'validation' must be null or an object")

@@ -2,9 +2,9 @@
 
 N random archs of the table's space are built whole, prepared by the same runtime and
 measured with the same protocol, interleaved over rounds. Their uncalibrated sums of table
-entries are scored against the measurements; ``measured ~ a * sum + b`` is fitted on the first
-half and the anchors below (Theil-Sen: robust to the contended outliers of a shared machine),
-scored on the held-out second half ("calibrated"), and becomes the table's calibration. The
+entries are scored against the measurements; ``measured ~ a * sum + c * ops + b`` (``ops``: the
+layers that run an op) is fitted on the first half and the anchors below, scored on the held-out
+second half ("calibrated"), and becomes the table's calibration. The
 even rounds of the same archs scored against the odd rounds give the noise floor: no table
 can be shown better than the measurements agree with themselves.
 
@@ -25,9 +25,9 @@ from typing import Any
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
-from hwnas.latency.accuracy import error_metrics, fit_linear
+from hwnas.latency.accuracy import error_metrics, fit_linear, fit_per_op_line
 from hwnas.latency.fingerprint import measurement_warnings
-from hwnas.latency.model import LatencyModel
+from hwnas.latency.model import LatencyModel, apply_calibration, count_ops
 from hwnas.latency.protocol import Timing
 from hwnas.latency.runtime_base import Runtime
 from hwnas.latency.table import LatencyTable
@@ -80,6 +80,7 @@ def validate_table(
     finally:
         bar.close()
     measured = [t.median_ms for t in timings]
+    ops = [count_ops(arch) for arch in measured_archs]
     points = [
         {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": t.median_ms, "p10_ms": t.p10_ms}
         for arch, p, t in zip(measured_archs, predicted, timings)
@@ -88,14 +89,17 @@ def validate_table(
     anchor_points = points[len(archs):]
     predicted, measured, rounds = predicted[:len(archs)], measured[:len(archs)], rounds[:len(archs)]
     half = len(archs) // 2
-    # fitted on the first half plus the anchors, so the line holds at both ends of the space; scored on the second half
-    anchor_sums, anchor_ms = [p["predicted_sum_ms"] for p in anchor_points], [p["measured_ms"] for p in anchor_points]
-    a, b, fit = calibration_fit(predicted[:half] + anchor_sums, measured[:half] + anchor_ms, anchor_sums[0])
-    held_out = [a * p + b for p in predicted[half:]]
+    # fitted on the first half plus the anchors (the last two), so it holds at both ends of the space; scored on the second half
+    fit_points = list(range(half)) + [len(archs), len(archs) + 1]
+    all_sums, all_ms = predicted + [p["predicted_sum_ms"] for p in anchor_points], measured + [p["measured_ms"] for p in anchor_points]
+    fastest = (all_sums[len(archs)], ops[len(archs)])
+    calibration = calibration_fit([all_sums[i] for i in fit_points], [all_ms[i] for i in fit_points], fastest,
+                                  [ops[i] for i in fit_points])
+    held_out = [apply_calibration(calibration, p, o) for p, o in zip(predicted[half:], ops[half:])]
     report: dict[str, Any] = {
         **error_metrics(predicted, measured),
         "calibrated": error_metrics(held_out, measured[half:]),
-        "calibration": {"a": a, "b": b, "fit_n": half, "fit": fit},
+        "calibration": {**calibration, "fit_n": half},
         "rounds": runtime.protocol.rounds,
         "seed": seed,
     }
@@ -108,32 +112,53 @@ def validate_table(
     return report
 
 
-def calibration_fit(predicted: list[float], measured: list[float], fastest_sum_ms: float | None = None) -> tuple[float, float, str]:
-    """``(a, b, method)``: the Theil-Sen line or the pure scale, whichever fits these points better.
+def calibration_fit(predicted: list[float], measured: list[float], fastest: tuple[float, int] | None = None,
+                    ops: list[int] | None = None) -> dict[str, Any]:
+    """``{"a", "b", "per_op_ms", "fit"}``: the form of calibration that fits these nets best.
 
-    Per-op tables over-count fixed costs that a whole net pays once, so whole nets often follow
-    ``a * sum - b``; a negative intercept is fine as long as the line stays physical. It is not
-    when the slope is <= 0 (bigger nets faster: the noise of the machine exceeds the spread of
-    the sample) or when it predicts <= 0 ms for the space's fastest net (``fastest_sum_ms``,
-    else the smallest sum here), exactly where tight budgets select. Otherwise the line and the
-    ratio ``median(measured / predicted)`` compete on their mean relative error over the points
-    (which include the fastest and slowest nets when ``validate_table`` fits).
+    The forms: the pure scale, the Theil-Sen line ``a * sum + b`` and, where the ops each net
+    runs are given, the per-op line ``a * sum + c * ops + b``. Per-op tables over-count fixed
+    costs that a whole net pays once and under-count what each op pays inside a net, so whole
+    nets follow neither the sum nor its scale; a negative intercept is fine as long as the form
+    stays physical. It is not when the slope is <= 0 (bigger nets faster: the noise of the
+    machine exceeds the spread of the sample), when an op would cost less than nothing (c < 0),
+    or when it predicts <= 0 ms for the space's fastest net (``fastest``: its sum and ops, else
+    the smallest sum here), exactly where tight budgets select. The physical forms compete on
+    their mean relative error over these nets (which include the fastest and slowest when
+    ``validate_table`` fits); a tie goes to the richer form.
     """
-    ratio = statistics.median(m / p for p, m in zip(predicted, measured))
+    counts = list(ops) if ops is not None else [0] * len(predicted)
+    if fastest is None:
+        lowest = min(range(len(predicted)), key=predicted.__getitem__)
+        fastest = (predicted[lowest], counts[lowest])
+    forms = [{"a": statistics.median(m / p for p, m in zip(predicted, measured)), "b": 0.0, "per_op_ms": 0.0, "fit": "ratio"}]
     a, b = fit_linear(predicted, measured)
-    lowest = min(predicted) if fastest_sum_ms is None else fastest_sum_ms
-    if a <= 0:
-        return ratio, 0.0, "ratio (the fitted slope was not positive)"
-    if a * lowest + b <= 0:
-        return ratio, 0.0, f"ratio (the fitted line predicted {a * lowest + b:.3g} ms for the fastest net)"
-
-    def mean_error(scale: float, offset: float) -> float:
-        return statistics.fmean(abs(scale * p + offset - m) / m for p, m in zip(predicted, measured))
-
-    line_error, ratio_error = mean_error(a, b), mean_error(ratio, 0.0)
-    if line_error <= ratio_error:
-        return a, b, "theil-sen"
-    return ratio, 0.0, f"ratio (mean error {ratio_error:.1%} against the line's {line_error:.1%})"
+    lines = [{"a": a, "b": b, "per_op_ms": 0.0, "fit": "theil-sen"}]
+    if ops is not None:
+        try:
+            a, c, b = fit_per_op_line(predicted, counts, measured)
+            lines.append({"a": a, "b": b, "per_op_ms": c, "fit": "per-op line"})
+        except HwnasError:
+            pass  # too few nets, or op counts that move with the sums: the other forms decide
+    refused = []
+    for line in lines:
+        at_fastest = apply_calibration(line, *fastest)
+        if line["a"] <= 0:
+            refused.append(f"the {line['fit']}'s slope was not positive")
+        elif line["per_op_ms"] < 0:
+            refused.append(f"the {line['fit']} charged each op {line['per_op_ms']:.3g} ms")
+        elif at_fastest <= 0:
+            refused.append(f"the {line['fit']} predicted {at_fastest:.3g} ms for the fastest net")
+        else:
+            forms.append(line)
+    errors = [statistics.fmean(abs(apply_calibration(form, p, o) - m) / m for p, o, m in zip(predicted, counts, measured))
+              for form in forms]
+    best = min(range(len(forms)), key=lambda i: (errors[i], -i))
+    if best > 0:
+        return forms[best]
+    against = ", ".join(f"the {form['fit']}'s {error:.1%}" for form, error in zip(forms[1:], errors[1:]))
+    reasons = refused + ([f"mean error {errors[0]:.1%} against {against}"] if against else [])
+    return {**forms[0], "fit": f"ratio ({'; '.join(reasons)})"}
 
 
 def noise_warnings(report: dict[str, Any]) -> list[str]:
@@ -192,10 +217,10 @@ def plot_validation(report: dict[str, Any], path: str | Path, title: str) -> Non
     import matplotlib.pyplot as plt
 
     points = report["points"]
-    a, b = report["calibration"]["a"], report["calibration"]["b"]
     measured = [p["measured_ms"] for p in points]
     raw = [p["predicted_sum_ms"] for p in points]
-    calibrated = [a * r + b for r in raw]
+    calibrated = [apply_calibration(report["calibration"], p["predicted_sum_ms"], count_ops(Arch.from_compact(p["arch"])))
+                  for p in points]
     half = report["calibration"]["fit_n"]
     figure, axes = plt.subplots(figsize=(5.5, 5))
     axes.scatter(raw, measured, s=14, marker="x", color="0.55", label=f"sum of entries (MAPE {report['mape']:.1%})")

@@ -27,7 +27,7 @@ def derive_under_budget(probs: torch.Tensor, model: LatencyModel, limit_ms: floa
     space, mask = model.space, model.mask
     columns = space.candidates
     log_p = torch.log(probs.detach().double().clamp_min(1e-300)).masked_fill(~mask, float("-inf"))
-    latency = model.latency_ms
+    latency = model.calibrated_ms  # what each candidate adds to the prediction
     choice = log_p.argmax(dim=1).tolist()
 
     def predicted(current: list[int]) -> float:
@@ -54,14 +54,14 @@ def derive_under_budget(probs: torch.Tensor, model: LatencyModel, limit_ms: floa
         for layer, k in enumerate(choice):
             for j in torch.nonzero(mask[layer]).flatten().tolist():
                 gain = float(log_p[layer, j] - log_p[layer, k])
-                extra = float(latency[layer, j] - latency[layer, k]) * model.scale
+                extra = float(latency[layer, j] - latency[layer, k])
                 if gain > best_gain + _EPS and total + extra <= limit_ms + _EPS:
                     best_gain, best_swap = gain, (layer, j)
         if best_swap is None:
             break
         choice[best_swap[0]] = best_swap[1]
         total = predicted(choice)
-        if total > limit_ms + _EPS:  # cannot happen with an affine calibration; stay safe anyway
+        if total > limit_ms + _EPS:  # cannot happen: the calibrated parts add up; stay safe anyway
             raise HwnasError("internal error: fill pass went over the latency limit")
     arch = Arch(space.name, [columns[k] for k in choice], space.args.to_dict())
     return arch
