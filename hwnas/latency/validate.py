@@ -216,18 +216,23 @@ def plot_validation(report: dict[str, Any], path: str | Path, title: str) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = report["points"]
-    measured = [p["measured_ms"] for p in points]
-    raw = [p["predicted_sum_ms"] for p in points]
-    calibrated = [apply_calibration(report["calibration"], p["predicted_sum_ms"], count_ops(Arch.from_compact(p["arch"])))
-                  for p in points]
+    def calibrated(point: dict[str, Any]) -> float:
+        return apply_calibration(report["calibration"], point["predicted_sum_ms"], count_ops(Arch.from_compact(point["arch"])))
+
+    points, anchors = report["points"], report.get("anchors", [])
+    measured = [p["measured_ms"] for p in points + anchors]
+    raw = [p["predicted_sum_ms"] for p in points + anchors]
+    predicted = [calibrated(p) for p in points + anchors]
     half = report["calibration"]["fit_n"]
     figure, axes = plt.subplots(figsize=(5.5, 5))
     axes.scatter(raw, measured, s=14, marker="x", color="0.55", label=f"sum of entries (MAPE {report['mape']:.1%})")
-    axes.scatter(calibrated[:half], measured[:half], s=16, color="tab:blue", label="calibrated, fit half")
-    axes.scatter(calibrated[half:], measured[half:], s=16, color="tab:orange",
+    axes.scatter(predicted[:half], measured[:half], s=16, color="tab:blue", label="calibrated, fit half")
+    axes.scatter(predicted[half:len(points)], measured[half:len(points)], s=16, color="tab:orange",
                  label=f"calibrated, held-out half (MAPE {report['calibrated']['mape']:.1%})")
-    low, high = min(measured + raw + calibrated), max(measured + raw + calibrated)
+    if anchors:
+        axes.scatter(predicted[len(points):], measured[len(points):], s=40, marker="D", facecolors="none",
+                     edgecolors="tab:blue", label="calibrated, fastest and slowest net (fit)")
+    low, high = min(measured + raw + predicted), max(measured + raw + predicted)
     axes.plot([low, high], [low, high], color="black", linewidth=0.8, label="predicted = measured")
     axes.set_xlabel("predicted latency (ms)")
     axes.set_ylabel("measured latency (ms)")
