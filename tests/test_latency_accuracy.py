@@ -119,6 +119,10 @@ def test_per_op_line_recovers_what_each_op_costs_inside_a_net():
     assert fit_per_op_line(sums, ops, contended) == (pytest.approx(1.1), pytest.approx(0.006), pytest.approx(0.04))
     with pytest.raises(HwnasError, match="vary independently"):
         fit_per_op_line(sums[:5], 2 * sums[:5], measured[:5])  # op counts that move with the sums
+    with pytest.raises(HwnasError, match=r"one sum, op count and measurement per net \(got 17, 16, 17\)"):
+        fit_per_op_line(sums, ops[:16], measured)
+    with pytest.raises(HwnasError, match="> 0"):
+        fit_per_op_line(sums, ops, -measured)
 
 
 def test_calibration_prefers_the_per_op_line_where_small_nets_run_few_ops():
@@ -135,7 +139,10 @@ def test_calibration_prefers_the_per_op_line_where_small_nets_run_few_ops():
     assert sum_only["fit"] == "theil-sen" and sum_only["a"] * 0.18 + sum_only["b"] > 1.05 * (1.1 * 0.18 + 0.006 * 6 + 0.04)
     # an op cannot cost less than nothing: measured falling with the op count refuses the per-op line
     falling = [1.1 * s - 0.01 * o + 0.3 for s, o in zip(sums, ops)]
-    assert calibration_fit(sums, falling, (0.18, 6), ops)["fit"] != "per-op line"
+    refused = calibration_fit(sums, falling, (0.18, 6), ops)
+    assert refused["per_op_ms"] == 0.0 and "the per-op line charged each op -0.01 ms" in refused["fit"]
+    too_few = calibration_fit(sums[:3], measured[:3], (0.18, 6), ops[:3])
+    assert too_few["per_op_ms"] == 0.0 and "no per-op line: a per-op calibration needs at least four nets" in too_few["fit"]
 
 
 def test_a_noisy_validation_says_so():

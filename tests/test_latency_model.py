@@ -38,10 +38,11 @@ class TinyProxyless(ProxylessSpace):
         return super()._build_layers()[:3]
 
 
-def test_fastest_and_slowest_equal_brute_force_on_a_tiny_space():
+@pytest.mark.parametrize("per_op_ms", [0.04, -0.3])  # -0.3: not physical, but it makes some ops cheaper than a skip
+def test_fastest_and_slowest_equal_brute_force_on_a_tiny_space(per_op_ms):
     space = TinyProxyless(SpaceArgs(**DEMO))
     table = synthetic_table(space, seed=3)
-    table.calibration = {"a": 0.9, "b": 0.05, "per_op_ms": 0.04}
+    table.calibration = {"a": 0.9, "b": 0.05, "per_op_ms": per_op_ms}
     model = LatencyModel(table, space)
     latencies = {
         choices: model.predict(Arch(space.name, choices, space.args.to_dict()))

@@ -79,11 +79,16 @@ def fit_per_op_line(sums: Sequence[float], ops: Sequence[int], measured: Sequenc
     Relative, like every figure here: a 0.3 ms net 0.03 ms off is as wrong as a 3 ms net 0.3 ms
     off, so the fast end, where tight budgets select, weighs as much as the slow end. A contended
     measurement (30-50 % high) would tilt least squares, so the fit is redone without the points
-    whose residual exceeds three times the median one (and 2 %).
+    whose residual exceeds three times the median one, and at least 2 %.
     """
+    if not len(sums) == len(ops) == len(measured):
+        raise HwnasError(f"a per-op calibration needs one sum, op count and measurement per net "
+                         f"(got {len(sums)}, {len(ops)}, {len(measured)})")
     x = np.column_stack([np.asarray(sums, dtype=np.float64), np.asarray(ops, dtype=np.float64), np.ones(len(sums))])
     y = np.asarray(measured, dtype=np.float64)
-    if len(y) != len(x) or len(y) < 4 or np.linalg.matrix_rank(x) < 3:
+    if not (y > 0).all():
+        raise HwnasError("a per-op calibration needs measured latencies > 0")
+    if len(y) < 4 or np.linalg.matrix_rank(x) < 3:
         raise HwnasError("a per-op calibration needs at least four nets whose sums and op counts vary independently")
 
     def solve(rows: np.ndarray) -> np.ndarray:

@@ -120,7 +120,7 @@ class LatencyModel:
                     self.latency_ms[layer.index, columns.index(op)] = self._part_ms(layer.op_spec(op).key)
                     runs_op[layer.index, columns.index(op)] = 1.0
         self.fixed_ms = table.ms(stem_key(space)) + self._part_ms(head_key(space))
-        self.calibration = table.calibration or {"a": 1.0, "b": 0.0}
+        self.calibration = dict(table.calibration or {"a": 1.0, "b": 0.0})  # a copy: calibrated_ms is computed once
         scale, per_op_ms = float(self.calibration["a"]), float(self.calibration.get("per_op_ms", 0.0))
         self.calibrated_ms = scale * self.latency_ms + per_op_ms * runs_op
         self.calibrated_fixed_ms = scale * self.fixed_ms + float(self.calibration["b"])

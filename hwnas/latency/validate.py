@@ -79,23 +79,21 @@ def validate_table(
         timings = runtime.measure(runners, on_measured=record)
     finally:
         bar.close()
-    measured = [t.median_ms for t in timings]
-    ops = [count_ops(arch) for arch in measured_archs]
+    sums, measured, ops = predicted, [t.median_ms for t in timings], [count_ops(arch) for arch in measured_archs]
     points = [
         {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": t.median_ms, "p10_ms": t.p10_ms}
-        for arch, p, t in zip(measured_archs, predicted, timings)
+        for arch, p, t in zip(measured_archs, sums, timings)
     ]
+    # fitted on the first half plus the anchors, so it holds at both ends of the space; scored on the second half
+    n_random, half = len(archs), len(archs) // 2
+    fit = list(range(half)) + [n_random, n_random + 1]
+    held = range(half, n_random)
+    calibration = calibration_fit([sums[i] for i in fit], [measured[i] for i in fit], (sums[n_random], ops[n_random]),
+                                  [ops[i] for i in fit])
+    held_out = [apply_calibration(calibration, sums[i], ops[i]) for i in held]
     # the scores are over the random archs only
-    anchor_points = points[len(archs):]
-    predicted, measured, rounds = predicted[:len(archs)], measured[:len(archs)], rounds[:len(archs)]
-    half = len(archs) // 2
-    # fitted on the first half plus the anchors (the last two), so it holds at both ends of the space; scored on the second half
-    fit_points = list(range(half)) + [len(archs), len(archs) + 1]
-    all_sums, all_ms = predicted + [p["predicted_sum_ms"] for p in anchor_points], measured + [p["measured_ms"] for p in anchor_points]
-    fastest = (all_sums[len(archs)], ops[len(archs)])
-    calibration = calibration_fit([all_sums[i] for i in fit_points], [all_ms[i] for i in fit_points], fastest,
-                                  [ops[i] for i in fit_points])
-    held_out = [apply_calibration(calibration, p, o) for p, o in zip(predicted[half:], ops[half:])]
+    anchor_points = points[n_random:]
+    predicted, measured, rounds = sums[:n_random], measured[:n_random], rounds[:n_random]
     report: dict[str, Any] = {
         **error_metrics(predicted, measured),
         "calibrated": error_metrics(held_out, measured[half:]),
@@ -125,7 +123,8 @@ def calibration_fit(predicted: list[float], measured: list[float], fastest: tupl
     or when it predicts <= 0 ms for the space's fastest net (``fastest``: its sum and ops, else
     the smallest sum here), exactly where tight budgets select. The physical forms compete on
     their mean relative error over these nets (which include the fastest and slowest when
-    ``validate_table`` fits); a tie goes to the richer form.
+    ``validate_table`` fits); a tie goes to the richer form. The name in ``fit`` says why a
+    richer form was refused.
     """
     counts = list(ops) if ops is not None else [0] * len(predicted)
     if fastest is None:
@@ -133,14 +132,13 @@ def calibration_fit(predicted: list[float], measured: list[float], fastest: tupl
         fastest = (predicted[lowest], counts[lowest])
     forms = [{"a": statistics.median(m / p for p, m in zip(predicted, measured)), "b": 0.0, "per_op_ms": 0.0, "fit": "ratio"}]
     a, b = fit_linear(predicted, measured)
-    lines = [{"a": a, "b": b, "per_op_ms": 0.0, "fit": "theil-sen"}]
+    lines, refused = [{"a": a, "b": b, "per_op_ms": 0.0, "fit": "theil-sen"}], []
     if ops is not None:
         try:
             a, c, b = fit_per_op_line(predicted, counts, measured)
             lines.append({"a": a, "b": b, "per_op_ms": c, "fit": "per-op line"})
-        except HwnasError:
-            pass  # too few nets, or op counts that move with the sums: the other forms decide
-    refused = []
+        except HwnasError as error:  # too few nets, or op counts that move with the sums: the other forms decide
+            refused.append(f"no per-op line: {error}")
     for line in lines:
         at_fastest = apply_calibration(line, *fastest)
         if line["a"] <= 0:
@@ -154,11 +152,10 @@ def calibration_fit(predicted: list[float], measured: list[float], fastest: tupl
     errors = [statistics.fmean(abs(apply_calibration(form, p, o) - m) / m for p, o, m in zip(predicted, counts, measured))
               for form in forms]
     best = min(range(len(forms)), key=lambda i: (errors[i], -i))
-    if best > 0:
-        return forms[best]
-    against = ", ".join(f"the {form['fit']}'s {error:.1%}" for form, error in zip(forms[1:], errors[1:]))
-    reasons = refused + ([f"mean error {errors[0]:.1%} against {against}"] if against else [])
-    return {**forms[0], "fit": f"ratio ({'; '.join(reasons)})"}
+    if best == 0:
+        against = ", ".join(f"the {form['fit']}'s {error:.1%}" for form, error in zip(forms[1:], errors[1:]))
+        refused += [f"mean error {errors[0]:.1%} against {against}"] if against else []
+    return {**forms[best], "fit": forms[best]["fit"] + (f" ({'; '.join(refused)})" if refused else "")}
 
 
 def noise_warnings(report: dict[str, Any]) -> list[str]:
