@@ -65,7 +65,7 @@ def validate_table(
     archs = random_archs(space, n, seed)
     anchors = {"fastest": model.fastest()[0], "slowest": model.slowest()[0]}
     measured_archs = archs + list(anchors.values())
-    predicted = [model.sum_ms(arch) for arch in measured_archs]
+    sums = [model.sum_ms(arch) for arch in measured_archs]
     batch = int(table.meta.get("batch_size", 1))
     rounds: list[list[Timing]] = [[] for _ in measured_archs]
     bar = _bar(len(measured_archs) * runtime.protocol.rounds, f"validate {space.name} ({runtime.name})", progress)
@@ -79,7 +79,7 @@ def validate_table(
         timings = runtime.measure(runners, on_measured=record)
     finally:
         bar.close()
-    sums, measured, ops = predicted, [t.median_ms for t in timings], [count_ops(arch) for arch in measured_archs]
+    measured, ops = [t.median_ms for t in timings], [count_ops(arch) for arch in measured_archs]
     points = [
         {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": t.median_ms, "p10_ms": t.p10_ms}
         for arch, p, t in zip(measured_archs, sums, timings)
