@@ -11,18 +11,22 @@ evaluation, so the statistics it scores and saves belong to its weights.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 20) -> int:
+def recalibrate_bn(
+    model: nn.Module, loader: Iterable, batches: int = 20, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> int:
     """Reset every BN layer's running stats and re-estimate them as the mean over ``batches`` batches.
 
     Only BN layers run in training mode (momentum None = cumulative average); the model is
-    left in eval mode. Returns the number of batches used (the loader may be shorter).
+    left in eval mode. ``forward`` (default: ``model`` itself) runs a batch, e.g. a supernet
+    under a path sampled per batch. Returns the number of batches used (the loader may be shorter).
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -39,10 +43,33 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 20) -> int
         for images, _ in loader:
             if used >= batches:
                 break
-            model(images)
+            (forward or model)(images)
             used += 1
     finally:
         for norm, momentum in zip(norms, saved_momentum):
             norm.momentum = momentum
         model.eval()
     return used
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside the block every BN layer normalises with the statistics of the batch it sees; running stats stay as they are.
+
+    For scoring a supernet under a path sampled per batch: running statistics averaged over
+    many paths describe none of them (``docs/search.md`` has a supernet that scored 0.12 with
+    them while its training batches scored 0.64), and re-estimating them per path costs
+    several batches per path. With batches of a hundred or more images, the batch's own
+    statistics are what a recalibration on that path would find.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum) for m in norms]
+    for norm in norms:
+        norm.train()
+        norm.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: untouched
+    try:
+        yield
+    finally:
+        for norm, (training, momentum) in zip(norms, saved):
+            norm.train(training)
+            norm.momentum = momentum

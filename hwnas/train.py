@@ -14,6 +14,7 @@ have since moved; they are saved with the weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -27,7 +28,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from hwnas.arch import Arch
-from hwnas.batchnorm import recalibrate_bn
+from hwnas.batchnorm import batch_statistics, recalibrate_bn
 from hwnas.data import DataSplits, make_loader
 from hwnas.errors import HwnasError
 from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
@@ -55,20 +56,24 @@ class TrainConfig:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, loader: Any, forward: Callable[[torch.Tensor], torch.Tensor] | None = None, batch_stats: bool = False
+) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy (a fraction) of ``model`` in eval mode over ``loader``.
 
     ``forward`` (default: ``model`` itself) computes the logits of a batch, e.g. a supernet
-    under a freshly sampled path per batch.
+    under a freshly sampled path per batch; with ``batch_stats`` BN normalises with each
+    batch's own statistics (``hwnas.batchnorm.batch_statistics``).
     """
     model.eval()
     forward = forward or model
     loss_sum, correct, seen = 0.0, 0, 0
-    for images, labels in loader:
-        logits = forward(images)
-        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == labels).sum())
-        seen += len(labels)
+    with batch_statistics(model) if batch_stats else contextlib.nullcontext():
+        for images, labels in loader:
+            logits = forward(images)
+            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == labels).sum())
+            seen += len(labels)
     if seen == 0:
         raise HwnasError("the validation set is empty")
     return loss_sum / seen, correct / seen

@@ -19,13 +19,26 @@ from hwnas.search.supernet import ArchParameters, MixedOp, PathChoice, Supernet
 from hwnas.search.synthetic import synthetic_table, tiny_space
 
 
+def distinct_candidates(supernet: Supernet) -> Supernet:
+    """Re-initialise every candidate on its own: the supernet starts them as one function (``nest_into``),
+    which makes every arch gradient zero until training has parted them."""
+    for layer in supernet.layers:
+        for op in layer.ops.values():
+            for module in op.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    return supernet
+
+
 def make_strategy(method: str, **options):
     torch.manual_seed(0)
     space = tiny_space()
     latency = LatencyModel(synthetic_table(space), space)
-    supernet, arch = Supernet(space), ArchParameters(space)
+    supernet, arch = distinct_candidates(Supernet(space)), ArchParameters(space)
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.05, momentum=0.9)
     budget = BudgetController("lagrangian", aim_ms=latency.fastest()[1] * 1.5)  # multiplier 0: no latency gradient
+    if "warmup_epochs" in STRATEGIES[method].knobs:
+        options.setdefault("warmup_epochs", 0)  # arch steps from the first step
     strategy = STRATEGIES[method](supernet, arch, latency, budget, optimizer, options, torch.Generator().manual_seed(1))
     strategy.init_alpha()
     return strategy
@@ -94,6 +107,7 @@ def test_binary_gate_formula_by_hand_on_a_tiny_layer():
 
 def test_proxyless_arch_step_sets_the_formula_and_keeps_unsampled_probabilities():
     strategy = make_strategy("proxyless")
+    space = tiny_space()
     images, labels = batch()
     before = strategy.arch.probs().detach().clone()
     replay = torch.Generator()
@@ -125,12 +139,17 @@ def test_proxyless_arch_step_sets_the_formula_and_keeps_unsampled_probabilities(
         gate = torch.zeros(2)
         gate[active] = 1
         gate.requires_grad_(True)
-        choices.append(PathChoice.gated(tuple(pair), gate, pair[active]))
+        # an active zero makes the layer its shortcut: neither path runs (the reference's zero layer)
+        zero_active = space.candidates[pair[active]] == "zero"
+        choices.append(PathChoice.single(pair[active]) if zero_active else PathChoice.gated(tuple(pair), gate, pair[active]))
         gates.append(gate)
         pairs.append((pair, p))
     assert [pair for pair, _ in pairs] == recorded["pairs"]
-    grads = torch.autograd.grad(F.cross_entropy(reference(images, choices), labels), gates)
+    grads = torch.autograd.grad(F.cross_entropy(reference(images, choices), labels), gates, allow_unused=True)
+    assert any(g is None for g in grads) and any(g is not None for g in grads)  # both cases occur in this replay
     for layer, ((pair, p), g) in enumerate(zip(pairs, grads)):
+        if g is None:
+            continue
         for i in range(2):
             expected[layer, pair[i]] = sum(g[j] * p[j] * (float(i == j) - p[i]) for j in range(2))
     assert torch.allclose(recorded["grad"], expected, rtol=1e-4, atol=1e-6)
@@ -238,11 +257,23 @@ def test_dsnas_runs_one_path_per_layer_and_one_forward_per_step():
     assert calls["ops"] <= len(strategy.supernet.layers)
 
 
+def settle(strategy, error: float = 0.0) -> None:
+    """Record a run of controller errors, as arch steps would: ``error`` x aim off the aim every step."""
+    for _ in range(strategy.budget.WINDOW):
+        strategy.budget.update(strategy.budget.aim_ms * (1 + error))
+
+
 def test_dsnas_early_stop_fixes_a_decided_layer_and_freezes_its_alpha():
     strategy = make_strategy("dsnas", early_stop=0.3)
     with torch.no_grad():
         strategy.arch.alpha[2, tiny_space().candidates.index("mb6_k7")] = 4.0  # column 5
     assert layers_to_fix(strategy.arch.probs(), 0.3) == [2]
+    strategy.epoch_start(0, 3)
+    assert strategy.fixed == {}  # the controller has not settled yet: nothing is fixed
+    settle(strategy, error=0.2)
+    strategy.epoch_start(0, 3)
+    assert strategy.fixed == {}  # settled 20 % off the aim: still nothing
+    settle(strategy, error=0.01)
     strategy.epoch_start(0, 3)
     assert strategy.fixed == {2: 5}
     frozen_row = strategy.arch.alpha.detach()[2].clone()
@@ -254,11 +285,43 @@ def test_dsnas_early_stop_fixes_a_decided_layer_and_freezes_its_alpha():
     assert not torch.equal(strategy.arch.alpha.detach()[3], others)
 
 
+def test_dsnas_early_stop_keeps_the_aim_reachable():
+    strategy = make_strategy("dsnas", early_stop=0.3)
+    latency, space = strategy.latency, tiny_space()
+    zero, slow = space.candidates.index("zero"), space.candidates.index("mb6_k7")
+    zero_layers = [layer.index for layer in space.layers if "zero" in layer.candidates]
+    with torch.no_grad():  # every layer decided: zero where legal, the slowest op elsewhere
+        strategy.arch.alpha[:, slow] = 4.0
+        strategy.arch.alpha[zero_layers, zero] = 8.0
+    # an aim that the zeros would make unreachable once enough of them are fixed
+    strategy.budget.aim_ms = latency.reachable_ms({layer: zero for layer in zero_layers})[1] * 1.05
+    settle(strategy)
+    strategy.epoch_start(1, 3)
+    low, high = latency.reachable_ms(strategy.fixed)
+    assert low <= strategy.budget.aim_ms <= high
+    assert 0 < len(strategy.fixed) < len(space.layers)  # some layers fixed, not all
+    assert sum(column == zero for column in strategy.fixed.values()) < len(zero_layers)
+
+
+def test_dsnas_warmup_trains_weights_only():
+    strategy = make_strategy("dsnas", warmup_epochs=1)
+    alpha = strategy.arch.alpha.detach().clone()
+    weights = [p.detach().clone() for p in strategy.supernet.stem.parameters()]
+    strategy.epoch_start(0, 3)
+    strategy.step(*batch(), None)
+    assert torch.equal(strategy.arch.alpha.detach(), alpha) and strategy.budget.errors == []
+    assert any(not torch.equal(p.detach(), w) for p, w in zip(strategy.supernet.stem.parameters(), weights))
+    strategy.epoch_start(1, 3)
+    strategy.step(*batch(), None)
+    assert not torch.equal(strategy.arch.alpha.detach(), alpha) and len(strategy.budget.errors) == 1
+
+
 def test_dsnas_expected_latency_counts_fixed_layers_as_their_op():
     strategy = make_strategy("dsnas", early_stop=0.3)
     column = tiny_space().candidates.index("mb6_k7")
     with torch.no_grad():
         strategy.arch.alpha[2, column] = 4.0
+    settle(strategy)
     strategy.epoch_start(0, 3)
     effective = strategy.effective_probs()
     assert effective[2, column] == 1 and effective[2].sum() == 1
@@ -268,3 +331,53 @@ def test_dsnas_expected_latency_counts_fixed_layers_as_their_op():
     assert float(strategy.expected_ms().detach()) == pytest.approx(
         soft + float((latency[2] * (effective[2] - strategy.arch.probs()[2]).detach()).sum()), rel=1e-5
     )
+
+
+@pytest.mark.parametrize("form", ["lagrangian", "mul-log", "add-linear"])
+def test_proxyless_latency_term_moves_only_the_sampled_pairs(form):
+    strategy = make_strategy("proxyless")
+    strategy.budget = BudgetController(form, aim_ms=strategy.latency.fastest()[1] * 1.2)
+    strategy.budget.multiplier = 5.0  # lagrangian: a latency term as strong as a settled controller's
+    before = strategy.arch.probs().detach().clone()
+    pairs = {}
+    original = strategy.sample_pairs
+
+    def sample_pairs():
+        result = original()
+        pairs["sampled"] = result[2]
+        return result
+
+    strategy.sample_pairs = sample_pairs
+    strategy.arch_step(*batch())
+    after = strategy.arch.probs().detach()
+    moved = 0
+    for layer, pair in enumerate(pairs["sampled"]):
+        others = [k for k in range(after.shape[1]) if k not in pair and bool(strategy.arch.mask[layer, k])]
+        assert torch.allclose(after[layer, others], before[layer, others], atol=1e-6)
+        moved += int(not torch.allclose(after[layer, pair], before[layer, pair], atol=1e-6))
+    assert moved > len(pairs["sampled"]) // 2  # the step did move the pairs
+
+
+# -- the latency term reaches alpha: every method, every loss form -------------------------------------
+def expected_after_steps(method: str, form: str, strength: float, steps: int = 10) -> tuple[float, float]:
+    """E[lat] before and after ``steps`` arch steps under a tight aim, the latency term at ``strength``."""
+    strategy = make_strategy(method)
+    aim = strategy.latency.fastest()[1] * 1.05
+    strategy.budget = BudgetController(form, aim_ms=aim, coef=strength if form != "lagrangian" else None, rate=0.0, gain=0.0)
+    if form == "lagrangian":  # a constant multiplier: rate and gain 0 keep it at the integral
+        strategy.budget.integral = strategy.budget.multiplier = strength
+    before = float(strategy.expected_ms().detach())
+    held_out = iter([batch(seed=100 + i) for i in range(steps)])
+    for seed in range(steps):
+        strategy.step(*batch(seed=seed), lambda: next(held_out))
+    return before, float(strategy.expected_ms().detach())
+
+
+@pytest.mark.parametrize("method", ["dsnas", "proxyless", "snas"])
+@pytest.mark.parametrize("form", ["lagrangian", "mul-log", "add-linear"])
+def test_a_tight_aim_lowers_expected_latency_through_the_latency_term(method, form):
+    """Fails if the latency term stops reaching alpha (e.g. E[lat] detached): the same steps without it do not lower E[lat]."""
+    before, with_term = expected_after_steps(method, form, strength=20.0)
+    _, without = expected_after_steps(method, form, strength=0.0)
+    assert with_term < before * 0.985, (before, with_term)
+    assert with_term < without - 0.01 * before, (with_term, without)

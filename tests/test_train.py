@@ -118,3 +118,13 @@ def test_cli_argument_errors(cli_runner, tmp_path):
     for args, message in cases:
         result = cli_runner.invoke(cli, args)
         assert result.exit_code == EXIT_ERROR and message in result.output, (args, result.output)
+
+
+def test_training_learns_a_learnable_set(tmp_path, fake_data):
+    """Fails if the optimiser stops stepping: ``fake`` shifts each class's mean, so two epochs get far above chance."""
+    arch, model = _net()
+    before = evaluate(model, make_loader(fake_data.val, 256, False))[1]
+    result = train_child(arch, model, fake_data, tmp_path / "run", TrainConfig(epochs=2, batch_size=32, seed=0, bn_batches=4),
+                         progress=False)
+    assert before < 0.2  # an untrained net is at chance (10 classes)
+    assert result["val_acc"] > 0.5, result["val_acc"]

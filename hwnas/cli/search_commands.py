@@ -69,9 +69,16 @@ def _prepare_out(out: Path, force: bool) -> None:
 @click.option("--lr-min", type=float, default=0.001, show_default=True)
 @click.option("--margin", type=float, help="Aim at budget x (1 - margin) [the table's validated p90 error, else 0.05].")
 @click.option("--latency-loss", type=click.Choice(LOSS_FORMS), default="lagrangian", show_default=True)
-@click.option("--multiplier-rate", type=float, default=0.5, show_default=True, help="Lagrangian multiplier step per arch step.")
-@click.option("--one-sided", is_flag=True, help="Keep the Lagrangian multiplier >= 0: the budget is a ceiling only, not a target.")
+@click.option("--multiplier-rate", type=float, default=0.5, show_default=True,
+              help="Lagrangian: integral gain of the multiplier controller, per arch step and unit of relative error.")
+@click.option("--multiplier-gain", type=float, default=10.0, show_default=True,
+              help="Lagrangian: proportional gain of the multiplier controller (damping).")
+@click.option("--multiplier-bound", type=float, default=50.0, show_default=True, help="Lagrangian: the multiplier stays within +-this.")
+@click.option("--one-sided", is_flag=True,
+              help="The budget as a ceiling only: the multiplier stays >= 0 and the derivation does not fill leftover slack.")
 @click.option("--bn-batches", type=int, default=20, show_default=True, help="Training batches for the child's BN recalibration.")
+@click.option("--eval-images", type=int, default=2048, show_default=True,
+              help="Validation images for the supernet's accuracy each epoch (the child is scored on all).")
 @_method_knobs
 @click.option("--seed", type=int, default=0, show_default=True, help="A fixed seed reproduces the run.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")

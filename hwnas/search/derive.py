@@ -1,14 +1,26 @@
-"""Turning probabilities into one architecture whose predicted latency is within the limit.
+"""Turning probabilities into one architecture at the latency limit, never over it.
 
-Argmax per layer first. If that is too slow, the repair swaps, one layer at a time, to the
-faster candidate that gives up the least architecture log-probability per millisecond saved
-(the arch probability is the product of the per-layer p, so log-probabilities add). Greedy
-repair can overshoot, so a fill pass then takes back the swaps that gain the most
-log-probability while the latency stays within the limit. The result is never over the limit:
-the fastest net is always reachable, and the limit is checked against ``LatencyModel.predict``.
+The arch probability is the product of the per-layer probabilities, so log-probabilities add
+and every pass below scores a one-layer swap by the log-probability it gives up per
+millisecond it moves:
+
+1. **argmax**: the most probable candidate of every layer.
+2. **repair**, while the arch is over the limit: the swap to a faster candidate that gives up
+   the least log-probability per ms saved.
+3. **fill**, while slack is left: first every swap that *gains* log-probability and still
+   fits (greedy repair can overshoot), then, with ``spend``, the swap to a slower candidate
+   that gives up the least log-probability per ms gained, the mirror of the repair: larger
+   nets under the budget are the accurate ones, and an arch that leaves half the budget
+   unused is not the most accurate one under it. Without ``spend`` (``--one-sided``: the
+   budget as a ceiling only) the arch keeps its slack.
+
+The result is never over the limit: the fastest net is always reachable, and each step adds
+the calibrated parts, whose sum is ``LatencyModel.predict`` (checked at the end).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -19,49 +31,83 @@ from hwnas.latency import LatencyModel
 _EPS = 1e-9
 
 
-def derive_under_budget(probs: torch.Tensor, model: LatencyModel, limit_ms: float) -> Arch:
-    """The most probable arch (greedy) with ``model.predict(arch) <= limit_ms``."""
-    fastest, fastest_ms = model.fastest()
+@dataclass(frozen=True)
+class Derivation:
+    """The derived arch and how it came about (all latencies predicted, in ms)."""
+
+    arch: Arch
+    predicted_ms: float
+    #: the most probable arch, before repair and fill
+    argmax_ms: float
+    #: swaps the repair made, and the ms it saved
+    repair_swaps: int
+    repair_ms: float
+    #: swaps to slower candidates the fill made to spend slack, and the ms they added
+    fill_swaps: int
+    fill_ms: float
+
+    def to_dict(self, aim_ms: float) -> dict:
+        """The figures for ``result.json``, with each latency also as a share of the aim."""
+        return {
+            "argmax_ms": self.argmax_ms,
+            "argmax_share_of_aim": self.argmax_ms / aim_ms,
+            "repair_swaps": self.repair_swaps,
+            "repair_ms": self.repair_ms,
+            "fill_swaps": self.fill_swaps,
+            "fill_ms": self.fill_ms,
+            "fill_share_of_aim": self.fill_ms / aim_ms,
+            "derived_share_of_aim": self.predicted_ms / aim_ms,
+        }
+
+
+def _best_swap(log_p: torch.Tensor, latency: torch.Tensor, choice: list[int], keep, score) -> tuple[int, int] | None:
+    """The (layer, column) swap with the lowest ``score(logp_lost, ms_moved)`` among those ``keep`` admits."""
+    rows = torch.arange(len(choice))
+    current = torch.tensor(choice)
+    lost = log_p[rows, current].unsqueeze(1) - log_p  # log-probability given up by each swap
+    moved = latency - latency[rows, current].unsqueeze(1)  # ms each swap adds (negative: saves)
+    admitted = keep(lost, moved) & torch.isfinite(log_p)
+    if not bool(admitted.any()):
+        return None
+    scores = score(lost, moved).masked_fill(~admitted, float("inf"))
+    flat = int(torch.argmin(scores))
+    return flat // scores.shape[1], flat % scores.shape[1]
+
+
+def derive_under_budget(probs: torch.Tensor, model: LatencyModel, limit_ms: float, spend: bool = True) -> Derivation:
+    """The most probable arch (greedy) with ``model.predict(arch) <= limit_ms``, filled towards the limit with ``spend``."""
+    _, fastest_ms = model.fastest()
     if limit_ms < fastest_ms - _EPS:
         raise HwnasError(f"latency limit {limit_ms:.4g} ms is under the fastest net ({fastest_ms:.4g} ms)")
-    space, mask = model.space, model.mask
-    columns = space.candidates
-    log_p = torch.log(probs.detach().double().clamp_min(1e-300)).masked_fill(~mask, float("-inf"))
+    space = model.space
+    log_p = torch.log(probs.detach().double().clamp_min(1e-300)).masked_fill(~model.mask, float("-inf"))
     latency = model.calibrated_ms  # what each candidate adds to the prediction
     choice = log_p.argmax(dim=1).tolist()
+    argmax_ms = total = model.columns_ms(choice)
 
-    def predicted(current: list[int]) -> float:
-        return model.predict(Arch(space.name, [columns[k] for k in current], space.args.to_dict()))
-
-    total = predicted(choice)
+    repairs = 0
     while total > limit_ms + _EPS:
-        best: tuple[float, int, int] | None = None
-        for layer, k in enumerate(choice):
-            for j in torch.nonzero(mask[layer]).flatten().tolist():
-                saved = float(latency[layer, k] - latency[layer, j])
-                if saved <= 0:
-                    continue
-                cost = float(log_p[layer, k] - log_p[layer, j]) / saved
-                if best is None or cost < best[0]:
-                    best = (cost, layer, j)
-        if best is None:  # every layer at its fastest op: only possible if the model disagrees with itself
-            return fastest
-        choice[best[1]] = best[2]
-        total = predicted(choice)
-    # fill: spend leftover slack on the swaps that regain the most log-probability
-    while True:
-        best_gain, best_swap = 0.0, None
-        for layer, k in enumerate(choice):
-            for j in torch.nonzero(mask[layer]).flatten().tolist():
-                gain = float(log_p[layer, j] - log_p[layer, k])
-                extra = float(latency[layer, j] - latency[layer, k])
-                if gain > best_gain + _EPS and total + extra <= limit_ms + _EPS:
-                    best_gain, best_swap = gain, (layer, j)
-        if best_swap is None:
-            break
-        choice[best_swap[0]] = best_swap[1]
-        total = predicted(choice)
-        if total > limit_ms + _EPS:  # cannot happen: the calibrated parts add up; stay safe anyway
-            raise HwnasError("internal error: fill pass went over the latency limit")
+        swap = _best_swap(log_p, latency, choice, lambda lost, moved: moved < -_EPS, lambda lost, moved: lost / -moved)
+        if swap is None:  # every layer at its fastest op: only possible if the model disagrees with itself
+            raise HwnasError("internal error: the repair found no faster candidate above the fastest net")
+        choice[swap[0]] = swap[1]
+        total, repairs = model.columns_ms(choice), repairs + 1
+    repaired_ms = total
+
+    def fits(moved: torch.Tensor) -> torch.Tensor:
+        return total + moved <= limit_ms + _EPS
+
+    while (swap := _best_swap(log_p, latency, choice, lambda lost, moved: (lost < -_EPS) & fits(moved), lambda lost, moved: lost)):
+        choice[swap[0]] = swap[1]
+        total = model.columns_ms(choice)
+    before_fill, fills = total, 0
+    if spend:
+        while (swap := _best_swap(log_p, latency, choice, lambda lost, moved: (moved > _EPS) & fits(moved), lambda lost, moved: lost / moved)):
+            choice[swap[0]] = swap[1]
+            total, fills = model.columns_ms(choice), fills + 1
+    columns = space.candidates
     arch = Arch(space.name, [columns[k] for k in choice], space.args.to_dict())
-    return arch
+    predicted = model.predict(arch)
+    if predicted > limit_ms + 1e-6:
+        raise HwnasError(f"internal error: derived arch predicted {predicted:.6g} ms over the limit {limit_ms:.6g} ms")
+    return Derivation(arch, predicted, argmax_ms, repairs, argmax_ms - repaired_ms, fills, total - before_fill)

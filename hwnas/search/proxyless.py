@@ -1,13 +1,19 @@
-"""ProxylessNAS (ICLR 2019): binary gates, one path per weight step, two per arch step.
+"""ProxylessNAS (ICLR 2019, https://arxiv.org/abs/1812.00332): binary gates, one path per weight step, two per arch step.
 
 Weight steps run one path per layer sampled from p = softmax(alpha) and train on the weight
 part of the training set. Every ``arch_every`` weight steps (after ``warmup_epochs``), an arch
 step on a held-out batch samples two candidates per layer without replacement, picks the
 active one from their renormalised probabilities, runs both (the inactive one detached, gate
 0) and sets dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i) over the two, p the two-path
-probabilities as in ``mit-han-lab/proxylessnas``. After the Adam step (beta1 = 0, so entries
-without gradient do not move) both alphas are shifted by log(sum exp new / sum exp old), so
-the probabilities of the unsampled candidates stay as they were.
+probabilities as in ``mit-han-lab/proxylessnas``. The latency term is E[lat] under the same
+two-path probabilities (the reference's ``current_prob_over_ops`` in two-path mode), so it
+too reaches only the sampled pair. After the Adam step (beta1 = 0, so entries without
+gradient do not move) both alphas are shifted by log(sum exp new / sum exp old), so the
+probabilities of the unsampled candidates stay as they were, under every loss form.
+
+Where the active candidate is a skip op (``zero``), the layer is its shortcut and neither
+path runs, as in the reference (its ``MobileInvertedResidualBlock`` returns the input when
+the active op is the zero layer): the pair then gets no task gradient in that step.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 
 from hwnas.search.strategy import ArchBatches, Knob, Strategy, StepResult
 from hwnas.search.supernet import PathChoice
+from hwnas.spaces import SKIP_OPS
 
 
 def binary_gate_alpha_grad(gate_grads: torch.Tensor, pair_probs: torch.Tensor) -> torch.Tensor:
@@ -75,13 +82,14 @@ class ProxylessStrategy(Strategy):
         self.steps += 1
         expected = float(self.expected_ms().detach())
         if arch_batches is not None and self.epoch >= self.options["warmup_epochs"] and self.steps % self.options["arch_every"] == 0:
-            expected = self.arch_step(*arch_batches())
+            self.arch_step(*arch_batches())
         return StepResult(float(loss.detach()), self.correct(logits, labels), len(labels), expected)
 
     def sample_pairs(self) -> tuple[list[PathChoice], list[torch.Tensor], list[list[int]], list[torch.Tensor]]:
         """Per layer: two columns without replacement, their probabilities, a gate vector."""
         alpha, probs = self.arch.alpha.detach(), self.arch.probs().detach()
         choices, gates, pairs, pair_probs = [], [], [], []
+        skips = {self.supernet.space.candidates.index(op) for op in SKIP_OPS if op in self.supernet.space.candidates}
         for layer in range(len(probs)):
             legal = int(self.arch.mask[layer].sum())
             pair = torch.multinomial(probs[layer], min(2, legal), replacement=False, generator=self.generator).tolist()
@@ -90,18 +98,27 @@ class ProxylessStrategy(Strategy):
             gate = torch.zeros(len(pair))
             gate[active] = 1.0
             gate.requires_grad_(True)
-            choices.append(PathChoice.gated(tuple(pair), gate, active=pair[active]))
+            if pair[active] in skips:  # the layer is its shortcut: no path runs, the gate gets no gradient
+                choices.append(PathChoice.single(pair[active]))
+            else:
+                choices.append(PathChoice.gated(tuple(pair), gate, active=pair[active]))
             gates.append(gate)
             pairs.append(pair)
             pair_probs.append(p)
         return choices, gates, pairs, pair_probs
 
-    def arch_step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """One binary-gate arch step; returns E[lat] in ms before the step."""
+    def pair_probs(self, pairs: list[list[int]]) -> torch.Tensor:
+        """[layers, columns]: softmax of alpha over each layer's sampled pair, 0 elsewhere; differentiable in alpha."""
+        in_pair = torch.zeros_like(self.arch.mask)
+        for layer, pair in enumerate(pairs):
+            in_pair[layer, pair] = True
+        return torch.softmax(self.arch.alpha.masked_fill(~in_pair, float("-inf")), dim=1)
+
+    def arch_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """One binary-gate arch step on a held-out batch."""
         choices, gates, pairs, pair_probs = self.sample_pairs()
         logits = self.supernet(images, choices)
-        expected = self.expected_ms()
-        loss = self.budget.loss(self.cross_entropy(logits, labels), expected)
+        loss = self.budget.loss(self.cross_entropy(logits, labels), self.expected_ms(self.pair_probs(pairs)))
         grads = torch.autograd.grad(loss, [self.arch.alpha, *gates], allow_unused=True)
         alpha_grad = torch.zeros_like(self.arch.alpha) if grads[0] is None else grads[0].clone()
         for layer, (pair, p, gate_grad) in enumerate(zip(pairs, pair_probs, grads[1:])):
@@ -113,8 +130,7 @@ class ProxylessStrategy(Strategy):
         self.arch_optimizer.step()
         for layer, pair in enumerate(pairs):
             shift_keeping_others(self.arch.alpha.data[layer], old[layer], pair)
-        self.budget.update(float(expected.detach()))
-        return float(expected.detach())
+        self.control_budget()
 
     def extra_state(self) -> dict[str, Any]:
         return {"steps": self.steps}

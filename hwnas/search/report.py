@@ -55,8 +55,12 @@ def write_report(
         f"* budget: **{target.budget_ms:.4g} ms**; aim: **{target.aim_ms:.4g} ms** = budget x (1 - margin {target.margin:.3g}, "
         f"{target.margin_source}){aim_note}",
         f"* derived arch predicted latency: **{result['predicted_ms']:.4g} ms** "
-        f"({100 * result['predicted_ms'] / target.budget_ms:.1f} % of the budget); space range "
-        f"{target.fastest_ms:.4g} - {target.slowest_ms:.4g} ms",
+        f"({100 * result['predicted_ms'] / target.budget_ms:.1f} % of the budget, {100 * result['derived_share_of_aim']:.1f} % "
+        f"of the aim); space range {target.fastest_ms:.4g} - {target.slowest_ms:.4g} ms",
+        f"* how it was derived: the most probable arch {result['argmax_ms']:.4g} ms ({100 * result['argmax_share_of_aim']:.1f} % "
+        f"of the aim); the repair saved {result['repair_ms']:.4g} ms in {result['repair_swaps']} swap(s); the fill added "
+        f"{result['fill_ms']:.4g} ms ({100 * result['fill_share_of_aim']:.1f} % of the aim) in {result['fill_swaps']} swap(s); "
+        f"final E[lat] {result['expected_ms']:.4g} ms, multiplier {result['multiplier']:.3g}",
         f"* supernet val acc: {result['supernet_val_acc']:.4f}; child val acc (inherited weights, BN recalibrated): "
         f"{result['child_val_acc']:.4f}",
         f"* table: `{result['table']}` ({config['table_meta']})",

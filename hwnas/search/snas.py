@@ -1,4 +1,4 @@
-"""SNAS (ICLR 2019): Gumbel-softmax over all candidates, annealed temperature, single-level.
+"""SNAS (ICLR 2019, https://arxiv.org/abs/1812.09926): Gumbel-softmax over all candidates, annealed temperature, single-level.
 
 Z = softmax((alpha + G) / tau), G = -log(-log U), per layer over its legal candidates; the
 layer's output is sum_k Z_k op_k(x). One batch updates the weights and alpha (reparameterised
@@ -72,7 +72,7 @@ class SnasStrategy(Strategy):
         self.arch_optimizer.zero_grad(set_to_none=True)
         self.weight_update(self.budget.loss(ce, expected))
         self.arch_optimizer.step()
-        self.budget.update(float(expected.detach()))
+        self.control_budget()
         return StepResult(float(ce.detach()), self.correct(logits, labels), len(labels), float(expected.detach()))
 
     def log_fields(self) -> dict[str, Any]:

@@ -107,6 +107,18 @@ class Strategy:
         """E[latency] in ms under ``probs`` (default: the effective distribution), differentiable in alpha."""
         return self.latency.expected(self.effective_probs() if probs is None else probs)
 
+    def argmax_columns(self) -> list[int]:
+        """The most probable column of every layer under the effective distribution: where the derivation starts."""
+        return self.effective_probs().detach().argmax(dim=1).tolist()
+
+    def reachable_ms(self) -> tuple[float, float]:
+        """The fastest and slowest predicted ms the method can still derive (DSNAS: fixed layers stay fixed)."""
+        return self.latency.reachable_ms()
+
+    def control_budget(self) -> None:
+        """Feed the predicted latency of the current argmax arch back to the budget controller (after an arch step)."""
+        self.budget.update(self.latency.columns_ms(self.argmax_columns()), self.reachable_ms())
+
     def sample_columns(self, probs: torch.Tensor, generator: torch.Generator) -> list[int]:
         """One column per layer drawn from p (rows of ``probs``)."""
         return torch.multinomial(probs.detach(), 1, generator=generator).flatten().tolist()

@@ -49,11 +49,53 @@ class PathChoice:
         return cls(tuple(columns), weights)
 
 
+@torch.no_grad()
+def nest_into(small: nn.Module, large: nn.Module) -> bool:
+    """Make ``large`` compute what ``small`` computes, where ``small``'s tensors fit inside ``large``'s.
+
+    Both must have the same parameter and buffer names, each tensor of ``small`` no larger in
+    any dimension. A tensor of ``small`` is copied into the leading slice of ``large``'s
+    (kernels centred); the rest of the output rows it fills is zeroed, so the extra inputs of
+    ``large`` (more hidden channels, the outer ring of a bigger kernel) contribute nothing;
+    extra output rows keep their random init. For MBConv and ShuffleNet's ``Choice_k`` blocks
+    the two then give the same output, in training and eval mode. Returns False (and changes
+    nothing) where the shapes do not nest, e.g. ``shuffle_x`` against ``shuffle_k3``.
+    """
+    pairs = []
+    small_tensors = dict(small.named_parameters()) | dict(small.named_buffers())
+    large_tensors = dict(large.named_parameters()) | dict(large.named_buffers())
+    if small_tensors.keys() != large_tensors.keys():
+        return False
+    for name, source in small_tensors.items():
+        target = large_tensors[name]
+        if source.dim() != target.dim() or any(s > t for s, t in zip(source.shape, target.shape)):
+            return False
+        pairs.append((source, target))
+    for source, target in pairs:
+        if source.dim() == 0:
+            target.copy_(source)
+            continue
+        if source.dim() > 1:
+            target[: source.shape[0]].zero_()
+        window = [slice(0, n) for n in source.shape[:2]] + [
+            slice((t - s) // 2, (t - s) // 2 + s) for s, t in zip(source.shape[2:], target.shape[2:])
+        ]
+        target[tuple(window)] = source
+    return True
+
+
 class MixedOp(nn.Module):
     """All candidates of one layer; the layer's shortcut lies outside them (ProxylessNAS's MixedEdge).
 
     A skip candidate (``zero``/``identity``) contributes nothing, so it is never run: its
     output is zero and so is the gradient of its multiplier.
+
+    The candidates start as one function: every one whose shapes contain the smallest
+    candidate's (``nest_into``) is initialised to compute exactly what it computes, and they
+    part as each is trained. With independent random inits, the path that changes every step
+    hands the next layer unrelated features each time and the supernet learns far slower
+    than any one child (see ``docs/search.md``). Only the initial values differ from the
+    papers' (independent candidates); the ops, their weights and the updates are theirs.
     """
 
     def __init__(self, space: ChainSpace, layer: LayerSpec) -> None:
@@ -62,6 +104,11 @@ class MixedOp(nn.Module):
         self.shortcut = layer.shortcut
         self.names = {columns.index(op): op for op in layer.candidates}
         self.ops = nn.ModuleDict({op: space.build_op(layer.index, op) for op in layer.candidates if op not in SKIP_OPS})
+        if self.ops:
+            smallest = min(self.ops.values(), key=lambda op: sum(p.numel() for p in op.parameters()))
+            for op in self.ops.values():
+                if op is not smallest:
+                    nest_into(smallest, op)
 
     def forward(self, x: torch.Tensor, choice: PathChoice) -> torch.Tensor:
         if choice.multipliers is not None and choice.multipliers.shape != (len(choice.columns),):

@@ -41,9 +41,15 @@ class MBConv(nn.Module):
     ``expand == 1`` the expansion conv is left out, as in ProxylessNAS's first block. The
     residual is not part of the block: the layer that holds it adds the shortcut, so a
     mixed op can put the shortcut outside its candidates (ProxylessNAS's MixedEdge).
+
+    ``zero_init_last`` starts the projection's BN scale at 0, so a block on a shortcut begins
+    as the identity (Goyal et al. 2017, timm's ``zero_init_last``). ProxylessNAS initialises
+    it to 1; in a supernet each of a layer's seven choices then adds its own unit-variance
+    term to the shortcut, and which one changes every step: a uniformly sampled proxyless
+    supernet stayed at 0.09-0.16 train accuracy on digits after 400 steps of batch 64.
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int, kernel: int, expand: int) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, kernel: int, expand: int, zero_init_last: bool = False) -> None:
         super().__init__()
         hidden = c_in * expand
         layers: list[nn.Module] = []
@@ -52,6 +58,8 @@ class MBConv(nn.Module):
         layers.append(conv_bn(hidden, hidden, kernel, stride, groups=hidden, activation=nn.ReLU6))
         layers.append(conv_bn(hidden, c_out, 1))
         self.body = nn.Sequential(*layers)
+        if zero_init_last:
+            nn.init.zeros_(self.body[-1][1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

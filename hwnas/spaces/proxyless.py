@@ -74,7 +74,7 @@ class ProxylessSpace(ChainSpace):
         if op in SKIP_OPS:
             return Zero()
         expand, kernel = parse_mbconv(op)
-        return MBConv(layer.c_in, layer.c_out, layer.stride, kernel, expand)
+        return MBConv(layer.c_in, layer.c_out, layer.stride, kernel, expand, zero_init_last=layer.shortcut)
 
 
 class ProxylessGreedySpace(ProxylessSpace):
