@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import click
 
 from hwnas.arch import Arch, load_arch
-from hwnas.cli.options import build_space, echo_json, json_option, space_options
+from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option, space_options
+from hwnas.errors import HwnasError
 from hwnas.files import refuse_overwrite
+from hwnas.latency import LatencyModel, LatencyTable
+from hwnas.search.budget import make_target, parse_latency
+from hwnas.search.random_archs import BandSampler
 
 
 def _arch_with_overrides(source: str, overrides: dict) -> Arch:
@@ -26,17 +31,68 @@ def arch() -> None:
 
 @arch.command()
 @space_options()
-@click.option("--seed", type=int, default=None, help="Random seed (same seed, same arch).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the arch JSON to this file.")
+@click.option("--seed", type=int, default=None, help="Random seed (same seed, same archs).")
+@click.option("-n", "count", type=int, default=1, show_default=True, help="How many archs (distinct ones within a --band).")
+@click.option("--table", type=click.Path(dir_okay=False),
+              help="Latency table: draw within a latency band; the space is the table's.")
+@click.option("--latency", help="Budget the band is relative to (with --table), e.g. 1ms; the aim is budget x (1 - margin) as in hwnas search.")
+@click.option("--margin", type=float, help="Aim at budget x (1 - margin) [the table's validated p90 error, else 0.05].")
+@click.option("--band", nargs=2, type=float, default=(0.9, 1.0), show_default=True, metavar="LO HI",
+              help="Keep the archs whose predicted latency lies in [LO, HI] x aim.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the arch JSON to this file (one arch).")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 @json_option
-def sample(space: str, space_overrides: dict, seed: int | None, output: str | None, force: bool, as_json: bool) -> None:
-    """Draw a uniformly random architecture."""
-    drawn = Arch.random(build_space(space, space_overrides), seed)
+def sample(space: str, space_overrides: dict, seed: int | None, count: int, table: str | None, latency: str | None,
+           margin: float | None, band: tuple[float, float], output: str | None, force: bool, as_json: bool) -> None:
+    """Draw uniformly random architectures: from the whole space, or (--table --latency) from those within a latency band.
+
+    Within a band the draw is uniform over the archs whose predicted latency lies in it, the
+    distribution that rejecting uniform draws outside it would give, but it reaches every band.
+    """
+    if count < 1:
+        raise HwnasError(f"-n must be at least 1, got {count}")
+    if output and count != 1:
+        raise HwnasError("-o writes one arch: leave out -n, or use --json for several")
+    if (table is None) != (latency is None):
+        raise HwnasError("--table and --latency go together: the band is a share of the aim under --latency")
+    if table is None:
+        built = build_space(space, space_overrides)
+        drawn = [Arch.random(built, None if seed is None else seed + i) for i in range(count)]
+        predicted: list[float | None] = [None] * count
+    else:
+        given = click.get_current_context().get_parameter_source("space") != click.core.ParameterSource.DEFAULT
+        model = _table_model(table, space if given else None, space_overrides)
+        target = make_target(parse_latency(latency), model.fastest()[1], model.slowest()[1], margin, model.table.p90_relative_error)
+        low, high = band
+        if not 0 < low <= high:
+            raise HwnasError(f"--band needs 0 < LO <= HI, got {low} {high}")
+        echo_warnings(target.clamp_note())
+        sampler = BandSampler(model, low * target.aim_ms, high * target.aim_ms)
+        drawn = sampler.sample(count, seed if seed is not None else random.randrange(2**63))
+        predicted = [model.predict(a) for a in drawn]
     if output:
         refuse_overwrite(output, force)
-        drawn.save(output)
-    click.echo(drawn.to_json() if as_json else drawn.to_compact())
+        drawn[0].save(output)
+    if as_json:
+        if count == 1 and table is None:
+            click.echo(drawn[0].to_json())
+        else:
+            echo_json([{**a.to_dict(), "compact": a.to_compact(), "predicted_ms": ms} for a, ms in zip(drawn, predicted)])
+        return
+    for a, ms in zip(drawn, predicted):
+        click.echo(a.to_compact() if ms is None else f"{ms:.4g} ms  {a.to_compact()}")
+
+
+def _table_model(table_path: str, space: str | None, overrides: dict) -> LatencyModel:
+    """The latency model of the table's own space; a --space or space option that contradicts the table is refused."""
+    table = LatencyTable.load(table_path)
+    if "space" not in table.meta or "space_args" not in table.meta:
+        raise HwnasError(f"latency table {table_path} does not say which space it measured (meta 'space', 'space_args')")
+    built = build_space(table.meta["space"], {**table.meta["space_args"], **overrides})
+    if (space is not None and space != built.name) or built.args.to_dict() != table.meta["space_args"]:
+        raise HwnasError(f"--table {table_path} measured space {table.meta['space']} {table.meta['space_args']}, "
+                         f"not {space or built.name} {built.args.to_dict()}")
+    return LatencyModel(table, built)
 
 
 @arch.command()
