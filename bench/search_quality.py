@@ -1,0 +1,507 @@
+"""Search quality: every method's derived nets against random nets of the same latency, all trained from scratch alike.
+
+    python bench/search_quality.py [--quick] [--table TABLE] [--work DIR] [--out DIR] [--workers 2]
+
+On Fashion-MNIST at 32x32 (Debian's ``dataset-fashion-mnist``), for the ``proxyless`` space:
+
+1. **table**: ``--table``, or one profiled and validated on this machine into the work folder;
+2. **budgets**: the space's fastest net + 25 % and + 60 % of its range to the slowest;
+3. **searches**: every method of the registry x budget x seed, with the search settings below;
+4. **training**: each derived arch from scratch with one fixed recipe and the search's seed,
+   and again from its inherited supernet weights (``hwnas train``'s fine-tune) with the
+   same recipe; random archs drawn uniformly from the band [0.9, 1.0] x aim of each budget
+   (``hwnas.search.random_archs``), each trained from scratch with the recipe, random arch i
+   with seed i of the seed list (cycling); one of them with every seed, for the seed noise;
+5. **ranking**: every supernet of the first seed scores all random archs (inherited weights,
+   BN recalibrated on training batches, accuracy on held-out images); Kendall's tau against
+   their from-scratch accuracy says whether it ranks nets as training does;
+6. **latency**: every net exported to ONNX (``hwnas export``'s exporter) and measured with
+   the profiler's protocol on ONNX Runtime, all files in the same interleaved rounds, at the end
+   and alone, so the machine's drift hits all alike;
+7. **report**: ``results.md`` (the table, the recipe, the seed noise, the machine, the commit,
+   the wall time), ``results.json`` (the same figures; ``rows``: one per method and budget)
+   and ``results.png`` (accuracy against measured latency, every net a point).
+
+Every search, training and measurement is cached in the work folder, keyed by what it
+computes (arch, recipe, seed, settings), so an interrupted run goes on where it stopped and
+a rerun only reports. ``--quick``: one seed, short searches and a short recipe, two random
+archs per budget; it writes into the work folder, not ``docs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything that decides the figures; its parts key the cache."""
+
+    data: str = "fashion-mnist"
+    space: str = "proxyless"
+    fractions: tuple[float, ...] = (0.25, 0.60)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    margin: float = 0.1
+    search: dict = field(default_factory=lambda: {"epochs": 3, "steps_per_epoch": 60, "batch_size": 32})
+    recipe: dict = field(default_factory=lambda: {"epochs": 3, "train_images": 6000, "val_images": 5000, "batch_size": 64,
+                                                  "lr": 0.05, "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 20})
+    random_per_budget: int = 5
+    band: tuple[float, float] = (0.9, 1.0)
+    ranking_images: int = 2000
+    rounds: int = 5
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(seeds=(0,), search={"epochs": 2, "steps_per_epoch": 25, "batch_size": 16},
+                   recipe={"epochs": 1, "train_images": 2000, "val_images": 2000, "batch_size": 64, "lr": 0.05,
+                           "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 10},
+                   random_per_budget=2, ranking_images=500, rounds=3)
+
+
+def key(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def space_args(plan: Plan) -> dict:
+    from hwnas.data import natural_space_args
+
+    return natural_space_args(plan.data)
+
+
+# -- jobs (each runs in a worker process, writes its result file last) -----------------------------
+def init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def search_job(job: dict) -> dict:
+    """One search into job['folder']; resumes a half-done one."""
+    from hwnas.search.loop import SearchConfig, SearchRun
+
+    folder = Path(job["folder"])
+    if not (folder / "result.json").is_file():
+        started = time.perf_counter()
+        if (folder / "checkpoint.pt").is_file():
+            SearchRun(SearchConfig.load(folder), folder, progress=False).run(resume=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            SearchRun(SearchConfig(**job["config"]), folder, progress=False).run()
+        (folder / "wall_s.json").write_text(json.dumps(time.perf_counter() - started))
+    return json.loads((folder / "result.json").read_text())
+
+
+def training_data(plan: dict, seed: int):
+    """The recipe's training subset and held-out set (the same images for every net)."""
+    import torch
+    from torch.utils.data import Subset
+
+    from hwnas.data import DataSplits, load_data
+
+    args = space_args(Plan(**plan))
+    data = load_data(plan["data"], args["resolution"], args["in_channels"], seed=0)
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(12345)).tolist()
+    subset = Subset(data.train, order[: plan["recipe"]["train_images"]])
+    val = data.val if plan["recipe"]["val_images"] is None else Subset(data.val, range(plan["recipe"]["val_images"]))
+    return DataSplits(subset, val, data.num_classes, data.in_channels, data.name)
+
+
+def train_job(job: dict) -> dict:
+    """Train job['arch'] with the recipe, from scratch or from a search run's inherited weights."""
+    import torch
+
+    from hwnas.arch import Arch
+    from hwnas.run_folder import load_weights
+    from hwnas.train import TrainConfig, train_child
+
+    folder = Path(job["folder"])
+    if not (folder / "train_result.json").is_file():
+        started = time.perf_counter()
+        plan = job["plan"]
+        recipe = {k: v for k, v in plan["recipe"].items() if k not in ("train_images", "val_images")}
+        arch = Arch.from_compact(job["arch"])
+        torch.manual_seed(job["seed"])
+        model = arch.build_space().build(arch)
+        if job.get("weights"):
+            load_weights(model, Path(job["weights"]))
+        config = TrainConfig(seed=job["seed"], **recipe)
+        resume = (folder / "train_checkpoint.pt").is_file()
+        train_child(arch, model, training_data(plan, job["seed"]), folder, config, resume=resume, progress=False)
+        (folder / "wall_s.json").write_text(json.dumps(time.perf_counter() - started))
+    return json.loads((folder / "train_result.json").read_text())
+
+
+def ranking_job(job: dict) -> dict:
+    """A search's supernet scores every given arch: inherited weights, BN recalibrated, held-out accuracy."""
+    import torch
+    from torch.utils.data import Subset
+
+    from hwnas.arch import Arch
+    from hwnas.batchnorm import recalibrate_bn
+    from hwnas.data import load_data, make_loader
+    from hwnas.search.supernet import Supernet
+    from hwnas.train import evaluate
+
+    out = Path(job["file"])
+    if not out.is_file():
+        plan = job["plan"]
+        args = space_args(Plan(**plan))
+        data = load_data(plan["data"], args["resolution"], args["in_channels"], seed=0)
+        archs = [Arch.from_compact(a) for a in job["archs"]]
+        supernet = Supernet(archs[0].build_space())
+        supernet.load_state_dict(torch.load(Path(job["run"]) / "supernet.pt", weights_only=True))
+        val = Subset(data.val, range(len(data.val) - plan["ranking_images"], len(data.val)))  # not the search's eval images
+        scores = {}
+        for arch in archs:
+            child = supernet.extract_child(arch)
+            recalibrate_bn(child, make_loader(data.train, 64, True, seed=1), 20)
+            scores[arch.to_compact()] = evaluate(child, make_loader(val, 256, False))[1]
+        out.write_text(json.dumps(scores))
+    return json.loads(out.read_text())
+
+
+def run_jobs(function, jobs: list[dict], workers: int, label: str) -> list[dict]:
+    """Run ``function`` over ``jobs`` in ``workers`` processes (one torch thread each), in order; prints progress."""
+    if not jobs:
+        return []
+    print(f"{label}: {len(jobs)} job(s) on {workers} worker(s)", file=sys.stderr, flush=True)
+    results: list[Any] = [None] * len(jobs)
+    with concurrent.futures.ProcessPoolExecutor(workers, initializer=init_worker) as pool:
+        futures = {pool.submit(function, job): index for index, job in enumerate(jobs)}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            results[futures[future]] = future.result()
+            print(f"  {label} {done}/{len(jobs)}", file=sys.stderr, flush=True)
+    return results
+
+
+# -- steps ------------------------------------------------------------------------------------------
+def ensure_table(args: argparse.Namespace, plan: Plan, work: Path) -> Path:
+    if args.table:
+        return Path(args.table)
+    table = work / "table.json"
+    if not table.is_file() or "calibration" not in json.loads(table.read_text()):
+        sa = space_args(plan)
+        shape = ["--resolution", str(sa["resolution"]), "--in-channels", str(sa["in_channels"]), "--num-classes", str(sa["num_classes"])]
+        hwnas = [sys.executable, "-m", "hwnas"]
+        print("profiling the space on this machine (hwnas profile, hwnas tables validate)", file=sys.stderr, flush=True)
+        subprocess.run([*hwnas, "profile", "--space", plan.space, *shape, "-o", str(table), "--rounds", str(plan.rounds)], check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run([*hwnas, "tables", "validate", str(table), "--n", "20" if plan.rounds > 3 else "10"], check=True,
+                       stdout=subprocess.DEVNULL)
+    return table
+
+
+def measure_latencies(archs: list[str], plan: Plan, work: Path) -> dict[str, float]:
+    """Export every arch to ONNX and time all files in the same interleaved rounds (cached as a whole)."""
+    from hwnas.arch import Arch
+    from hwnas.export.onnx_file import export_onnx
+    from hwnas.latency.protocol import Protocol
+    from hwnas.latency.runtimes import get_runtime
+
+    cache = work / "latency.json"
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    if all(a in known for a in archs):
+        return known
+    runtime = get_runtime("onnxruntime", "cpu", 1, protocol=Protocol(rounds=plan.rounds))
+    paths = []
+    for compact in archs:
+        path = work / "onnx" / f"{key(compact)}.onnx"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            arch = Arch.from_compact(compact)
+            space = arch.build_space()
+            export_onnx(space.build(arch).eval(), (1, *space.input_shape), path)
+        paths.append(path)
+    print(f"measuring {len(paths)} ONNX files, {plan.rounds} interleaved rounds", file=sys.stderr, flush=True)
+    shape = (1, *Arch.from_compact(archs[0]).build_space().input_shape)
+    timings = runtime.measure([runtime.prepare_onnx(p, shape) for p in paths])
+    measured = {compact: t.median_ms for compact, t in zip(archs, timings)}
+    cache.write_text(json.dumps(measured, indent=1))
+    return measured
+
+
+# -- statistics -------------------------------------------------------------------------------------
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+
+
+def welch_interval(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """mean(a) - mean(b) with its Welch t interval; NaN bounds where a side has a single value."""
+    from scipy import stats
+
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, float("nan"), float("nan")
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = stats.t.ppf(0.5 + level / 2, df) * math.sqrt(va + vb)
+    return diff, diff - half, diff + half
+
+
+def kendall(x: list[float], y: list[float]) -> float:
+    from scipy import stats
+
+    return float(stats.kendalltau(x, y).statistic)
+
+
+# -- the report -------------------------------------------------------------------------------------
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {platform.platform()}"
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_plot(path: Path, nets: list[dict], budgets: list[float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = {}
+    for net in nets:
+        if net["kind"] == "random":
+            ax.scatter(net["measured_ms"], net["acc"], color="0.6", marker="o", s=30, label="random (band)")
+        else:
+            colour = colours.setdefault(net["method"], f"C{len(colours)}")
+            ax.scatter(net["measured_ms"], net["acc"], color=colour, marker="D", s=40, label=net["method"])
+    for budget in budgets:
+        ax.axvline(budget, color="red", linestyle="--", linewidth=1)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys())
+    ax.set(xlabel="measured latency (ms, ONNX Runtime, 1 thread)", ylabel="accuracy, trained from scratch",
+           title="searched vs random nets (red: budgets)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(out: Path, summary: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    write_plot(out / "results.png", summary["nets"], [b["budget_ms"] for b in summary["budgets"]])
+    plan, recipe, search = summary["plan"], summary["plan"]["recipe"], summary["plan"]["search"]
+    lines = [
+        "# Search quality: searched nets against random nets of the same latency",
+        "",
+        f"Made by `python bench/search_quality.py{' --quick' if summary['quick'] else ''}` on {summary['date']}, commit "
+        f"{summary['commit']}: {summary['wall_s'] / 60:.1f} min of wall time in its last invocation; its searches and trainings "
+        f"took {summary['jobs_s'] / 60:.1f} min of process time together (run {summary['plan_workers']} at a time).",
+        f"Machine: {summary['machine']}. Table: `{summary['table']}` (fastest {summary['fastest_ms']:.4g} ms, slowest "
+        f"{summary['slowest_ms']:.4g} ms predicted).",
+        "",
+        f"* data: {plan['data']} at 32x32, space `{plan['space']}`; budgets at the fastest net + "
+        f"{', '.join(f'{100 * f:g} %' for f in plan['fractions'])} of the range to the slowest; aim = budget x (1 - {plan['margin']})",
+        f"* searches: {search['epochs']} epochs x {search['steps_per_epoch']} steps x batch {search['batch_size']}, "
+        f"seeds {', '.join(map(str, plan['seeds']))}, every other option at its default",
+        f"* recipe, the same for every net: {recipe['epochs']} epoch(s) on a fixed subset of {recipe['train_images']} training images, "
+        f"batch {recipe['batch_size']}, SGD Nesterov lr {recipe['lr']} cosine to 0, weight decay {recipe['weight_decay']}, "
+        f"label smoothing {recipe['label_smoothing']}, no augmentation, BN re-estimated on {recipe['bn_batches']} batches before "
+        f"scoring on {summary['val_images']} held-out images",
+        f"* random nets: {plan['random_per_budget']} per budget, drawn uniformly from the archs predicted within "
+        f"[{plan['band'][0]}, {plan['band'][1]}] x aim, random arch i trained with seed i of the seed list",
+        f"* seed noise (one arch, {len(summary['seed_noise']['accs'])} seeds): accuracy std {summary['seed_noise']['std']:.4f} "
+        f"(values {', '.join(f'{a:.4f}' for a in summary['seed_noise']['accs'])})",
+        f"* latency: every net exported to ONNX and timed on ONNX Runtime (CPU, 1 thread, batch 1), {plan['rounds']} interleaved "
+        "rounds over all files",
+        "",
+        "| method | budget ms | aim ms | from scratch acc (mean +- std) | fine-tuned acc (inherited) | random mean | random best | "
+        "method - random mean [95 % CI] | measured ms (predicted) | search wall s | supernet tau |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["rows"]:
+        ci = "" if math.isnan(row["diff_low"]) else f" [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
+        tau = "" if row["ranking_tau"] is None or math.isnan(row["ranking_tau"]) else f"{row['ranking_tau']:+.2f}"
+        std = "" if math.isnan(row["search_acc_std"]) else f" +- {row['search_acc_std']:.4f}"
+        lines.append(
+            f"| {row['method']} | {row['budget_ms']:.4g} | {row['aim_ms']:.4g} | {row['search_acc_mean']:.4f}{std} | "
+            f"{row['finetuned_acc_mean']:.4f} | {row['random_acc_mean']:.4f} | {row['random_acc_best']:.4f} | "
+            f"{row['diff']:+.4f}{ci} | {row['measured_ms_mean']:.4g} ({row['predicted_ms_mean']:.4g}) | "
+            f"{row['search_wall_s_mean']:.0f} | {tau} |"
+        )
+    lines += ["", "Random nets:", "", "| budget ms | arch | predicted ms | measured ms | acc |", "|---|---|---|---|---|"]
+    for net in summary["nets"]:
+        if net["kind"] == "random":
+            lines.append(f"| {net['budget_ms']:.4g} | `{net['arch'].split(':')[1]}` | {net['predicted_ms']:.4g} | "
+                         f"{net['measured_ms']:.4g} | {net['acc']:.4f} |")
+    lines += ["", "Searched nets:", "", "| method | budget ms | seed | arch | predicted ms | measured ms | from scratch | fine-tuned |",
+              "|---|---|---|---|---|---|---|---|"]
+    for net in summary["nets"]:
+        if net["kind"] == "search":
+            lines.append(f"| {net['method']} | {net['budget_ms']:.4g} | {net['seed']} | `{net['arch'].split(':')[1]}` | "
+                         f"{net['predicted_ms']:.4g} | {net['measured_ms']:.4g} | {net['acc']:.4f} | {net['finetuned_acc']:.4f} |")
+    lines += ["", "![accuracy against measured latency](results.png)", ""]
+    (out / "results.md").write_text("\n".join(lines))
+
+
+# -- main -------------------------------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one seed, short searches and recipe (< 15 min on 2 cores)")
+    parser.add_argument("--table", help="latency table of this machine [default: profile one into the work folder]")
+    parser.add_argument("--work", type=Path, help="cache folder [runs/search_quality, or runs/search_quality-quick]")
+    parser.add_argument("--out", type=Path, help="where results.md/.json/.png go [docs/, or the work folder with --quick]")
+    parser.add_argument("--workers", type=int, default=2, help="processes for searches and trainings (one torch thread each)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    plan = Plan.quick() if args.quick else Plan()
+    work = args.work or ROOT / "runs" / ("search_quality-quick" if args.quick else "search_quality")
+    out = args.out or (work if args.quick else ROOT / "docs")
+    work.mkdir(parents=True, exist_ok=True)
+
+    from hwnas.arch import Arch
+    from hwnas.data import load_data
+    from hwnas.latency import LatencyModel, LatencyTable
+    from hwnas.search import STRATEGIES
+    from hwnas.search.budget import make_target
+    from hwnas.search.random_archs import BandSampler
+    from hwnas.spaces import get_space
+
+    sa = space_args(plan)
+    load_data(plan.data, sa["resolution"], sa["in_channels"])  # a missing data set fails here, before any work
+    table_path = ensure_table(args, plan, work)
+    table = LatencyTable.load(table_path)
+    model = LatencyModel(table, get_space(plan.space, **sa))
+    fastest, slowest = model.fastest()[1], model.slowest()[1]
+    plan_dict = asdict(plan)
+    methods = list(STRATEGIES)
+
+    budgets = []
+    for fraction in plan.fractions:
+        budget = fastest + fraction * (slowest - fastest)
+        target = make_target(budget, fastest, slowest, plan.margin, None)
+        randoms = BandSampler(model, plan.band[0] * target.aim_ms, plan.band[1] * target.aim_ms).sample(
+            plan.random_per_budget, seed=int(1000 * fraction))
+        budgets.append({"fraction": fraction, "budget_ms": budget, "aim_ms": target.aim_ms, "random": [a.to_compact() for a in randoms]})
+
+    # 1. searches
+    searches = []
+    for b in budgets:
+        for method in methods:
+            for seed in plan.seeds:
+                config = dict(method=method, table=str(table_path), budget_ms=b["budget_ms"], space=plan.space, space_args=sa,
+                              data=plan.data, margin=plan.margin, seed=seed, **plan.search)
+                searches.append({"method": method, "seed": seed, "budget": b, "config": config,
+                                 "folder": str(work / "search" / key("search", config))})
+    search_results = run_jobs(search_job, [{"folder": s["folder"], "config": s["config"]} for s in searches], args.workers, "searches")
+
+    # 2. trainings: searched archs from scratch and fine-tuned, random archs from scratch, the seed noise
+    recipe_key = {"plan_recipe": plan.recipe, "data": plan.data}
+
+    def train(arch: str, seed: int, weights: str | None = None) -> dict:
+        return {"arch": arch, "seed": seed, "weights": weights, "plan": plan_dict,
+                "folder": str(work / "train" / key("train", arch, seed, weights, recipe_key))}
+
+    jobs: list[dict] = []
+    for s, result in zip(searches, search_results):
+        s["scratch"] = train(result["arch"], s["seed"])
+        s["finetune"] = train(result["arch"], s["seed"], str(Path(s["folder"]) / "child.pt"))
+        jobs += [s["scratch"], s["finetune"]]
+    random_jobs = []
+    for b in budgets:
+        for i, arch in enumerate(b["random"]):
+            random_jobs.append((b, arch, train(arch, plan.seeds[i % len(plan.seeds)])))
+    noise_arch = budgets[0]["random"][0]
+    noise_seeds = plan.seeds if len(plan.seeds) > 1 else (plan.seeds[0], plan.seeds[0] + 1)
+    noise_jobs = [train(noise_arch, seed) for seed in noise_seeds]
+    unique = {j["folder"]: j for j in jobs + [r[2] for r in random_jobs] + noise_jobs}
+    trained = dict(zip(unique, run_jobs(train_job, list(unique.values()), args.workers, "trainings")))
+
+    # 3. ranking: each first-seed supernet scores every random arch
+    all_random = [a for b in budgets for a in b["random"]]
+    rank_runs = [s for s in searches if s["seed"] == plan.seeds[0]]
+    rank_scores = run_jobs(ranking_job, [{"run": s["folder"], "archs": all_random, "plan": plan_dict,
+                                          "file": str(Path(s["folder"]) / f"ranking-{key(all_random, plan.ranking_images)}.json")}
+                                         for s in rank_runs], args.workers, "supernet rankings")
+    scratch_random = [trained[train(a, plan.seeds[i % len(plan.seeds)])["folder"]]["val_acc"]
+                      for b in budgets for i, a in enumerate(b["random"])]
+    taus = {(s["method"], s["budget"]["fraction"]): kendall([scores[a] for a in all_random], scratch_random)
+            for s, scores in zip(rank_runs, rank_scores)}
+
+    # 4. latency of every net, measured alone at the end
+    searched_archs = [r["arch"] for r in search_results]
+    measured = measure_latencies(list(dict.fromkeys(searched_archs + all_random)), plan, work)
+
+    # 5. figures
+    nets = []
+    for s, result in zip(searches, search_results):
+        nets.append({"kind": "search", "method": s["method"], "seed": s["seed"], "budget_ms": s["budget"]["budget_ms"],
+                     "arch": result["arch"], "predicted_ms": result["predicted_ms"], "measured_ms": measured[result["arch"]],
+                     "acc": trained[s["scratch"]["folder"]]["val_acc"], "finetuned_acc": trained[s["finetune"]["folder"]]["val_acc"],
+                     "supernet_acc": result["supernet_val_acc"], "child_acc_inherited": result["child_val_acc"],
+                     "search_wall_s": json.loads((Path(s["folder"]) / "wall_s.json").read_text())})
+    for b, arch, job in random_jobs:
+        nets.append({"kind": "random", "budget_ms": b["budget_ms"], "arch": arch, "seed": job["seed"],
+                     "predicted_ms": model.predict(Arch.from_compact(arch)),
+                     "measured_ms": measured[arch], "acc": trained[job["folder"]]["val_acc"]})
+    rows = []
+    for b in budgets:
+        randoms = [n["acc"] for n in nets if n["kind"] == "random" and n["budget_ms"] == b["budget_ms"]]
+        for method in methods:
+            mine = [n for n in nets if n["kind"] == "search" and n["method"] == method and n["budget_ms"] == b["budget_ms"]]
+            accs = [n["acc"] for n in mine]
+            acc_mean, acc_std = mean_std(accs)
+            diff, low, high = welch_interval(accs, randoms)
+            rows.append({
+                "method": method, "budget_ms": b["budget_ms"], "aim_ms": b["aim_ms"], "fraction": b["fraction"],
+                "search_acc_mean": acc_mean, "search_acc_std": acc_std, "search_accs": accs,
+                "finetuned_acc_mean": statistics.fmean(n["finetuned_acc"] for n in mine),
+                "random_acc_mean": statistics.fmean(randoms), "random_acc_best": max(randoms), "random_accs": randoms,
+                "diff": diff, "diff_low": low, "diff_high": high,
+                "measured_ms_mean": statistics.fmean(n["measured_ms"] for n in mine),
+                "predicted_ms_mean": statistics.fmean(n["predicted_ms"] for n in mine),
+                "search_wall_s_mean": statistics.fmean(n["search_wall_s"] for n in mine),
+                "ranking_tau": taus.get((method, b["fraction"])),
+            })
+    noise_accs = [trained[j["folder"]]["val_acc"] for j in noise_jobs]
+    job_seconds = [json.loads((Path(j) / "wall_s.json").read_text()) for j in [s["folder"] for s in searches] + list(unique)]
+    summary = {
+        "quick": args.quick, "date": datetime.date.today().isoformat(), "machine": machine(), "commit": commit(),
+        "table": str(table_path), "fastest_ms": fastest, "slowest_ms": slowest, "plan": plan_dict,
+        "val_images": plan.recipe["val_images"] or len(load_data(plan.data, sa["resolution"], sa["in_channels"]).val),
+        "seed_noise": {"arch": noise_arch, "seeds": list(noise_seeds), "accs": noise_accs, "std": statistics.stdev(noise_accs)},
+        "budgets": budgets, "rows": rows, "nets": nets, "wall_s": time.perf_counter() - started, "jobs_s": sum(job_seconds),
+    }
+    summary["plan_workers"] = args.workers
+    report(out, summary)
+    print((out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
