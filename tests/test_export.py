@@ -89,6 +89,18 @@ def test_prediction_comes_from_the_table(cli_runner, small_run, tmp_path):
     assert want == pytest.approx(2.0 * 0.01 * (2 + sum(op not in ("zero",) for op in arch.choices)) + 0.5)
 
 
+def test_a_prediction_under_the_budget_does_not_pass_a_measurement_over_it(cli_runner, small_run, tmp_path):
+    """The table predicts 1000x under the real latency: the verdict must follow the measurement, not the table."""
+    space = get_space("proxyless", **SMALL)
+    _synthetic_table(space, calibration={"a": 0.001, "b": 0.0}).save(tmp_path / "table.json")
+    result = _export(cli_runner, tmp_path / "m.onnx", "--run", small_run, "--table", tmp_path / "table.json", "--budget", "1us")
+    assert result.exit_code == EXIT_FAIL, result.output
+    report = json.loads(result.output)
+    assert report["budget_ms"] == pytest.approx(0.001)
+    assert report["predicted_ms"] < report["budget_ms"] < report["measured_ms"]
+    assert report["verdict"] == "FAIL"
+
+
 def test_bad_inputs_give_clear_errors(cli_runner, small_run, tmp_path):
     out = tmp_path / "m.onnx"
     empty = tmp_path / "empty"

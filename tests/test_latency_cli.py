@@ -177,3 +177,18 @@ def test_kill_9_mid_profile_then_rerun_measures_only_the_rest(tmp_path):
     assert summary["resumed"] and summary["measured"] == 35 - len(killed.entries) and summary["entries"] == 35
     final = LatencyTable.load(path)
     assert all(final.entries[key] == entry for key, entry in killed.entries.items())
+
+
+def test_profile_with_the_torch_runtime(cli_runner, tmp_path):
+    path = tmp_path / "torch.json"
+    shape = ["--space", "proxyless", "--resolution", "16", "--in-channels", "1", "--num-classes", "10", "--width-mult", "0.25"]
+    result = cli_runner.invoke(cli, ["profile", *shape, "--runtime", "torch", *QUICK, "-o", str(path), "--no-progress", "--json"])
+    assert result.exit_code == 0, result.output
+    table = LatencyTable.load(path)
+    assert table.meta["runtime"] == "torch" and table.meta["provider"] == "cpu-eager"
+    from hwnas.spaces import get_space
+
+    space = get_space("proxyless", resolution=16, in_channels=1, num_classes=10, width_mult=0.25)
+    model = LatencyModel(table, space)  # every key of the space is there (the model refuses a table that lacks one)
+    assert all(entry["ms"] > 0 for entry in table.entries.values())
+    assert model.fastest()[1] < model.slowest()[1]

@@ -24,19 +24,32 @@ def demo_net():
 
 @needs_cuda
 def test_torch_cuda_times_with_events():
+    from hwnas.latency.cuda_clock import CudaEventClock
+
     net, shape = demo_net()
-    timing = get_runtime("torch", device="cuda", protocol=TINY).measure_module(net, shape)
+    runtime = get_runtime("torch", device="cuda", protocol=TINY)
+    runner = runtime.prepare_module(net, shape)
+    assert isinstance(runner.clock, CudaEventClock)  # timed by CUDA events, not the host clock
+    torch.cuda.reset_peak_memory_stats()
+    timing = runtime.measure([runner])[0]
     assert timing.median_ms > 0 and timing.n == 6
+    assert torch.cuda.max_memory_allocated() > 0  # the net really ran on the GPU
 
 
 @needs_cuda
-def test_onnxruntime_cuda_provider():
+def test_onnxruntime_cuda_provider_runs_on_the_gpu():
     import onnxruntime
 
+    from hwnas.latency.onnx_export import export_onnx_bytes
+
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        pytest.skip("this onnxruntime build has no CUDAExecutionProvider")
+        pytest.fail("a CUDA GPU is here but this onnxruntime has no CUDAExecutionProvider: pip install -e '.[gpu]' "
+                    "(after pip uninstall onnxruntime)")
     net, shape = demo_net()
-    assert get_runtime("onnxruntime", device="cuda", protocol=TINY).measure_module(net, shape).median_ms > 0
+    runtime = get_runtime("onnxruntime", device="cuda", protocol=TINY)
+    session = runtime.session(export_onnx_bytes(net, shape))
+    assert session.get_providers()[0] == "CUDAExecutionProvider"  # no silent fallback to the CPU
+    assert runtime.measure_module(net, shape).median_ms > 0
 
 
 @needs_cuda
@@ -49,7 +62,10 @@ def test_tensorrt_engine_build_and_timing(tmp_path, fp16):
     onnx_path = tmp_path / "net.onnx"
     onnx_path.write_bytes(export_onnx_bytes(net, shape))
     engine = build_engine(onnx_path, tmp_path / "net.engine", fp16=fp16)
-    assert engine.stat().st_size > 0
+    import tensorrt
+
+    deserialised = tensorrt.Runtime(tensorrt.Logger(tensorrt.Logger.ERROR)).deserialize_cuda_engine(engine.read_bytes())
+    assert deserialised is not None and deserialised.num_io_tensors == 2  # a real engine: one input, one output
     runtime = get_runtime("tensorrt", device="cuda", fp16=fp16, protocol=TINY)
     assert runtime.measure_onnx(onnx_path, shape).median_ms > 0
     assert runtime.measure_onnx(engine, shape).median_ms > 0

@@ -187,3 +187,19 @@ def test_foreign_table_refused_or_warned(tmp_path):
     batch4 = expected_meta("cpu", "onnxruntime", 4, False, space)
     with pytest.raises(HwnasError, match="batch_size"):
         LatencyTable.load(write(tmp_path, synthetic_table(space).to_dict(), "ok.json"), expect=batch4)
+
+
+def test_predict_equals_a_sum_written_out_by_hand():
+    """Three layers, every entry its own number: the prediction checked against the arithmetic done by hand."""
+    space = TinyProxyless(SpaceArgs(**DEMO))  # layer 0: 16 -> 32 s2 at 32x32; layers 1, 2: 32 -> 32 s1 at 16x16 (zero legal)
+    table = synthetic_table(space)
+    ms = {stem_key(space): 0.30, head_key(space): 0.20, overhead_key(space): 0.01,
+          space.layers[0].op_spec("mb6_k5").key: 0.11, space.layers[1].op_spec("mb3_k3").key: 0.05}
+    for key, value in ms.items():
+        table.entries[key] = {"ms": value, "p10": value, "p90": value, "n": 1}
+    table.calibration = {"a": 1.1, "b": 0.04, "per_op_ms": 0.02}
+    arch = Arch(space.name, ("mb6_k5", "mb3_k3", "zero"), space.args.to_dict())
+    # the per-call overhead is counted once: it comes off the head and every op, the stem keeps it
+    parts = 0.30 + (0.20 - 0.01) + (0.11 - 0.01) + (0.05 - 0.01) + 0.0  # 0.63 ms
+    assert LatencyModel(table, space).predict(arch) == pytest.approx(1.1 * parts + 0.02 * 2 + 0.04)  # 0.773 ms
+    assert LatencyModel(table, space).predict(arch) == pytest.approx(0.773)

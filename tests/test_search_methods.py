@@ -381,3 +381,32 @@ def test_a_tight_aim_lowers_expected_latency_through_the_latency_term(method, fo
     _, without = expected_after_steps(method, form, strength=0.0)
     assert with_term < before * 0.985, (before, with_term)
     assert with_term < without - 0.01 * before, (with_term, without)
+
+
+# -- the supernet's start ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["proxyless", "shufflenet"])
+def test_a_layers_candidates_start_as_one_function(name):
+    from hwnas.spaces import get_space
+
+    space = get_space(name, resolution=16, in_channels=1, num_classes=10, width_mult=0.25)
+    supernet = Supernet(space)
+    for index, layer in enumerate(supernet.layers):
+        spec = space.layers[index]
+        x = torch.randn(4, spec.c_in, spec.h, spec.w)
+        for mode in ("train", "eval"):
+            outputs = {op: getattr(module, mode)()(x) for op, module in layer.ops.items() if op != "shuffle_x"}
+            first = next(iter(outputs.values()))
+            for op, out in outputs.items():
+                assert torch.allclose(out, first, atol=1e-5), (index, op, mode)
+
+
+def test_a_block_on_a_shortcut_starts_as_the_identity():
+    space = tiny_space()
+    for spec, layer in zip(space.layers, Supernet(space).layers):
+        x = torch.randn(2, spec.c_in, spec.h, spec.w)
+        for op, module in layer.ops.items():
+            out = module.eval()(x)
+            if spec.shortcut:  # the shortcut adds x: the block itself contributes nothing yet
+                assert torch.equal(out, torch.zeros_like(out)), (spec.index, op)
+            else:
+                assert out.abs().sum() > 0

@@ -185,3 +185,36 @@ def test_kill_9_mid_run_then_resume_loses_nothing(tmp_path, table_path):
     a, b = json.loads(resumed.stdout), json.loads(uninterrupted.stdout)
     assert {**a, "run": None} == {**b, "run": None}
     assert torch.equal(final_state(out)["alpha"], final_state(straight)["alpha"])
+
+
+@pytest.mark.parametrize("form", ["mul-log", "add-linear", "lagrangian-one-sided"])
+def test_cli_runs_every_loss_form(cli_runner, tmp_path, table_path, form):
+    budget = budget_between(table_path, 0.5)
+    latency_loss = ["--latency-loss", form] if form != "lagrangian-one-sided" else ["--one-sided"]
+    result = run_cli(cli_runner, "--method", "dsnas", "--latency", f"{budget}ms", "--table", str(table_path), "--width-mult", "0.25",
+                     "--resolution", "16", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--bn-batches", "1",
+                     "--warmup-epochs", "0", *latency_loss, "--out", str(tmp_path / "run"), "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["predicted_ms"] <= data["aim_ms"] + 1e-9
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    if form == "lagrangian-one-sided":
+        assert config["one_sided"] and data["fill_swaps"] == 0 and data["multiplier"] >= 0  # a ceiling: no fill, no reward
+    else:
+        assert config["latency_loss"] == form and data["fill_ms"] >= 0 and data["derived_share_of_aim"] >= 0.8
+
+
+def test_search_without_table_uses_the_local_table_of_this_target(cli_runner, tmp_path, monkeypatch):
+    from hwnas.latency.lookup import LOCAL_TABLES, default_table_path
+
+    space = tiny_space()
+    monkeypatch.chdir(tmp_path)
+    path = default_table_path(space, "cpu", "onnxruntime", 1, 1)
+    assert path.parent == LOCAL_TABLES
+    path.parent.mkdir(parents=True)
+    write_synthetic_table(space, path)
+    budget = budget_between(path, 0.5)
+    result = run_cli(cli_runner, "--latency", f"{budget}ms", "--width-mult", "0.25", "--resolution", "16", "--epochs", "1",
+                     "--steps-per-epoch", "1", "--batch-size", "16", "--bn-batches", "1", "--out", "run", "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    assert Path(json.loads(result.stdout)["table"]).resolve() == path.resolve()

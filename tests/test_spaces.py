@@ -80,6 +80,12 @@ _SPACE_CACHE: dict = {}
 
 @pytest.mark.parametrize(("name", "resolution", "index", "op"), list(_every_candidate()))
 def test_every_candidate_builds_with_the_right_output_shape(name, resolution, index, op):
+    """A smoke test over every candidate: it builds, runs and gives the layer's output shape.
+
+    Its params check counts the same module's ``numel()`` the counter counts, so it only shows
+    the counter sees every parameter; ``test_op_costs_match_formulas_written_by_hand`` checks
+    the numbers themselves.
+    """
     space = _SPACE_CACHE.setdefault((name, resolution), get_space(name, resolution=resolution))
     layer = space.layers[index]
     module = space.build_op(index, op).eval()
@@ -146,3 +152,34 @@ def test_spaces_cli_lists_and_describes(cli_runner):
     assert shown.exit_code == 0, shown.output
     described = json.loads(shown.output)
     assert len(described["layers"]) == 20 and described["space_args"]["resolution"] == 32
+
+
+def mbconv_by_hand(c_in: int, c_out: int, stride: int, size: int, kernel: int, expand: int) -> tuple[int, int]:
+    """Multiply-adds and params of an MBConv (1x1 expand, k x k depthwise, 1x1 project, each conv + BN) from its shape."""
+    hidden, out = c_in * expand, -(-size // stride)
+    flops = size * size * hidden * c_in + out * out * hidden * kernel * kernel + out * out * c_out * hidden
+    params = c_in * hidden + hidden * kernel * kernel + hidden * c_out + 2 * (hidden + hidden + c_out)  # BN: scale and shift
+    return flops, params
+
+
+def shuffle_by_hand(channels: int, size: int, kernel: int) -> tuple[int, int]:
+    """A stride-1 ShuffleNetV2 choice block: half the channels through pw -> dw k x k -> pw, the other half passed."""
+    half = channels // 2
+    flops = size * size * (half * half + half * kernel * kernel + half * half)
+    params = half * half + half * kernel * kernel + half * half + 2 * 3 * half
+    return flops, params
+
+
+def test_op_costs_match_formulas_written_by_hand():
+    # a worked example: 16 -> 24 channels, stride 2 at 16x16, kernel 5, expand 6 (hidden 96, output 8x8)
+    assert mbconv_by_hand(16, 24, 2, 16, 5, 6) == (16 * 16 * 96 * 16 + 8 * 8 * 96 * 25 + 8 * 8 * 24 * 96, 6672)
+    space = get_space("proxyless", resolution=32)
+    for layer in (space.layers[0], space.layers[5], space.layers[20]):
+        for op, (expand, kernel) in {"mb3_k3": (3, 3), "mb6_k7": (6, 7)}.items():
+            cost = space.op_cost(layer.index, op)
+            assert (cost.flops, cost.params) == mbconv_by_hand(layer.c_in, layer.c_out, layer.stride, layer.h, kernel, expand)
+    shuffle = get_space("shufflenet", resolution=32)
+    inner = next(layer for layer in shuffle.layers if layer.stride == 1)
+    for kernel in (3, 5, 7):
+        cost = shuffle.op_cost(inner.index, f"shuffle_k{kernel}")
+        assert (cost.flops, cost.params) == shuffle_by_hand(inner.c_in, inner.h, kernel)

@@ -1,0 +1,126 @@
+"""Sabotage the project in one line, on a scratch copy, and show which tests catch it.
+
+    python tests/mutations.py            # every mutation; exit 1 if any goes uncaught
+    python tests/mutations.py NAME ...   # only these (names: python tests/mutations.py --list)
+
+Each mutation replaces one exact snippet of one file (the run stops if the snippet is gone:
+update the list when the code moves). The copy holds the files git knows or would add in this checkout,
+as they are now; its tests run with the copy first on ``PYTHONPATH``, so they import the
+sabotaged package, not the installed one. A mutation is caught when at least one of its
+tests fails. ``tests/mutations.md`` lists them with what each breaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS = (
+    Mutation("detach-latency", "hwnas/search/strategy.py",
+             "return self.latency.expected(self.effective_probs() if probs is None else probs)",
+             "return self.latency.expected(self.effective_probs() if probs is None else probs).detach()",
+             ("tests/test_search_methods.py",)),
+    Mutation("derive-at-fastest", "hwnas/search/loop.py",
+             "self.latency, self.target.aim_ms,", "self.latency, self.target.fastest_ms,",
+             ("tests/test_search_run.py",)),
+    Mutation("no-optimizer-step", "hwnas/train.py", "            optimizer.step()\n", "            pass\n",
+             ("tests/test_train.py",)),
+    Mutation("controller-without-proportional-term", "hwnas/search/budget.py",
+             "self.multiplier = min(max(self.integral + self.gain * error, low), self.bound)",
+             "self.multiplier = min(max(self.integral, low), self.bound)",
+             ("tests/test_search_budget.py",)),
+    Mutation("proxyless-latency-over-all-ops", "hwnas/search/proxyless.py",
+             "self.expected_ms(self.pair_probs(pairs))", "self.expected_ms()",
+             ("tests/test_search_methods.py",)),
+    Mutation("derive-without-fill", "hwnas/search/derive.py", "    if spend:\n", "    if False:\n",
+             ("tests/test_search_budget.py",)),
+    Mutation("early-stop-ignores-reachability", "hwnas/search/dsnas.py",
+             "if low <= self.budget.aim_ms <= high:", "if True:",
+             ("tests/test_search_methods.py",)),
+    Mutation("band-sampler-not-uniform", "hwnas/search/random_archs.py",
+             "pick = rng.choice(len(weights), p=ways / ways.sum())", "pick = rng.choice(len(weights), p=(ways > 0) / (ways > 0).sum())",
+             ("tests/test_random_archs.py",)),
+    Mutation("candidates-start-apart", "hwnas/search/supernet.py", "                    nest_into(smallest, op)\n", "                    pass\n",
+             ("tests/test_search_methods.py",)),
+    Mutation("overhead-counted-per-part", "hwnas/latency/model.py",
+             "return max(self.table.ms(key) - self.call_overhead_ms, 0.0)", "return self.table.ms(key)",
+             ("tests/test_latency_model.py",)),
+    Mutation("tables-not-packaged", "pyproject.toml", '"hwnas.latency_tables" = ["*.json", "*.md"]', '"hwnas.latency_tables" = ["*.md"]',
+             ("tests/test_packaging.py",)),
+    Mutation("verdict-from-prediction", "hwnas/export/verdict.py",
+             'return "PASS" if self.measured_ms <= self.budget_ms else "FAIL"',
+             'return "PASS" if (self.predicted_ms or self.measured_ms) <= self.budget_ms else "FAIL"',
+             ("tests/test_export.py",)),
+)
+
+
+def scratch_copy(target: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def run(mutation: Mutation) -> tuple[bool, str]:
+    """(caught, summary): apply ``mutation`` to a fresh copy and run its tests there."""
+    with tempfile.TemporaryDirectory(prefix=f"mutation-{mutation.name}-") as scratch:
+        copy = Path(scratch)
+        scratch_copy(copy)
+        path = copy / mutation.path
+        text = path.read_text()
+        if text.count(mutation.old) != 1:
+            raise SystemExit(f"{mutation.name}: the snippet occurs {text.count(mutation.old)} times in {mutation.path}; update tests/mutations.py")
+        path.write_text(text.replace(mutation.old, mutation.new))
+        env = {**os.environ, "PYTHONPATH": str(copy) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header", *mutation.tests],
+                              cwd=copy, env=env, capture_output=True, text=True)
+        failed = [line.split(" ")[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+        summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()[-200:]
+        return done.returncode != 0 and bool(failed), f"{summary}; failing: {', '.join(failed[:4])}{' ...' if len(failed) > 4 else ''}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="mutations to run [all]")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = parser.parse_args()
+    known = {m.name: m for m in MUTATIONS}
+    if args.list:
+        for m in MUTATIONS:
+            print(f"{m.name:40s} {m.path}")
+        return 0
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        parser.error(f"unknown mutation(s) {', '.join(unknown)}; see --list")
+    uncaught = []
+    for mutation in (known[n] for n in args.names) if args.names else MUTATIONS:
+        caught, summary = run(mutation)
+        print(f"{'caught  ' if caught else 'MISSED  '}{mutation.name}: {summary}", flush=True)
+        if not caught:
+            uncaught.append(mutation.name)
+    print(f"{len(uncaught)} mutation(s) not caught" + (f": {', '.join(uncaught)}" if uncaught else ""))
+    return 1 if uncaught else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

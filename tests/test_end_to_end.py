@@ -1,0 +1,69 @@
+"""The README's chain at tiny scale on real ONNX Runtime: profile -> validate -> search (each method) -> train -> export.
+
+One table profiled on this machine serves every method; the test checks that the files the
+commands write agree with each other, not only that each command exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hwnas.arch import Arch, load_arch
+from hwnas.cli.main import cli
+from hwnas.latency import LatencyModel, LatencyTable
+
+SHAPE = ["--resolution", "16", "--in-channels", "1", "--num-classes", "10", "--width-mult", "0.25"]
+FAST = ["--rounds", "1", "--min-time", "0.005", "--warmup-time", "0.005"]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    from click.testing import CliRunner
+
+    path = tmp_path_factory.mktemp("e2e") / "table.json"
+    runner = CliRunner()
+    profiled = runner.invoke(cli, ["profile", "--space", "proxyless", *SHAPE, *FAST, "-o", str(path), "--no-progress", "--json"])
+    assert profiled.exit_code == 0, profiled.output
+    validated = runner.invoke(cli, ["tables", "validate", str(path), "--n", "6", "--rounds", "2", "--min-time", "0.005",
+                                    "--warmup-time", "0.005", "--no-progress", "--json"])
+    assert validated.exit_code == 0, validated.output
+    assert LatencyTable.load(path).calibration is not None
+    return path
+
+
+@pytest.mark.parametrize("method", ["dsnas", "proxyless", "snas"])
+def test_profile_validate_search_train_export_agree(cli_runner, table, tmp_path, method):
+    shown = json.loads(cli_runner.invoke(cli, ["tables", "show", str(table), "--json"]).stdout)
+    budget = shown["fastest_ms"] + 0.5 * (shown["slowest_ms"] - shown["fastest_ms"])
+    run = tmp_path / "run"
+    searched = cli_runner.invoke(cli, ["search", "--method", method, "--latency", f"{budget}ms", "--table", str(table), *SHAPE,
+                                       "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "16", "--bn-batches", "2",
+                                       "--out", str(run), "--quiet", "--json"])
+    assert searched.exit_code == 0, searched.output
+    result = json.loads(searched.stdout)
+    arch = load_arch(run / "arch.json")
+    model = LatencyModel(LatencyTable.load(table), arch.build_space())
+    assert result["arch"] == arch.to_compact() == json.loads((run / "result.json").read_text())["arch"]
+    assert result["predicted_ms"] == pytest.approx(model.predict(arch))
+    assert 0.8 * result["aim_ms"] <= result["predicted_ms"] <= result["aim_ms"] <= budget
+
+    trained = cli_runner.invoke(cli, ["train", "--run", str(run), "--epochs", "1", "--batch-size", "32", "--bn-batches", "2", "--json"])
+    assert trained.exit_code == 0, trained.output
+    train_result = json.loads(trained.stdout)
+    assert train_result["arch"] == arch.to_compact() and (run / "trained.pt").is_file()
+
+    exported = cli_runner.invoke(cli, ["export", str(tmp_path / "model.onnx"), "--run", str(run), "--rounds", "2",
+                                       "--references", "0", "--json"])
+    assert exported.exit_code in (0, 1), exported.output
+    report = json.loads(exported.stdout)
+    assert report == json.loads((tmp_path / "model.report.json").read_text())
+    assert Arch.from_compact(report["source"]["arch"]) == arch
+    assert report["budget_ms"] == pytest.approx(budget)  # the run's budget
+    assert Path(report["source"]["table"]) == table  # the search's table, reused for the prediction
+    assert report["predicted_ms"] == pytest.approx(result["predicted_ms"])
+    assert Path(report["source"]["weights"]) == run / "trained.pt"  # the fine-tuned weights ship, not the search's child
+    assert report["verdict"] == ("PASS" if report["measured_ms"] <= report["budget_ms"] else "FAIL")
+    assert exported.exit_code == (0 if report["verdict"] == "PASS" else 1)
