@@ -14,8 +14,11 @@ machine drift hits all alike) with one torch thread:
   set-up: the high-water mark added by the model, its optimiser state and the step's
   activations. It includes the supernet's extra weights, which is the honest cost of a search.
 
-The latency table is synthetic (step cost does not depend on its values). Seed 000 table 1
-expects DSNAS ~ O(P) (one path), ProxylessNAS ~ O(2P) on arch steps, SNAS ~ O(nP).
+The latency table is synthetic (step cost does not depend on its values); the aim of the
+single-path one-shot methods is the slowest net, so SPOS draws from the same uniform
+distribution as the child. Seed 000 table 1 expects DSNAS ~ O(P) (one path), ProxylessNAS ~
+O(2P) on arch steps, SNAS ~ O(nP); SPOS ~ O(P); GreedyNAS adds m = 10 forward passes on its
+ranking images (here 4 x the batch) and trains k = 5 paths.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import subprocess
 import sys
 import time
 
-KINDS = ("child", "dsnas", "proxyless-weight", "proxyless-arch", "snas")
+KINDS = ("child", "dsnas", "proxyless-weight", "proxyless-arch", "snas", "spos", "greedynas")
 
 
 def peak_rss_mb() -> float:
@@ -76,6 +79,10 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
         optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01, momentum=0.9)
         budget = BudgetController("lagrangian", latency.slowest()[1])
         strategy = STRATEGIES[method](supernet, arch, latency, budget, optimizer, {}, torch.Generator().manual_seed(1))
+        # GreedyNAS ranks its m paths on held-out images: 4 batches' worth here (its default is up to 1,000)
+        strategy.held_out_set = torch.utils.data.TensorDataset(torch.randn(4 * args.batch_size, 1, args.resolution, args.resolution,
+                                                                           generator=generator),
+                                                               torch.randint(0, 10, (4 * args.batch_size,), generator=generator))
         strategy.init_alpha()
         strategy.epoch_start(0, 10)
         for _ in range(total):

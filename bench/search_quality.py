@@ -1,6 +1,6 @@
 """Search quality: every method's derived nets against random nets of the same latency, all trained from scratch alike.
 
-    python bench/search_quality.py [--quick] [--table TABLE] [--work DIR] [--out DIR] [--workers 2]
+    python bench/search_quality.py [--quick] [--table TABLE] [--work DIR] [--out DIR] [--workers 2] [--methods M,...]
 
 On Fashion-MNIST at 32x32 (Debian's ``dataset-fashion-mnist``), for the ``proxyless`` space:
 
@@ -49,6 +49,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: the one-shot methods' selection, scaled to this benchmark's time: SPOS's 50 x 20 archs, each scored on 1,000 images
+#: (+ 64 for its BN), are 1.06 M image passes per search; 8 generations of 20 on 500 images are 90 k
+ONE_SHOT = {"population": 20, "top_k": 5, "mutations": 8, "crossovers": 8, "generations": 8, "score_images": 500}
+#: GreedyNAS ranks its 10 paths per step on 200 held-out images (its default 1,000 makes a step cost 10,000 image passes)
+METHOD_OPTIONS = {"spos": ONE_SHOT, "random": ONE_SHOT, "greedynas": {**ONE_SHOT, "rank_images": 200}}
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -66,10 +72,14 @@ class Plan:
     band: tuple[float, float] = (0.9, 1.0)
     ranking_images: int = 2000
     rounds: int = 5
+    #: per-method options (the search's other settings are the same for every method)
+    method_options: dict = field(default_factory=lambda: dict(METHOD_OPTIONS))
 
     @classmethod
     def quick(cls) -> Plan:
+        small = {**ONE_SHOT, "population": 10, "top_k": 3, "mutations": 4, "crossovers": 4, "generations": 3, "score_images": 200}
         return cls(seeds=(0,), search={"epochs": 2, "steps_per_epoch": 25, "batch_size": 16},
+                   method_options={"spos": small, "random": small, "greedynas": {**small, "rank_images": 100}},
                    recipe={"epochs": 1, "train_images": 2000, "val_images": 2000, "batch_size": 64, "lr": 0.05,
                            "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 10},
                    random_per_budget=2, ranking_images=500, rounds=3)
@@ -377,6 +387,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="cache folder [runs/search_quality, or runs/search_quality-quick]")
     parser.add_argument("--out", type=Path, help="where results.md/.json/.png go [docs/, or the work folder with --quick]")
     parser.add_argument("--workers", type=int, default=2, help="processes for searches and trainings (one torch thread each)")
+    parser.add_argument("--methods", help="comma-separated methods [every method of the registry]")
     args = parser.parse_args()
     started = time.perf_counter()
     plan = Plan.quick() if args.quick else Plan()
@@ -399,7 +410,10 @@ def main() -> int:
     model = LatencyModel(table, get_space(plan.space, **sa))
     fastest, slowest = model.fastest()[1], model.slowest()[1]
     plan_dict = asdict(plan)
-    methods = list(STRATEGIES)
+    methods = args.methods.split(",") if args.methods else list(STRATEGIES)
+    unknown = [m for m in methods if m not in STRATEGIES]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
 
     budgets = []
     for fraction in plan.fractions:
@@ -416,6 +430,8 @@ def main() -> int:
             for seed in plan.seeds:
                 config = dict(method=method, table=str(table_path), budget_ms=b["budget_ms"], space=plan.space, space_args=sa,
                               data=plan.data, margin=plan.margin, seed=seed, **plan.search)
+                if method in plan.method_options:  # only where set, so the other methods' cache keys stay as they were
+                    config["method_options"] = plan.method_options[method]
                 searches.append({"method": method, "seed": seed, "budget": b, "config": config,
                                  "folder": str(work / "search" / key("search", config))})
     search_results = run_jobs(search_job, [{"folder": s["folder"], "config": s["config"]} for s in searches], args.workers, "searches")

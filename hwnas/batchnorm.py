@@ -18,22 +18,30 @@ import torch
 from torch import nn
 
 
+def batch_norms(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 @torch.no_grad()
 def recalibrate_bn(
-    model: nn.Module, loader: Iterable, batches: int = 20, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    model: nn.Module, loader: Iterable, batches: int = 20, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    norms: list[nn.Module] | None = None,
 ) -> int:
     """Reset every BN layer's running stats and re-estimate them as the mean over ``batches`` batches.
 
     Only BN layers run in training mode (momentum None = cumulative average); the model is
     left in eval mode. ``forward`` (default: ``model`` itself) runs a batch, e.g. a supernet
-    under a path sampled per batch. Returns the number of batches used (the loader may be shorter).
+    under a path sampled per batch. ``norms``: only these BN layers (those a supernet path
+    runs), with the rest of ``model`` already in eval mode: walking a supernet's thousands of
+    modules twice per path cost more than a forward pass. Returns the number of batches used
+    (the loader may be shorter).
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
+    if norms is None:
+        norms = batch_norms(model)
         model.eval()
+    if not norms:
         return 0
     saved_momentum = [m.momentum for m in norms]
-    model.eval()
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None
@@ -48,7 +56,7 @@ def recalibrate_bn(
     finally:
         for norm, momentum in zip(norms, saved_momentum):
             norm.momentum = momentum
-        model.eval()
+            norm.eval()
     return used
 
 
@@ -62,7 +70,7 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
     several batches per path. With batches of a hundred or more images, the batch's own
     statistics are what a recalibration on that path would find.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norms(model)
     saved = [(m.training, m.momentum) for m in norms]
     for norm in norms:
         norm.train()

@@ -18,11 +18,13 @@ from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch
 
 RUNS_ROOT = Path("runs")
-# the files of a run folder: ``hwnas search`` writes the first nine; ``hwnas train`` the last four (and ARCH, for --arch)
+# the files of a run folder: ``hwnas search`` writes the first eleven (the last two: one-shot methods only); ``hwnas train``
+# the last four (and ARCH, for --arch)
 ARCH, CONFIG, RESULT, HISTORY, CHECKPOINT = "arch.json", "config.json", "result.json", "history.jsonl", "checkpoint.pt"
 CHILD, SUPERNET, PLOT, REPORT = "child.pt", "supernet.pt", "search.png", "report.md"
+SCORES, SELECTION_PLOT = "scores.jsonl", "selection.png"
 TRAINED, TRAIN_RESULT, TRAIN_HISTORY, TRAIN_CHECKPOINT = "trained.pt", "train_result.json", "train_history.jsonl", "train_checkpoint.pt"
-SEARCH_FILES = (ARCH, CONFIG, RESULT, HISTORY, CHECKPOINT, CHILD, SUPERNET, PLOT, REPORT)
+SEARCH_FILES = (ARCH, CONFIG, RESULT, HISTORY, CHECKPOINT, CHILD, SUPERNET, PLOT, REPORT, SCORES, SELECTION_PLOT)
 TRAIN_FILES = (TRAINED, TRAIN_RESULT, TRAIN_HISTORY, TRAIN_CHECKPOINT)
 #: weights of the derived child, newest kind first: fine-tuned by ``hwnas train``, then as the search left them
 CHILD_WEIGHTS = (TRAINED, CHILD)

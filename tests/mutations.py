@@ -39,7 +39,7 @@ MUTATIONS = (
              "return self.latency.expected(self.effective_probs() if probs is None else probs).detach()",
              ("tests/test_search_methods.py",)),
     Mutation("derive-at-fastest", "hwnas/search/loop.py",
-             "self.latency, self.target.aim_ms,", "self.latency, self.target.fastest_ms,",
+             "detach(), self.latency, self.target.aim_ms,", "detach(), self.latency, self.target.fastest_ms,",
              ("tests/test_search_run.py",)),
     Mutation("no-optimizer-step", "hwnas/train.py", "            optimizer.step()\n", "            pass\n",
              ("tests/test_train.py",)),
@@ -69,6 +69,26 @@ MUTATIONS = (
              'return "PASS" if self.measured_ms <= self.budget_ms else "FAIL"',
              'return "PASS" if (self.predicted_ms or self.measured_ms) <= self.budget_ms else "FAIL"',
              ("tests/test_export.py",)),
+    Mutation("evolution-scores-over-the-aim", "hwnas/search/evolution.py",
+             "return self.latency_fn(columns) <= self.aim_ms + 1e-9 * max(abs(self.aim_ms), 1.0)", "return True",
+             ("tests/test_evolution.py",)),
+    Mutation("evolution-without-selection", "hwnas/search/evolution.py",
+             "top = sorted(scorer.cache, key=lambda c: scorer.cache[c], reverse=True)[: options.top_k]",
+             "top = list(scorer.cache)[-options.top_k:]",
+             ("tests/test_evolution.py",)),
+    Mutation("spos-samples-past-the-aim", "hwnas/search/spos.py",
+             "BandSampler(self.latency, 0.0, self.budget.aim_ms)",
+             "BandSampler(self.latency, 0.0, self.latency.slowest()[1])",
+             ("tests/test_search_oneshot.py",)),
+    Mutation("selection-rescores-on-resume", "hwnas/search/oneshot.py",
+             "            if columns not in self.known:\n", "            if True:\n",
+             ("tests/test_search_oneshot.py",)),
+    Mutation("greedynas-trains-the-worst", "hwnas/search/greedynas.py",
+             "best = sorted(range(len(paths)), key=lambda i: losses[i])", "best = sorted(range(len(paths)), key=lambda i: -losses[i])",
+             ("tests/test_search_oneshot.py",)),
+    Mutation("greedynas-pool-not-checkpointed", "hwnas/search/greedynas.py",
+             "        self.pool.load(state[\"pool\"])\n", "        pass\n",
+             ("tests/test_search_oneshot.py",)),
 )
 
 
@@ -92,7 +112,7 @@ def run(mutation: Mutation) -> tuple[bool, str]:
             raise SystemExit(f"{mutation.name}: the snippet occurs {text.count(mutation.old)} times in {mutation.path}; update tests/mutations.py")
         path.write_text(text.replace(mutation.old, mutation.new))
         env = {**os.environ, "PYTHONPATH": str(copy) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header", *mutation.tests],
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--no-header", *mutation.tests],
                               cwd=copy, env=env, capture_output=True, text=True)
         failed = [line.split(" ")[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
         summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()[-200:]

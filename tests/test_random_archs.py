@@ -123,3 +123,14 @@ def test_cli_samples_within_the_band_of_the_aim(cli_runner, tmp_path):
                         (["--table", str(table), "--latency", f"{budget}ms", "--space", "shufflenet"], "measured space proxyless")]:
         refused = cli_runner.invoke(cli, ["arch", "sample", *args])
         assert refused.exit_code == 2 and words in refused.output, (args, refused.output)
+
+
+def test_a_band_at_the_fastest_net_gives_the_fastest_net():
+    """An aim clamped to the fastest net: the draws miss the one-arch band, so the fastest net itself is returned."""
+    space = tiny_space()
+    model = LatencyModel(synthetic_table(space), space)
+    fastest = model.fastest()[1]
+    columns = BandSampler(model, 0.0, fastest).draw_in_band(numpy.random.default_rng(0), max_draws=1)
+    assert columns == model.fastest_columns()
+    with pytest.raises(HwnasError, match="no arch"):
+        BandSampler(model, fastest * 1.0001, fastest * 1.0001).draw_in_band(numpy.random.default_rng(0), max_draws=3)

@@ -1,4 +1,4 @@
-"""``hwnas search``: a differentiable search under a latency budget, into a run folder."""
+"""``hwnas search``: a search under a latency budget, into a run folder."""
 
 from __future__ import annotations
 
@@ -19,16 +19,17 @@ from hwnas.search.loop import SearchConfig, SearchRun
 #: --force removes these first, so a rerun never mixes with an old result (nor export with an old run's fine-tuned weights)
 RUN_FILES = SEARCH_FILES + TRAIN_FILES
 
-#: CLI flag -> method knob name; each method accepts only its own (see ``Strategy.knobs``)
-METHOD_KNOBS = {
-    "arch_lr": click.option("--arch-lr", type=float, help="Adam learning rate of alpha [0.1; papers 1e-3 (proxyless, dsnas), 3e-4 (snas)]."),
-    "arch_every": click.option("--arch-every", type=int, help="proxyless: weight steps per arch step [1]."),
-    "warmup_epochs": click.option("--warmup-epochs", type=int, help="proxyless: weight-only epochs first [1]."),
-    "tau0": click.option("--tau0", type=float, help="snas: initial temperature [1.0]."),
-    "tau_min": click.option("--tau-min", type=float, help="snas: final temperature [0.03]."),
-    "early_stop": click.option("--early-stop", type=float, help="dsnas: early-stop threshold h on top1-top2 probability [0.3]."),
-    "init_std": click.option("--init-std", type=float, help="std of alpha's normal init [per-method default]."),
-}
+def _knob_option(name: str) -> Any:
+    """One --flag for a knob, whichever methods have it: its type from the defaults, its help with each method's default."""
+    owners = {method: cls.knobs[name] for method, cls in STRATEGIES.items() if name in cls.knobs}
+    first = next(iter(owners.values()))
+    defaults = ", ".join(f"{method} {knob.default}" for method, knob in owners.items())
+    kind = click.Choice(first.choices) if first.choices else type(first.default)
+    return click.option(f"--{name.replace('_', '-')}", name, type=kind, help=f"{first.help} [{defaults}].")
+
+
+#: every method's options (``Strategy.knobs``), each defined once on its method; a method refuses the others
+METHOD_KNOBS = {name: _knob_option(name) for name in dict.fromkeys(k for cls in STRATEGIES.values() for k in cls.knobs)}
 
 
 def _method_knobs(command: Any) -> Any:

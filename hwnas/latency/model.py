@@ -164,13 +164,19 @@ class LatencyModel:
             low[layer] = high[layer] = self.calibrated_ms[layer, column]
         return float(low.sum()) + self.calibrated_fixed_ms, float(high.sum()) + self.calibrated_fixed_ms
 
-    def _extreme(self, fastest: bool) -> tuple[Arch, float]:
+    def _extreme_columns(self, fastest: bool) -> list[int]:
         fill = float("inf") if fastest else float("-inf")
         table = self.calibrated_ms.masked_fill(~self.mask, fill)
-        index = table.argmin(dim=1) if fastest else table.argmax(dim=1)
+        return (table.argmin(dim=1) if fastest else table.argmax(dim=1)).tolist()
+
+    def _extreme(self, fastest: bool) -> tuple[Arch, float]:
         columns = self.space.candidates
-        arch = Arch(self.space.name, [columns[int(k)] for k in index], self.space.args.to_dict())
+        arch = Arch(self.space.name, [columns[int(k)] for k in self._extreme_columns(fastest)], self.space.args.to_dict())
         return arch, self.predict(arch)
+
+    def fastest_columns(self) -> list[int]:
+        """The fastest arch as candidate columns."""
+        return self._extreme_columns(fastest=True)
 
     def fastest(self) -> tuple[Arch, float]:
         """The fastest arch of the space and its predicted ms (exact: the sum is separable)."""

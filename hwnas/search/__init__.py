@@ -1,4 +1,4 @@
-"""Differentiable searches under a latency budget.
+"""Searches under a latency budget: differentiable (alpha) and one-shot (evolution over a trained supernet).
 
 ``STRATEGIES`` maps a method name to its strategy class; adding a method (SPOS, GreedyNAS,
 DSO-NAS) is adding one module and one line here.
@@ -7,14 +7,19 @@ DSO-NAS) is adding one module and one line here.
 from __future__ import annotations
 
 from hwnas.search.dsnas import DsnasStrategy
+from hwnas.search.greedynas import GreedyNasStrategy
 from hwnas.search.proxyless import ProxylessStrategy
 from hwnas.search.snas import SnasStrategy
+from hwnas.search.spos import RandomSearchStrategy, SposStrategy
 from hwnas.search.strategy import Strategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
     ProxylessStrategy.name: ProxylessStrategy,
     SnasStrategy.name: SnasStrategy,
     DsnasStrategy.name: DsnasStrategy,
+    SposStrategy.name: SposStrategy,
+    GreedyNasStrategy.name: GreedyNasStrategy,
+    RandomSearchStrategy.name: RandomSearchStrategy,
 }
 
 __all__ = ["STRATEGIES", "Strategy"]

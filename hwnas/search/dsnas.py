@@ -134,7 +134,7 @@ class DsnasStrategy(Strategy):
         return StepResult(float(ce.detach()), self.correct(logits, labels), len(labels), float(expected.detach()))
 
     def log_fields(self) -> dict[str, Any]:
-        return {"layers_fixed": len(self.fixed)}
+        return {**super().log_fields(), "layers_fixed": len(self.fixed)}
 
     def extra_state(self) -> dict[str, Any]:
         return {"fixed": [[layer, column] for layer, column in sorted(self.fixed.items())]}

@@ -20,13 +20,14 @@ import torch
 from torch.utils.data import Subset
 from tqdm import tqdm
 
+from hwnas.arch import Arch
 from hwnas.batchnorm import recalibrate_bn
 from hwnas.data import load_data, make_loader, split_for_arch
 from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.latency.lookup import expected_meta
-from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SUPERNET
+from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SELECTION_PLOT, SUPERNET
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import BudgetController, Target, make_target
 from hwnas.search.derive import derive_under_budget
@@ -80,10 +81,12 @@ class SearchConfig:
             raise HwnasError(f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}")
         if self.eval_images is not None and self.eval_images < 1:
             raise HwnasError(f"--eval-images must be at least 1, got {self.eval_images}")
+        strategy = STRATEGIES[self.method]
         if self.arch_fraction is None:
-            self.arch_fraction = 0.2 if STRATEGIES[self.method].bilevel else 0.0
-        if STRATEGIES[self.method].bilevel and self.arch_fraction <= 0:
-            raise HwnasError(f"method {self.method} takes arch steps on held-out data: --arch-fraction must be > 0")
+            self.arch_fraction = strategy.held_out
+        if strategy.held_out > 0 and self.arch_fraction <= 0:
+            use = "scores archs" if strategy.one_shot else "takes arch steps"
+            raise HwnasError(f"method {self.method} {use} on held-out data: --arch-fraction must be > 0")
 
     @classmethod
     def load(cls, folder: Path) -> SearchConfig:
@@ -143,7 +146,9 @@ class SearchRun:
             self.supernet, self.arch, self.latency, self.budget, self.weight_optimizer, config.method_options, self.generator,
             grad_clip=config.grad_clip,
         )
+        self.strategy.held_out_set = self.arch_set
         self.start_epoch = 0
+        self.selection: Any = None  # a one-shot method's ``oneshot.Selection``, once made
 
     # -- folder ----------------------------------------------------------------------------
     def resolved_config(self) -> dict[str, Any]:
@@ -227,6 +232,7 @@ class SearchRun:
         for step, (images, labels) in enumerate(loader):
             if step >= steps:
                 break
+            self.strategy.progress = (epoch + step / steps) / config.epochs
             result = self.strategy.step(images, labels, arch_batches)
             loss_sum += result.loss * result.count
             correct += result.correct
@@ -260,19 +266,13 @@ class SearchRun:
         else:
             self.start_fresh()
         for epoch in range(self.start_epoch, self.config.epochs):
+            if self.strategy.stopped:
+                break
             started = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch}
             row.update(self.train_epoch(epoch))
+            self.strategy.epoch_end()
             row["val_loss"], row["val_acc"] = self.evaluate_supernet(epoch)
-            probs = self.strategy.effective_probs().detach()
-            row.update(
-                expected_ms=float(self.latency.expected(probs.double())),
-                argmax_ms=self.latency.columns_ms(self.strategy.argmax_columns()),
-                multiplier=self.budget.multiplier,
-                entropy=self.arch.entropy(),
-                temperature=None,
-                layers_fixed=0,
-            )
             row.update(self.strategy.log_fields())
             row["seconds"] = time.perf_counter() - started
             with open(self.out / HISTORY, "a") as handle:
@@ -284,11 +284,19 @@ class SearchRun:
 
     # -- the result ------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
-        from hwnas.search.report import write_plot, write_report
+        from hwnas.search.report import write_plot, write_report, write_selection_plot
 
-        derivation = derive_under_budget(self.strategy.effective_probs().detach(), self.latency, self.target.aim_ms,
-                                         spend=not self.config.one_sided)
-        arch, predicted = derivation.arch, derivation.predicted_ms
+        if self.strategy.one_shot:
+            arch, predicted, derived = self.select()
+        else:
+            derivation = derive_under_budget(self.strategy.effective_probs().detach(), self.latency, self.target.aim_ms,
+                                             spend=not self.config.one_sided)
+            arch, predicted = derivation.arch, derivation.predicted_ms
+            derived = {
+                **derivation.to_dict(self.target.aim_ms),
+                "expected_ms": float(self.latency.expected(self.strategy.effective_probs().detach().double())),
+                "multiplier": self.budget.multiplier,
+            }
         if predicted > self.target.budget_ms + 1e-9:
             raise HwnasError(f"internal error: derived arch predicted {predicted:.4g} ms over the budget {self.target.budget_ms:.4g} ms")
         child = self.supernet.extract_child(arch)
@@ -306,9 +314,7 @@ class SearchRun:
             "aim_ms": self.target.aim_ms,
             "margin": self.target.margin,
             "predicted_ms": predicted,
-            **derivation.to_dict(self.target.aim_ms),
-            "expected_ms": float(self.latency.expected(self.strategy.effective_probs().detach().double())),
-            "multiplier": self.budget.multiplier,
+            **derived,
             "fastest_ms": self.target.fastest_ms,
             "slowest_ms": self.target.slowest_ms,
             "supernet_val_acc": supernet_acc,
@@ -318,5 +324,25 @@ class SearchRun:
         }
         write_json_atomic(self.out / RESULT, result)
         write_plot(self.out / PLOT, history, self.target, self.config.method)
+        if self.selection is not None:
+            write_selection_plot(self.out / SELECTION_PLOT, self.selection.outcome, self.target, self.selection.method)
         write_report(self.out / REPORT, result, history, self.target, self.resolved_config(), arch, self.latency)
         return result
+
+    def select(self) -> tuple[Arch, float, dict[str, Any]]:
+        """A one-shot method's arch: evolution or random search over the trained supernet (``hwnas.search.oneshot``)."""
+        from hwnas.search.oneshot import select
+
+        started = time.perf_counter()
+        self.selection = select(
+            self.supernet, self.latency, self.target.aim_ms, self.strategy.options, self.weight_set, self.arch_set,
+            self.out, self.config.seed, initial=self.strategy.initial_population(),
+            progress=self.progress,
+        )
+        seconds = time.perf_counter() - started
+        search_seconds = sum(row.get("seconds", 0.0) for row in self.history())
+        return self.selection.arch, self.selection.predicted_ms, {
+            **self.selection.to_dict(self.target.aim_ms),
+            "selection_seconds": seconds,
+            "selection_share_of_time": seconds / max(seconds + search_seconds, 1e-9),
+        }

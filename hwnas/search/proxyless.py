@@ -49,7 +49,7 @@ def shift_keeping_others(alpha_row: torch.Tensor, old_row: torch.Tensor, involve
 
 class ProxylessStrategy(Strategy):
     name = "proxyless"
-    bilevel = True
+    held_out = 0.2
     knobs = {
         "arch_lr": Knob(0.1, "Adam learning rate of alpha (paper 1e-3; 0.1 lets alpha settle within a few hundred steps)"),
         "arch_every": Knob(1, "weight steps per arch step (paper 5; 1 for small data)"),

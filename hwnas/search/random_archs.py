@@ -66,8 +66,35 @@ class BandSampler:
         if self.end_counts.sum() == 0:
             raise HwnasError(f"no arch of space {model.space.name} lies within [{low_ms:.4g}, {high_ms:.4g}] ms on this table")
 
+    def uniform_share(self) -> float:
+        """About how many of all the space's archs lie in the band (from the rounded counts): what rejection would accept."""
+        return float(self.end_counts.sum() / self.counts[-1].sum())
+
+    def draw_in_band(self, rng: np.random.Generator, max_draws: int = 100) -> list[int]:
+        """One arch as candidate columns, uniform over the archs in the band (exact, checked).
+
+        Where ``max_draws`` draws all miss (a band that holds a tiny share of the archs whose
+        rounded sums fall in it, e.g. an aim clamped to the fastest net), the fastest net is
+        returned if it lies in the band: the one arch always under an aim, never over it.
+        """
+        slack = 1e-9 * max(abs(self.high_ms), 1.0)  # an aim clamped to the fastest net is that net's sum, up to rounding
+        for _ in range(max_draws):
+            columns = self.draw_columns(rng)
+            if self.low_ms - slack <= self.model.columns_ms(columns) <= self.high_ms + slack:
+                return columns
+        fastest = self.model.fastest_columns()
+        if self.low_ms - slack <= self.model.columns_ms(fastest) <= self.high_ms + slack:
+            return fastest
+        raise HwnasError(f"no arch within [{self.low_ms:.4g}, {self.high_ms:.4g}] ms in {max_draws} draws; widen the band")
+
     def draw(self, rng: np.random.Generator) -> Arch:
         """One arch, uniform over the widened band (not yet checked against the exact band)."""
+        names = self.model.space.candidates
+        space = self.model.space
+        return Arch(space.name, tuple(names[k] for k in self.draw_columns(rng)), space.args.to_dict())
+
+    def draw_columns(self, rng: np.random.Generator) -> list[int]:
+        """``draw``'s arch as candidate columns."""
         total = int(self.ends[rng.choice(len(self.ends), p=self.end_counts / self.end_counts.sum())])
         chosen: list[int] = []
         for layer in range(len(self.weights) - 1, -1, -1):
@@ -77,9 +104,7 @@ class BandSampler:
             chosen.append(int(self.columns[layer][pick]))
             total -= int(weights[pick])
         chosen.reverse()
-        names = self.model.space.candidates
-        space = self.model.space
-        return Arch(space.name, tuple(names[k] for k in chosen), space.args.to_dict())
+        return chosen
 
     def sample(self, n: int, seed: int = 0, max_draws: int | None = None) -> list[Arch]:
         """``n`` distinct archs in the band, the same ones for the same seed."""

@@ -9,8 +9,24 @@ from typing import Any
 from hwnas.arch import Arch
 from hwnas.files import write_bytes_atomic, write_text_atomic
 from hwnas.latency import LatencyModel
-from hwnas.run_folder import PLOT
+from hwnas.run_folder import PLOT, SELECTION_PLOT
 from hwnas.search.budget import Target
+from hwnas.search.evolution import SearchOutcome
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _how_derived(result: dict[str, Any]) -> str:
+    if "selection" in result:
+        return (f"{result['selection']} scored {result['evaluations']} archs under the aim with the supernet's weights "
+                f"(BN recalibrated, held-out training images); the best scored {result['selection_score']:.4f}; the selection "
+                f"took {result['selection_seconds']:.0f} s, {100 * result['selection_share_of_time']:.0f} % of the search's time")
+    return (f"the most probable arch {result['argmax_ms']:.4g} ms ({100 * result['argmax_share_of_aim']:.1f} % "
+            f"of the aim); the repair saved {result['repair_ms']:.4g} ms in {result['repair_swaps']} swap(s); the fill added "
+            f"{result['fill_ms']:.4g} ms ({100 * result['fill_share_of_aim']:.1f} % of the aim) in {result['fill_swaps']} swap(s); "
+            f"final E[lat] {result['expected_ms']:.4g} ms, multiplier {result['multiplier']:.3g}")
 
 
 def write_plot(path: Path, history: list[dict[str, Any]], target: Target, method: str) -> None:
@@ -20,23 +36,52 @@ def write_plot(path: Path, history: list[dict[str, Any]], target: Target, method
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def series(name: str) -> list[float]:
+        return [float("nan") if row.get(name) is None else row[name] for row in history]
+
     epochs = [row["epoch"] + 1 for row in history]
     fig, (acc_ax, lat_ax) = plt.subplots(1, 2, figsize=(10, 4))
     acc_ax.plot(epochs, [row["train_acc"] for row in history], marker="o", label="train (supernet)")
     acc_ax.plot(epochs, [row["val_acc"] for row in history], marker="o", label="val (supernet)")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title=f"{method}: accuracy")
     acc_ax.legend()
-    lat_ax.plot(epochs, [row["expected_ms"] for row in history], marker="o", label="E[lat]")
-    lat_ax.plot(epochs, [row["argmax_ms"] for row in history], marker="x", label="argmax arch")
+    lat_ax.plot(epochs, series("expected_ms"), marker="o", label="E[lat] (one-shot: mean of the trained paths)")
+    if any(row.get("argmax_ms") is not None for row in history):
+        lat_ax.plot(epochs, series("argmax_ms"), marker="x", label="argmax arch")
     lat_ax.axhline(target.budget_ms, color="red", label=f"budget {target.budget_ms:.3g} ms")
     lat_ax.axhline(target.aim_ms, color="red", linestyle="--", label=f"aim {target.aim_ms:.3g} ms")
     lat_ax.set(xlabel="epoch", ylabel="ms (predicted)", title="latency")
     lat_ax.legend()
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_selection_plot(path: Path, outcome: SearchOutcome, target: Target, selection: str) -> None:
+    """A one-shot selection: the best score per generation, and every scored arch's predicted latency against its score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (best_ax, cloud_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    best_ax.plot([row["scored"] for row in outcome.history], [row["best_score"] for row in outcome.history], marker="o")
+    best_ax.set(xlabel="archs scored", ylabel="best held-out accuracy (supernet weights)", title=f"{selection}: best so far")
+    cloud_ax.scatter([ms for ms, _ in outcome.scored], [score for _, score in outcome.scored], s=8, c=range(len(outcome.scored)),
+                     cmap="viridis", label="scored archs (colour: order)")
+    cloud_ax.scatter([outcome.latency_ms], [outcome.score], marker="*", s=150, color="red", label="chosen")
+    cloud_ax.axvline(target.aim_ms, color="red", linestyle="--", label=f"aim {target.aim_ms:.3g} ms")
+    cloud_ax.set(xlabel="ms (predicted)", ylabel="held-out accuracy", title="candidates")
+    cloud_ax.legend()
+    _save(fig, path)
 
 
 def write_report(
@@ -57,10 +102,7 @@ def write_report(
         f"* derived arch predicted latency: **{result['predicted_ms']:.4g} ms** "
         f"({100 * result['predicted_ms'] / target.budget_ms:.1f} % of the budget, {100 * result['derived_share_of_aim']:.1f} % "
         f"of the aim); space range {target.fastest_ms:.4g} - {target.slowest_ms:.4g} ms",
-        f"* how it was derived: the most probable arch {result['argmax_ms']:.4g} ms ({100 * result['argmax_share_of_aim']:.1f} % "
-        f"of the aim); the repair saved {result['repair_ms']:.4g} ms in {result['repair_swaps']} swap(s); the fill added "
-        f"{result['fill_ms']:.4g} ms ({100 * result['fill_share_of_aim']:.1f} % of the aim) in {result['fill_swaps']} swap(s); "
-        f"final E[lat] {result['expected_ms']:.4g} ms, multiplier {result['multiplier']:.3g}",
+        f"* how it was derived: {_how_derived(result)}",
         f"* supernet val acc: {result['supernet_val_acc']:.4f}; child val acc (inherited weights, BN recalibrated): "
         f"{result['child_val_acc']:.4f}",
         f"* table: `{result['table']}` ({config['table_meta']})",
@@ -84,10 +126,11 @@ def write_report(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in history:
-        temperature = "" if row.get("temperature") is None else f"{row['temperature']:.3f}"
-        lines.append(
-            f"| {row['epoch'] + 1} | {row['train_acc']:.3f} | {row['val_acc']:.3f} | {row['expected_ms']:.4f} | "
-            f"{row['argmax_ms']:.4f} | {row['multiplier']:.3f} | {row['entropy']:.3f} | {temperature} | {row['layers_fixed']} |"
-        )
+        cells = [str(row["epoch"] + 1)] + [_cell(row.get(name), digits) for name, digits in
+                                           (("train_acc", 3), ("val_acc", 3), ("expected_ms", 4), ("argmax_ms", 4),
+                                            ("multiplier", 3), ("entropy", 3), ("temperature", 3))]
+        lines.append(f"| {' | '.join(cells)} | {row['layers_fixed']} |")
     lines += ["", f"![search]({PLOT})", ""]
+    if "selection" in result:
+        lines += [f"![selection]({SELECTION_PLOT})", ""]
     write_text_atomic(path, "\n".join(lines))

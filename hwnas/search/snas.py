@@ -76,4 +76,4 @@ class SnasStrategy(Strategy):
         return StepResult(float(ce.detach()), self.correct(logits, labels), len(labels), float(expected.detach()))
 
     def log_fields(self) -> dict[str, Any]:
-        return {"temperature": self.tau}
+        return {**super().log_fields(), "temperature": self.tau}

@@ -36,14 +36,26 @@ class Knob:
 
     default: Any
     help: str
+    #: the values allowed, for a knob that names one of a few things
+    choices: tuple[str, ...] | None = None
 
 
 class Strategy:
     """Base of the search methods; subclasses set ``name``, ``knobs`` and implement ``step``."""
 
     name: ClassVar[str]
-    #: whether arch steps need a held-out part of the training set (``--arch-fraction``)
-    bilevel: ClassVar[bool] = False
+    #: the share of the training set held out by default (``--arch-fraction``); > 0: the method needs it
+    #: (ProxylessNAS takes its arch steps there, the one-shot methods score archs there)
+    held_out: ClassVar[float] = 0.0
+    #: one-shot methods (SPOS, GreedyNAS) have no alpha: after the supernet is trained, an
+    #: evolution (``hwnas.search.oneshot``) picks the arch instead of the derivation from p
+    one_shot: ClassVar[bool] = False
+    #: share of the run's weight steps done, set by the loop before each step (GreedyNAS's eps schedule)
+    progress: float = 0.0
+    #: set by a method that stops early (GreedyNAS, once its pool is steady); kept in its ``extra_state``
+    stopped: bool = False
+    #: the held-out part of the training set (``--arch-fraction``), set by the loop; None where there is none
+    held_out_set: Any = None
     #: method options with their per-method defaults (scaled down from the papers for small data)
     knobs: ClassVar[dict[str, Knob]] = {}
 
@@ -61,6 +73,10 @@ class Strategy:
         unknown = set(options) - set(self.knobs)
         if unknown:
             raise HwnasError(f"method {self.name} has no option(s) {', '.join(sorted(unknown))}")
+        for name, value in options.items():
+            choices = self.knobs[name].choices
+            if choices is not None and value is not None and value not in choices:
+                raise HwnasError(f"method {self.name}'s option {name} must be one of {', '.join(choices)}, got {value!r}")
         self.options = {name: knob.default for name, knob in self.knobs.items()}
         self.options.update({k: v for k, v in options.items() if v is not None})
         self.supernet, self.arch, self.latency, self.budget = supernet, arch, latency, budget
@@ -81,6 +97,9 @@ class Strategy:
     def epoch_start(self, epoch: int, epochs: int) -> None:
         """Per-epoch schedule (temperature, early stop)."""
 
+    def epoch_end(self) -> None:
+        """After an epoch's last step (GreedyNAS: is the pool steady?)."""
+
     def step(self, images: torch.Tensor, labels: torch.Tensor, arch_batches: ArchBatches | None) -> StepResult:
         raise NotImplementedError
 
@@ -88,9 +107,21 @@ class Strategy:
         """The paths the method's own forward runs, for measuring the supernet's accuracy."""
         raise NotImplementedError
 
+    def initial_population(self) -> list[tuple[int, ...]]:
+        """One-shot methods: archs to seed the evolution's first population with (GreedyNAS: its candidate pool)."""
+        return []
+
     def log_fields(self) -> dict[str, Any]:
-        """Extra per-epoch history fields (temperature, layers fixed)."""
-        return {}
+        """Per-epoch history fields: the latency figures of p and the controller, and the method's own (temperature, layers fixed)."""
+        probs = self.effective_probs().detach()
+        return {
+            "expected_ms": float(self.latency.expected(probs.double())),
+            "argmax_ms": self.latency.columns_ms(self.argmax_columns()),
+            "multiplier": self.budget.multiplier,
+            "entropy": self.arch.entropy(),
+            "temperature": None,
+            "layers_fixed": 0,
+        }
 
     def extra_state(self) -> dict[str, Any]:
         return {}
