@@ -100,6 +100,13 @@ class Scorer:
     def fits(self, columns: Columns) -> bool:
         return self.latency_fn(columns) <= self.aim_ms + 1e-9 * max(abs(self.aim_ms), 1.0)
 
+    def take_new(self, columns: Columns, taken: set[Columns]) -> bool:
+        """Whether ``columns`` is a candidate worth scoring: under the aim, not scored, not in ``taken`` (it joins it)."""
+        if columns in taken or columns in self.cache or not self.fits(columns):
+            return False
+        taken.add(columns)
+        return True
+
     def __call__(self, columns: Columns) -> float:
         if columns not in self.cache:
             if not self.fits(columns):
@@ -171,13 +178,7 @@ def evolve(
         if generation == options.generations - 1:
             break
         seen: set[Columns] = set()
-
-        def new(candidate: Columns) -> bool:
-            if candidate in scorer.cache or candidate in seen or not scorer.fits(candidate):
-                return False
-            seen.add(candidate)
-            return True
-
+        new = lambda candidate: scorer.take_new(candidate, seen)  # noqa: E731
         children = _breed(lambda: mutate(top[rng.integers(len(top))], legal, options.mutation_prob, rng), options.mutations, new)
         children += _breed(lambda: crossover(top[rng.integers(len(top))], top[rng.integers(len(top))], rng),
                            options.crossovers, new)
@@ -227,11 +228,4 @@ def random_search(
 def _random_fill(sample: Callable[[np.random.Generator], Columns], rng: np.random.Generator, wanted: int,
                  taken: set[Columns], scorer: Scorer) -> list[Columns]:
     """Up to ``wanted`` random archs under the aim, none in ``taken`` or scored before; adds them to ``taken``."""
-
-    def new(candidate: Columns) -> bool:
-        if candidate in taken or candidate in scorer.cache or not scorer.fits(candidate):
-            return False
-        taken.add(candidate)
-        return True
-
-    return _breed(lambda: tuple(sample(rng)), max(wanted, 0), new)
+    return _breed(lambda: tuple(sample(rng)), max(wanted, 0), lambda candidate: scorer.take_new(candidate, taken))
