@@ -10,6 +10,7 @@ on one line and in a shell argument without quoting.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,11 +114,16 @@ def _checked_args(space_args: dict[str, Any]) -> dict[str, Any]:
     for key, value in space_args.items():
         if key not in _ARG_TYPES:
             raise HwnasError(f"unknown space option {key!r}; known: {', '.join(_ARG_TYPES)}")
-        kind = float if _ARG_TYPES[key] in (float, "float") else int
+        whole = _ARG_TYPES[key] not in (float, "float")
         try:
-            checked[key] = kind(value)
+            number = float(value) if not isinstance(value, bool) else math.nan
         except (TypeError, ValueError):
-            raise HwnasError(f"space option {key}={value!r} is not a number") from None
+            number = math.nan
+        if not math.isfinite(number):
+            raise HwnasError(f"space option {key}={value!r} is not a number")
+        if whole and not number.is_integer():
+            raise HwnasError(f"space option {key}={value!r} is not a whole number")
+        checked[key] = int(number) if whole else number
     return checked
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -11,10 +12,59 @@ from typing import Any
 from hwnas.errors import HwnasError
 
 
+def remove_stale_temps(path: str | Path) -> None:
+    """Remove the temporary files of ``path`` (``.NAME.PID.tmp...``) that processes no longer running left behind.
+
+    A process killed while it writes cannot clean up after itself; the next writer of the
+    same file does. Temporary files of a live process (a concurrent writer) are left alone.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+        pid = temp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            temp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def check_writable(path: str | Path, folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: a file where a folder must be, or a place that
+    takes no files (read-only, /proc). ``folder``: ``path`` is a folder to be made. Leaves nothing behind."""
+    import tempfile
+
+    path = Path(path).absolute()
+    existing = path if folder else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HwnasError(f"cannot write {path}: {existing} is a file, not a folder")
+    if path.exists() and path.is_dir() != folder:
+        raise HwnasError(f"cannot write {path}: it is a {'file' if folder else 'folder'}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise HwnasError(f"cannot write {path}: {existing} takes no files ({(error.strerror or str(error)).lower()})") from None
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write through a temporary file in the same folder, fsync, then rename over ``path``.
+
+    Temporary files of ``path`` left by a killed process are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as handle:
@@ -22,6 +72,8 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:  # name the file asked for, not the temporary one
+        raise HwnasError(f"cannot write {path}: {(error.strerror or str(error)).lower()}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -61,7 +113,20 @@ def load_torch(path: str | Path, what: str = "file", expected: str = "a torch fi
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several types for truncated or foreign files
-        raise HwnasError(f"{what} {path} cannot be read as {expected}: {_load_failure(error)}") from None
+        reason = "it is cut short (an interrupted write or copy?)" if _cut_short_zip(path) else _load_failure(error)
+        raise HwnasError(f"{what} {path} cannot be read as {expected}: {reason}") from None
+
+
+def _cut_short_zip(path: Path) -> bool:
+    """A file that starts as a zip archive (torch.save's format) but has no end: truncated."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as handle:
+            starts_as_zip = handle.read(4) == b"PK\x03\x04"
+        return starts_as_zip and not zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 def _load_failure(error: Exception) -> str:

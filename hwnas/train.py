@@ -30,7 +30,7 @@ from tqdm import tqdm
 from hwnas.arch import Arch
 from hwnas.batchnorm import batch_statistics, recalibrate_bn
 from hwnas.data import DataSplits, make_loader
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, check_field_types
 from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.run_folder import ARCH, TRAIN_CHECKPOINT, TRAIN_HISTORY, TRAIN_RESULT, TRAINED
 
@@ -48,9 +48,10 @@ class TrainConfig:
     bn_batches: int = 20  # training batches that re-estimate the BN statistics before each evaluation
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.bn_batches < 1:
-            raise HwnasError(f"--epochs, --batch-size and --bn-batches must be >= 1 (got {self.epochs}, {self.batch_size}, "
-                             f"{self.bn_batches})")
+        check_field_types(self)
+        if self.epochs < 1 or self.batch_size < 1 or self.bn_batches < 1 or self.workers < 0:
+            raise HwnasError(f"--epochs, --batch-size and --bn-batches must be >= 1 and --workers >= 0 (got {self.epochs}, "
+                             f"{self.batch_size}, {self.bn_batches}, {self.workers})")
         if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
             raise HwnasError(f"--lr must be > 0 and --label-smoothing in [0, 1) (got {self.lr}, {self.label_smoothing})")
 

@@ -89,6 +89,15 @@ MUTATIONS = (
     Mutation("greedynas-pool-not-checkpointed", "hwnas/search/greedynas.py",
              "        self.pool.load(state[\"pool\"])\n", "        pass\n",
              ("tests/test_search_oneshot.py",)),
+    Mutation("export-writes-in-place", "hwnas/export/artifact.py",
+             'output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp.onnx"), force=True)', "force=True)",
+             ("tests/test_bad_input.py::test_a_failed_export_leaves_the_earlier_set_as_it_was",)),
+    Mutation("stale-temps-kept", "hwnas/files.py", "if pid.isdigit() and int(pid)", "if False and int(pid)",
+             ("tests/test_bad_input.py::test_a_killed_writers_temporary_file_is_removed_by_the_next_writer",)),
+    Mutation("table-entries-unbounded", "hwnas/latency/table.py", "not 0 <= value < MAX_ENTRY:", "not 0 <= value < math.inf:",
+             ("tests/test_bad_input.py::test_bad_input_is_refused_clearly_and_touches_nothing",)),
+    Mutation("space-args-rounded", "hwnas/arch.py", "if whole and not number.is_integer():", "if False:",
+             ("tests/test_parsers_property.py",)),
 )
 
 

@@ -149,7 +149,7 @@ def write(tmp_path, data, name="table.json"):
         (lambda d: d.pop("meta"), "'meta' must be an object"),
         (lambda d: d["meta"].pop("runtime"), "meta lacks 'runtime'"),
         (lambda d: d["entries"].update({"x": {"ms": 1.0}}), "entry 'x' must have fields"),
-        (lambda d: d["entries"].update({"x": {"ms": -1.0, "p10": 0, "p90": 0, "n": 1}}), "field 'ms' must be a finite number"),
+        (lambda d: d["entries"].update({"x": {"ms": -1.0, "p10": 0, "p90": 0, "n": 1}}), "field 'ms' must be a number in"),
         (lambda d: d.update(calibration={"a": "x", "b": 0}), "'calibration' must be null"),
         (lambda d: d.update(calibration={"a": 1, "b": 0, "per_op_ms": float("nan")}), "'per_op_ms' where given"),
         (lambda d: d.update(pending={"x": [{"ms": 1}]}), "pending round 0 of 'x'"),

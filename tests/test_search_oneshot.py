@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import budget_between
 
 from hwnas.cli.main import cli
 from hwnas.latency import LatencyModel, LatencyTable
@@ -32,12 +38,6 @@ def table_path(tmp_path_factory) -> Path:
 
 def model(table_path: Path) -> LatencyModel:
     return LatencyModel(LatencyTable.load(table_path), tiny_space())
-
-
-def budget_between(table_path: Path, share: float) -> float:
-    latency = model(table_path)
-    fastest, slowest = latency.fastest()[1], latency.slowest()[1]
-    return fastest + share * (slowest - fastest)
 
 
 def config(method: str, table_path: Path, **overrides) -> SearchConfig:
@@ -268,3 +268,38 @@ def test_one_shot_methods_run_on_the_other_spaces(tmp_path, space_name, method):
                               method_options={**options, "generations": 2}), tmp_path / "run", progress=False).run()
     assert result["predicted_ms"] <= result["aim_ms"] + 1e-9
     assert result["arch"].startswith(space_name)
+
+
+def test_greedynas_killed_mid_supernet_and_mid_selection_resumes_to_the_uninterrupted_result(tmp_path, table_path):
+    """Real processes, killed with SIGKILL once after the first checkpoint and once while the evolution scores."""
+    budget = budget_between(table_path, 0.4)
+    args = [sys.executable, "-m", "hwnas", "search", "--method", "greedynas", "--latency", f"{budget}ms", "--table", str(table_path),
+            "--width-mult", "0.25", "--resolution", "16", "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "16",
+            "--eval-images", "64", "--bn-batches", "2", "--paths-sampled", "4", "--paths-trained", "2", "--rank-images", "64",
+            "--population", "10", "--top-k", "3", "--mutations", "4", "--crossovers", "4", "--generations", "4",
+            "--score-images", "256", "--score-bn-images", "32", "--quiet", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    scores = killed / "scores.jsonl"
+
+    def kill_when(command: list[str], ready) -> None:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 600
+        while not ready() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert process.returncode == -signal.SIGKILL and not (killed / "result.json").exists(), "the run ended before its kill"
+
+    kill_when([*args, "--out", str(killed)], lambda: (killed / "checkpoint.pt").exists())
+    assert not scores.exists()  # killed while the supernet trains
+    resume = [sys.executable, "-m", "hwnas", "search", "--resume", str(killed), "--quiet", "--json"]
+    kill_when(resume, lambda: scores.exists() and scores.read_text().count("\n") >= 4)
+    scored_before = scores.read_text().count("\n")
+    resumed = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    uninterrupted = subprocess.run([*args, "--out", str(straight)], env=env, capture_output=True, text=True, timeout=300)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    a, b = json.loads(resumed.stdout), json.loads(uninterrupted.stdout)
+    assert {k: v for k, v in a.items() if k not in (*TIMING, "run")} == {k: v for k, v in b.items() if k not in (*TIMING, "run")}
+    assert 4 <= scored_before < b["evaluations"] == len(ScoreLog(scores).known)  # the resumed selection scored only the rest

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import budget_between
 
 from hwnas.cli.main import cli
-from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.search.loop import SearchConfig, SearchRun
 from hwnas.search.synthetic import tiny_space, write_synthetic_table
 
@@ -28,12 +28,6 @@ RESULT_KEYS = {"method", "budget_ms", "aim_ms", "margin", "predicted_ms", "faste
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory) -> Path:
     return write_synthetic_table(tiny_space(), tmp_path_factory.mktemp("tables") / "synthetic.json")
-
-
-def budget_between(table_path: Path, share: float) -> float:
-    model = LatencyModel(LatencyTable.load(table_path), tiny_space())
-    fastest, slowest = model.fastest()[1], model.slowest()[1]
-    return fastest + share * (slowest - fastest)
 
 
 def config(method: str, table_path: Path, **overrides) -> SearchConfig:

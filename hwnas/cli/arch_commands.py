@@ -10,7 +10,7 @@ import click
 from hwnas.arch import Arch, load_arch
 from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option, space_options
 from hwnas.errors import HwnasError
-from hwnas.files import refuse_overwrite
+from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.search.budget import make_target, parse_latency
 from hwnas.search.random_archs import BandSampler
@@ -53,6 +53,9 @@ def sample(space: str, space_overrides: dict, seed: int | None, count: int, tabl
         raise HwnasError(f"-n must be at least 1, got {count}")
     if output and count != 1:
         raise HwnasError("-o writes one arch: leave out -n, or use --json for several")
+    if output:
+        refuse_overwrite(output, force)
+        check_writable(output)
     if (table is None) != (latency is None):
         raise HwnasError("--table and --latency go together: the band is a share of the aim under --latency")
     if table is None:
@@ -71,7 +74,6 @@ def sample(space: str, space_overrides: dict, seed: int | None, count: int, tabl
         drawn = sampler.sample(count, seed if seed is not None else random.randrange(2**63))
         predicted = [model.predict(a) for a in drawn]
     if output:
-        refuse_overwrite(output, force)
         drawn[0].save(output)
     if as_json:
         if count == 1 and table is None:

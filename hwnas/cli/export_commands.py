@@ -13,6 +13,7 @@ from hwnas.cli.options import echo_json, json_option
 from hwnas.errors import HwnasError
 from hwnas.export.artifact import ExportRequest, export_and_verify
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
+from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.latency.lookup import expected_meta, find_table
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
@@ -76,9 +77,10 @@ def export(output: Path, run_dir: Path | None, arch_source: str | None, weights:
         raise HwnasError("give --run or --arch, not both")
     if weights and not arch_source:
         raise HwnasError("--weights goes with --arch (a run brings its own weights)")
-    if output.suffix != ".onnx":
-        raise HwnasError(f"{output}: the output must be an .onnx file")
     request = ExportRequest(output, runtime, device, threads, fp16, batch_size, dynamic_batch, rounds, force)
+    for path in request.outputs():
+        refuse_overwrite(path, force)
+        check_writable(path)
     source: dict[str, Any]
     if arch_source:
         arch = load_arch(arch_source)

@@ -10,6 +10,7 @@ import click
 from hwnas.arch import load_arch
 from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option, space_options
 from hwnas.errors import HwnasError
+from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency.lookup import default_table_path, expected_meta
 from hwnas.latency.model import LatencyModel, calibration_formula
 from hwnas.latency.protocol import Protocol
@@ -87,6 +88,7 @@ def profile(space: str, space_overrides: dict, device: str, runtime_name: str, b
     chosen = build_space(space, space_overrides)
     runtime = _runtime(runtime_name, device, _threads(threads), fp16, _protocol(rounds, min_time, warmup_time))
     path = Path(output) if output else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, fp16)
+    check_writable(path)
     result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
     if as_json:
         echo_json(result.to_dict())
@@ -116,12 +118,12 @@ def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup
              force: bool, allow_foreign_table: bool,
              no_progress: bool, as_json: bool) -> None:
     """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
-    from hwnas.files import refuse_overwrite
     from hwnas.latency.validate import format_report, plot_validation, store_validation, summary, validate_table
 
     _show_warnings()
     if plot:
         refuse_overwrite(plot, force)
+        check_writable(plot)
     table = LatencyTable.load(table_path)
     meta = table.meta
     space = _table_space(table)

@@ -14,13 +14,26 @@ EXIT_ERROR = 2
 
 
 class ErrorReportingGroup(click.Group):
-    """A group that prints ``HwnasError`` as ``error: ...`` without a traceback and exits non-zero."""
+    """A group that prints ``HwnasError`` as ``error: ...`` without a traceback and exits non-zero.
+
+    An ``OSError`` that names a file (an output folder that is a file, or not writable, a full
+    disk) is reported the same way, with the path and the system's reason.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except HwnasError as error:
             click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_ERROR)
+        except OSError as error:
+            if error.filename is None:
+                raise
+            if isinstance(error, (FileExistsError, NotADirectoryError)):
+                reason = "a file is in the way where a folder must be"
+            else:
+                reason = (error.strerror or str(error)).lower()
+            click.echo(f"error: {error.filename}: {reason}", err=True)
             sys.exit(EXIT_ERROR)
 
 

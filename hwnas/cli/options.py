@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from typing import Any, Callable
 
 import click
@@ -52,7 +53,18 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
+    """``data`` as JSON on stdout; a NaN or infinite float (not JSON) is written as null."""
+    click.echo(json.dumps(_finite(data), indent=2, allow_nan=False))
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
 
 
 def echo_warnings(*messages: str | None) -> None:
@@ -66,3 +78,11 @@ data_option = click.option(
     "--data", default="digits", show_default=True,
     help="Data set: digits (embedded), fashion-mnist[:DIR], cifar10:DIR, imagefolder:DIR, or fake.",
 )
+
+
+def given_options(ctx: click.Context, keep: set[str]) -> list[str]:
+    """The flags typed on the command line (not left at their defaults), except the parameters named in ``keep``."""
+    from click.core import ParameterSource
+
+    return [param.opts[0] for param in ctx.command.params
+            if param.name not in keep and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE]

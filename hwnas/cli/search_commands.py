@@ -8,9 +8,10 @@ from typing import Any
 
 import click
 
-from hwnas.cli.options import build_space, data_option, echo_json, echo_warnings, json_option, space_options
+from hwnas.cli.options import build_space, data_option, echo_json, echo_warnings, given_options, json_option, space_options
 from hwnas.data import natural_space_args
 from hwnas.errors import HwnasError
+from hwnas.files import check_writable
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import LOSS_FORMS, parse_latency
 from hwnas.run_folder import CONFIG, RUNS_ROOT, SEARCH_FILES, TRAIN_FILES
@@ -92,8 +93,9 @@ def search(space: str, space_overrides: dict[str, Any], latency: str | None, tab
            force: bool, as_json: bool, quiet: bool, **options: Any) -> None:
     """Search SPACE for the most accurate net whose predicted latency meets --latency."""
     if resume:
-        if latency is not None or out is not None:
-            raise HwnasError(f"--resume continues a run with the options saved in its {CONFIG}; leave out --latency and --out")
+        given = given_options(click.get_current_context(), keep={"resume", "quiet", "as_json"})
+        if given:
+            raise HwnasError(f"--resume continues a run with the options saved in its {CONFIG}; leave out {', '.join(given)}")
         folder = Path(resume)
         run = SearchRun(SearchConfig.load(folder), folder, progress=not quiet)
         result = run.run(resume=True)
@@ -121,6 +123,7 @@ def search(space: str, space_overrides: dict[str, Any], latency: str | None, tab
             **options,
         )
         folder = Path(out) if out else _default_out(method)
+        check_writable(folder, folder=True)
         run = SearchRun(config, folder, progress=not quiet)  # checks table and budget before anything is written
         _prepare_out(folder, force)
         echo_warnings(run.target.clamp_note())

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hwnas.arch import load_arch
-from hwnas.cli.options import data_option, echo_json, json_option
+from hwnas.cli.options import data_option, echo_json, given_options, json_option
 from hwnas.data import load_data
 from hwnas.errors import HwnasError
 from hwnas.run_folder import RUNS_ROOT, TRAINED, RunFolder, load_weights
@@ -39,11 +39,17 @@ def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, wei
           data: str, epochs: int, batch_size: int, lr: float, weight_decay: float, label_smoothing: float, seed: int,
           workers: int, bn_batches: int, resume: bool, force: bool, as_json: bool) -> None:
     """Train a child net and write trained.pt (what `hwnas export` ships) and its validation accuracy."""
+    if resume:  # the options it was started with win, so the schedule stays the same: refuse others rather than ignore them
+        given = given_options(click.get_current_context(), keep={"run_dir", "arch_source", "out", "data", "resume", "as_json"})
+        if given:
+            raise HwnasError(f"--resume continues a training with the options it started with; leave out {', '.join(given)}")
     config = TrainConfig(epochs, batch_size, lr, 0.9, weight_decay, label_smoothing, seed, workers, bn_batches)
     if arch_source:
         if run_dir:
             raise HwnasError("give --run or --arch, not both")
-        if from_scratch == bool(weights):
+        if from_scratch and weights:
+            raise HwnasError("--from-scratch and --weights: give one of them, not both")
+        if not (from_scratch or weights):
             raise HwnasError("with --arch, say where to start: --from-scratch or --weights FILE")
         arch = load_arch(arch_source)
         model = arch.build_space().build(arch)

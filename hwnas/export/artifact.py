@@ -7,7 +7,8 @@ the TensorRT engine built from it), with the profiler's protocol, not predicted.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +22,7 @@ from hwnas.errors import HwnasError
 from hwnas.export.drift import Drift, Reference
 from hwnas.export.onnx_file import OPSET, PARITY_TOLERANCE, check_parity, export_onnx
 from hwnas.export.verdict import Verdict
-from hwnas.files import refuse_overwrite, write_json_atomic
+from hwnas.files import refuse_overwrite, remove_stale_temps, write_json_atomic
 from hwnas.latency.protocol import Protocol, Timing
 from hwnas.latency.runtimes import build_engine, get_runtime
 
@@ -37,6 +38,24 @@ class ExportRequest:
     dynamic_batch: bool = False
     rounds: int = 3
     force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise HwnasError(f"threads must be at least 1 (or None for the runtime's default), got {self.threads}")
+        if self.rounds < 1 or self.batch_size < 1:
+            raise HwnasError(f"rounds and batch size must be at least 1, got {self.rounds} and {self.batch_size}")
+        if self.output.suffix != ".onnx":
+            raise HwnasError(f"{self.output}: the output must be an .onnx file")
+
+    def staged(self) -> ExportRequest:
+        """The same request writing to temporary names beside the outputs (``commit`` moves them into place)."""
+        remove_stale_temps(self.output.with_name(self.output.stem))
+        return replace(self, output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp.onnx"), force=True)
+
+    def commit(self, staged: ExportRequest) -> None:
+        """Move the staged set over the outputs: the report last, so a report always describes the files beside it."""
+        for source, target in zip(staged.outputs(), self.outputs()):
+            os.replace(source, target)
 
     @property
     def engine_path(self) -> Path | None:
@@ -90,19 +109,38 @@ def export_and_verify(model: nn.Module, input_shape: tuple[int, ...], request: E
     """Export ``model`` to ``request.output``, check parity, measure, judge; save the report beside it.
 
     ``input_shape`` is (C, H, W); the batch comes from the request. Existing outputs are
-    refused before any work unless ``request.force``. ``references`` (nets the table's
-    validation measured) are timed beside the artifact to measure the machine's drift.
+    refused before any work unless ``request.force``. Everything is written under temporary
+    names first and moved into place together at the end, so a failed export (bad parity, a
+    runtime error, an interruption) leaves an earlier set of outputs as it was. ``references``
+    (nets the table's validation measured) are timed beside the artifact to measure the
+    machine's drift.
     """
     for path in request.outputs():
         refuse_overwrite(path, request.force)
+    staged = request.staged()
+    try:
+        report = _export_staged(model, input_shape, staged, request.output, budget_ms, predicted_ms, source, references)
+        report.files = [str(p) for p in (request.output, request.engine_path) if p is not None]
+        write_json_atomic(staged.report_path, report.to_dict())
+        request.commit(staged)
+    finally:
+        for path in staged.outputs():
+            path.unlink(missing_ok=True)
+    return report
+
+
+def _export_staged(model: nn.Module, input_shape: tuple[int, ...], request: ExportRequest, final: Path, budget_ms: float | None,
+                   predicted_ms: float | None, source: dict[str, Any], references: Sequence[Reference]) -> ExportReport:
     shape = (request.batch_size, *input_shape)
     model = model.eval()
     export_onnx(model, shape, request.output, request.dynamic_batch)
     parity = check_parity(model, request.output, shape)
     if not parity.ok:
+        kept = final.with_name(f"{final.stem}.parity-failed.onnx")
+        os.replace(request.output, kept)
         raise HwnasError(
-            f"{request.output}: ONNX Runtime's outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, "
-            f"relative {parity.max_rel_error:.3g} >= {PARITY_TOLERANCE:g}); the file is kept for inspection"
+            f"ONNX Runtime's outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, relative "
+            f"{parity.max_rel_error:.3g} >= {PARITY_TOLERANCE:g}); nothing was exported, the file is kept as {kept}"
         )
     reference_nets = [reference.arch.build_space().build(reference.arch) for reference in references]
     timing, reference_timings, runtime_meta = measure_artifact(request, shape, model, reference_nets)
@@ -123,6 +161,4 @@ def export_and_verify(model: nn.Module, input_shape: tuple[int, ...], request: E
                      "onnxruntime": onnxruntime.__version__},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    report = ExportReport(verdict, parity.max_rel_error, files, details, drift)
-    write_json_atomic(request.report_path, report.to_dict())
-    return report
+    return ExportReport(verdict, parity.max_rel_error, files, details, drift)

@@ -157,11 +157,15 @@ class LatencyTable:
         return float(value) if value is not None else None
 
 
+#: no op of a net is measured at an hour or more: a larger entry is a broken file, and sums of such entries overflow
+MAX_ENTRY = 3.6e6
+
+
 def _check_entry(entry: Any, where: str) -> None:
-    """An entry (or a pending round) is ``{"ms", "p10", "p90", "n"}`` of finite numbers >= 0."""
+    """An entry (or a pending round) is ``{"ms", "p10", "p90", "n"}`` of finite numbers in [0, MAX_ENTRY)."""
     if not isinstance(entry, dict) or any(name not in entry for name in ENTRY_FIELDS):
         raise HwnasError(f"{where} must have fields {', '.join(ENTRY_FIELDS)}")
     for name in ENTRY_FIELDS:
         value = entry[name]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            raise HwnasError(f"{where} field {name!r} must be a finite number >= 0, got {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < MAX_ENTRY:
+            raise HwnasError(f"{where} field {name!r} must be a number in [0, {MAX_ENTRY:g}), got {value!r}")

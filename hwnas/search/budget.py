@@ -47,7 +47,9 @@ def parse_latency(text: str) -> float:
             f"cannot read latency budget {text!r}: give a number with an optional unit ms, s or us, e.g. 80ms, 0.08s, 80000us"
         )
     value = float(match.group(1)) * _UNITS_MS[match.group(2) or "ms"]
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value):
+        raise HwnasError(f"latency budget {text!r} is too large to be a time")
+    if value <= 0:
         raise HwnasError(f"latency budget must be a positive time, got {text!r}")
     return value
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from hwnas.arch import Arch
 from hwnas.batchnorm import recalibrate_bn
 from hwnas.data import load_data, make_loader, split_for_arch
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, check_field_types
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.latency.lookup import expected_meta
@@ -73,6 +73,7 @@ class SearchConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.method not in STRATEGIES:
             raise HwnasError(f"unknown method {self.method!r}; known: {', '.join(STRATEGIES)}")
         if self.epochs < 1:
@@ -81,6 +82,12 @@ class SearchConfig:
             raise HwnasError(f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}")
         if self.eval_images is not None and self.eval_images < 1:
             raise HwnasError(f"--eval-images must be at least 1, got {self.eval_images}")
+        if self.batch_size < 1 or self.bn_batches < 1 or self.workers < 0:
+            raise HwnasError(f"--batch-size and --bn-batches must be at least 1 and --workers at least 0, got {self.batch_size}, "
+                             f"{self.bn_batches} and {self.workers}")
+        if self.lr <= 0 or self.lr_min < 0 or self.momentum < 0 or self.weight_decay < 0 or self.grad_clip <= 0:
+            raise HwnasError(f"--lr and --grad-clip must be > 0 and --lr-min, --momentum, --weight-decay >= 0, got {self.lr}, "
+                             f"{self.grad_clip}, {self.lr_min}, {self.momentum} and {self.weight_decay}")
         strategy = STRATEGIES[self.method]
         if self.arch_fraction is None:
             self.arch_fraction = strategy.held_out
@@ -99,6 +106,9 @@ class SearchConfig:
         if "margin_given" in data:  # "margin" holds the resolved value; the option as given is kept beside it
             data["margin"] = data["margin_given"]
         known = set(cls.__dataclass_fields__)
+        missing = [name for name in ("method", "table", "budget_ms") if name not in data]
+        if missing:
+            raise HwnasError(f"{path} is not a search run's config: it has no {', '.join(missing)}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -191,7 +201,8 @@ class SearchRun:
     def load_checkpoint(self) -> None:
         path = self.out / CHECKPOINT
         if not path.is_file():
-            raise HwnasError(f"{self.out} has no {CHECKPOINT} to resume from (the run stopped before its first epoch ended)")
+            raise HwnasError(f"{self.out} has no {CHECKPOINT} to resume from: the run stopped before its first checkpoint was "
+                             f"written; start it again with --out {self.out} --force")
         state = load_torch(path, "checkpoint", "a checkpoint")
         self.supernet.load_state_dict(state["supernet"])
         with torch.no_grad():

@@ -28,7 +28,7 @@ from hwnas.latency import LatencyModel
 from hwnas.search.evolution import Columns, EvolutionOptions, SearchOutcome, evolve, random_search
 from hwnas.search.random_archs import BandSampler
 from hwnas.run_folder import SCORES
-from hwnas.search.supernet import PathChoice, Supernet
+from hwnas.search.supernet import PathChoice, Supernet, legal_columns
 
 
 class PathScorer:
@@ -132,7 +132,7 @@ def select(
     bn_images, images = (x.contiguous(memory_format=torch.channels_last) for x in (bn_images, images))
     score = ScoreLog(folder / SCORES).wrap(PathScorer(supernet, bn_images, images, labels))
     sampler = BandSampler(latency, 0.0, aim_ms)
-    legal = [tuple(int(c) for c in torch.nonzero(row).flatten()) for row in latency.mask]
+    legal = legal_columns(latency.mask)
     evolution = EvolutionOptions(
         population=options["population"], top_k=options["top_k"], mutations=options["mutations"],
         crossovers=options["crossovers"], mutation_prob=options["mutation_prob"], generations=options["generations"],

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from hwnas.search.strategy import ArchBatches, Knob, Strategy, StepResult
-from hwnas.search.supernet import PathChoice
+from hwnas.search.supernet import PathChoice, legal_columns
 
 
 def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
@@ -42,7 +42,7 @@ class SnasStrategy(Strategy):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tau = float(self.options["tau0"])
-        self.legal = [self.arch.legal_columns(layer) for layer in range(len(self.arch.mask))]
+        self.legal = legal_columns(self.arch.mask)
 
     def init_alpha(self) -> None:
         with torch.no_grad():

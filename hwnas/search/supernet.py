@@ -176,6 +176,11 @@ class Supernet(nn.Module):
         return child
 
 
+def legal_columns(mask: torch.Tensor) -> list[tuple[int, ...]]:
+    """Per layer, the candidates (columns) a legality mask ``[layers, candidates]`` allows."""
+    return [tuple(int(c) for c in torch.nonzero(row).flatten()) for row in mask]
+
+
 class ArchParameters(nn.Module):
     """alpha [layers, candidates] with the legality mask; illegal entries get probability 0."""
 
@@ -203,6 +208,3 @@ class ArchParameters(nn.Module):
         probs = self.probs().detach()
         terms = torch.where(probs > 0, probs * probs.clamp_min(1e-30).log(), torch.zeros_like(probs))
         return float(-terms.sum(dim=1).mean())
-
-    def legal_columns(self, layer: int) -> tuple[int, ...]:
-        return tuple(torch.nonzero(self.mask[layer]).flatten().tolist())
