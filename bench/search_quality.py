@@ -50,8 +50,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 #: the one-shot methods' selection, scaled to this benchmark's time: SPOS's 50 x 20 archs, each scored on 1,000 images
-#: (+ 64 for its BN), are 1.06 M image passes per search; 8 generations of 20 on 500 images are 90 k
-ONE_SHOT = {"population": 20, "top_k": 5, "mutations": 8, "crossovers": 8, "generations": 8, "score_images": 500}
+#: (+ 64 for its BN), are 1.06 M image passes per search; 6 generations of 16 on 300 images are under 30 k
+ONE_SHOT = {"population": 16, "top_k": 4, "mutations": 6, "crossovers": 6, "generations": 6, "score_images": 300}
 #: GreedyNAS ranks its 10 paths per step on 200 held-out images (its default 1,000 makes a step cost 10,000 image passes)
 METHOD_OPTIONS = {"spos": ONE_SHOT, "random": ONE_SHOT, "greedynas": {**ONE_SHOT, "rank_images": 200}}
 
@@ -65,9 +65,15 @@ class Plan:
     fractions: tuple[float, ...] = (0.25, 0.60)
     seeds: tuple[int, ...] = (0, 1, 2)
     margin: float = 0.1
-    search: dict = field(default_factory=lambda: {"epochs": 3, "steps_per_epoch": 60, "batch_size": 32})
-    recipe: dict = field(default_factory=lambda: {"epochs": 3, "train_images": 6000, "val_images": 5000, "batch_size": 64,
+    #: every method searches with these settings (2 x 30 steps: the full plan's 36 searches then take about 45 min of the
+    #: 2-hour budget on 2 cores, SNAS's mixed supernet most of it)
+    search: dict = field(default_factory=lambda: {"epochs": 2, "steps_per_epoch": 30, "batch_size": 32, "eval_images": 1024})
+    #: from scratch, every net alike (its held-out images are also the fine-tune's)
+    recipe: dict = field(default_factory=lambda: {"epochs": 2, "train_images": 4000, "val_images": 3000, "batch_size": 64,
                                                   "lr": 0.05, "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 20})
+    #: ``hwnas train``'s fine-tune of each derived child from its inherited weights (its defaults, one epoch, fewer images)
+    finetune: dict = field(default_factory=lambda: {"epochs": 1, "train_images": 2000, "batch_size": 64, "lr": 0.05,
+                                                    "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 20})
     random_per_budget: int = 5
     band: tuple[float, float] = (0.9, 1.0)
     ranking_images: int = 2000
@@ -78,10 +84,12 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         small = {**ONE_SHOT, "population": 10, "top_k": 3, "mutations": 4, "crossovers": 4, "generations": 3, "score_images": 200}
-        return cls(seeds=(0,), search={"epochs": 2, "steps_per_epoch": 25, "batch_size": 16},
+        return cls(seeds=(0,), search={"epochs": 2, "steps_per_epoch": 15, "batch_size": 16, "eval_images": 512},
                    method_options={"spos": small, "random": small, "greedynas": {**small, "rank_images": 100}},
                    recipe={"epochs": 1, "train_images": 2000, "val_images": 2000, "batch_size": 64, "lr": 0.05,
                            "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 10},
+                   finetune={"epochs": 1, "train_images": 1000, "batch_size": 64, "lr": 0.05, "weight_decay": 4e-5,
+                             "label_smoothing": 0.1, "bn_batches": 10},
                    random_per_budget=2, ranking_images=500, rounds=3)
 
 
@@ -118,8 +126,8 @@ def search_job(job: dict) -> dict:
     return json.loads((folder / "result.json").read_text())
 
 
-def training_data(plan: dict, seed: int):
-    """The recipe's training subset and held-out set (the same images for every net)."""
+def training_data(plan: dict, recipe: dict):
+    """``recipe``'s training subset and the plan's held-out set (the same images for every net)."""
     import torch
     from torch.utils.data import Subset
 
@@ -128,7 +136,7 @@ def training_data(plan: dict, seed: int):
     args = space_args(Plan(**plan))
     data = load_data(plan["data"], args["resolution"], args["in_channels"], seed=0)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(12345)).tolist()
-    subset = Subset(data.train, order[: plan["recipe"]["train_images"]])
+    subset = Subset(data.train, order[: recipe["train_images"]])
     val = data.val if plan["recipe"]["val_images"] is None else Subset(data.val, range(plan["recipe"]["val_images"]))
     return DataSplits(subset, val, data.num_classes, data.in_channels, data.name)
 
@@ -145,15 +153,15 @@ def train_job(job: dict) -> dict:
     if not (folder / "train_result.json").is_file():
         started = time.perf_counter()
         plan = job["plan"]
-        recipe = {k: v for k, v in plan["recipe"].items() if k not in ("train_images", "val_images")}
+        recipe = plan["finetune"] if job.get("weights") else plan["recipe"]
         arch = Arch.from_compact(job["arch"])
         torch.manual_seed(job["seed"])
         model = arch.build_space().build(arch)
         if job.get("weights"):
             load_weights(model, Path(job["weights"]))
-        config = TrainConfig(seed=job["seed"], **recipe)
+        config = TrainConfig(seed=job["seed"], **{k: v for k, v in recipe.items() if k not in ("train_images", "val_images")})
         resume = (folder / "train_checkpoint.pt").is_file()
-        train_child(arch, model, training_data(plan, job["seed"]), folder, config, resume=resume, progress=False)
+        train_child(arch, model, training_data(plan, recipe), folder, config, resume=resume, progress=False)
         (folder / "wall_s.json").write_text(json.dumps(time.perf_counter() - started))
     return json.loads((folder / "train_result.json").read_text())
 
@@ -330,19 +338,23 @@ def report(out: Path, summary: dict) -> None:
         "# Search quality: searched nets against random nets of the same latency",
         "",
         f"Made by `python bench/search_quality.py{' --quick' if summary['quick'] else ''}` on {summary['date']}, commit "
-        f"{summary['commit']}: {summary['wall_s'] / 60:.1f} min of wall time in its last invocation; its searches and trainings "
-        f"took {summary['jobs_s'] / 60:.1f} min of process time together (run {summary['plan_workers']} at a time).",
+        f"{summary['commit']}: {summary['span_s'] / 60:.0f} min of wall time from the first search's start to the last "
+        f"measurement (pauses between invocations included; {summary['wall_s'] / 60:.1f} min in the last one); its searches and "
+        f"trainings took {summary['jobs_s'] / 60:.0f} min of process time together (run {summary['plan_workers']} at a time).",
         f"Machine: {summary['machine']}. Table: `{summary['table']}` (fastest {summary['fastest_ms']:.4g} ms, slowest "
         f"{summary['slowest_ms']:.4g} ms predicted).",
         "",
         f"* data: {plan['data']} at 32x32, space `{plan['space']}`; budgets at the fastest net + "
         f"{', '.join(f'{100 * f:g} %' for f in plan['fractions'])} of the range to the slowest; aim = budget x (1 - {plan['margin']})",
         f"* searches: {search['epochs']} epochs x {search['steps_per_epoch']} steps x batch {search['batch_size']}, "
-        f"seeds {', '.join(map(str, plan['seeds']))}, every other option at its default",
+        f"seeds {', '.join(map(str, plan['seeds']))}, supernet scored on {search.get('eval_images', 'all')} held-out images; "
+        f"one-shot selection {json.dumps(plan['method_options'])}; every other option at its default",
         f"* recipe, the same for every net: {recipe['epochs']} epoch(s) on a fixed subset of {recipe['train_images']} training images, "
         f"batch {recipe['batch_size']}, SGD Nesterov lr {recipe['lr']} cosine to 0, weight decay {recipe['weight_decay']}, "
         f"label smoothing {recipe['label_smoothing']}, no augmentation, BN re-estimated on {recipe['bn_batches']} batches before "
         f"scoring on {summary['val_images']} held-out images",
+        f"* fine-tune (`hwnas train` from the inherited weights): {plan['finetune']['epochs']} epoch(s) on the first "
+        f"{plan['finetune']['train_images']} images of that subset, otherwise the same recipe and held-out images",
         f"* random nets: {plan['random_per_budget']} per budget, drawn uniformly from the archs predicted within "
         f"[{plan['band'][0]}, {plan['band'][1]}] x aim, random arch i trained with seed i of the seed list",
         f"* seed noise (one arch, {len(summary['seed_noise']['accs'])} seeds): accuracy std {summary['seed_noise']['std']:.4f} "
@@ -375,6 +387,16 @@ def report(out: Path, summary: dict) -> None:
         if net["kind"] == "search":
             lines.append(f"| {net['method']} | {net['budget_ms']:.4g} | {net['seed']} | `{net['arch'].split(':')[1]}` | "
                          f"{net['predicted_ms']:.4g} | {net['measured_ms']:.4g} | {net['acc']:.4f} | {net['finetuned_acc']:.4f} |")
+    if summary["one_shot"]:
+        lines += ["", "One-shot supernets (first seed's supernet for the ranking; means over seeds otherwise): the supernet's "
+                  "training time (its epochs, evaluation included), the mean score it gives the random nets of both bands "
+                  "(inherited weights, BN recalibrated), Kendall's tau of those scores against the nets' from-scratch accuracy, "
+                  "the selection's time, and the selected child's accuracy with inherited weights:", "",
+                  "| method | budget ms | supernet s | mean score of the random nets | tau | selection s | child acc (inherited) |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in summary["one_shot"]:
+            lines.append(f"| {row['method']} | {row['budget_ms']:.4g} | {row['supernet_s']:.0f} | {row['random_score_mean']:.4f} | "
+                         f"{row['ranking_tau']:+.2f} | {row['selection_s']:.0f} | {row['child_acc_inherited']:.4f} |")
     lines += ["", "![accuracy against measured latency](results.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
 
@@ -437,9 +459,8 @@ def main() -> int:
     search_results = run_jobs(search_job, [{"folder": s["folder"], "config": s["config"]} for s in searches], args.workers, "searches")
 
     # 2. trainings: searched archs from scratch and fine-tuned, random archs from scratch, the seed noise
-    recipe_key = {"plan_recipe": plan.recipe, "data": plan.data}
-
     def train(arch: str, seed: int, weights: str | None = None) -> dict:
+        recipe_key = {"plan_recipe": plan.finetune if weights else plan.recipe, "val_images": plan.recipe["val_images"], "data": plan.data}
         return {"arch": arch, "seed": seed, "weights": weights, "plan": plan_dict,
                 "folder": str(work / "train" / key("train", arch, seed, weights, recipe_key))}
 
@@ -504,14 +525,28 @@ def main() -> int:
                 "search_wall_s_mean": statistics.fmean(n["search_wall_s"] for n in mine),
                 "ranking_tau": taus.get((method, b["fraction"])),
             })
+    one_shot = []
+    for s, scores in zip(rank_runs, rank_scores):
+        if not STRATEGIES[s["method"]].one_shot:
+            continue
+        mine = [(x, r) for x, r in zip(searches, search_results) if x["method"] == s["method"] and x["budget"] is s["budget"]]
+        epochs = [[json.loads(line)["seconds"] for line in (Path(x["folder"]) / "history.jsonl").read_text().splitlines()] for x, _ in mine]
+        one_shot.append({"method": s["method"], "budget_ms": s["budget"]["budget_ms"], "supernet_s": statistics.fmean(map(sum, epochs)),
+                         "random_score_mean": statistics.fmean(scores[a] for a in all_random),
+                         "ranking_tau": taus[(s["method"], s["budget"]["fraction"])],
+                         "selection_s": statistics.fmean(r["selection_seconds"] for _, r in mine),
+                         "child_acc_inherited": statistics.fmean(r["child_val_acc"] for _, r in mine)})
     noise_accs = [trained[j["folder"]]["val_acc"] for j in noise_jobs]
+    # the run's span across invocations: the first search folder made, to the latency measurement written
+    span_s = (work / "latency.json").stat().st_mtime - min((Path(x["folder"]) / "config.json").stat().st_mtime for x in searches)
     job_seconds = [json.loads((Path(j) / "wall_s.json").read_text()) for j in [s["folder"] for s in searches] + list(unique)]
     summary = {
         "quick": args.quick, "date": datetime.date.today().isoformat(), "machine": machine(), "commit": commit(),
         "table": str(table_path), "fastest_ms": fastest, "slowest_ms": slowest, "plan": plan_dict,
         "val_images": plan.recipe["val_images"] or len(load_data(plan.data, sa["resolution"], sa["in_channels"]).val),
         "seed_noise": {"arch": noise_arch, "seeds": list(noise_seeds), "accs": noise_accs, "std": statistics.stdev(noise_accs)},
-        "budgets": budgets, "rows": rows, "nets": nets, "wall_s": time.perf_counter() - started, "jobs_s": sum(job_seconds),
+        "budgets": budgets, "rows": rows, "nets": nets, "one_shot": one_shot, "wall_s": time.perf_counter() - started,
+        "span_s": span_s, "jobs_s": sum(job_seconds),
     }
     summary["plan_workers"] = args.workers
     report(out, summary)
