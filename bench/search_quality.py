@@ -10,11 +10,13 @@ On Fashion-MNIST at 32x32 (Debian's ``dataset-fashion-mnist``), for the ``proxyl
 4. **training**: each derived arch from scratch with one fixed recipe and the search's seed,
    and again from its inherited supernet weights (``hwnas train``'s fine-tune) with the
    same recipe; random archs drawn uniformly from the band [0.9, 1.0] x aim of each budget
-   (``hwnas.search.random_archs``), each trained from scratch with the recipe, random arch i
-   with seed i of the seed list (cycling); one of them with every seed, for the seed noise;
+   (``hwnas.search.random_archs``), each trained from scratch with the recipe and every seed:
+   their spread over seeds is the seed noise, and a one-way analysis of variance per band says
+   whether the recipe tells archs of one latency apart at all (if it does not, no search can
+   beat random on it);
 5. **ranking**: every supernet of the first seed scores all random archs (inherited weights,
    BN recalibrated on training batches, accuracy on held-out images); Kendall's tau against
-   their from-scratch accuracy says whether it ranks nets as training does;
+   their from-scratch accuracy (the mean over seeds) says whether it ranks nets as training does;
 6. **latency**: every net exported to ONNX (``hwnas export``'s exporter) and measured with
    the profiler's protocol on ONNX Runtime, all files in the same interleaved rounds, at the end
    and alone, so the machine's drift hits all alike;
@@ -77,20 +79,23 @@ class Plan:
     random_per_budget: int = 5
     band: tuple[float, float] = (0.9, 1.0)
     ranking_images: int = 2000
+    #: batches of 64 training images that re-estimate a ranked child's BN statistics
+    ranking_bn_batches: int = 20
     rounds: int = 5
     #: per-method options (the search's other settings are the same for every method)
     method_options: dict = field(default_factory=lambda: dict(METHOD_OPTIONS))
 
     @classmethod
     def quick(cls) -> Plan:
+        """Every method and both budgets, every step of the full run, each as short as still runs it (< 15 min on 2 cores)."""
         small = {**ONE_SHOT, "population": 10, "top_k": 3, "mutations": 4, "crossovers": 4, "generations": 3, "score_images": 200}
-        return cls(seeds=(0,), search={"epochs": 2, "steps_per_epoch": 15, "batch_size": 16, "eval_images": 512},
+        return cls(seeds=(0,), search={"epochs": 2, "steps_per_epoch": 8, "batch_size": 16, "eval_images": 256},
                    method_options={"spos": small, "random": small, "greedynas": {**small, "rank_images": 100}},
-                   recipe={"epochs": 1, "train_images": 2000, "val_images": 2000, "batch_size": 64, "lr": 0.05,
-                           "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 10},
-                   finetune={"epochs": 1, "train_images": 1000, "batch_size": 64, "lr": 0.05, "weight_decay": 4e-5,
-                             "label_smoothing": 0.1, "bn_batches": 10},
-                   random_per_budget=2, ranking_images=500, rounds=3)
+                   recipe={"epochs": 1, "train_images": 1200, "val_images": 1000, "batch_size": 64, "lr": 0.05,
+                           "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 5},
+                   finetune={"epochs": 1, "train_images": 500, "batch_size": 64, "lr": 0.05, "weight_decay": 4e-5,
+                             "label_smoothing": 0.1, "bn_batches": 5},
+                   random_per_budget=2, ranking_images=300, ranking_bn_batches=5, rounds=3)
 
 
 def key(*parts: Any) -> str:
@@ -189,7 +194,7 @@ def ranking_job(job: dict) -> dict:
         scores = {}
         for arch in archs:
             child = supernet.extract_child(arch)
-            recalibrate_bn(child, make_loader(data.train, 64, True, seed=1), 20)
+            recalibrate_bn(child, make_loader(data.train, 64, True, seed=1), plan["ranking_bn_batches"])
             scores[arch.to_compact()] = evaluate(child, make_loader(val, 256, False))[1]
         out.write_text(json.dumps(scores))
     return json.loads(out.read_text())
@@ -275,6 +280,34 @@ def welch_interval(a: list[float], b: list[float], level: float = 0.95) -> tuple
     return diff, diff - half, diff + half
 
 
+def seed_noise(accs: dict[str, list[float]]) -> dict:
+    """The accuracy's std over seeds, pooled over every arch trained with more than one seed."""
+    groups = [values for values in accs.values() if len(values) > 1]
+    squares = sum(sum((v - statistics.fmean(values)) ** 2 for v in values) for values in groups)
+    df = sum(len(values) - 1 for values in groups)
+    return {"std": math.sqrt(squares / df), "archs": len(groups), "df": df}
+
+
+def arch_spread(groups: list[list[float]]) -> dict:
+    """Do archs of one band differ beyond seed noise? One-way ANOVA over archs (each a group of seeds).
+
+    ``between_std`` estimates the std of the archs' true accuracies (the method of moments; 0 when the
+    means spread no more than seed noise alone would make them), ``f`` and ``p`` test "all archs alike".
+    """
+    from scipy import stats
+
+    means = [statistics.fmean(g) for g in groups]
+    spread = {"means_std": statistics.stdev(means) if len(means) > 1 else float("nan"), "f": float("nan"), "p": float("nan"),
+              "between_std": float("nan")}
+    if len(groups) > 1 and all(len(g) > 1 for g in groups):
+        result = stats.f_oneway(*groups)
+        within = statistics.fmean(statistics.variance(g) for g in groups)
+        n = statistics.fmean(len(g) for g in groups)
+        spread.update(f=float(result.statistic), p=float(result.pvalue),
+                      between_std=math.sqrt(max(statistics.variance(means) - within / n, 0.0)))
+    return spread
+
+
 def kendall(x: list[float], y: list[float]) -> float:
     from scipy import stats
 
@@ -356,9 +389,13 @@ def report(out: Path, summary: dict) -> None:
         f"* fine-tune (`hwnas train` from the inherited weights): {plan['finetune']['epochs']} epoch(s) on the first "
         f"{plan['finetune']['train_images']} images of that subset, otherwise the same recipe and held-out images",
         f"* random nets: {plan['random_per_budget']} per budget, drawn uniformly from the archs predicted within "
-        f"[{plan['band'][0]}, {plan['band'][1]}] x aim, random arch i trained with seed i of the seed list",
-        f"* seed noise (one arch, {len(summary['seed_noise']['accs'])} seeds): accuracy std {summary['seed_noise']['std']:.4f} "
-        f"(values {', '.join(f'{a:.4f}' for a in summary['seed_noise']['accs'])})",
+        f"[{plan['band'][0]}, {plan['band'][1]}] x aim, each trained with every seed; a random net's accuracy is its mean "
+        "over seeds (so 'random best' is the best arch, not a lucky seed)",
+        f"* seed noise (accuracy std over seeds, pooled over {summary['seed_noise']['archs']} arch(s), "
+        f"{summary['seed_noise']['df']} degrees of freedom): {summary['seed_noise']['std']:.4f}",
+        *[f"* do the random archs at {b['budget_ms']:.4g} ms differ beyond seed noise? their means spread "
+          f"{b['arch_spread']['means_std']:.4f} (std); one-way ANOVA F = {b['arch_spread']['f']:.2f}, p = {b['arch_spread']['p']:.2f}; "
+          f"estimated std of their true accuracies {b['arch_spread']['between_std']:.4f}" for b in summary["budgets"]],
         f"* latency: every net exported to ONNX and timed on ONNX Runtime (CPU, 1 thread, batch 1), {plan['rounds']} interleaved "
         "rounds over all files",
         "",
@@ -376,10 +413,10 @@ def report(out: Path, summary: dict) -> None:
             f"{row['diff']:+.4f}{ci} | {row['measured_ms_mean']:.4g} ({row['predicted_ms_mean']:.4g}) | "
             f"{row['search_wall_s_mean']:.0f} | {tau} |"
         )
-    lines += ["", "Random nets:", "", "| budget ms | arch | predicted ms | measured ms | acc |", "|---|---|---|---|---|"]
+    lines += ["", "Random nets:", "", "| budget ms | arch | seed | predicted ms | measured ms | acc |", "|---|---|---|---|---|---|"]
     for net in summary["nets"]:
         if net["kind"] == "random":
-            lines.append(f"| {net['budget_ms']:.4g} | `{net['arch'].split(':')[1]}` | {net['predicted_ms']:.4g} | "
+            lines.append(f"| {net['budget_ms']:.4g} | `{net['arch'].split(':')[1]}` | {net['seed']} | {net['predicted_ms']:.4g} | "
                          f"{net['measured_ms']:.4g} | {net['acc']:.4f} |")
     lines += ["", "Searched nets:", "", "| method | budget ms | seed | arch | predicted ms | measured ms | from scratch | fine-tuned |",
               "|---|---|---|---|---|---|---|---|"]
@@ -458,7 +495,7 @@ def main() -> int:
                                  "folder": str(work / "search" / key("search", config))})
     search_results = run_jobs(search_job, [{"folder": s["folder"], "config": s["config"]} for s in searches], args.workers, "searches")
 
-    # 2. trainings: searched archs from scratch and fine-tuned, random archs from scratch, the seed noise
+    # 2. trainings: searched archs from scratch and fine-tuned, random archs from scratch with every seed
     def train(arch: str, seed: int, weights: str | None = None) -> dict:
         recipe_key = {"plan_recipe": plan.finetune if weights else plan.recipe, "val_images": plan.recipe["val_images"], "data": plan.data}
         return {"arch": arch, "seed": seed, "weights": weights, "plan": plan_dict,
@@ -469,25 +506,24 @@ def main() -> int:
         s["scratch"] = train(result["arch"], s["seed"])
         s["finetune"] = train(result["arch"], s["seed"], str(Path(s["folder"]) / "child.pt"))
         jobs += [s["scratch"], s["finetune"]]
-    random_jobs = []
-    for b in budgets:
-        for i, arch in enumerate(b["random"]):
-            random_jobs.append((b, arch, train(arch, plan.seeds[i % len(plan.seeds)])))
-    noise_arch = budgets[0]["random"][0]
+    # one seed (--quick): the first random arch gets a second one, so the seed noise is measured all the same
     noise_seeds = plan.seeds if len(plan.seeds) > 1 else (plan.seeds[0], plan.seeds[0] + 1)
-    noise_jobs = [train(noise_arch, seed) for seed in noise_seeds]
-    unique = {j["folder"]: j for j in jobs + [r[2] for r in random_jobs] + noise_jobs}
+    random_jobs = [(b, arch, train(arch, seed)) for b in budgets for i, arch in enumerate(b["random"])
+                   for seed in (noise_seeds if i == 0 and b is budgets[0] else plan.seeds)]
+    unique = {j["folder"]: j for j in jobs + [r[2] for r in random_jobs]}
     trained = dict(zip(unique, run_jobs(train_job, list(unique.values()), args.workers, "trainings")))
 
     # 3. ranking: each first-seed supernet scores every random arch
     all_random = [a for b in budgets for a in b["random"]]
     rank_runs = [s for s in searches if s["seed"] == plan.seeds[0]]
     rank_scores = run_jobs(ranking_job, [{"run": s["folder"], "archs": all_random, "plan": plan_dict,
-                                          "file": str(Path(s["folder"]) / f"ranking-{key(all_random, plan.ranking_images)}.json")}
+                                          "file": str(Path(s["folder"]) / f"ranking-{key(all_random, plan.ranking_images, plan.ranking_bn_batches)}.json")}
                                          for s in rank_runs], args.workers, "supernet rankings")
-    scratch_random = [trained[train(a, plan.seeds[i % len(plan.seeds)])["folder"]]["val_acc"]
-                      for b in budgets for i, a in enumerate(b["random"])]
-    taus = {(s["method"], s["budget"]["fraction"]): kendall([scores[a] for a in all_random], scratch_random)
+    random_accs: dict[str, list[float]] = {}  # arch -> its accuracy with each seed
+    for _, arch, job in random_jobs:
+        random_accs.setdefault(arch, []).append(trained[job["folder"]]["val_acc"])
+    taus = {(s["method"], s["budget"]["fraction"]): kendall([scores[a] for a in all_random],
+                                                            [statistics.fmean(random_accs[a]) for a in all_random])
             for s, scores in zip(rank_runs, rank_scores)}
 
     # 4. latency of every net, measured alone at the end
@@ -508,7 +544,8 @@ def main() -> int:
                      "measured_ms": measured[arch], "acc": trained[job["folder"]]["val_acc"]})
     rows = []
     for b in budgets:
-        randoms = [n["acc"] for n in nets if n["kind"] == "random" and n["budget_ms"] == b["budget_ms"]]
+        randoms = [statistics.fmean(random_accs[a]) for a in b["random"]]  # each arch's mean over its seeds
+        b["arch_spread"] = arch_spread([random_accs[a] for a in b["random"]])
         for method in methods:
             mine = [n for n in nets if n["kind"] == "search" and n["method"] == method and n["budget_ms"] == b["budget_ms"]]
             accs = [n["acc"] for n in mine]
@@ -536,7 +573,6 @@ def main() -> int:
                          "ranking_tau": taus[(s["method"], s["budget"]["fraction"])],
                          "selection_s": statistics.fmean(r["selection_seconds"] for _, r in mine),
                          "child_acc_inherited": statistics.fmean(r["child_val_acc"] for _, r in mine)})
-    noise_accs = [trained[j["folder"]]["val_acc"] for j in noise_jobs]
     # the run's span across invocations: the first search folder made, to the latency measurement written
     span_s = (work / "latency.json").stat().st_mtime - min((Path(x["folder"]) / "config.json").stat().st_mtime for x in searches)
     job_seconds = [json.loads((Path(j) / "wall_s.json").read_text()) for j in [s["folder"] for s in searches] + list(unique)]
@@ -544,7 +580,7 @@ def main() -> int:
         "quick": args.quick, "date": datetime.date.today().isoformat(), "machine": machine(), "commit": commit(),
         "table": str(table_path), "fastest_ms": fastest, "slowest_ms": slowest, "plan": plan_dict,
         "val_images": plan.recipe["val_images"] or len(load_data(plan.data, sa["resolution"], sa["in_channels"]).val),
-        "seed_noise": {"arch": noise_arch, "seeds": list(noise_seeds), "accs": noise_accs, "std": statistics.stdev(noise_accs)},
+        "seed_noise": seed_noise(random_accs),
         "budgets": budgets, "rows": rows, "nets": nets, "one_shot": one_shot, "wall_s": time.perf_counter() - started,
         "span_s": span_s, "jobs_s": sum(job_seconds),
     }
