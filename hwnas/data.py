@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,16 +31,28 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from hwnas.errors import HwnasError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-DATA_SPECS = ("digits", "fashion-mnist[:DIR]", "cifar10:DIR", "imagefolder:DIR", "fake")
 
-#: in_channels, num_classes, resolution a data set naturally has (None: not known up front)
-_NATURAL = {
-    "digits": (1, 10, 32),
-    "fashion-mnist": (1, 10, 32),
-    "cifar10": (3, 10, 32),
-    "fake": (3, 10, 32),
-    "imagefolder": (3, None, None),
-}
+#: (train, val) pairs of uint8 images [N, C, H, W] and labels [N]
+Tensors = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One ``--data`` name: what may follow its ':', the shape it naturally has, where its images come from."""
+
+    name: str
+    #: the folder after ':': "none" (refused), "optional" or "required"
+    folder: str
+    in_channels: int
+    #: None: not known until the folder is read (image folders)
+    num_classes: int | None
+    resolution: int | None
+    #: (folder or None, seed) -> the whole set in memory; None: decoded lazily (``imagefolder``)
+    tensors: Callable[[str | None, int], Tensors] | None
+
+    @property
+    def spec(self) -> str:
+        return self.name + {"none": "", "optional": "[:DIR]", "required": ":DIR"}[self.folder]
 
 
 @dataclass
@@ -71,13 +84,13 @@ class ImageTensorDataset(Dataset):
 def _split_spec(spec: str) -> tuple[str, str | None]:
     name, sep, arg = spec.partition(":")
     name = name.strip().lower()
-    if name not in _NATURAL:
-        raise HwnasError(f"unknown data spec {spec!r}; known: {', '.join(DATA_SPECS)}")
+    if name not in DATA_SETS:
+        raise HwnasError(f"unknown data spec {spec!r}; known: {', '.join(d.spec for d in DATA_SETS.values())}")
     if sep and not arg:
         raise HwnasError(f"data spec {spec!r} has an empty folder after ':'")
-    if name in ("cifar10", "imagefolder") and not arg:
+    if DATA_SETS[name].folder == "required" and not arg:
         raise HwnasError(f"data spec {name!r} needs a folder: {name}:DIR")
-    if name in ("digits", "fake") and arg:
+    if DATA_SETS[name].folder == "none" and arg:
         raise HwnasError(f"data spec {name!r} takes no folder")
     return name, arg or None
 
@@ -89,10 +102,9 @@ def natural_space_args(spec: str) -> dict[str, Any]:
     the default digits runs a 1-channel, 10-class net at 32x32 without any flag.
     """
     name, arg = _split_spec(spec)
-    in_channels, num_classes, resolution = _NATURAL[name]
-    if name == "imagefolder":
-        num_classes = len(_imagefolder_classes(Path(arg)))
-    found = {"in_channels": in_channels, "num_classes": num_classes, "resolution": resolution}
+    data_set = DATA_SETS[name]
+    num_classes = data_set.num_classes if data_set.num_classes is not None else len(_imagefolder_classes(Path(arg)))
+    found = {"in_channels": data_set.in_channels, "num_classes": num_classes, "resolution": data_set.resolution}
     return {key: value for key, value in found.items() if value is not None}
 
 
@@ -238,17 +250,25 @@ def _imagefolder(folder: Path, resolution: int, in_channels: int, seed: int) -> 
 def load_data(spec: str, resolution: int, in_channels: int, seed: int = 0) -> DataSplits:
     """The train and validation sets of ``spec``, resized to ``resolution`` with ``in_channels``."""
     name, arg = _split_spec(spec)
-    if name == "imagefolder":
+    tensors = DATA_SETS[name].tensors
+    if tensors is None:
         return _imagefolder(Path(arg), resolution, in_channels, seed)
-    if name == "digits":
-        train, val = _digits(seed)
-    elif name == "fashion-mnist":
-        train, val = _fashion_mnist(Path(arg) if arg else FASHION_MNIST_DIR)
-    elif name == "cifar10":
-        train, val = _cifar10(Path(arg))
-    else:
-        train, val = _fake(seed)
-    return _tensor_splits(train, val, resolution, in_channels, 10, spec)
+    train, val = tensors(arg, seed)
+    return _tensor_splits(train, val, resolution, in_channels, DATA_SETS[name].num_classes, spec)
+
+
+#: every ``--data`` name; the only list of them
+DATA_SETS: dict[str, DataSet] = {
+    d.name: d
+    for d in (
+        DataSet("digits", "none", 1, 10, 32, lambda folder, seed: _digits(seed)),
+        DataSet("fashion-mnist", "optional", 1, 10, 32,
+                lambda folder, seed: _fashion_mnist(Path(folder) if folder else FASHION_MNIST_DIR)),
+        DataSet("cifar10", "required", 3, 10, 32, lambda folder, seed: _cifar10(Path(folder))),
+        DataSet("imagefolder", "required", 3, None, None, None),
+        DataSet("fake", "none", 3, 10, 32, lambda folder, seed: _fake(seed)),
+    )
+}
 
 
 def split_for_arch(dataset: Dataset, arch_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:

@@ -27,6 +27,11 @@ def remove_stale_temps(path: str | Path) -> None:
             temp.unlink(missing_ok=True)
 
 
+def os_reason(error: OSError) -> str:
+    """The system's reason for ``error`` as words in a sentence ("permission denied")."""
+    return (error.strerror or str(error)).lower()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -54,7 +59,7 @@ def check_writable(path: str | Path, folder: bool = False) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise HwnasError(f"cannot write {path}: {existing} takes no files ({(error.strerror or str(error)).lower()})") from None
+        raise HwnasError(f"cannot write {path}: {existing} takes no files ({os_reason(error)})") from None
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -73,7 +78,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as error:  # name the file asked for, not the temporary one
-        raise HwnasError(f"cannot write {path}: {(error.strerror or str(error)).lower()}") from None
+        raise HwnasError(f"cannot write {path}: {os_reason(error)}") from None
     finally:
         tmp.unlink(missing_ok=True)
 

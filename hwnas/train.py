@@ -18,9 +18,10 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,8 +30,9 @@ from tqdm import tqdm
 
 from hwnas.arch import Arch
 from hwnas.batchnorm import batch_statistics, recalibrate_bn
+from hwnas.config_checks import check_field_types
 from hwnas.data import DataSplits, make_loader
-from hwnas.errors import HwnasError, check_field_types
+from hwnas.errors import HwnasError
 from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.run_folder import ARCH, TRAIN_CHECKPOINT, TRAIN_HISTORY, TRAIN_RESULT, TRAINED
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwnas.latency import LatencyModel, LatencyTable
-from hwnas.search.synthetic import tiny_space
+from hwnas.spaces import ChainSpace, get_space
+
+
+def tiny_space(resolution: int = 16) -> ChainSpace:
+    """The proxyless layout at a quarter width and a small input: fast enough for unit tests."""
+    return get_space("proxyless", resolution=resolution, in_channels=1, num_classes=10, width_mult=0.25)
 
 
 def budget_between(table_path: Path, share: float) -> float:

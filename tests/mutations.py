@@ -98,6 +98,10 @@ MUTATIONS = (
              ("tests/test_bad_input.py::test_bad_input_is_refused_clearly_and_touches_nothing",)),
     Mutation("space-args-rounded", "hwnas/arch.py", "if whole and not number.is_integer():", "if False:",
              ("tests/test_parsers_property.py",)),
+    Mutation("resume-needs-a-checkpoint", "hwnas/search/loop.py", "if resume and (self.out / CHECKPOINT).is_file():", "if resume:",
+             ("tests/test_search_run.py::test_a_run_stopped_before_its_first_checkpoint_resumes_from_its_config",)),
+    Mutation("table-of-another-space-unchecked", "hwnas/latency/model.py", 'if table.meta.get("space") not in (None, space.name):',
+             "if False:", ("tests/test_bad_input.py::test_the_profile_command_a_space_mismatch_suggests_makes_a_new_table_and_leaves_the_given_one",)),
 )
 
 

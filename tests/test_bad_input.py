@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import budget_between
 
 from hwnas.arch import Arch
 from hwnas.cli.main import EXIT_ERROR, cli
 from hwnas.export import artifact
 from hwnas.files import save_torch_atomic, write_json_atomic
-from hwnas.search.synthetic import tiny_space, write_synthetic_table
+from hwnas.search.synthetic import write_synthetic_table
+
+from helpers import budget_between, tiny_space
 
 SPACE = "resolution=16,in_channels=1,num_classes=10,width_mult=0.25"
 TINY = ["--resolution", "16", "--in-channels", "1", "--num-classes", "10", "--width-mult", "0.25"]
@@ -114,6 +116,8 @@ CASES = [
          ("--band",)),
     Case("flops of a half-pixel arch", ["arch", "flops", "{root}/arch-half-pixel.json"], ("whole number",)),
     # search
+    Case("search shufflenet with a proxyless table", [*SEARCH, "--space", "shufflenet", "--latency", "1ms", "--out", "{root}/s0"],
+         ("table of space proxyless", "not shufflenet", "hwnas profile --space shufflenet")),
     Case("search with --lr nan", [*SEARCH, "--latency", "{budget}", "--lr", "nan", "--out", "{root}/s1"], ("lr", "finite")),
     Case("search with --batch-size 0", [*SEARCH, "--latency", "{budget}", "--batch-size", "0", "--out", "{root}/s2"],
          ("--batch-size",)),
@@ -230,3 +234,19 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_writer(tmp_path)
     live.write_bytes(b"being written")
     write_text_atomic(tmp_path / "checkpoint.pt", "whole")
     assert not stale.exists() and live.exists() and (tmp_path / "checkpoint.pt").read_text() == "whole"
+
+
+def test_the_profile_command_a_space_mismatch_suggests_makes_a_new_table_and_leaves_the_given_one(world, tmp_path, monkeypatch):
+    """Following the message (``search --space shufflenet`` with a proxyless table) must work as typed, not be refused or
+    overwrite the proxyless table (its ``-o`` used to name that table)."""
+    before = snapshot(world)
+    result = CliRunner().invoke(cli, [*[a.format(**context(world)) for a in SEARCH], "--space", "shufflenet", "--latency", "1ms",
+                                      "--out", str(tmp_path / "run"), "--json"])
+    suggested = shlex.split(result.stderr.split("with: ", 1)[1])
+    assert suggested[:4] == ["hwnas", "profile", "--space", "shufflenet"] and "-o" not in suggested
+    monkeypatch.chdir(tmp_path)  # its default output lies under ./latency_tables
+    made = CliRunner().invoke(cli, [*suggested[1:], "--rounds", "1", "--min-time", "0", "--warmup-time", "0", "--no-progress"])
+    assert made.exit_code == 0, made.output
+    [table] = (tmp_path / "latency_tables").glob("*shufflenet*.json")
+    assert json.loads(table.read_text())["meta"]["space"] == "shufflenet"
+    assert snapshot(world) == before

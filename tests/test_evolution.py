@@ -15,12 +15,12 @@ def random_problem(seed: int, layers: int = 12, columns: int = 6):
     table = rng.uniform(0.1, 1.0, size=(layers, columns))
     table[:, 0] = 0.0
     legal = [tuple(range(columns)) if rng.random() < 0.5 else tuple(range(1, columns)) for _ in range(layers)]
-    fastest = sum(min(table[l, c] for c in cols) for l, cols in enumerate(legal))
-    slowest = sum(max(table[l, c] for c in cols) for l, cols in enumerate(legal))
+    fastest = sum(min(table[layer, c] for c in cols) for layer, cols in enumerate(legal))
+    slowest = sum(max(table[layer, c] for c in cols) for layer, cols in enumerate(legal))
     aim = fastest + rng.uniform(0.3, 0.8) * (slowest - fastest)
 
     def latency(arch):
-        return float(sum(table[l, c] for l, c in enumerate(arch)))
+        return float(sum(table[layer, c] for layer, c in enumerate(arch)))
 
     def sample(generator):
         for _ in range(10_000):
@@ -58,7 +58,7 @@ def test_evolution_never_scores_or_returns_an_arch_over_the_aim(seed):
 
     options = EvolutionOptions(population=20, top_k=5, mutations=8, crossovers=8, generations=6)
     # archs over the aim in the initial population are dropped, not scored
-    over = tuple(int(max(cols, key=lambda c: table[l, c])) for l, cols in enumerate(legal))
+    over = tuple(int(max(cols, key=lambda c: table[layer, c])) for layer, cols in enumerate(legal))
     outcome = evolve(legal, sample, score, latency, aim, options, seed=seed, initial=[over])
     assert outcome.latency_ms <= aim + 1e-12
     assert len(scored) == len(set(scored)), "an arch was scored twice"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hwnas.cli.main import EXIT_ERROR, cli
 from hwnas.arch import Arch
+from hwnas.cli.main import EXIT_ERROR, cli
 from hwnas.latency import LatencyModel
 from hwnas.latency.table import LatencyTable
 from hwnas.spaces import SKIP_OPS

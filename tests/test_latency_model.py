@@ -16,8 +16,8 @@ from hwnas.latency.lookup import expected_meta
 from hwnas.latency.model import LatencyModel, head_key, overhead_key, required_keys, stem_key
 from hwnas.latency.table import ForeignTableWarning, LatencyTable
 from hwnas.spaces import SKIP_OPS, get_space
-from hwnas.spaces.proxyless import ProxylessSpace
 from hwnas.spaces.base import SpaceArgs
+from hwnas.spaces.proxyless import ProxylessSpace
 
 DEMO = {"resolution": 32, "in_channels": 1, "num_classes": 10}
 

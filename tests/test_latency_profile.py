@@ -45,7 +45,9 @@ def test_interrupted_profile_resumes_and_loses_nothing(tmp_path, monkeypatch):
     runtime = get_runtime("onnxruntime", protocol=TINY)
     stop_after = 45  # of 2 rounds x 35 items: round 1 done, round 2 partly
 
-    def interrupt(key, round_index, count=[0]):
+    count = [0]
+
+    def interrupt(key, round_index):
         count[0] += 1
         if count[0] == stop_after:
             raise Interrupt
@@ -73,7 +75,9 @@ def test_pending_rounds_of_a_longer_run_complete_a_shorter_one(tmp_path):
     space = get_space("shufflenet", **DEMO)
     path = tmp_path / "t.json"
 
-    def stop(key, round_index, count=[0]):
+    count = [0]
+
+    def stop(key, round_index):
         count[0] += 1
         if count[0] == 2 * 35 + 5:  # rounds 1 and 2 of a 3-round run done, 5 items into round 3
             raise Interrupt

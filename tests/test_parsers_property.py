@@ -17,8 +17,10 @@ from hwnas.arch import Arch, load_arch
 from hwnas.errors import HwnasError
 from hwnas.latency.table import LatencyTable
 from hwnas.search.budget import parse_latency
-from hwnas.search.synthetic import synthetic_table, tiny_space
+from hwnas.search.synthetic import synthetic_table
 from hwnas.spaces import SPACES, get_space
+
+from helpers import tiny_space
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),

@@ -17,7 +17,9 @@ from hwnas.cli.main import cli
 from hwnas.errors import HwnasError
 from hwnas.latency import LatencyModel
 from hwnas.search.random_archs import BandSampler, sample_in_band
-from hwnas.search.synthetic import synthetic_table, tiny_space, write_synthetic_table
+from hwnas.search.synthetic import synthetic_table, write_synthetic_table
+
+from helpers import tiny_space
 
 
 class EnumerableModel:

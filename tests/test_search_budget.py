@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import random
 
 import pytest
@@ -14,7 +13,9 @@ from hwnas.errors import HwnasError
 from hwnas.latency import LatencyModel
 from hwnas.search.budget import BudgetController, make_target, parse_latency
 from hwnas.search.derive import derive_under_budget
-from hwnas.search.synthetic import synthetic_table, tiny_space
+from hwnas.search.synthetic import synthetic_table
+
+from helpers import tiny_space
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,9 @@ from hwnas.search.dsnas import layers_to_fix
 from hwnas.search.proxyless import binary_gate_alpha_grad, shift_keeping_others
 from hwnas.search.snas import gumbel_softmax, linear_temperature
 from hwnas.search.supernet import ArchParameters, MixedOp, PathChoice, Supernet
-from hwnas.search.synthetic import synthetic_table, tiny_space
+from hwnas.search.synthetic import synthetic_table
+
+from helpers import tiny_space
 
 
 def distinct_candidates(supernet: Supernet) -> Supernet:

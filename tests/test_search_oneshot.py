@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import budget_between
 
 from hwnas.cli.main import cli
 from hwnas.latency import LatencyModel, LatencyTable
@@ -24,7 +23,9 @@ from hwnas.search.loop import SearchConfig, SearchRun
 from hwnas.search.oneshot import PathScorer, ScoreLog
 from hwnas.search.spos import SposStrategy
 from hwnas.search.supernet import ArchParameters, Supernet
-from hwnas.search.synthetic import tiny_space, write_synthetic_table
+from hwnas.search.synthetic import write_synthetic_table
+
+from helpers import budget_between, tiny_space
 
 SPACE_ARGS = {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}
 SMALL = {"population": 8, "top_k": 3, "mutations": 3, "crossovers": 3, "generations": 3, "score_images": 128, "score_bn_images": 32}

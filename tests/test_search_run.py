@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import budget_between
 
 from hwnas.cli.main import cli
 from hwnas.search.loop import SearchConfig, SearchRun
-from hwnas.search.synthetic import tiny_space, write_synthetic_table
+from hwnas.search.synthetic import write_synthetic_table
+
+from helpers import budget_between, tiny_space
 
 SPACE_ARGS = {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}
 RUN_FILES = ["config.json", "arch.json", "child.pt", "supernet.pt", "checkpoint.pt", "history.jsonl", "search.png", "report.md", "result.json"]
@@ -121,6 +122,18 @@ def test_cli_rejects_bad_latency_and_foreign_method_options(cli_runner, table_pa
     assert result.exit_code == 2 and "cannot read latency budget" in result.output
     result = run_cli(cli_runner, "--method", "snas", "--latency", "1ms", "--early-stop", "0.2", "--table", str(table_path))
     assert result.exit_code == 2 and "no option --early-stop" in result.output
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_its_config(tmp_path, table_path):
+    straight = SearchRun(config("dsnas", table_path), tmp_path / "straight", progress=False).run()
+    early = tmp_path / "early"
+    SearchRun(config("dsnas", table_path), early, progress=False).start_fresh()  # what a kill in the first epoch leaves
+    with open(early / "history.jsonl", "a") as history:  # killed between the first epoch's log line and its checkpoint
+        history.write(json.dumps({"epoch": 0, "train_loss": 9.9}) + "\n")
+    resumed = SearchRun(SearchConfig.load(early), early, progress=False).run(resume=True)
+    assert {**straight, "table": None} == {**resumed, "table": None}
+    assert torch.equal(final_state(tmp_path / "straight")["alpha"], final_state(early)["alpha"])
+    assert "9.9" not in (early / "history.jsonl").read_text()
 
 
 def test_cli_resume_of_a_missing_or_broken_run_says_why(cli_runner, tmp_path):

@@ -14,12 +14,9 @@ from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency.lookup import default_table_path, expected_meta
 from hwnas.latency.model import LatencyModel, calibration_formula
 from hwnas.latency.protocol import Protocol
-from hwnas.latency.runtime_base import DEVICES
+from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.latency.table import LatencyTable
 from hwnas.spaces import ChainSpace, get_space
-
-RUNTIME_NAMES = ("onnxruntime", "torch", "tensorrt")
-
 
 
 def protocol_options(command):
@@ -67,7 +64,7 @@ def _show_warnings() -> None:
 @click.command()
 @space_options()
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True, help="Where to measure.")
-@click.option("--runtime", "runtime_name", type=click.Choice(RUNTIME_NAMES), default="onnxruntime", show_default=True,
+@click.option("--runtime", "runtime_name", type=click.Choice(list(RUNTIMES)), default="onnxruntime", show_default=True,
               help="Inference runtime to measure with.")
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,

@@ -8,6 +8,7 @@ import click
 
 from hwnas import __version__
 from hwnas.errors import HwnasError
+from hwnas.files import os_reason
 
 #: exit code of a command that stopped on bad input or a missing resource (click uses 2 for usage errors too)
 EXIT_ERROR = 2
@@ -32,7 +33,7 @@ class ErrorReportingGroup(click.Group):
             if isinstance(error, (FileExistsError, NotADirectoryError)):
                 reason = "a file is in the way where a folder must be"
             else:
-                reason = (error.strerror or str(error)).lower()
+                reason = os_reason(error)
             click.echo(f"error: {error.filename}: {reason}", err=True)
             sys.exit(EXIT_ERROR)
 
@@ -44,14 +45,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from hwnas.cli import arch_commands, spaces_commands
+    from hwnas.cli import arch_commands, export_commands, search_commands, spaces_commands, train_commands
+    from hwnas.cli.latency_commands import register_latency_commands
 
     cli.add_command(spaces_commands.spaces)
     cli.add_command(arch_commands.arch)
-    from hwnas.cli.latency_commands import register_latency_commands; register_latency_commands(cli)  # noqa: E702
-    from hwnas.cli.search_commands import search; cli.add_command(search)  # noqa: E702
-    from hwnas.cli import export_commands, train_commands
-
+    register_latency_commands(cli)
+    cli.add_command(search_commands.search)
     cli.add_command(export_commands.export)
     cli.add_command(train_commands.train)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
+from hwnas.data import DATA_SETS
 from hwnas.spaces import SPACES, ChainSpace, get_space
 
 
@@ -76,7 +78,7 @@ def echo_warnings(*messages: str | None) -> None:
 
 data_option = click.option(
     "--data", default="digits", show_default=True,
-    help="Data set: digits (embedded), fashion-mnist[:DIR], cifar10:DIR, imagefolder:DIR, or fake.",
+    help=f"Data set: {', '.join(d.spec for d in DATA_SETS.values())} (digits is embedded: nothing to download).",
 )
 
 

@@ -12,9 +12,9 @@ from hwnas.cli.options import build_space, data_option, echo_json, echo_warnings
 from hwnas.data import natural_space_args
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable
+from hwnas.run_folder import CONFIG, RUNS_ROOT, SEARCH_FILES, TRAIN_FILES
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import LOSS_FORMS, parse_latency
-from hwnas.run_folder import CONFIG, RUNS_ROOT, SEARCH_FILES, TRAIN_FILES
 from hwnas.search.loop import SearchConfig, SearchRun
 
 #: --force removes these first, so a rerun never mixes with an old result (nor export with an old run's fine-tuned weights)

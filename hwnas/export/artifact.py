@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import onnx
 import onnxruntime
@@ -49,7 +50,6 @@ class ExportRequest:
 
     def staged(self) -> ExportRequest:
         """The same request writing to temporary names beside the outputs (``commit`` moves them into place)."""
-        remove_stale_temps(self.output.with_name(self.output.stem))
         return replace(self, output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp.onnx"), force=True)
 
     def commit(self, staged: ExportRequest) -> None:
@@ -117,6 +117,7 @@ def export_and_verify(model: nn.Module, input_shape: tuple[int, ...], request: E
     """
     for path in request.outputs():
         refuse_overwrite(path, request.force)
+    remove_stale_temps(request.output.with_name(request.output.stem))  # an earlier export's, killed while staging
     staged = request.staged()
     try:
         report = _export_staged(model, input_shape, staged, request.output, budget_ms, predicted_ms, source, references)
@@ -159,6 +160,6 @@ def _export_staged(model: nn.Module, input_shape: tuple[int, ...], request: Expo
         "source": source,
         "versions": {"hwnas": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return ExportReport(verdict, parity.max_rel_error, files, details, drift)

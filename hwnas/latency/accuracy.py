@@ -7,7 +7,7 @@ O(n^2) pairs: n is tens of archs) so hwnas does not depend on scipy; so is the T
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -6,7 +6,7 @@ to synchronise); events measure when the GPU actually ran the work.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from hwnas.errors import HwnasError
 from hwnas.latency.protocol import Clock

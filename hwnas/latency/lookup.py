@@ -8,9 +8,9 @@ inside the package.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
-import importlib.util
 from pathlib import Path
 from typing import Any
 

@@ -100,6 +100,11 @@ class LatencyModel:
     def __init__(self, table: LatencyTable, space: ChainSpace) -> None:
         self.table = table
         self.space = space
+        if table.meta.get("space") not in (None, space.name):  # its -o would name this table, which profile then refuses
+            raise HwnasError(
+                f"latency table {table.path or ''} is a table of space {table.meta['space']}, not {space.name}; profile "
+                f"{space.name} into a table of its own with: {profile_command(space, table.meta)}"
+            )
         missing = table.missing(required_keys(space))
         if missing:
             meta = dict(table.meta, path=table.path)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -76,7 +77,7 @@ def table_meta(space: ChainSpace, runtime: Runtime, batch_size: int) -> dict[str
         "threads": runtime.threads,
         "protocol": runtime.protocol.to_dict(),
         "hwnas_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "warnings": measurement_warnings(runtime.device),
     }
 

@@ -9,8 +9,9 @@ runtime measures and restored afterwards, so a test or a notebook keeps its own 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from hwnas.errors import HwnasError
 from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved

@@ -180,7 +180,7 @@ def split_half(rounds: list[list[Timing]]) -> tuple[list[float], list[float]]:
 
 def store_validation(table: LatencyTable, report: dict[str, Any]) -> None:
     """Put the fit and the figures into the table (the caller saves it): ``predict`` uses the fit from then on."""
-    table.calibration = {**report["calibration"], "fitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    table.calibration = {**report["calibration"], "fitted": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     table.validation = {key: value for key, value in report.items() if key != "calibration"}
 
 

@@ -73,7 +73,7 @@ class CandidatePool:
         return sorted(self.loss, key=lambda p: self.loss[p])
 
     def state(self) -> dict[str, Any]:
-        return {"size": self.size, "paths": [[list(p), l] for p, l in self.loss.items()]}
+        return {"size": self.size, "paths": [[list(path), loss] for path, loss in self.loss.items()]}
 
     def load(self, state: dict[str, Any]) -> None:
         self.size = int(state["size"])

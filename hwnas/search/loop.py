@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Subset
@@ -22,8 +23,9 @@ from tqdm import tqdm
 
 from hwnas.arch import Arch
 from hwnas.batchnorm import recalibrate_bn
+from hwnas.config_checks import check_field_types
 from hwnas.data import load_data, make_loader, split_for_arch
-from hwnas.errors import HwnasError, check_field_types
+from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyModel, LatencyTable
 from hwnas.latency.lookup import expected_meta
@@ -199,11 +201,7 @@ class SearchRun:
         save_torch_atomic(self.out / CHECKPOINT, state)
 
     def load_checkpoint(self) -> None:
-        path = self.out / CHECKPOINT
-        if not path.is_file():
-            raise HwnasError(f"{self.out} has no {CHECKPOINT} to resume from: the run stopped before its first checkpoint was "
-                             f"written; start it again with --out {self.out} --force")
-        state = load_torch(path, "checkpoint", "a checkpoint")
+        state = load_torch(self.out / CHECKPOINT, "checkpoint", "a checkpoint")
         self.supernet.load_state_dict(state["supernet"])
         with torch.no_grad():
             self.arch.alpha.copy_(state["alpha"])
@@ -271,8 +269,12 @@ class SearchRun:
                         lambda images: self.supernet(images, self.strategy.sample_choices(generator)), batch_stats=True)
 
     def run(self, resume: bool = False, on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
-        """Search (or continue), then derive, build and evaluate the child; returns result.json's content."""
-        if resume:
+        """Search (or continue), then derive, build and evaluate the child; returns result.json's content.
+
+        A run stopped before its first checkpoint has lost nothing but time: resuming it starts it over from its
+        ``config.json``, which gives the uninterrupted run's result (the run is seeded from its config).
+        """
+        if resume and (self.out / CHECKPOINT).is_file():
             self.load_checkpoint()
         else:
             self.start_fresh()

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -25,9 +26,9 @@ from hwnas.batchnorm import batch_norms, recalibrate_bn
 from hwnas.data import make_loader
 from hwnas.files import write_text_atomic
 from hwnas.latency import LatencyModel
+from hwnas.run_folder import SCORES
 from hwnas.search.evolution import Columns, EvolutionOptions, SearchOutcome, evolve, random_search
 from hwnas.search.random_archs import BandSampler
-from hwnas.run_folder import SCORES
 from hwnas.search.supernet import PathChoice, Supernet, legal_columns
 
 

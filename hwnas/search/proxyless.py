@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from hwnas.search.strategy import ArchBatches, Knob, Strategy, StepResult
+from hwnas.search.strategy import ArchBatches, Knob, StepResult, Strategy
 from hwnas.search.supernet import PathChoice
 from hwnas.spaces import SKIP_OPS
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from hwnas.search.strategy import ArchBatches, Knob, Strategy, StepResult
+from hwnas.search.strategy import ArchBatches, Knob, StepResult, Strategy
 from hwnas.search.supernet import PathChoice, legal_columns
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hwnas.search.random_archs import BandSampler
-from hwnas.search.strategy import ArchBatches, Knob, Strategy, StepResult
+from hwnas.search.strategy import ArchBatches, Knob, StepResult, Strategy
 from hwnas.search.supernet import PathChoice
 
 #: the options of the selection stage, shared by every one-shot method (SPOS's defaults)

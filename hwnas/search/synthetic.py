@@ -34,9 +34,3 @@ def write_synthetic_table(space: ChainSpace, path: Path, **kwargs: float) -> Pat
     table.save(path)
     return path
 
-
-def tiny_space(resolution: int = 16) -> ChainSpace:
-    """The proxyless layout at a quarter width and a small input: fast enough for unit tests."""
-    from hwnas.spaces import get_space
-
-    return get_space("proxyless", resolution=resolution, in_channels=1, num_classes=10, width_mult=0.25)

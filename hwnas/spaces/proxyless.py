@@ -12,7 +12,7 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.spaces.base import SKIP_OPS, ChainSpace, LayerSpec, adapt_strides, conv_out
-from hwnas.spaces.blocks import MBConv, Classifier, Zero, conv_bn
+from hwnas.spaces.blocks import Classifier, MBConv, Zero, conv_bn
 
 #: (output channels, blocks, stride of the first block), ProxylessNAS-Mobile.
 STAGES = ((32, 4, 2), (40, 4, 2), (80, 4, 2), (96, 4, 1), (192, 4, 2), (320, 1, 1))

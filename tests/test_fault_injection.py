@@ -1,0 +1,198 @@
+"""kill -9 at a seeded random moment of every command; what a user runs next ends as the uninterrupted run does.
+
+Each case runs its command once without interruption (the reference; its wall time is T), then again, killed with SIGKILL
+at a moment drawn from U(0.1 T, 0.9 T) by the case's seed, so the kill lands anywhere from Python's start-up to the last
+file written. Then it runs what the command's messages tell a user to run next: ``--resume`` for a search (at any point)
+or a training (once it has a checkpoint), else the same command again. That must end with the reference's result, and no
+``.NAME.PID.tmp*`` file of the killed writer may be left under the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from hwnas.latency import LatencyTable
+from hwnas.search import STRATEGIES
+from hwnas.search.synthetic import write_synthetic_table
+
+from helpers import budget_between, tiny_space
+
+HWNAS = [sys.executable, "-m", "hwnas"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+SEARCH = ["--width-mult", "0.25", "--resolution", "16", "--epochs", "3", "--steps-per-epoch", "3", "--batch-size", "16",
+          "--bn-batches", "2", "--eval-images", "64", "--quiet", "--json"]
+ONE_SHOT = ["--population", "8", "--top-k", "3", "--mutations", "3", "--crossovers", "3", "--generations", "3",
+            "--score-images", "128", "--score-bn-images", "32", "--paths-sampled", "4", "--paths-trained", "2", "--rank-images", "64"]
+#: result fields that are timings or paths: they differ between any two runs
+VARYING = {"run", "table", "selection_seconds", "selection_share_of_time", "seconds", "out"}
+#: (method, seed of the kill moment): every method once, two of them twice
+SEARCH_CASES = [(method, 0) for method in STRATEGIES] + [("dsnas", 1), ("spos", 1)]
+ARCH = "proxyless,resolution=16,num_classes=10,in_channels=1,width_mult=0.25:" + "-".join(
+    ["mb3_k3", "mb6_k5", "zero", "mb3_k7"] * 5 + ["mb3_k3"])
+TRAIN = ["train", "--arch", ARCH, "--from-scratch", "--epochs", "3", "--batch-size", "64", "--bn-batches", "2", "--json"]
+PROFILE = ["profile", "--space", "shufflenet", "--resolution", "32", "--in-channels", "1", "--num-classes", "10",
+           "--rounds", "1", "--min-time", "0.02", "--warmup-time", "0", "--no-progress", "--json"]
+QUICK_TIMING = ["--rounds", "1", "--min-time", "0", "--warmup-time", "0", "--no-progress"]
+
+_references: dict[str, tuple[dict, float]] = {}
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory) -> Path:
+    return write_synthetic_table(tiny_space(), tmp_path_factory.mktemp("tables") / "synthetic.json")
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory) -> Path:
+    """Where the uninterrupted runs write, once per module."""
+    return tmp_path_factory.mktemp("references")
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def reference(name: str, command: list[str]) -> tuple[dict, float]:
+    """The uninterrupted run of ``command``: its JSON output and wall time (start-up included), made once per module."""
+    if name not in _references:
+        started = time.monotonic()
+        done = run(command)
+        assert done.returncode == 0, done.stderr
+        _references[name] = json.loads(done.stdout), time.monotonic() - started
+    return _references[name]
+
+
+def kill_at(command: list[str], seed: int, reference_s: float) -> bool:
+    """Start ``command``, SIGKILL it at the seed's moment of its reference time; True if it was still running then."""
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process.wait(timeout=random.Random(seed).uniform(0.1, 0.9) * reference_s)
+        return False
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return True
+
+
+def temp_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob(".*.tmp*"))
+
+
+def comparable(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key not in VARYING}
+
+
+def same_tensors(a: Path, b: Path) -> bool:
+    first, second = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def search_command(method: str, table_path: Path, out: Path) -> list[str]:
+    extra = ONE_SHOT if STRATEGIES[method].one_shot else []
+    return [*HWNAS, "search", "--method", method, "--latency", f"{budget_between(table_path, 0.5)}ms", "--table", str(table_path),
+            *SEARCH, *extra, "--out", str(out)]
+
+
+@pytest.mark.parametrize(("method", "seed"), SEARCH_CASES)
+def test_search_killed_anywhere_resumes_to_the_uninterrupted_result(tmp_path, references, table_path, method, seed):
+    straight = references / f"search-{method}"
+    expected, seconds = reference(f"search-{method}", search_command(method, table_path, straight))
+    out = tmp_path / "run"
+    landed = kill_at(search_command(method, table_path, out), seed, seconds)
+    if (out / "config.json").is_file():  # resumable from here on, even before the first checkpoint
+        again = run([*HWNAS, "search", "--resume", str(out), "--quiet", "--json"])
+    else:  # killed before the run folder was made: nothing to resume, the same command again
+        again = run([*search_command(method, table_path, out), "--force"])
+    assert again.returncode == 0, again.stderr
+    assert comparable(json.loads(again.stdout)) == comparable(expected), f"kill landed: {landed}"
+    assert (out / "arch.json").read_text() == (straight / "arch.json").read_text()
+    assert same_tensors(out / "child.pt", straight / "child.pt")
+    assert temp_files(out) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_training_killed_anywhere_ends_with_the_uninterrupted_weights(tmp_path, references, seed):
+    straight = references / "train"
+    expected, seconds = reference("train", [*HWNAS, *TRAIN, "--out", str(straight)])
+    out = tmp_path / "train"
+    landed = kill_at([*HWNAS, *TRAIN, "--out", str(out)], seed, seconds)
+    if (out / "train_checkpoint.pt").is_file():
+        again = run([*HWNAS, "train", "--arch", ARCH, "--out", str(out), "--resume", "--json"])
+    else:  # "nothing to resume": the same command, over what the killed start wrote
+        again = run([*HWNAS, *TRAIN, "--out", str(out), "--force"])
+    assert again.returncode == 0, again.stderr
+    assert comparable(json.loads(again.stdout)) == comparable(expected), f"kill landed: {landed}"
+    assert same_tensors(out / "trained.pt", straight / "trained.pt")
+    assert temp_files(out) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_profile_killed_anywhere_then_rerun_gives_the_whole_table(tmp_path, references, seed):
+    """The rerun measures what the killed run had not saved (measured values differ run to run; the entries may not)."""
+    reference("profile", [*HWNAS, *PROFILE, "-o", str(references / "profile.json")])
+    path = tmp_path / "table.json"
+    landed = kill_at([*HWNAS, *PROFILE, "-o", str(path)], seed, _references["profile"][1])
+    saved = LatencyTable.load(path).entries if path.exists() else {}  # what the kill left is a whole table, never half a file
+    again = run([*HWNAS, *PROFILE, "-o", str(path)])
+    assert again.returncode == 0, again.stderr
+    table, straight = LatencyTable.load(path), LatencyTable.load(references / "profile.json")
+    assert table.entries.keys() == straight.entries.keys() and table.meta.keys() == straight.meta.keys(), f"kill landed: {landed}"
+    assert all(table.entries[key] == entry for key, entry in saved.items())  # nothing saved was measured again
+    assert json.loads(again.stdout)["measured"] == len(straight.entries) - len(saved)
+    assert temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_validation_killed_anywhere_leaves_the_table_whole_and_the_rerun_calibrates_it(tmp_path, references, seed):
+    profiled = references / "profile.json"
+    reference("profile", [*HWNAS, *PROFILE, "-o", str(profiled)])
+    straight = references / "validated.json"
+    if not straight.exists():
+        shutil.copy(profiled, straight)
+    validate = ["tables", "validate", "--n", "4", *QUICK_TIMING, "--json"]
+    expected, seconds = reference("validate", [*HWNAS, *validate[:2], str(straight), *validate[2:]])
+    path = tmp_path / "table.json"
+    shutil.copy(profiled, path)
+    landed = kill_at([*HWNAS, *validate[:2], str(path), *validate[2:]], seed, seconds)
+    killed = LatencyTable.load(path)  # whole: the old table, or the calibrated one
+    assert killed.entries == LatencyTable.load(profiled).entries
+    again = run([*HWNAS, *validate[:2], str(path), *validate[2:]])
+    assert again.returncode == 0, again.stderr
+    table = LatencyTable.load(path)
+    assert table.entries == LatencyTable.load(profiled).entries and table.calibration is not None, f"kill landed: {landed}"
+    assert json.loads(again.stdout).keys() == expected.keys() and json.loads(again.stdout)["n"] == expected["n"] == 4
+    assert temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_export_killed_anywhere_leaves_no_half_set_and_the_rerun_exports_the_same_model(tmp_path, references, table_path, seed):
+    run_folder = references / "search-dsnas"
+    reference("search-dsnas", search_command("dsnas", table_path, run_folder))
+    export = ["export", "--run", str(run_folder), "--budget", "1000ms", "--rounds", "1", "--references", "0", "--json"]
+    straight = references / "model.onnx"
+    expected, seconds = reference("export", [*HWNAS, *export, str(straight)])
+    output = tmp_path / "model.onnx"
+    landed = kill_at([*HWNAS, *export, str(output)], seed, seconds)
+    report = output.with_suffix(".report.json")
+    assert output.exists() == report.exists()  # the model and its report appear together or not at all
+    again = run([*HWNAS, *export, str(output)])
+    if output.exists() and again.returncode != 0:  # the killed run had finished its set: the rerun refuses to overwrite it
+        assert "--force" in again.stderr, again.stderr
+    else:
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["verdict"] == expected["verdict"] == "PASS", f"kill landed: {landed}"
+    assert onnx.load(output).graph == onnx.load(straight).graph
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.report.json"]
+    assert temp_files(tmp_path) == []
