@@ -87,9 +87,10 @@ def cosine_lr(base_lr: float, step: int, total_steps: int, min_lr: float = 0.0) 
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
-def _save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: TrainConfig) -> None:
+def _save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: TrainConfig,
+                     data: str) -> None:
     state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "config": asdict(config), "rng": torch.get_rng_state()}
+             "config": asdict(config), "data": data, "rng": torch.get_rng_state()}
     save_torch_atomic(folder / TRAIN_CHECKPOINT, state)
 
 
@@ -99,6 +100,12 @@ def resume_checkpoint(folder: Path) -> Path:
     if not path.exists():
         raise HwnasError(f"nothing to resume in {folder}: no {TRAIN_CHECKPOINT}")
     return path
+
+
+def resumed_options(folder: Path) -> tuple[TrainConfig, str | None]:
+    """The options and the data spec an interrupted training started with (None: a checkpoint older than that field)."""
+    state = load_torch(resume_checkpoint(folder), "checkpoint", "a checkpoint")
+    return TrainConfig(**state["config"]), state.get("data")
 
 
 def _history(folder: Path, epochs_done: int) -> list[dict[str, Any]]:
@@ -164,7 +171,7 @@ def train_child(
         history.append(row)
         # history first, checkpoint last: a crash between them only repeats this epoch on resume
         write_text_atomic(folder / TRAIN_HISTORY, "".join(json.dumps(r) + "\n" for r in history))
-        _save_checkpoint(folder, model, optimizer, epoch, config)
+        _save_checkpoint(folder, model, optimizer, epoch, config, data.name)
         if on_epoch:
             on_epoch(row)
     save_torch_atomic(folder / TRAINED, model.state_dict())

@@ -102,6 +102,12 @@ MUTATIONS = (
              ("tests/test_search_run.py::test_a_run_stopped_before_its_first_checkpoint_resumes_from_its_config",)),
     Mutation("table-of-another-space-unchecked", "hwnas/latency/model.py", 'if table.meta.get("space") not in (None, space.name):',
              "if False:", ("tests/test_bad_input.py::test_the_profile_command_a_space_mismatch_suggests_makes_a_new_table_and_leaves_the_given_one",)),
+    Mutation("train-resume-reseeds-data", "hwnas/cli/train_commands.py",
+             'load_data(data, space_args["resolution"], space_args["in_channels"], config.seed)',
+             'load_data(data, space_args["resolution"], space_args["in_channels"], seed)',
+             ("tests/test_train.py::test_cli_resume_of_an_arch_training_keeps_its_seed_and_data",)),
+    Mutation("from-scratch-ignores-seed", "hwnas/cli/train_commands.py", "        torch.manual_seed(seed)  # --from-scratch", "        # --from-scratch",
+             ("tests/test_train.py::test_cli_resume_of_an_arch_training_keeps_its_seed_and_data",)),
 )
 
 

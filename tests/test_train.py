@@ -150,3 +150,36 @@ def test_cli_trains_an_arch_from_scratch_or_from_given_weights(cli_runner, tmp_p
     assert json.loads(scratch.stdout)["val_acc"] > 0.4
     # BN is re-estimated on other batches, so the score moves a little; starting from the weights is what counts
     assert warm_acc >= json.loads(scratch.stdout)["val_acc"] - 0.1 and warm_acc > cold_acc + 0.2
+
+
+def test_cli_resume_of_an_arch_training_keeps_its_seed_and_data(cli_runner, tmp_path, monkeypatch):
+    """``train --arch A --out O --resume`` continues on the data and the seeded split the training started with, though
+    neither --seed nor --data is repeated: the digits' validation split depends on the seed."""
+    arch, _ = _net()
+    compact = Arch(arch.space, arch.choices, {**arch.space_args, "in_channels": 1}).to_compact()
+    start = ["train", "--arch", compact, "--from-scratch", "--data", "digits", "--seed", "3", "--epochs", "2",
+             "--batch-size", "128", "--bn-batches", "2", "--json"]
+    whole = cli_runner.invoke(cli, [*start, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    import hwnas.train
+
+    calls = []
+
+    def interrupted(*args, **kwargs):  # the second epoch's BN pass: epoch 1 is checkpointed, epoch 2 never ends
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted
+        return recalibrate_bn(*args, **kwargs)
+
+    monkeypatch.setattr(hwnas.train, "recalibrate_bn", interrupted)
+    cut = cli_runner.invoke(cli, [*start, "--out", str(tmp_path / "cut")])
+    assert isinstance(cut.exception, Interrupted)
+    monkeypatch.undo()
+    refused = cli_runner.invoke(cli, ["train", "--arch", compact, "--out", str(tmp_path / "cut"), "--resume", "--data", "fake"])
+    assert refused.exit_code == EXIT_ERROR and "on the data it started with (digits)" in refused.output
+    resumed = cli_runner.invoke(cli, ["train", "--arch", compact, "--out", str(tmp_path / "cut"), "--resume", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    a, b = json.loads(whole.output), json.loads(resumed.output)
+    assert {**a, "folder": None, "weights": None} == {**b, "folder": None, "weights": None}
+    trained = [torch.load(tmp_path / name / "trained.pt", weights_only=True) for name in ("whole", "cut")]
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])

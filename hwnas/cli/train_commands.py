@@ -6,13 +6,14 @@ import datetime
 from pathlib import Path
 
 import click
+import torch
 
 from hwnas.arch import load_arch
 from hwnas.cli.options import data_option, echo_json, given_options, json_option
 from hwnas.data import load_data
 from hwnas.errors import HwnasError
 from hwnas.run_folder import RUNS_ROOT, TRAINED, RunFolder, load_weights
-from hwnas.train import TrainConfig, resume_checkpoint, train_child
+from hwnas.train import TrainConfig, resumed_options, train_child
 
 
 @click.command()
@@ -39,8 +40,11 @@ def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, wei
           data: str, epochs: int, batch_size: int, lr: float, weight_decay: float, label_smoothing: float, seed: int,
           workers: int, bn_batches: int, resume: bool, force: bool, as_json: bool) -> None:
     """Train a child net and write trained.pt (what `hwnas export` ships) and its validation accuracy."""
+    data_given = False
     if resume:  # the options it was started with win, so the schedule stays the same: refuse others rather than ignore them
-        given = given_options(click.get_current_context(), keep={"run_dir", "arch_source", "out", "data", "resume", "as_json"})
+        given = given_options(click.get_current_context(), keep={"run_dir", "arch_source", "out", "resume", "as_json"})
+        data_given = "--data" in given
+        given = [flag for flag in given if flag != "--data"]  # checked against the checkpoint's below
         if given:
             raise HwnasError(f"--resume continues a training with the options it started with; leave out {', '.join(given)}")
     config = TrainConfig(epochs, batch_size, lr, 0.9, weight_decay, label_smoothing, seed, workers, bn_batches)
@@ -49,9 +53,10 @@ def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, wei
             raise HwnasError("give --run or --arch, not both")
         if from_scratch and weights:
             raise HwnasError("--from-scratch and --weights: give one of them, not both")
-        if not (from_scratch or weights):
+        if not (from_scratch or weights or resume):
             raise HwnasError("with --arch, say where to start: --from-scratch or --weights FILE")
         arch = load_arch(arch_source)
+        torch.manual_seed(seed)  # --from-scratch: the initial weights are --seed's, whatever ran before in this process
         model = arch.build_space().build(arch)
         if weights:
             load_weights(model, weights)
@@ -64,12 +69,15 @@ def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, wei
         folder = run.path
     if (folder / TRAINED).exists() and not (resume or force):
         raise HwnasError(f"{folder} already holds a trained child ({TRAINED}); pass --resume to continue or --force to train again")
-    if resume:
-        resume_checkpoint(folder)  # refused here, before the data is loaded
+    if resume:  # refused here, before the data is loaded; the data and its split are the ones the training started with
+        config, started_on = resumed_options(folder)
+        if started_on is not None and data_given and data != started_on:
+            raise HwnasError(f"--resume continues a training on the data it started with ({started_on}); leave out --data {data}")
+        data = started_on or data
     if arch_source and not resume and folder.exists() and any(folder.iterdir()) and not force:
         raise HwnasError(f"{folder} exists and is not empty; pass --force to write into it")
     space_args = arch.space_args
-    splits = load_data(data, space_args["resolution"], space_args["in_channels"], seed)
+    splits = load_data(data, space_args["resolution"], space_args["in_channels"], config.seed)
     if splits.num_classes != space_args["num_classes"]:
         raise HwnasError(f"data {data!r} has {splits.num_classes} classes but the arch's net has {space_args['num_classes']}")
 
