@@ -282,11 +282,11 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def wrap(module: nn.Module, dist: Dist, device: torch.device) -> nn.Module:
+def wrap(module: nn.Module, dist: Dist, device: torch.device, find_unused: bool = True) -> nn.Module:
     """What a training step calls: ``module`` itself in one process, DDP over it (global BN inside) in several.
 
-    ``find_unused_parameters``: a supernet step runs only the sampled paths. Buffers are not
-    broadcast: the global batch norm keeps them identical on every rank.
+    ``find_unused``: a supernet step runs only the sampled paths (a child net uses every
+    parameter). Buffers are not broadcast: the global batch norm keeps them identical on every rank.
     """
     if not dist.active:
         return module
@@ -295,4 +295,5 @@ def wrap(module: nn.Module, dist: Dist, device: torch.device) -> nn.Module:
     convert_batchnorm(module)
     # device_ids=None: the loop moves each batch itself, and the path choices (dataclasses holding CPU tensors of the arch
     # side) pass through untouched
-    return DistributedDataParallel(module.to(device), device_ids=None, find_unused_parameters=True, broadcast_buffers=False)
+    return DistributedDataParallel(module.to(device), device_ids=None, find_unused_parameters=find_unused,
+                                   broadcast_buffers=False)

@@ -147,7 +147,7 @@ def train_child(
     if dist.is_main:
         arch.save(folder / ARCH)
     history = _history(folder, start_epoch)
-    net = wrap(model, dist, train_device(device, dist))
+    net = wrap(model, dist, train_device(device, dist), find_unused=False)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     val_loader = make_loader(data.val, 256, shuffle=False, workers=config.workers, dist=dist, trim=False)
     # one process: ceil(len / batch); several: the global batches of the order cut to a multiple of their number
