@@ -98,6 +98,13 @@ MUTATIONS = (
              ("tests/test_bad_input.py::test_bad_input_is_refused_clearly_and_touches_nothing",)),
     Mutation("space-args-rounded", "hwnas/arch.py", "if whole and not number.is_integer():", "if False:",
              ("tests/test_parsers_property.py",)),
+    Mutation("arch-gradient-summed", "hwnas/distributed.py", "tensor.copy_(comm.div_(self.world_size))", "tensor.copy_(comm)",
+             ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",)),
+    Mutation("snas-arch-gradient-not-reduced", "hwnas/search/snas.py", "        self.dist.all_reduce_mean_(self.arch.alpha.grad)", "        pass",
+             ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",)),
+    Mutation("batchnorm-per-shard", "hwnas/distributed.py", "    if type(module) is nn.BatchNorm2d:", "    if False:",
+             ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",
+              "tests/test_distributed.py::test_two_processes_train_as_one_with_the_global_batch")),
 )
 
 
