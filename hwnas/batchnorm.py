@@ -17,6 +17,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from hwnas.distributed import like_module
+
 
 def batch_norms(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -51,7 +53,7 @@ def recalibrate_bn(
         for images, _ in loader:
             if used >= batches:
                 break
-            (forward or model)(images)
+            (forward or model)(like_module(images, model))
             used += 1
     finally:
         for norm, momentum in zip(norms, saved_momentum):

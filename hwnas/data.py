@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from hwnas.distributed import SINGLE, Dist, ShardSampler, split_batch
 from hwnas.errors import HwnasError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -285,12 +286,27 @@ def split_for_arch(dataset: Dataset, arch_fraction: float, seed: int = 0) -> tup
     return Subset(dataset, weight_idx.tolist()), Subset(dataset, arch_idx.tolist())
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0) -> DataLoader:
-    """A loader whose order depends only on ``seed``: the same seed gives the same batches."""
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0, dist: Dist = SINGLE,
+                trim: bool = True) -> DataLoader:
+    """A loader whose order depends only on ``seed``: the same seed gives the same batches.
+
+    With ``dist`` of several processes, this rank's shard of every global batch of
+    ``batch_size`` (``hwnas.distributed.ShardSampler``; ``trim``: every shard the same size).
+    """
     if batch_size < 1:
         raise HwnasError(f"batch size must be at least 1, got {batch_size}")
     if workers < 0:
         raise HwnasError(f"workers must be >= 0, got {workers}")
+    if dist.active:
+        return DataLoader(
+            dataset,
+            batch_size=split_batch(batch_size, dist),
+            sampler=ShardSampler(dataset, dist, shuffle, seed, trim=trim),
+            num_workers=workers,
+            generator=torch.Generator().manual_seed(seed),
+            drop_last=False,
+            persistent_workers=False,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,

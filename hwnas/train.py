@@ -10,6 +10,10 @@ batch order a pure function of the seed and the epoch, so a resumed run continue
 the uninterrupted one would have. Before each evaluation the BN statistics are re-estimated at
 the current weights (``hwnas.batchnorm``), not left as a momentum average over weights that
 have since moved; they are saved with the weights.
+
+Under torchrun (``dist`` of several processes) each rank trains on its shard of every global
+batch through DDP, batch norm over the global batch (``hwnas.distributed``); rank 0 alone
+writes the folder.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from hwnas.arch import Arch
 from hwnas.batchnorm import batch_statistics, recalibrate_bn
 from hwnas.config_checks import check_field_types
 from hwnas.data import DataSplits, make_loader
+from hwnas.distributed import SINGLE, Dist, like_module, train_device, wrap
 from hwnas.errors import HwnasError
 from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.run_folder import ARCH, TRAIN_CHECKPOINT, TRAIN_HISTORY, TRAIN_RESULT, TRAINED
@@ -60,23 +65,28 @@ class TrainConfig:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Any, forward: Callable[[torch.Tensor], torch.Tensor] | None = None, batch_stats: bool = False
+    model: nn.Module, loader: Any, forward: Callable[[torch.Tensor], torch.Tensor] | None = None, batch_stats: bool = False,
+    dist: Dist = SINGLE,
 ) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy (a fraction) of ``model`` in eval mode over ``loader``.
 
     ``forward`` (default: ``model`` itself) computes the logits of a batch, e.g. a supernet
     under a freshly sampled path per batch; with ``batch_stats`` BN normalises with each
-    batch's own statistics (``hwnas.batchnorm.batch_statistics``).
+    batch's own statistics (``hwnas.batchnorm.batch_statistics``). With ``dist`` of several
+    processes, ``loader`` is this rank's shard and the sums are added over the ranks.
     """
     model.eval()
     forward = forward or model
     loss_sum, correct, seen = 0.0, 0, 0
     with batch_statistics(model) if batch_stats else contextlib.nullcontext():
         for images, labels in loader:
+            images = like_module(images, model)
+            labels = labels.to(images.device)
             logits = forward(images)
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
             correct += int((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
+    loss_sum, correct, seen = dist.all_reduce_sum([loss_sum, correct, seen])
     if seen == 0:
         raise HwnasError("the validation set is empty")
     return loss_sum / seen, correct / seen
@@ -121,15 +131,19 @@ def train_child(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    dist: Dist = SINGLE,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train ``model`` (the net of ``arch``) on ``data``; write everything into ``folder``; return the result.
 
     With ``resume`` the run continues from ``folder``'s last checkpoint (the options it was
-    started with win, so the schedule stays the same).
+    started with win, so the schedule stays the same). ``device`` ``cuda``: GPU ``LOCAL_RANK``.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
     start_epoch = 0
     torch.manual_seed(config.seed)
+    model.to(train_device(device, dist))
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
     if resume:
@@ -139,24 +153,31 @@ def train_child(
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start_epoch = int(state["epoch"]) + 1
-    arch.save(folder / ARCH)
+    if dist.is_main:
+        arch.save(folder / ARCH)
     history = _history(folder, start_epoch)
+    net = wrap(model, dist, train_device(device, dist), find_unused=False)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    val_loader = make_loader(data.val, 256, shuffle=False, workers=config.workers)
-    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    val_loader = make_loader(data.val, 256, shuffle=False, workers=config.workers, dist=dist, trim=False)
+    # one process: ceil(len / batch); several: the global batches of the order cut to a multiple of their number
+    steps_per_epoch = len(make_loader(data.train, config.batch_size, shuffle=True, workers=config.workers, dist=dist))
     total_steps = steps_per_epoch * config.epochs
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
-        loader = make_loader(data.train, config.batch_size, shuffle=True, workers=config.workers, seed=config.seed * 1000 + epoch)
+        loader = make_loader(data.train, config.batch_size, shuffle=True, workers=config.workers, seed=config.seed * 1000 + epoch,
+                             dist=dist)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress, unit="batch")
+        bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{config.epochs}", leave=False, disable=not (progress and dist.is_main),
+                   unit="batch")
         for step, (images, labels) in enumerate(bar):
             lr = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            logits = model(images)
-            loss = criterion(logits, labels)
+            images = like_module(images, model)
+            labels = labels.to(images.device)
+            logits = net(images)
+            loss = criterion(logits, labels)  # the mean over this rank's shard; DDP averages the equal shards' gradients
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -164,18 +185,22 @@ def train_child(
             correct += int((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        loss_sum, correct, seen = dist.all_reduce_sum([loss_sum, correct, seen])
         recalibrate_bn(model, loader, config.bn_batches)
-        val_loss, val_acc = evaluate(model, val_loader)
+        val_loss, val_acc = evaluate(model, val_loader, dist=dist)
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_loss": val_loss,
                "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - began}
         history.append(row)
-        # history first, checkpoint last: a crash between them only repeats this epoch on resume
-        write_text_atomic(folder / TRAIN_HISTORY, "".join(json.dumps(r) + "\n" for r in history))
-        _save_checkpoint(folder, model, optimizer, epoch, config, data.name)
+        if dist.is_main:
+            # history first, checkpoint last: a crash between them only repeats this epoch on resume
+            write_text_atomic(folder / TRAIN_HISTORY, "".join(json.dumps(r) + "\n" for r in history))
+            _save_checkpoint(folder, model, optimizer, epoch, config, data.name)
         if on_epoch:
             on_epoch(row)
-    save_torch_atomic(folder / TRAINED, model.state_dict())
     result = {"arch": arch.to_compact(), "val_acc": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
               "epochs": config.epochs, "config": asdict(config), "data": data.name, "weights": str(folder / TRAINED)}
+    if not dist.is_main:
+        return result
+    save_torch_atomic(folder / TRAINED, model.state_dict())
     write_json_atomic(folder / TRAIN_RESULT, result)
     return result

@@ -108,6 +108,13 @@ MUTATIONS = (
              ("tests/test_train.py::test_cli_resume_of_an_arch_training_keeps_its_seed_and_data",)),
     Mutation("from-scratch-ignores-seed", "hwnas/cli/train_commands.py", "        torch.manual_seed(seed)  # --from-scratch", "        # --from-scratch",
              ("tests/test_train.py::test_cli_resume_of_an_arch_training_keeps_its_seed_and_data",)),
+    Mutation("arch-gradient-summed", "hwnas/distributed.py", "tensor.copy_(comm.div_(self.world_size))", "tensor.copy_(comm)",
+             ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",)),
+    Mutation("snas-arch-gradient-not-reduced", "hwnas/search/snas.py", "        self.dist.all_reduce_mean_(self.arch.alpha.grad)", "        pass",
+             ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",)),
+    Mutation("batchnorm-per-shard", "hwnas/distributed.py", "    if type(module) is nn.BatchNorm2d:", "    if False:",
+             ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",
+              "tests/test_distributed.py::test_two_processes_train_as_one_with_the_global_batch")),
 )
 
 

@@ -10,6 +10,7 @@ import click
 
 from hwnas.cli.options import build_space, data_option, echo_json, echo_warnings, given_options, json_option, space_options
 from hwnas.data import natural_space_args
+from hwnas.distributed import launched
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable
 from hwnas.run_folder import CONFIG, RUNS_ROOT, SEARCH_FILES, TRAIN_FILES
@@ -91,14 +92,21 @@ def _prepare_out(out: Path, force: bool) -> None:
 @json_option
 def search(space: str, space_overrides: dict[str, Any], latency: str | None, table: str | None, resume: str | None, out: str | None,
            force: bool, as_json: bool, quiet: bool, **options: Any) -> None:
-    """Search SPACE for the most accurate net whose predicted latency meets --latency."""
+    """Search SPACE for the most accurate net whose predicted latency meets --latency.
+
+    Under ``torchrun --nproc-per-node N -m hwnas search ...`` the N processes share the work of
+    every batch (Gloo on the CPU, NCCL with --device cuda, rank r on GPU LOCAL_RANK); only rank 0
+    writes the run folder and prints.
+    """
     if resume:
         given = given_options(click.get_current_context(), keep={"resume", "quiet", "as_json"})
         if given:
             raise HwnasError(f"--resume continues a run with the options saved in its {CONFIG}; leave out {', '.join(given)}")
         folder = Path(resume)
-        run = SearchRun(SearchConfig.load(folder), folder, progress=not quiet)
-        result = run.run(resume=True)
+        config = SearchConfig.load(folder)
+        with launched(config.device) as dist:
+            run = SearchRun(config, folder, progress=not quiet, dist=dist)
+            result = run.run(resume=True)
     else:
         if latency is None:
             raise HwnasError("--latency is required (e.g. --latency 80ms), unless you --resume a run")
@@ -123,11 +131,16 @@ def search(space: str, space_overrides: dict[str, Any], latency: str | None, tab
             **options,
         )
         folder = Path(out) if out else _default_out(method)
-        check_writable(folder, folder=True)
-        run = SearchRun(config, folder, progress=not quiet)  # checks table and budget before anything is written
-        _prepare_out(folder, force)
-        echo_warnings(run.target.clamp_note())
-        result = run.run()
+        with launched(config.device) as dist:
+            if dist.is_main:
+                check_writable(folder, folder=True)
+            run = SearchRun(config, folder, progress=not quiet, dist=dist)  # checks table and budget before anything is written
+            if dist.is_main:
+                _prepare_out(folder, force)
+                echo_warnings(run.target.clamp_note())
+            result = run.run()
+    if not dist.is_main:
+        return
     if as_json:
         echo_json({**result, "run": str(folder)})
         return

@@ -11,6 +11,7 @@ import torch
 from hwnas.arch import load_arch
 from hwnas.cli.options import data_option, echo_json, given_options, json_option
 from hwnas.data import load_data
+from hwnas.distributed import launched
 from hwnas.errors import HwnasError
 from hwnas.run_folder import RUNS_ROOT, TRAINED, RunFolder, load_weights
 from hwnas.train import TrainConfig, resumed_options, train_child
@@ -33,16 +34,21 @@ from hwnas.train import TrainConfig, resumed_options, train_child
 @click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--bn-batches", type=int, default=20, show_default=True,
               help="Training batches that re-estimate the BN statistics before each evaluation.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to train; under torchrun, cuda puts rank r on GPU LOCAL_RANK (NCCL), cpu uses Gloo.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Train again over an earlier training's results.")
 @json_option
 def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, weights: Path | None, out: Path | None,
           data: str, epochs: int, batch_size: int, lr: float, weight_decay: float, label_smoothing: float, seed: int,
-          workers: int, bn_batches: int, resume: bool, force: bool, as_json: bool) -> None:
-    """Train a child net and write trained.pt (what `hwnas export` ships) and its validation accuracy."""
+          workers: int, bn_batches: int, device: str, resume: bool, force: bool, as_json: bool) -> None:
+    """Train a child net and write trained.pt (what `hwnas export` ships) and its validation accuracy.
+
+    Under ``torchrun --nproc-per-node N -m hwnas train ...`` the N processes share every global batch of --batch-size.
+    """
     data_given = False
     if resume:  # the options it was started with win, so the schedule stays the same: refuse others rather than ignore them
-        given = given_options(click.get_current_context(), keep={"run_dir", "arch_source", "out", "resume", "as_json"})
+        given = given_options(click.get_current_context(), keep={"run_dir", "arch_source", "out", "device", "resume", "as_json"})
         data_given = "--data" in given
         given = [flag for flag in given if flag != "--data"]  # checked against the checkpoint's below
         if given:
@@ -82,11 +88,15 @@ def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, wei
         raise HwnasError(f"data {data!r} has {splits.num_classes} classes but the arch's net has {space_args['num_classes']}")
 
     def report(row: dict) -> None:
-        if not as_json:
+        if not as_json and dist.is_main:
             click.echo(f"epoch {row['epoch'] + 1}/{config.epochs}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}, "
                        f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f} s)")
 
-    result = train_child(arch, model, splits, folder, config, resume=resume, progress=not as_json, on_epoch=report)
+    with launched(device) as dist:
+        result = train_child(arch, model, splits, folder, config, resume=resume, progress=not as_json, on_epoch=report, dist=dist,
+                             device=device)
+    if not dist.is_main:
+        return
     if as_json:
         echo_json({**result, "folder": str(folder)})
     else:

@@ -107,12 +107,12 @@ class DsnasStrategy(Strategy):
     def step(self, images: torch.Tensor, labels: torch.Tensor, arch_batches: ArchBatches | None) -> StepResult:
         columns = self.sample(self.generator)
         if self.epoch < self.options["warmup_epochs"]:
-            logits = self.supernet(images, [PathChoice.single(c) for c in columns])
+            logits = self.net(images, [PathChoice.single(c) for c in columns])
             loss = self.cross_entropy(logits, labels)
             self.weight_update(loss)
             return StepResult(float(loss.detach()), self.correct(logits, labels), len(labels), float(self.expected_ms().detach()))
         z = torch.ones(len(columns), requires_grad=True)
-        logits = self.supernet(images, [PathChoice.single(c, z[layer]) for layer, c in enumerate(columns)])
+        logits = self.net(images, [PathChoice.single(c, z[layer]) for layer, c in enumerate(columns)])
         expected = self.expected_ms()
         ce = self.cross_entropy(logits, labels)
         loss = self.budget.loss(ce, expected)
@@ -121,6 +121,7 @@ class DsnasStrategy(Strategy):
         loss.backward()  # weights, dL/dZ, and the latency term's gradient on alpha
         self.clip_and_step()
         rewards = z.grad if z.grad is not None else torch.zeros_like(z)
+        self.dist.all_reduce_mean_(rewards)  # the global batch's rewards (the latency term's gradient on alpha is the same on every rank)
         task_grad = score_function_grad(self.arch.log_probs(), self.arch.alpha, columns, rewards)
         alpha = self.arch.alpha
         alpha.grad = task_grad if alpha.grad is None else alpha.grad + task_grad

@@ -4,8 +4,12 @@ Every method runs through ``SearchRun``: the budget is checked against the table
 data is loaded, each epoch ends with a checkpoint written atomically (weights, alpha, both
 optimisers, the multiplier, every RNG state, the method's own state), and a resumed run
 rebuilds the same objects from ``config.json`` and continues from the last checkpoint. Data
-order depends only on (seed, epoch), so a resumed run computes exactly what an uninterrupted
-one would have.
+order depends only on (seed, epoch), and each step's random draws only on (seed, epoch, step),
+so a resumed run computes exactly what an uninterrupted one would have.
+
+Under torchrun (``dist`` of several processes, ``hwnas.distributed``) every rank trains on its
+shard of each global batch through DDP, with the same paths and arch state as the others;
+only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from hwnas.arch import Arch
 from hwnas.batchnorm import recalibrate_bn
 from hwnas.config_checks import check_field_types
 from hwnas.data import load_data, make_loader, split_for_arch
+from hwnas.distributed import SINGLE, Dist, like_module, split_batch, step_seed, train_device, wrap
 from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyModel, LatencyTable
@@ -122,8 +127,14 @@ def _cycle(loader: Any) -> Iterator:
 class SearchRun:
     """One search: built from a config, run epoch by epoch into ``out``."""
 
-    def __init__(self, config: SearchConfig, out: Path, progress: bool = True) -> None:
-        self.config, self.out, self.progress = config, Path(out), progress
+    def __init__(self, config: SearchConfig, out: Path, progress: bool = True, dist: Dist = SINGLE) -> None:
+        self.config, self.out, self.dist = config, Path(out), dist
+        self.progress = progress and dist.is_main
+        if dist.active and STRATEGIES[config.method].one_shot:
+            raise HwnasError(f"method {config.method} runs in one process only (its selection scores candidates in one "
+                             f"process); start it without torchrun, not with {dist.world_size} processes")
+        split_batch(config.batch_size, dist)
+        self.device = train_device(config.device, dist)
         self.space = get_space(config.space, **config.space_args)
         expect = expected_meta(config.device, config.runtime, config.table_batch_size, False, self.space)
         if config.threads is not None:
@@ -147,8 +158,10 @@ class SearchRun:
         self.weight_set, self.arch_set = split_for_arch(self.data.train, config.arch_fraction, config.seed)
 
         torch.manual_seed(config.seed)
-        self.supernet = Supernet(self.space)
-        self.arch = ArchParameters(self.space)
+        self.supernet = Supernet(self.space).to(self.device)
+        self.arch = ArchParameters(self.space)  # alpha, the latency model and the controller stay on the CPU
+        #: what a weight step calls: the supernet, or DDP over it (batch norm over the global batch) in several processes
+        self.net = wrap(self.supernet, dist, self.device)
         self.weight_optimizer = torch.optim.SGD(
             self.supernet.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
         )
@@ -159,6 +172,7 @@ class SearchRun:
             grad_clip=config.grad_clip,
         )
         self.strategy.held_out_set = self.arch_set
+        self.strategy.net, self.strategy.dist = self.net, dist
         self.start_epoch = 0
         self.selection: Any = None  # a one-shot method's ``oneshot.Selection``, once made
 
@@ -177,16 +191,32 @@ class SearchRun:
             aim_ms=self.target.aim_ms,
             fastest_ms=self.target.fastest_ms,
             slowest_ms=self.target.slowest_ms,
+            train_device=str(self.device),
+            **self.dist.describe(),
+            launches=[{"epoch": 0, **self.dist.describe()}],
         )
         return data
 
+    def record_launch(self) -> None:
+        """A resumed run's ``config.json``: how it runs now (another number of processes, maybe), and since when."""
+        data = load_json(self.out / CONFIG)
+        data.update(train_device=str(self.device), **self.dist.describe())
+        data["launches"] = [*data.get("launches", []), {"epoch": self.start_epoch, **self.dist.describe()}]
+        write_json_atomic(self.out / CONFIG, data)
+
     def start_fresh(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
         self.strategy.init_alpha()
+        if not self.dist.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.out / CONFIG, self.resolved_config())
         write_text_atomic(self.out / HISTORY, "")
 
     def save_checkpoint(self, next_epoch: int) -> None:
+        self.dist.check_same(self.arch.alpha, "alpha")
+        self.dist.check_same(torch.tensor([self.budget.multiplier, self.budget.integral]), "the latency multiplier")
+        if not self.dist.is_main:
+            return
         state = {
             "epoch": next_epoch,
             "supernet": self.supernet.state_dict(),
@@ -213,6 +243,9 @@ class SearchRun:
         torch.set_rng_state(state["torch_rng"])
         self.strategy.load_extra_state(state["strategy"])
         self.start_epoch = int(state["epoch"])
+        if not self.dist.is_main:
+            return
+        self.record_launch()
         history = self.history()
         write_text_atomic(
             self.out / HISTORY, "".join(json.dumps(row) + "\n" for row in history if row["epoch"] < self.start_epoch)
@@ -228,11 +261,12 @@ class SearchRun:
         for group in self.weight_optimizer.param_groups:
             group["lr"] = lr
         self.strategy.epoch_start(epoch, config.epochs)
-        loader = make_loader(self.weight_set, config.batch_size, True, config.workers, seed=config.seed * 100003 + epoch)
+        loader = make_loader(self.weight_set, config.batch_size, True, config.workers, seed=config.seed * 100003 + epoch, dist=self.dist)
         arch_batches = None
         if self.arch_set is not None:
-            arch_iter = _cycle(make_loader(self.arch_set, config.batch_size, True, config.workers, seed=config.seed * 100019 + epoch))
-            arch_batches = lambda: next(arch_iter)  # noqa: E731
+            arch_iter = _cycle(make_loader(self.arch_set, config.batch_size, True, config.workers, seed=config.seed * 100019 + epoch,
+                                           dist=self.dist))
+            arch_batches = lambda: self.placed(*next(arch_iter))  # noqa: E731
         steps = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
         self.supernet.train()
         loss_sum = correct = count = 0
@@ -242,7 +276,8 @@ class SearchRun:
             if step >= steps:
                 break
             self.strategy.progress = (epoch + step / steps) / config.epochs
-            result = self.strategy.step(images, labels, arch_batches)
+            self.generator.manual_seed(step_seed(config.seed, epoch, step))  # the same draws on every rank, at any N
+            result = self.strategy.step(*self.placed(images, labels), arch_batches)
             loss_sum += result.loss * result.count
             correct += result.correct
             count += result.count
@@ -250,7 +285,13 @@ class SearchRun:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}", lat=f"{expected:.3f}ms")
         bar.close()
+        loss_sum, correct, count = self.dist.all_reduce_sum([loss_sum, correct, count])
         return {"lr": lr, "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1)}
+
+    def placed(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch on the training device, images in the supernet's precision."""
+        images = like_module(images, self.supernet)
+        return images, labels.to(images.device)
 
     def evaluate_supernet(self, epoch: int) -> tuple[float, float]:
         """Validation loss and accuracy of the supernet under the method's own sampling (seeded apart).
@@ -265,8 +306,9 @@ class SearchRun:
         val = self.data.val
         if self.config.eval_images is not None and self.config.eval_images < len(val):
             val = Subset(val, range(self.config.eval_images))
-        return evaluate(self.supernet, make_loader(val, 128, False, self.config.workers),
-                        lambda images: self.supernet(images, self.strategy.sample_choices(generator)), batch_stats=True)
+        return evaluate(self.supernet, make_loader(val, 128, False, self.config.workers, dist=self.dist),
+                        lambda images: self.supernet(images, self.strategy.sample_choices(generator)), batch_stats=True,
+                        dist=self.dist)
 
     def run(self, resume: bool = False, on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Search (or continue), then derive, build and evaluate the child; returns result.json's content.
@@ -288,17 +330,20 @@ class SearchRun:
             row["val_loss"], row["val_acc"] = self.evaluate_supernet(epoch)
             row.update(self.strategy.log_fields())
             row["seconds"] = time.perf_counter() - started
-            with open(self.out / HISTORY, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            if self.dist.is_main:
+                with open(self.out / HISTORY, "a") as handle:
+                    handle.write(json.dumps(row) + "\n")
             self.save_checkpoint(epoch + 1)
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
-        return self.finish()
+        # the child is derived, recalibrated, scored and written by rank 0 alone (a plain child net: no collectives)
+        return self.finish() if self.dist.is_main else {}
 
     # -- the result ------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
         from hwnas.search.report import write_plot, write_report, write_selection_plot
 
+        self.supernet.cpu()  # the selection and the child run on the CPU, as they always have
         if self.strategy.one_shot:
             arch, predicted, derived = self.select()
         else:

@@ -76,7 +76,7 @@ class ProxylessStrategy(Strategy):
         return [PathChoice.single(c) for c in self.sample_columns(self.arch.probs(), generator)]
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, arch_batches: ArchBatches | None) -> StepResult:
-        logits = self.supernet(images, self.sample_choices(self.generator))
+        logits = self.net(images, self.sample_choices(self.generator))
         loss = self.cross_entropy(logits, labels)
         self.weight_update(loss)
         self.steps += 1
@@ -124,6 +124,7 @@ class ProxylessStrategy(Strategy):
         for layer, (pair, p, gate_grad) in enumerate(zip(pairs, pair_probs, grads[1:])):
             if gate_grad is not None:
                 alpha_grad[layer, pair] += binary_gate_alpha_grad(gate_grad, p)
+        self.dist.all_reduce_mean_(alpha_grad)  # the global held-out batch's gradient; the latency term's stays once
         old = self.arch.alpha.detach().clone()
         self.arch_optimizer.zero_grad(set_to_none=True)
         self.arch.alpha.grad = alpha_grad

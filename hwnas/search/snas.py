@@ -66,11 +66,12 @@ class SnasStrategy(Strategy):
             return self.relaxed_choices(generator)
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, arch_batches: ArchBatches | None) -> StepResult:
-        logits = self.supernet(images, self.relaxed_choices(self.generator))
+        logits = self.net(images, self.relaxed_choices(self.generator))
         expected = self.expected_ms()
         ce = self.cross_entropy(logits, labels)
         self.arch_optimizer.zero_grad(set_to_none=True)
         self.weight_update(self.budget.loss(ce, expected))
+        self.dist.all_reduce_mean_(self.arch.alpha.grad)  # the global batch's gradient; the latency term's, equal on every rank, stays once
         self.arch_optimizer.step()
         self.control_budget()
         return StepResult(float(ce.detach()), self.correct(logits, labels), len(labels), float(expected.detach()))

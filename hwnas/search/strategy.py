@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from hwnas.distributed import SINGLE, Dist
 from hwnas.errors import HwnasError
 from hwnas.latency import LatencyModel
 from hwnas.search.budget import BudgetController
@@ -59,6 +60,8 @@ class Strategy:
     held_out_set: Any = None
     #: method options with their per-method defaults (scaled down from the papers for small data)
     knobs: ClassVar[dict[str, Knob]] = {}
+    #: the processes of the run (``hwnas.distributed``), set by the loop: arch gradients are averaged over them
+    dist: Dist = SINGLE
 
     def __init__(
         self,
@@ -84,6 +87,9 @@ class Strategy:
         self.weight_optimizer = weight_optimizer
         self.generator = generator
         self.grad_clip = grad_clip
+        #: what a weight step's forward calls: the supernet itself, or DDP over it under torchrun (set by the loop).
+        #: Steps that take only gradients of alpha or gates (ProxylessNAS's arch step) call ``supernet``.
+        self.net: Callable[..., torch.Tensor] = supernet
         self.arch_optimizer = self.make_arch_optimizer()
 
     # -- per method ------------------------------------------------------------------------
