@@ -16,7 +16,7 @@ from hwnas.latency.model import LatencyModel, calibration_formula
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtime_base import DEVICES
 from hwnas.latency.table import LatencyTable
-from hwnas.spaces import ChainSpace, get_space
+from hwnas.spaces import Space, get_space
 
 RUNTIME_NAMES = ("onnxruntime", "torch", "tensorrt")
 
@@ -54,7 +54,7 @@ def _runtime(name: str, device: str, threads: int | None, fp16: bool, protocol: 
     return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=protocol)
 
 
-def _table_space(table: LatencyTable) -> ChainSpace:
+def _table_space(table: LatencyTable) -> Space:
     return get_space(table.meta["space"], **table.meta["space_args"])
 
 

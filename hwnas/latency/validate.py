@@ -31,13 +31,13 @@ from hwnas.latency.model import LatencyModel, apply_calibration, count_ops
 from hwnas.latency.protocol import Timing
 from hwnas.latency.runtime_base import Runtime
 from hwnas.latency.table import LatencyTable
-from hwnas.spaces import ChainSpace
+from hwnas.spaces import Space
 
 MIN_ARCHS = 4
 NOISY_FLOOR = 0.10  # a noise-floor MAPE above this: the calibration mostly fits the machine's noise
 
 
-def random_archs(space: ChainSpace, n: int, seed: int) -> list[Arch]:
+def random_archs(space: Space, n: int, seed: int) -> list[Arch]:
     """``n`` distinct uniformly random archs (distinct: a repeated arch would count twice)."""
     archs: dict[tuple[str, ...], Arch] = {}
     draw = 0
@@ -50,7 +50,7 @@ def random_archs(space: ChainSpace, n: int, seed: int) -> list[Arch]:
 
 def validate_table(
     table: LatencyTable,
-    space: ChainSpace,
+    space: Space,
     runtime: Runtime,
     n: int = 30,
     seed: int = 0,

@@ -1,0 +1,179 @@
+"""DSO-NAS: the dsonas space (edges, pruning, costs), APG-NAG, the DAG latency model, the search."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from hwnas.arch import Arch, load_arch
+from hwnas.errors import HwnasError
+from hwnas.search.edge_supernet import EdgeSupernet
+from hwnas.spaces import get_space
+from hwnas.spaces.dag import BlockGraph
+
+
+def small_space(**overrides):
+    args = {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25, **overrides}
+    return get_space("dsonas-small", **args)
+
+
+def node(level: int, slot: int, width: int = 4) -> int:
+    return 1 + level * width + slot
+
+
+def edge(graph: BlockGraph, src: int, dst: int) -> int:
+    return graph.edges.index((src, dst))
+
+
+# -- the space ------------------------------------------------------------------------------------
+def test_block_graph_has_the_papers_edges():
+    graph = BlockGraph(4, 4)
+    # op at level i takes the input and the 4 * i earlier ops; the output takes all 16 ops
+    assert len(graph.edges) == 4 * (1 + 5 + 9 + 13) + 16 == 128
+    assert graph.in_edges[node(2, 1)] == tuple(graph.edges.index((src, node(2, 1))) for src in [0] + list(range(1, 9)))
+    assert len(graph.in_edges[graph.output]) == 16
+
+
+def test_isolated_ops_are_those_off_every_input_to_output_path():
+    graph = BlockGraph(2, 2)  # nodes 1, 2 (level 0), 3, 4 (level 1), output 5
+    kept = [False] * len(graph.edges)
+    for src, dst in [(0, 1), (1, 3), (3, 5), (0, 2), (2, 4), (1, 5)]:
+        kept[edge(graph, src, dst)] = True
+    # node 4 has an input but reaches no output; node 2 then feeds only node 4: both isolated
+    assert graph.live_ops(kept) == [1, 3]
+    canonical = graph.canonical(kept)
+    assert [graph.edges[e] for e, k in enumerate(canonical) if k] == [(0, 1), (1, 3), (1, 5), (3, 5)]
+    # an op fed only by an isolated op is isolated too, even with an edge to the output
+    kept = [False] * len(graph.edges)
+    for src, dst in [(1, 3), (3, 5)]:
+        kept[edge(graph, src, dst)] = True
+    assert graph.live_ops(kept) == [] and not any(graph.canonical(kept))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_arch_round_trips_and_random_archs_are_canonical(seed):
+    space = get_space("dsonas", resolution=32, in_channels=1, num_classes=10)
+    arch = Arch.random(space, seed)
+    assert Arch.from_json(arch.to_json()) == arch
+    assert Arch.from_compact(arch.to_compact()) == arch
+    assert load_arch(arch.to_compact()) == arch
+    assert space.canonical(arch) == arch
+    assert len(arch.choices) == 24 and all(len(choice) == 32 for choice in arch.choices)
+
+
+@pytest.mark.parametrize(("choice", "message"), [
+    ("xyz", "is not an edge mask: expected 32 lowercase hex digits"),
+    ("F" * 32, "is not an edge mask"),
+])
+def test_bad_edge_masks_are_clear_errors(choice, message):
+    space = small_space()
+    choices = list(space.full_arch().choices)
+    choices[3] = choice
+    with pytest.raises(HwnasError, match=f"block 3: .*{message}"):
+        load_arch(Arch(space.name, tuple(choices), space.args.to_dict()).to_json())
+
+
+def reference_block(block, x, lam):
+    """Eq. (3) and (4) of the paper written out over *every* edge of a full block, in float64: no pruning, no skipping."""
+    graph = block.graph
+    block = block.double()
+    h = {0: x.double()}
+    for n in range(1, graph.n_ops + 1):
+        h[n] = block.ops[f"n{n}"](sum(lam[e] * h[graph.edges[e][0]] for e in graph.in_edges[n]))
+    parts = torch.cat([lam[e] * h[graph.edges[e][0]] for e in graph.in_edges[graph.output]], 1)
+    return block.project(parts) + h[0]
+
+
+def test_zero_edges_change_nothing_pruned_net_equals_the_supernet_and_the_paper_formula():
+    torch.manual_seed(0)
+    space = small_space()
+    supernet = EdgeSupernet(space).eval()
+    graph = space.graph
+    lam = torch.rand(len(space.layers), len(graph.edges)) + 0.1
+    # zero edges that isolate no op: every op keeps its edge from the block input and its edge to the output
+    protected = {edge(graph, 0, n) for n in range(1, 17)} | set(graph.in_edges[graph.output])
+    drop = torch.rand(lam.shape) < 0.6
+    for e in protected:
+        drop[:, e] = False
+    lam[drop] = 0.0
+    arch = space.arch_of([(row > 0).tolist() for row in lam])
+    child = supernet.extract_child(arch, lam).eval()
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(child(x), supernet(x, lam), atol=1e-6)
+        # block 0 alone against the paper's formula over all 128 edges in float64
+        features = supernet.net.stem(x)
+        full_block = supernet.net.blocks[0]
+        want = reference_block(full_block, features, lam[0].double())
+        got = child.blocks[0](features)
+        assert torch.allclose(got.double(), want, atol=1e-6)
+    # the child has exactly the kept edges, and the pruned edges' weights are gone
+    assert len(child.blocks[0].edge_ids) == int((lam[0] > 0).sum())
+    assert sum(p.numel() for p in child.parameters()) == space.cost(arch).params
+
+
+def test_isolated_ops_are_removed_from_the_built_net_and_from_the_supernets_forward():
+    torch.manual_seed(1)
+    space = small_space()
+    graph = space.graph
+    lam = torch.zeros(len(space.layers), len(graph.edges))
+    for row in lam:  # input -> op(0,0) -> output; op(1,2) fed by op(0,0) but reaching nothing
+        for src, dst in [(0, node(0, 0)), (node(0, 0), graph.output), (node(0, 0), node(1, 2)), (0, node(2, 1))]:
+            row[edge(graph, src, dst)] = 0.7
+    arch = space.arch_of([(row > 0).tolist() for row in lam])
+    raw = space.arch_of([(row > 0).tolist() for row in lam], canonical=False)
+    assert arch != raw and space.canonical(raw) == arch
+    child = space.build(raw)
+    assert all(list(block.ops) == [f"n{node(0, 0)}"] for block in child.searchable)
+    assert all(block.project[0].in_channels == block.channels for block in child.searchable)
+    supernet = EdgeSupernet(space).eval()
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(supernet.extract_child(arch, lam).eval()(x), supernet(x, lam), atol=1e-6)
+
+
+def test_an_empty_block_is_the_identity():
+    space = small_space()
+    net = space.build(space.empty_arch()).eval()
+    x = torch.randn(2, 8, 16, 16)
+    assert torch.equal(net.searchable[0](x), x)
+
+
+def sep_flops(c: int, k: int, size: int) -> int:
+    return size * size * c * k * k + size * size * c * c
+
+
+def test_cost_counter_matches_a_hand_count():
+    space = small_space()  # channels 8 / 16 / 32 at 16 / 8 / 4 pixels
+    graph = space.graph
+    kept = [False] * len(graph.edges)
+    # input -> sep_k3 (level 0) -> avg pool (level 1, slot 3) -> output; sep_k5 (level 0) from input -> output
+    for src, dst in [(0, node(0, 0)), (node(0, 0), node(1, 3)), (node(1, 3), graph.output), (0, node(0, 1)),
+                     (node(0, 1), graph.output), (node(0, 0), graph.output)]:
+        kept[edge(graph, src, dst)] = True
+    empty = [False] * len(graph.edges)
+    arch = space.arch_of([kept] + [empty] * 5)
+    block = sep_flops(8, 3, 16) + sep_flops(8, 5, 16) + 16 * 16 * (3 * 8) * 8  # two sep convs, pool free, 1x1 over 3 x 8
+    block_params = (9 * 8 + 64 + 16) + (25 * 8 + 64 + 16) + (24 * 8 + 16)  # dw, pw, BN; projection + BN
+    stem = 16 * 16 * 8 * 9 * 1
+    reductions = (8 * 8 * 16 * 8 + 8 * 8 * 16 * 8 * 9) + (4 * 4 * 32 * 16 + 4 * 4 * 32 * 16 * 9)
+    head = 32 * 10
+    fixed_params = (9 * 8 + 16) + (8 * 16 + 32 + 9 * 8 * 16 + 32) + (16 * 32 + 64 + 9 * 16 * 32 + 64) + (32 * 10 + 10)
+    assert space.cost(space.empty_arch()).flops == stem + reductions + head
+    assert space.cost(space.empty_arch()).params == fixed_params
+    cost = space.cost(arch)
+    assert cost.flops == stem + reductions + head + block
+    assert cost.params == fixed_params + block_params
+    assert cost.params == sum(p.numel() for p in space.build(arch).parameters())
+
+
+def test_paper_layouts():
+    cifar = get_space("dsonas", resolution=32, in_channels=3, num_classes=10)
+    assert [layer.c_in for layer in cifar.layers] == [32] * 8 + [64] * 8 + [128] * 8
+    assert [layer.h for layer in cifar.layers] == [32] * 8 + [16] * 8 + [8] * 8
+    imagenet = get_space("dsonas", resolution=224)
+    assert [sum(1 for layer in imagenet.layers if layer.c_in == c) for c in (48, 96, 192, 384)] == [2, 2, 13, 6]
+    assert imagenet.head_in_shape == (384, 7, 7)
+    assert [layer.c_in for layer in small_space().layers] == [8, 8, 16, 16, 32, 32]
