@@ -177,3 +177,54 @@ def test_paper_layouts():
     assert [sum(1 for layer in imagenet.layers if layer.c_in == c) for c in (48, 96, 192, 384)] == [2, 2, 13, 6]
     assert imagenet.head_in_shape == (384, 7, 7)
     assert [layer.c_in for layer in small_space().layers] == [8, 8, 16, 16, 32, 32]
+
+
+# -- APG-NAG ------------------------------------------------------------------------------------------
+from hwnas.search.apg import ApgNag, soft_threshold  # noqa: E402
+
+
+def test_soft_threshold_by_hand():
+    z = torch.tensor([-2.0, -0.3, 0.0, 0.4, 1.5])
+    assert torch.allclose(soft_threshold(z, 0.5), torch.tensor([-1.5, 0.0, 0.0, 0.0, 1.0]))
+    assert torch.allclose(soft_threshold(z, torch.tensor([0.0, 0.1, 0.0, 1.0, 2.0])), torch.tensor([-2.0, -0.2, 0.0, 0.0, 0.0]))
+
+
+def test_two_apg_nag_steps_by_hand():
+    lam = torch.tensor([1.0, 0.5, 0.02], dtype=torch.float64)
+    optimizer = ApgNag(lr=0.1, momentum=0.9)
+    optimizer.step(lam, torch.tensor([0.2, -1.0, 0.5], dtype=torch.float64), torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64))
+    # z = [0.98, 0.6, -0.03]; S_0.05(z) = [0.93, 0.55, 0]; v = [-0.07, 0.05, -0.02]; S + 0.9 v = [0.867, 0.595, -0.018] -> >= 0
+    assert torch.allclose(lam, torch.tensor([0.867, 0.595, 0.0], dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(optimizer.velocity, torch.tensor([-0.07, 0.05, -0.02], dtype=torch.float64), atol=1e-12)
+    optimizer.step(lam, torch.zeros(3, dtype=torch.float64), 0.5)
+    # z = lam; S = [0.817, 0.545, 0]; v = S - lam + 0.9 v = [-0.113, -0.005, -0.018]; S + 0.9 v = [0.7153, 0.5405, -0.0162]
+    assert torch.allclose(lam, torch.tensor([0.7153, 0.5405, 0.0], dtype=torch.float64), atol=1e-12)
+
+
+def nonnegative_lasso():
+    """``1/2 |A x - b|^2 + gamma . |x|`` over x >= 0, with b chosen so the unconstrained lasso wants negative entries."""
+    generator = torch.Generator().manual_seed(3)
+    a = torch.randn(20, 8, generator=generator, dtype=torch.float64)
+    truth = torch.tensor([1.5, 0.0, -1.0, 0.8, 0.0, 0.05, -0.4, 2.0], dtype=torch.float64)
+    b = a @ truth + 0.01 * torch.randn(20, generator=generator, dtype=torch.float64)
+    gamma = torch.tensor([0.5, 0.5, 0.5, 2.0, 0.5, 1.0, 0.5, 0.1], dtype=torch.float64)  # per entry, as adaptive costs
+    step = 1.0 / float(torch.linalg.matrix_norm(a, ord=2) ** 2)
+    return a, b, gamma, step
+
+
+def test_apg_nag_reaches_the_fixed_point_of_a_plain_proximal_gradient_lasso_solve():
+    a, b, gamma, step = nonnegative_lasso()
+    ista = torch.ones(8, dtype=torch.float64)
+    for _ in range(20000):  # plain projected ISTA: x <- max(0, x - t grad - t gamma), written out independently
+        ista = torch.clamp(ista - step * (a.T @ (a @ ista - b)) - step * gamma, min=0.0)
+    lam = torch.ones(8, dtype=torch.float64)
+    optimizer = ApgNag(lr=step, momentum=0.9)
+    for _ in range(5000):
+        optimizer.step(lam, a.T @ (a @ lam - b), gamma)
+        assert bool((lam >= 0).all())  # never negative, at any step
+    assert torch.allclose(lam, ista, atol=1e-6), (lam, ista)
+    assert int((ista == 0).sum()) >= 3  # the problem is sparse: the thresholds matter
+    # the fixed point satisfies the optimality conditions of the non-negative lasso
+    grad = a.T @ (a @ ista - b)
+    assert bool((grad[ista > 0] + gamma[ista > 0]).abs().max() < 1e-6)
+    assert bool((grad[ista == 0] + gamma[ista == 0] >= -1e-9).all())
