@@ -12,6 +12,10 @@ from hwnas.errors import HwnasError
 from hwnas.search.edge_supernet import EdgeSupernet
 from hwnas.spaces import get_space
 from hwnas.spaces.dag import BlockGraph
+from hwnas.search.apg import ApgNag, soft_threshold
+from hwnas.latency import head_key, latency_model, overhead_key, required_keys, stem_key
+from hwnas.latency.dag_model import DagLatencyModel
+from hwnas.search.synthetic import synthetic_table
 
 
 def small_space(**overrides):
@@ -180,7 +184,6 @@ def test_paper_layouts():
 
 
 # -- APG-NAG ------------------------------------------------------------------------------------------
-from hwnas.search.apg import ApgNag, soft_threshold  # noqa: E402
 
 
 def test_soft_threshold_by_hand():
@@ -228,3 +231,190 @@ def test_apg_nag_reaches_the_fixed_point_of_a_plain_proximal_gradient_lasso_solv
     grad = a.T @ (a @ ista - b)
     assert bool((grad[ista > 0] + gamma[ista > 0]).abs().max() < 1e-6)
     assert bool((grad[ista == 0] + gamma[ista == 0] >= -1e-9).all())
+
+
+# -- latency ---------------------------------------------------------------------------------------------
+
+CALIBRATION = {"a": 1.3, "b": 0.05, "per_op_ms": 0.01}
+OVERHEAD = 0.004
+
+
+def random_table(space, seed=0):
+    """Entries of random ms (no relation to FLOPs), a per-call overhead entry and a calibration."""
+    rng = random.Random(seed)
+    table = synthetic_table(space)
+    for key in table.entries:
+        ms = rng.uniform(0.01, 0.2)
+        table.entries[key] = {"ms": ms, "p10": ms, "p90": ms, "n": 1}
+    table.entries[overhead_key(space)] = {"ms": OVERHEAD, "p10": OVERHEAD, "p90": OVERHEAD, "n": 1}
+    table.calibration = dict(CALIBRATION)
+    return table
+
+
+def live_ops_by_closure(graph, kept):
+    """Ops on an input-to-output path, from the transitive closure of the kept edges (independent of ``BlockGraph``)."""
+    size = graph.output + 1
+    reach = [[i == j for j in range(size)] for i in range(size)]
+    for e, (src, dst) in enumerate(graph.edges):
+        if kept[e]:
+            reach[src][dst] = True
+    for k in range(size):
+        for i in range(size):
+            if reach[i][k]:
+                for j in range(size):
+                    reach[i][j] = reach[i][j] or reach[k][j]
+    return [n for n in range(1, graph.n_ops + 1) if reach[0][n] and reach[n][graph.output]]
+
+
+def test_required_entries_are_the_parts_a_net_can_use():
+    space = small_space()
+    keys = required_keys(space)
+    # three block shapes x (4 ops + the projection at widths 1..16), two reductions, stem, head
+    assert len(keys) == len(set(keys)) == 3 * (4 + 16) + 2 + 2
+    assert "cat16_1x1:c128-8:s1:h16w16" in keys and "sep_k5:c32-32:s1:h4w4" in keys and "reduce:c16-32:s2:h8w8" in keys
+    table = synthetic_table(space)
+    del table.entries["cat7_1x1:c112-16:s1:h8w8"]
+    with pytest.raises(HwnasError, match="lacks 1 entry .*cat7_1x1.*hwnas profile --space dsonas-small"):
+        latency_model(table, space)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_predicted_latency_is_the_calibrated_sum_of_the_kept_parts(seed):
+    space = small_space()
+    table = random_table(space, seed)
+    model = latency_model(table, space)
+    assert isinstance(model, DagLatencyModel)
+    arch = Arch.random(space, seed)
+    graph, ms = space.graph, lambda key: table.entries[key]["ms"] - OVERHEAD
+    total, ops = table.entries[stem_key(space)]["ms"] + ms(head_key(space)), 0
+    total += ms("reduce:c8-16:s2:h16w16") + ms("reduce:c16-32:s2:h8w8")
+    for layer, choice in zip(space.layers, arch.choices):
+        kept = graph.decode(choice)
+        live = live_ops_by_closure(graph, kept)
+        for n in live:
+            total += ms(f"{space.ops[(n - 1) % 4]}:c{layer.c_in}-{layer.c_in}:s1:h{layer.h}w{layer.h}")
+        width = sum(1 for n in live if kept[graph.edges.index((n, graph.output))])
+        if width:
+            total += ms(f"cat{width}_1x1:c{width * layer.c_in}-{layer.c_in}:s1:h{layer.h}w{layer.h}")
+        ops += len(live) + (width > 0)
+    want = CALIBRATION["a"] * total + CALIBRATION["per_op_ms"] * ops + CALIBRATION["b"]
+    assert model.predict(arch) == pytest.approx(want, rel=1e-12)
+    assert model.masks_ms(space.masks(arch)) == pytest.approx(want, rel=1e-12)
+    assert model.fastest()[1] < model.predict(arch) < model.slowest()[1]
+
+
+# -- the search method -------------------------------------------------------------------------------------
+def dsonas_strategy(table=None, aim_share=0.5, **options):
+    from hwnas.search import STRATEGIES
+    from hwnas.search.budget import BudgetController
+
+    torch.manual_seed(0)
+    space = small_space()
+    table = table or random_table(space)
+    latency = latency_model(table, space)
+    cls = STRATEGIES["dsonas"]
+    supernet, lam = cls.build_supernet(space), cls.build_arch(space)
+    optimizer = torch.optim.SGD([p for p in supernet.parameters() if p.requires_grad], lr=0.05, momentum=0.9, weight_decay=3e-4)
+    fastest, slowest = latency.fastest()[1], latency.slowest()[1]
+    budget = BudgetController("lagrangian", aim_ms=fastest + aim_share * (slowest - fastest))
+    strategy = cls(supernet, lam, latency, budget, optimizer, {"pretrain_epochs": 0, **options}, torch.Generator().manual_seed(1))
+    strategy.init_alpha()
+    return strategy, table
+
+
+def images(n=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 16, 16, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+
+def per_ms_weights_by_hand(space, table):
+    """Each edge's gamma share from the table's entries: its target op's calibrated ms (or the projection's mean step) over the largest."""
+    graph = space.graph
+    a, c = CALIBRATION["a"], CALIBRATION["per_op_ms"]
+    cal = lambda key: a * (table.entries[key]["ms"] - OVERHEAD) + c  # noqa: E731
+    rows = []
+    for layer in space.layers:
+        ch, s = layer.c_in, layer.h
+        step = (cal(f"cat16_1x1:c{16 * ch}-{ch}:s1:h{s}w{s}") - cal(f"cat1_1x1:c{ch}-{ch}:s1:h{s}w{s}")) / 15
+        rows.append([max(step, 0.0) if dst == graph.output else cal(f"{space.ops[(dst - 1) % 4]}:c{ch}-{ch}:s1:h{s}w{s}")
+                     for _, dst in graph.edges])
+    weights = torch.tensor(rows, dtype=torch.float64)
+    return weights / weights.max()
+
+
+def test_a_lambda_step_is_apg_nag_on_the_held_out_batch_with_gamma_per_ms():
+    strategy, table = dsonas_strategy(gamma=0.3, lambda_lr=0.2, lambda_momentum=0.5)
+    strategy.control()  # the full net is far over the aim: gamma at full strength
+    assert strategy.gamma_now == 0.3
+    with torch.no_grad():
+        strategy.lam.uniform_(0.0, 0.05, generator=torch.Generator().manual_seed(2))  # near 0: the thresholds bite
+    lam0 = strategy.lam.detach().clone().double()
+    x, y = images(seed=5)
+    weights_before = {k: v.clone() for k, v in strategy.supernet.state_dict().items()}
+    # dL/dlambda computed here on a copy of the supernet, the step written out from eqs. 6-8
+    import copy
+    twin = copy.deepcopy(strategy.supernet)
+    lam = lam0.float().clone().requires_grad_(True)
+    grad = torch.autograd.grad(torch.nn.functional.cross_entropy(twin(x, lam), y), lam)[0].double()
+    thresholds = 0.2 * 0.3 * per_ms_weights_by_hand(strategy.latency.space, table)
+    z = lam0 - 0.2 * grad
+    shrunk = torch.sign(z) * torch.clamp(z.abs() - thresholds, min=0)
+    velocity = shrunk - lam0
+    want = torch.clamp(shrunk + 0.5 * velocity, min=0)
+    strategy.lambda_step(x, y)
+    assert torch.allclose(strategy.lam.detach().double(), want, atol=1e-6)
+    assert int((want == 0).sum()) > 0 and bool((strategy.lam >= 0).all())
+    for key, value in strategy.supernet.state_dict().items():  # the lambda step changes no weight
+        if not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(value, weights_before[key]), key
+
+
+def test_weight_steps_keep_lambda_and_bn_scales_fixed():
+    strategy, _ = dsonas_strategy(pretrain_epochs=1)
+    lam0 = strategy.lam.detach().clone()
+    for seed in range(2):
+        strategy.step(*images(seed=seed), arch_batches=None)
+    assert torch.equal(strategy.lam.detach(), lam0)
+    norms = [m for m in strategy.supernet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    assert any(not torch.equal(m.bias, torch.zeros_like(m.bias)) for m in norms)  # the BN shifts do train
+
+
+def test_gamma_follows_the_pruned_nets_distance_to_the_aim():
+    strategy, _ = dsonas_strategy(gamma=0.2, settle_band=0.1)
+    aim = strategy.budget.aim_ms
+    for pruned, share in [(2.0 * aim, 1.0), (1.05 * aim, 0.5), (aim, 0.0), (0.5 * aim, 0.0)]:
+        strategy.latency.masks_ms = lambda masks, ms=pruned: ms
+        strategy.control()
+        assert strategy.gamma_now == pytest.approx(0.2 * share)
+
+
+def test_repair_removes_the_edge_of_least_lambda_per_ms_and_ends_under_the_limit():
+    from hwnas.search.dsonas import masks_of, repair_to_limit
+
+    strategy, _ = dsonas_strategy()
+    space, model = strategy.latency.space, strategy.latency
+    with torch.no_grad():
+        strategy.lam.uniform_(0.5, 1.0, generator=torch.Generator().manual_seed(4))
+        strategy.lam[torch.rand(strategy.lam.shape, generator=torch.Generator().manual_seed(5)) < 0.8] = 0.0
+    lam = strategy.lam.detach()
+    masks = masks_of(lam, space)
+    start = model.predict(space.arch_of(masks))
+    # one removal: the best by brute force over every kept edge, each priced with full-net predictions
+    best = None
+    for b, kept in enumerate(masks):
+        for e in [e for e, k in enumerate(kept) if k]:
+            trial = [list(m) for m in masks]
+            trial[b][e] = False
+            trial[b] = list(space.graph.canonical(trial[b]))
+            saved = start - model.predict(space.arch_of(trial))
+            lost = sum(float(lam[b, f]) for f in range(len(kept)) if kept[f] and not trial[b][f])
+            if saved > 1e-9 and (best is None or lost / saved < best[0]):
+                best = (lost / saved, space.arch_of(trial))
+    repaired, removals, saved = repair_to_limit(model, masks, lam, start - 1e-6)
+    assert removals == 1 and space.arch_of(repaired) == best[1]
+    # down to a limit a fifth of the way from the fastest net: never over it
+    limit = model.fastest()[1] + 0.2 * (start - model.fastest()[1])
+    repaired, removals, saved = repair_to_limit(model, masks, lam, limit)
+    assert model.predict(space.arch_of(repaired)) <= limit + 1e-9
+    assert saved == pytest.approx(start - model.predict(space.arch_of(repaired)))

@@ -11,7 +11,7 @@ from hwnas.arch import Arch, load_arch
 from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option, space_options
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
-from hwnas.latency import LatencyModel, LatencyTable
+from hwnas.latency import LatencyModel, LatencyTable, latency_model
 from hwnas.search.budget import make_target, parse_latency
 from hwnas.search.random_archs import BandSampler
 
@@ -94,7 +94,7 @@ def _table_model(table_path: str, space: str | None, overrides: dict) -> Latency
     if (space is not None and space != built.name) or built.args.to_dict() != table.meta["space_args"]:
         raise HwnasError(f"--table {table_path} measured space {table.meta['space']} {table.meta['space_args']}, "
                          f"not {space or built.name} {built.args.to_dict()}")
-    return LatencyModel(table, built)
+    return latency_model(table, built)
 
 
 @arch.command()

@@ -12,7 +12,7 @@ from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency.lookup import default_table_path, expected_meta
-from hwnas.latency.model import LatencyModel, calibration_formula
+from hwnas.latency.model import calibration_formula, latency_model
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtime_base import DEVICES
 from hwnas.latency.table import LatencyTable
@@ -167,7 +167,7 @@ def _calibration_line(table: LatencyTable) -> str | None:
 def show(table_path: str, as_json: bool) -> None:
     """Print a table's meta, entry count and the fastest / slowest latency of its space."""
     table = LatencyTable.load(table_path)
-    model = LatencyModel(table, _table_space(table))
+    model = latency_model(table, _table_space(table))
     fastest, fastest_ms = model.fastest()
     slowest, slowest_ms = model.slowest()
     if as_json:
@@ -196,7 +196,7 @@ def predict(arch_source: str, table_path: str, as_json: bool) -> None:
     space = _table_space(table)
     if arch.space != space.name or arch.build_space().args != space.args:
         raise HwnasError(f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}")
-    latency_ms = LatencyModel(table, space).predict(arch)
+    latency_ms = latency_model(table, space).predict(arch)
     if as_json:
         echo_json({"latency_ms": latency_ms})
         return

@@ -86,6 +86,28 @@ def profile_command(space: Space, meta: dict) -> str:
     return shlex.join(parts)
 
 
+def check_covers(table: LatencyTable, space: Space) -> None:
+    """An error naming the missing entries and the ``hwnas profile`` call that fills them, unless ``table`` covers ``space``."""
+    missing = table.missing(required_keys(space))
+    if missing:
+        meta = dict(table.meta, path=table.path)
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise HwnasError(
+            f"latency table {table.path or ''} lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} "
+            f"for space {space.name} ({shown}); fill them with: {profile_command(space, meta)}"
+        )
+
+
+def latency_model(table: LatencyTable, space: Space):
+    """The latency model of ``space`` under ``table``: ``LatencyModel`` for a chain space, ``DagLatencyModel`` for a DAG space."""
+    from hwnas.latency.dag_model import DagLatencyModel
+    from hwnas.spaces import DagSpace
+
+    if isinstance(space, DagSpace):
+        return DagLatencyModel(table, space)
+    return LatencyModel(table, space)
+
+
 class LatencyModel:
     """``latency_ms[l, k]``: ms of candidate ``space.candidates[k]`` at layer ``l`` (float64).
 
@@ -100,14 +122,7 @@ class LatencyModel:
     def __init__(self, table: LatencyTable, space: ChainSpace) -> None:
         self.table = table
         self.space = space
-        missing = table.missing(required_keys(space))
-        if missing:
-            meta = dict(table.meta, path=table.path)
-            shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-            raise HwnasError(
-                f"latency table {table.path or ''} lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} "
-                f"for space {space.name} ({shown}); fill them with: {profile_command(space, meta)}"
-            )
+        check_covers(table, space)
         self.mask = space.candidate_mask()
         columns = space.candidates
         overhead = overhead_key(space)
