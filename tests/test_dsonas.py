@@ -269,8 +269,8 @@ def live_ops_by_closure(graph, kept):
 def test_required_entries_are_the_parts_a_net_can_use():
     space = small_space()
     keys = required_keys(space)
-    # three block shapes x (4 ops + the projection at widths 1..16), two reductions, stem, head
-    assert len(keys) == len(set(keys)) == 3 * (4 + 16) + 2 + 2
+    # three block shapes x (4 ops + an edge + the projection at widths 1..16), two reductions, stem, head
+    assert len(keys) == len(set(keys)) == 3 * (4 + 1 + 16) + 2 + 2
     assert "cat16_1x1:c128-8:s1:h16w16" in keys and "sep_k5:c32-32:s1:h4w4" in keys and "reduce:c16-32:s2:h8w8" in keys
     table = synthetic_table(space)
     del table.entries["cat7_1x1:c112-16:s1:h8w8"]
@@ -296,7 +296,10 @@ def test_predicted_latency_is_the_calibrated_sum_of_the_kept_parts(seed):
         width = sum(1 for n in live if kept[graph.edges.index((n, graph.output))])
         if width:
             total += ms(f"cat{width}_1x1:c{width * layer.c_in}-{layer.c_in}:s1:h{layer.h}w{layer.h}")
-        ops += len(live) + (width > 0)
+        edges = sum(1 for e, (src, dst) in enumerate(graph.edges)
+                    if kept[e] and (src == 0 or src in live) and (dst == graph.output or dst in live))
+        total += edges * ms(f"edge:c{layer.c_in}-{layer.c_in}:s1:h{layer.h}w{layer.h}")
+        ops += len(live) + (width > 0) + edges
     want = CALIBRATION["a"] * total + CALIBRATION["per_op_ms"] * ops + CALIBRATION["b"]
     assert model.predict(arch) == pytest.approx(want, rel=1e-12)
     assert model.masks_ms(space.masks(arch)) == pytest.approx(want, rel=1e-12)
@@ -336,7 +339,8 @@ def per_ms_weights_by_hand(space, table):
     for layer in space.layers:
         ch, s = layer.c_in, layer.h
         step = (cal(f"cat16_1x1:c{16 * ch}-{ch}:s1:h{s}w{s}") - cal(f"cat1_1x1:c{ch}-{ch}:s1:h{s}w{s}")) / 15
-        rows.append([max(step, 0.0) if dst == graph.output else cal(f"{space.ops[(dst - 1) % 4]}:c{ch}-{ch}:s1:h{s}w{s}")
+        own = cal(f"edge:c{ch}-{ch}:s1:h{s}w{s}")
+        rows.append([own + (max(step, 0.0) if dst == graph.output else cal(f"{space.ops[(dst - 1) % 4]}:c{ch}-{ch}:s1:h{s}w{s}"))
                      for _, dst in graph.edges])
     weights = torch.tensor(rows, dtype=torch.float64)
     return weights / weights.max()
@@ -418,3 +422,51 @@ def test_repair_removes_the_edge_of_least_lambda_per_ms_and_ends_under_the_limit
     repaired, removals, saved = repair_to_limit(model, masks, lam, limit)
     assert model.predict(space.arch_of(repaired)) <= limit + 1e-9
     assert saved == pytest.approx(start - model.predict(space.arch_of(repaired)))
+
+
+# -- a whole run ------------------------------------------------------------------------------------------
+def dsonas_config(table_path, budget_ms, **overrides):
+    from hwnas.search.loop import SearchConfig
+
+    options = dict(method="dsonas", table=str(table_path), budget_ms=budget_ms, space="dsonas-small",
+                   space_args={"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}, epochs=2,
+                   batch_size=16, steps_per_epoch=3, bn_batches=2, eval_images=64,
+                   method_options={"pretrain_epochs": 1, "gamma": 0.5})
+    options.update(overrides)
+    return SearchConfig(**options)
+
+
+def test_a_run_derives_under_the_aim_writes_its_folder_and_resumes_to_the_same_result(tmp_path):
+    from hwnas.latency import LatencyTable
+    from hwnas.run_folder import load_weights  # noqa: F401  (the loader export and train use)
+    from hwnas.search.loop import SearchConfig, SearchRun
+    from hwnas.search.synthetic import write_synthetic_table
+
+    space = small_space()
+    table_path = write_synthetic_table(space, tmp_path / "synthetic.json")
+    model = latency_model(LatencyTable.load(table_path), space)
+    fastest, slowest = model.fastest()[1], model.slowest()[1]
+    budget = fastest + 0.5 * (slowest - fastest)
+    straight = SearchRun(dsonas_config(table_path, budget), tmp_path / "straight", progress=False).run()
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(epoch: int) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        SearchRun(dsonas_config(table_path, budget), tmp_path / "resumed", progress=False).run(on_epoch_end=stop)
+    resumed = SearchRun(SearchConfig.load(tmp_path / "resumed"), tmp_path / "resumed", progress=False).run(resume=True)
+    assert {**straight, "table": None} == {**resumed, "table": None}
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert torch.equal(a["alpha"], b["alpha"]) and torch.equal(a["strategy"]["apg"]["velocity"], b["strategy"]["apg"]["velocity"])
+
+    assert straight["predicted_ms"] <= straight["aim_ms"] + 1e-9
+    arch = load_arch(str(tmp_path / "straight" / "arch.json"))
+    assert arch.to_compact() == straight["arch"] and model.predict(arch) == pytest.approx(straight["predicted_ms"])
+    child = space.build(arch)
+    child.load_state_dict(torch.load(tmp_path / "straight" / "child.pt", weights_only=True), strict=True)
+    report = (tmp_path / "straight" / "report.md").read_text()
+    assert "pruned at lambda = 0" in report and "edges kept" in report

@@ -12,10 +12,11 @@ The search minimises ``CE(W, lambda) + delta |W|^2 + sum_e gamma_e |lambda_e|`` 
 * **derive**: drop every edge with lambda = 0 and every op it isolates (``DagSpace.canonical``).
 
 **Adaptive latency** (the paper's adaptive MAC, eq. 10, with milliseconds): the weight of an
-edge into an op is ``gamma * ms(op) / ms_max``, ``ms(op)`` the op's calibrated latency at
-its block's shape (``DagLatencyModel.calibrated_part_ms``); an edge into the block output
-weighs what one more input costs the 1x1 projection (the mean step of its entries over the
-widths 1..M*N). ``ms_max`` is the largest of these weights in the net.
+edge into an op is ``gamma * (ms(edge) + ms(op)) / ms_max``, ``ms(op)`` the op's calibrated
+latency at its block's shape (``DagLatencyModel.calibrated_part_ms``), ``ms(edge)`` the
+edge's own multiply-add; an edge into the block output weighs its own cost plus what one
+more input costs the 1x1 projection (the mean step of its entries over the widths
+1..M*N). ``ms_max`` is the largest of these weights in the net.
 
 **The budget sets the overall gamma.** After every lambda step the net that pruning would
 derive now (lambda > 0, isolated ops removed) is predicted; with ``e = pruned / aim - 1``,
@@ -63,7 +64,7 @@ _EPS = 1e-9
 
 
 def edge_costs(model: DagLatencyModel) -> torch.Tensor:
-    """[blocks, edges] calibrated ms each edge carries: its target op's, or one projection input's (float64)."""
+    """[blocks, edges] calibrated ms each edge carries: its own, plus its target op's or one projection input's (float64)."""
     space = model.space
     graph = space.graph
     costs = torch.zeros(len(space.layers), len(graph.edges), dtype=torch.float64)
@@ -72,11 +73,12 @@ def edge_costs(model: DagLatencyModel) -> torch.Tensor:
         widths = graph.n_ops
         step = (model.calibrated_part_ms[space.concat_key(widths, c, size)]
                 - model.calibrated_part_ms[space.concat_key(1, c, size)]) / max(widths - 1, 1)
+        own = model.calibrated_part_ms[space.edge_key(c, size)]
         for e, (_, dst) in enumerate(graph.edges):
             if dst == graph.output:
-                costs[layer.index, e] = max(step, 0.0)
+                costs[layer.index, e] = own + max(step, 0.0)
             else:
-                costs[layer.index, e] = model.calibrated_part_ms[space.op_key(space.ops[graph.op_slot(dst)], c, size)]
+                costs[layer.index, e] = own + model.calibrated_part_ms[space.op_key(space.ops[graph.op_slot(dst)], c, size)]
     return costs
 
 

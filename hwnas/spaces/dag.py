@@ -289,6 +289,11 @@ class DagSpace(Space):
         return OpSpec(f"cat{width}_1x1", width * channels, channels, 1, size, size).key
 
     @staticmethod
+    def edge_key(channels: int, size: int) -> str:
+        """One kept edge: its lambda multiply and the add (or concatenation) that takes its term in."""
+        return OpSpec("edge", channels, channels, 1, size, size).key
+
+    @staticmethod
     def reduction_key(c_in: int, c_out: int, stride: int, size: int) -> str:
         return OpSpec("reduce", c_in, c_out, stride, size, size).key
 
@@ -297,19 +302,23 @@ class DagSpace(Space):
         return [self.reduction_key(c_in, c_out, stride, size) for kind, c_in, c_out, stride, size in self._plan if kind == "reduce"]
 
     def block_parts(self, index: int, kept: Sequence[bool]) -> list[str]:
-        """The keys block ``index`` runs with edges ``kept``: each live op, the projection at its width."""
+        """The keys block ``index`` runs with edges ``kept``: each live op, the projection at its width, each kept edge."""
         layer = self.layers[index]
+        canonical = self.graph.canonical(kept)
         keys = [self.op_key(self.ops[self.graph.op_slot(node)], layer.c_in, layer.h) for node in self.graph.live_ops(kept)]
-        width = len(self.graph.concat_edges(self.graph.canonical(kept)))
+        width = len(self.graph.concat_edges(canonical))
         if width:
             keys.append(self.concat_key(width, layer.c_in, layer.h))
+        keys += [self.edge_key(layer.c_in, layer.h)] * sum(canonical)
         return keys
 
     def parts(self) -> list[Part]:
-        """Every op at every block shape, the projection at every concatenation width 1..M*N, the reductions."""
+        """Every op and an edge at every block shape, the projection at every concatenation width 1..M*N, the reductions."""
         unique: dict[str, Part] = {}
         shapes = dict.fromkeys((layer.c_in, layer.h) for layer in self.layers)
         for channels, size in shapes:
+            key = self.edge_key(channels, size)
+            unique[key] = Part(key, EdgeTerm, (channels, size, size))
             for op in self.ops:
                 key = self.op_key(op, channels, size)
                 unique[key] = Part(key, lambda op=op, c=channels: self.build_op(op, c), (channels, size, size))
@@ -408,6 +417,17 @@ class DagSpace(Space):
         for key in self.run_parts(arch):
             total = total + self._part_cost(key)
         return total
+
+
+class EdgeTerm(nn.Module):
+    """What one kept edge adds to a block at run time, timed alone: a scale multiply and an add (``x * s + x``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.full((1,), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + x
 
 
 def _projection(c_in: int, c_out: int) -> nn.Module:
