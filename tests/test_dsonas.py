@@ -470,3 +470,31 @@ def test_a_run_derives_under_the_aim_writes_its_folder_and_resumes_to_the_same_r
     child.load_state_dict(torch.load(tmp_path / "straight" / "child.pt", weights_only=True), strict=True)
     report = (tmp_path / "straight" / "report.md").read_text()
     assert "pruned at lambda = 0" in report and "edges kept" in report
+
+
+def test_random_archs_in_a_latency_band_and_the_cli_on_a_dag_space(tmp_path, cli_runner):
+    import json
+
+    from hwnas.cli.main import cli
+    from hwnas.search.random_archs import band_sampler
+
+    space = small_space()
+    table = random_table(space)
+    table.save(tmp_path / "table.json")
+    model = latency_model(table, space)
+    fastest, slowest = model.fastest()[1], model.slowest()[1]
+    low, high = fastest + 0.45 * (slowest - fastest), fastest + 0.5 * (slowest - fastest)
+    archs = band_sampler(model, low, high).sample(3, seed=1)
+    assert len({a.to_compact() for a in archs}) == 3 and all(low <= model.predict(a) <= high for a in archs)
+    shown = cli_runner.invoke(cli, ["arch", "show", archs[0].to_compact(), "--json"])
+    assert shown.exit_code == 0, shown.output
+    rows = json.loads(shown.output)["layers"]
+    assert sum(row["flops"] for row in rows) == space.cost(archs[0]).flops - space.fixed_cost().flops
+    listed = cli_runner.invoke(cli, ["spaces", "dsonas-small", "--resolution", "16"])
+    assert listed.exit_code == 0 and "128 searchable edges" in listed.output
+    predicted = cli_runner.invoke(cli, ["predict", archs[1].to_compact(), "--table", str(tmp_path / "table.json"), "--json"])
+    assert json.loads(predicted.output)["latency_ms"] == pytest.approx(model.predict(archs[1]))
+    refused = cli_runner.invoke(cli, ["search", "--method", "snas", "--space", "dsonas-small", "--resolution", "16",
+                                      "--width-mult", "0.25", "--table", str(tmp_path / "table.json"), "--latency", f"{high}ms",
+                                      "--out", str(tmp_path / "run")])
+    assert refused.exit_code != 0 and "method snas searches chain spaces" in refused.output

@@ -160,6 +160,10 @@ class DsoNasStrategy(Strategy):
         self.epoch = 0
 
     @classmethod
+    def supports(cls, space: Any) -> bool:
+        return isinstance(space, DagSpace)
+
+    @classmethod
     def build_supernet(cls, space: Any) -> EdgeSupernet:
         return EdgeSupernet(space)
 

@@ -89,11 +89,16 @@ class Strategy:
 
     # -- per method ------------------------------------------------------------------------
     @classmethod
-    def build_supernet(cls, space: Any) -> Any:
-        """The supernet the method trains (a chain space's ``Supernet``; DSO-NAS: the completely connected net)."""
+    def supports(cls, space: Any) -> bool:
+        """Whether the method can search ``space`` (the chain methods: chain spaces; DSO-NAS: DAG spaces)."""
         from hwnas.spaces import DagSpace
 
-        if isinstance(space, DagSpace):
+        return not isinstance(space, DagSpace)
+
+    @classmethod
+    def build_supernet(cls, space: Any) -> Any:
+        """The supernet the method trains (a chain space's ``Supernet``; DSO-NAS: the completely connected net)."""
+        if not cls.supports(space):
             raise HwnasError(f"method {cls.name} searches chain spaces; space {space.name} is searched by --method dsonas")
         return Supernet(space)
 

@@ -411,6 +411,13 @@ class DagSpace(Space):
             total = total + self._part_cost(key)
         return total
 
+    def block_cost(self, index: int, kept: Sequence[bool]) -> Cost:
+        """FLOPs and params of block ``index`` with edges ``kept`` (its live ops and projection)."""
+        total = Cost(0, 0)
+        for key in self.block_parts(index, kept):
+            total = total + self._part_cost(key)
+        return total
+
     def cost(self, arch: Arch) -> Cost:
         """FLOPs and params of the net of ``arch``: the fixed parts plus every part it runs."""
         total = self.fixed_cost()
