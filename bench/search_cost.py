@@ -127,12 +127,16 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, f"--worker={kind}", *passthrough], capture_output=True, text=True,
                                  check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"space {args.space} r{args.resolution} w{args.width_mult}, batch {args.batch_size}, 1 thread, "
-          f"median of {args.steps} steps x {args.rounds} rounds (median over rounds)")
-    child_s = statistics.median(r["step_s"] for r in results.get("child", [])) if "child" in results else None
-    child_mb = statistics.median(r["peak_mb"] for r in results.get("child", [])) if "child" in results else None
+    print(f"space {args.space} (dsonas kinds: {args.dag_space}) r{args.resolution} w{args.width_mult}, batch {args.batch_size}, "
+          f"1 thread, median of {args.steps} steps x {args.rounds} rounds (median over rounds)")
+
+    def median_of(kind: str, field: str) -> float | None:
+        return statistics.median(r[field] for r in results[kind]) if kind in results else None
+
     print(f"{'step':<18} {'time ms':>9} {'x child':>8} {'peak MB':>9} {'x child':>8}")
     for kind in kinds:
+        reference = "dsonas-child" if kind.startswith("dsonas") else "child"  # each against random nets of its own space
+        child_s, child_mb = median_of(reference, "step_s"), median_of(reference, "peak_mb")
         step_s = statistics.median(r["step_s"] for r in results[kind])
         peak = statistics.median(r["peak_mb"] for r in results[kind])
         ratio_t = f"{step_s / child_s:8.2f}" if child_s else f"{'':>8}"

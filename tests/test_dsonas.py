@@ -498,3 +498,20 @@ def test_random_archs_in_a_latency_band_and_the_cli_on_a_dag_space(tmp_path, cli
                                       "--width-mult", "0.25", "--table", str(tmp_path / "table.json"), "--latency", f"{high}ms",
                                       "--out", str(tmp_path / "run")])
     assert refused.exit_code != 0 and "method snas searches chain spaces" in refused.output
+
+
+def test_after_an_overshoot_the_derivation_starts_from_the_last_lambda_not_under_the_aim():
+    strategy, _ = dsonas_strategy(aim_share=0.5)
+    aim = strategy.budget.aim_ms
+    strategy.control()  # all lambdas 1: the full net, over the aim, is kept as the last net not under it
+    with torch.no_grad():
+        strategy.lam.uniform_(0.1, 1.0, generator=torch.Generator().manual_seed(6))
+        strategy.lam[:, :] *= (torch.rand(strategy.lam.shape, generator=torch.Generator().manual_seed(7)) < 0.05)
+    strategy.control()
+    assert strategy.pruned_ms < 0.5 * aim  # an overshoot far under the aim
+    arch, predicted, figures = strategy.derive(aim, spend=True)
+    assert figures["derived_from"] == "the last lambda not under the aim"
+    # the repair removes one edge (and what it isolates) at a time: it stops just under the aim, not at the overshoot
+    assert 0.95 * aim < predicted <= aim
+    child = strategy.extract_child(arch)
+    assert all(bool((block.scales > 0).all()) for block in child.searchable)

@@ -9,7 +9,8 @@ The search minimises ``CE(W, lambda) + delta |W|^2 + sum_e gamma_e |lambda_e|`` 
   0.5, the paper's CIFAR split), alternating 1:1. The lambda step is APG-NAG (eqs. 6-8,
   ``hwnas.search.apg``): ``z = lambda - eta grad``, ``v = S_{eta gamma}(z) - lambda + mu v``,
   ``lambda = max(0, S_{eta gamma}(z) + mu v)``; no weight decay on lambda;
-* **derive**: drop every edge with lambda = 0 and every op it isolates (``DagSpace.canonical``).
+* **derive**: drop every edge with lambda = 0 and every op it isolates (``DagSpace.canonical``);
+  where the final pruned net is under the aim, from the last lambda whose pruned net was not.
 
 **Adaptive latency** (the paper's adaptive MAC, eq. 10, with milliseconds): the weight of an
 edge into an op is ``gamma * (ms(edge) + ms(op)) / ms_max``, ``ms(op)`` the op's calibrated
@@ -24,6 +25,11 @@ derive now (lambda > 0, isolated ops removed) is predicted; with ``e = pruned / 
 than ``settle_band`` over the aim, less as it nears the aim, none at or under it. This is
 the paper's adaptive FLOPs (eq. 9: gamma proportional to the block's kept FLOPs) turned
 towards a target: the sparsity pressure follows how much latency is still to be removed.
+
+**Overshoot**: at the aim gamma is 0, but APG-NAG's momentum carries lambdas near 0 on past
+it (a run at 50 % of the range derived 0.855 x aim so). The search keeps the last lambda
+whose pruned net was not under the aim, and the derivation starts there when the final one
+is under it; the repair then takes that net down to the aim.
 
 **Repair**: a pruned net still over the aim loses, one at a time, the edge whose removal
 gives up the least lambda per ms saved (lambda summed over the removed edge and any edge
@@ -157,6 +163,8 @@ class DsoNasStrategy(Strategy):
         self.weights = adaptive_weights(self.latency).float()
         self.gamma_now = 0.0
         self.pruned_ms = self.latency.slowest()[1]
+        #: lambda at the last step whose pruned net was not under the aim (where the derivation starts after an overshoot)
+        self.at_aim = torch.ones_like(self.lam.detach())
         self.epoch = 0
 
     @classmethod
@@ -212,15 +220,24 @@ class DsoNasStrategy(Strategy):
     def control(self) -> None:
         """Predict the net pruning would derive now and set the overall gamma from its distance to the aim."""
         self.pruned_ms = self.latency.masks_ms(masks_of(self.lam, self.latency.space))
+        if self.pruned_ms >= self.budget.aim_ms:
+            self.at_aim = self.lam.detach().clone()
         error = self.pruned_ms / self.budget.aim_ms - 1.0
         self.gamma_now = self.options["gamma"] * min(max(error / self.options["settle_band"], 0.0), 1.0)
 
     def derive(self, aim_ms: float, spend: bool) -> tuple[Arch, float, dict[str, Any]]:
-        """Prune (lambda = 0 and isolated ops), then repair to the aim by the least lambda per ms."""
+        """Prune (lambda = 0 and isolated ops), then repair to the aim by the least lambda per ms.
+
+        Where the final lambda's pruned net is under the aim (APG-NAG's momentum carries lambdas
+        past 0 after gamma has dropped to 0), the pruning starts from ``at_aim``, the last lambda
+        whose pruned net was not under the aim, and the repair takes it down to the aim.
+        """
         space = self.latency.space
-        masks = masks_of(self.lam, space)
-        pruned_ms = self.latency.masks_ms(masks)
-        masks, removals, saved = repair_to_limit(self.latency, masks, self.lam, aim_ms)
+        pruned_ms = self.latency.masks_ms(masks_of(self.lam, space))
+        lam = self.lam.detach() if pruned_ms >= aim_ms else self.at_aim
+        masks = masks_of(lam, space)
+        start_ms = self.latency.masks_ms(masks)
+        masks, removals, saved = repair_to_limit(self.latency, masks, lam, aim_ms)
         arch = space.arch_of(masks)
         predicted = self.latency.predict(arch)
         if predicted > aim_ms + 1e-6:
@@ -238,12 +255,16 @@ class DsoNasStrategy(Strategy):
             "expected_ms": pruned_ms,
             "multiplier": self.gamma_now,
             "pruned_ms": pruned_ms,
+            "derived_from": "final lambda" if lam is not self.at_aim else "the last lambda not under the aim",
+            "start_ms": start_ms,
             "edges_kept": kept,
             "edges_total": len(space.graph.edges) * len(space.layers),
         }
 
     def extract_child(self, arch: Arch) -> torch.nn.Module:
-        return self.supernet.extract_child(arch, self.lam.detach())
+        """The child with the supernet's weights; each kept edge scaled by its lambda (by ``at_aim``'s where it has since reached 0)."""
+        lam = self.lam.detach()
+        return self.supernet.extract_child(arch, torch.where(lam > 0, lam, self.at_aim))
 
     def log_fields(self) -> dict[str, Any]:
         lam = self.lam.detach()
@@ -259,9 +280,10 @@ class DsoNasStrategy(Strategy):
         }
 
     def extra_state(self) -> dict[str, Any]:
-        return {"apg": self.apg.state_dict(), "gamma_now": self.gamma_now, "pruned_ms": self.pruned_ms}
+        return {"apg": self.apg.state_dict(), "gamma_now": self.gamma_now, "pruned_ms": self.pruned_ms, "at_aim": self.at_aim}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.apg.load_state_dict(state["apg"])
         self.gamma_now = float(state["gamma_now"])
         self.pruned_ms = float(state["pruned_ms"])
+        self.at_aim = state["at_aim"].clone()
