@@ -68,15 +68,15 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from hwnas.data import natural_space_args
-    from hwnas.latency import LatencyModel, LatencyTable
+    from hwnas.latency import LatencyTable, latency_model
     from hwnas.search import STRATEGIES
     from hwnas.spaces import get_space
 
     args.space_args = natural_space_args(args.data)
     space = get_space(args.space, **args.space_args)
-    model = LatencyModel(LatencyTable.load(args.table), space)
+    model = latency_model(LatencyTable.load(args.table), space)
     fastest, slowest = model.fastest()[1], model.slowest()[1]
-    methods = args.methods or list(STRATEGIES)
+    methods = args.methods or [m for m, cls in STRATEGIES.items() if cls.supports(space)]
     rows = []
     for fraction in args.fractions:
         budget = fastest + fraction * (slowest - fastest)

@@ -18,7 +18,9 @@ The latency table is synthetic (step cost does not depend on its values); the ai
 single-path one-shot methods is the slowest net, so SPOS draws from the same uniform
 distribution as the child. Seed 000 table 1 expects DSNAS ~ O(P) (one path), ProxylessNAS ~
 O(2P) on arch steps, SNAS ~ O(nP); SPOS ~ O(P); GreedyNAS adds m = 10 forward passes on its
-ranking images (here 4 x the batch) and trains k = 5 paths.
+ranking images (here 4 x the batch) and trains k = 5 paths. DSO-NAS (``dsonas``) runs the
+completely connected net of ``--dag-space`` twice per step (a weight step and a lambda step,
+each forward and backward), timed against random pruned nets of that space (``dsonas-child``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import subprocess
 import sys
 import time
 
-KINDS = ("child", "dsnas", "proxyless-weight", "proxyless-arch", "snas", "spos", "greedynas")
+KINDS = ("child", "dsnas", "proxyless-weight", "proxyless-arch", "snas", "spos", "greedynas", "dsonas-child", "dsonas")
 
 
 def peak_rss_mb() -> float:
@@ -44,14 +46,15 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(1)
     from hwnas.arch import Arch
-    from hwnas.latency import LatencyModel
+    from hwnas.latency import latency_model
     from hwnas.search import STRATEGIES
     from hwnas.search.budget import BudgetController
-    from hwnas.search.supernet import ArchParameters, Supernet
     from hwnas.search.synthetic import synthetic_table
     from hwnas.spaces import get_space
 
-    space = get_space(args.space, resolution=args.resolution, in_channels=1, num_classes=10, width_mult=args.width_mult)
+    # DSO-NAS searches the edges of a DAG space (--dag-space), timed against random pruned nets of that space
+    name = args.dag_space if kind.startswith("dsonas") else args.space
+    space = get_space(name, resolution=args.resolution, in_channels=1, num_classes=10, width_mult=args.width_mult)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch_size, 1, args.resolution, args.resolution, generator=generator)
     labels = torch.randint(0, 10, (args.batch_size,), generator=generator)
@@ -62,7 +65,7 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
     baseline = peak_rss_mb()
     times: list[float] = []
     total = args.warmup + args.steps
-    if kind == "child":
+    if kind in ("child", "dsonas-child"):
         for index in range(total):
             child = space.build(Arch.random(space, seed=index)).train()
             optimizer = torch.optim.SGD(child.parameters(), lr=0.01, momentum=0.9)
@@ -74,11 +77,14 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
             times.append(time.perf_counter() - started)
     else:
         method = kind.split("-")[0]
-        latency = LatencyModel(synthetic_table(space), space)
-        supernet, arch = Supernet(space).train(), ArchParameters(space)
+        cls = STRATEGIES[method]
+        latency = latency_model(synthetic_table(space), space)
+        supernet, arch = cls.build_supernet(space).train(), cls.build_arch(space)
         optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01, momentum=0.9)
         budget = BudgetController("lagrangian", latency.slowest()[1])
-        strategy = STRATEGIES[method](supernet, arch, latency, budget, optimizer, {}, torch.Generator().manual_seed(1))
+        # DSO-NAS: one weight step and one lambda step (on another batch) per step, from the first
+        options = {"pretrain_epochs": 0} if method == "dsonas" else {}
+        strategy = cls(supernet, arch, latency, budget, optimizer, options, torch.Generator().manual_seed(1))
         # GreedyNAS ranks its m paths on held-out images: 4 batches' worth here (its default is up to 1,000)
         strategy.held_out_set = torch.utils.data.TensorDataset(torch.randn(4 * args.batch_size, 1, args.resolution, args.resolution,
                                                                            generator=generator),
@@ -90,7 +96,7 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
             if kind == "proxyless-arch":
                 strategy.arch_step(images, labels)
             else:
-                strategy.step(images, labels, None)
+                strategy.step(images, labels, (lambda: (images, labels)) if method == "dsonas" else None)
             times.append(time.perf_counter() - started)
     measured = times[args.warmup:]
     return {"kind": kind, "step_s": statistics.median(measured), "peak_mb": peak_rss_mb() - baseline}
@@ -99,6 +105,7 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", default="proxyless")
+    parser.add_argument("--dag-space", default="dsonas-small", help="Space of the dsonas kinds.")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--width-mult", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -113,19 +120,23 @@ def main() -> None:
         return
     kinds = args.kinds.split(",")
     results: dict[str, list[dict]] = {kind: [] for kind in kinds}
-    passthrough = [f"--space={args.space}", f"--resolution={args.resolution}", f"--width-mult={args.width_mult}",
+    passthrough = [f"--space={args.space}", f"--dag-space={args.dag_space}", f"--resolution={args.resolution}", f"--width-mult={args.width_mult}",
                    f"--batch-size={args.batch_size}", f"--steps={args.steps}", f"--warmup={args.warmup}"]
     for _ in range(args.rounds):
         for kind in kinds:
             out = subprocess.run([sys.executable, __file__, f"--worker={kind}", *passthrough], capture_output=True, text=True,
                                  check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"space {args.space} r{args.resolution} w{args.width_mult}, batch {args.batch_size}, 1 thread, "
-          f"median of {args.steps} steps x {args.rounds} rounds (median over rounds)")
-    child_s = statistics.median(r["step_s"] for r in results.get("child", [])) if "child" in results else None
-    child_mb = statistics.median(r["peak_mb"] for r in results.get("child", [])) if "child" in results else None
+    print(f"space {args.space} (dsonas kinds: {args.dag_space}) r{args.resolution} w{args.width_mult}, batch {args.batch_size}, "
+          f"1 thread, median of {args.steps} steps x {args.rounds} rounds (median over rounds)")
+
+    def median_of(kind: str, field: str) -> float | None:
+        return statistics.median(r[field] for r in results[kind]) if kind in results else None
+
     print(f"{'step':<18} {'time ms':>9} {'x child':>8} {'peak MB':>9} {'x child':>8}")
     for kind in kinds:
+        reference = "dsonas-child" if kind.startswith("dsonas") else "child"  # each against random nets of its own space
+        child_s, child_mb = median_of(reference, "step_s"), median_of(reference, "peak_mb")
         step_s = statistics.median(r["step_s"] for r in results[kind])
         peak = statistics.median(r["peak_mb"] for r in results[kind])
         ratio_t = f"{step_s / child_s:8.2f}" if child_s else f"{'':>8}"

@@ -469,10 +469,15 @@ def main() -> int:
     model = LatencyModel(table, get_space(plan.space, **sa))
     fastest, slowest = model.fastest()[1], model.slowest()[1]
     plan_dict = asdict(plan)
-    methods = args.methods.split(",") if args.methods else list(STRATEGIES)
+    space = get_space(plan.space, **sa)
+    # every method that can search the plan's space (DSO-NAS searches the edges of DAG spaces: not this plan's)
+    methods = args.methods.split(",") if args.methods else [m for m, cls in STRATEGIES.items() if cls.supports(space)]
     unknown = [m for m in methods if m not in STRATEGIES]
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
+    unfit = [m for m in methods if not STRATEGIES[m].supports(space)]
+    if unfit:
+        parser.error(f"method(s) {', '.join(unfit)} cannot search space {plan.space}")
 
     budgets = []
     for fraction in plan.fractions:

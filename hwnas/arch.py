@@ -18,7 +18,7 @@ from typing import Any
 
 from hwnas.errors import HwnasError
 from hwnas.files import write_text_atomic
-from hwnas.spaces import SPACES, ChainSpace, SpaceArgs, get_space
+from hwnas.spaces import SPACES, Space, SpaceArgs, get_space
 
 _ARG_TYPES = {name: f.type for name, f in SpaceArgs.__dataclass_fields__.items()}
 _DEFAULT_ARGS = SpaceArgs().to_dict()
@@ -35,7 +35,7 @@ class Arch:
         object.__setattr__(self, "space_args", {**_DEFAULT_ARGS, **self.space_args})
 
     # -- the space it belongs to ----------------------------------------------------------
-    def build_space(self) -> ChainSpace:
+    def build_space(self) -> Space:
         return get_space(self.space, **self.space_args)
 
     def validated(self) -> Arch:
@@ -44,10 +44,10 @@ class Arch:
         return self
 
     @classmethod
-    def random(cls, space: ChainSpace, seed: int | None = None) -> Arch:
-        """A uniformly random arch of ``space`` (each layer's op drawn from its candidates)."""
+    def random(cls, space: Space, seed: int | None = None) -> Arch:
+        """A random arch of ``space`` (``space.random_choices``: a chain space draws each layer's op uniformly)."""
         rng = random.Random(seed)
-        return cls(space.name, tuple(rng.choice(layer.candidates) for layer in space.layers), space.args.to_dict())
+        return cls(space.name, space.random_choices(rng), space.args.to_dict())
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from hwnas.arch import Arch, load_arch
 from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option, space_options
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
-from hwnas.latency import LatencyModel, LatencyTable
+from hwnas.latency import LatencyModel, LatencyTable, latency_model
 from hwnas.search.budget import make_target, parse_latency
-from hwnas.search.random_archs import BandSampler
+from hwnas.search.random_archs import band_sampler
+from hwnas.spaces import DagSpace
 
 
 def _arch_with_overrides(source: str, overrides: dict) -> Arch:
@@ -70,7 +71,7 @@ def sample(space: str, space_overrides: dict, seed: int | None, count: int, tabl
         if not 0 < low <= high:
             raise HwnasError(f"--band needs 0 < LO <= HI, got {low} {high}")
         echo_warnings(target.clamp_note())
-        sampler = BandSampler(model, low * target.aim_ms, high * target.aim_ms)
+        sampler = band_sampler(model, low * target.aim_ms, high * target.aim_ms)
         drawn = sampler.sample(count, seed if seed is not None else random.randrange(2**63))
         predicted = [model.predict(a) for a in drawn]
     if output:
@@ -94,7 +95,7 @@ def _table_model(table_path: str, space: str | None, overrides: dict) -> Latency
     if (space is not None and space != built.name) or built.args.to_dict() != table.meta["space_args"]:
         raise HwnasError(f"--table {table_path} measured space {table.meta['space']} {table.meta['space_args']}, "
                          f"not {space or built.name} {built.args.to_dict()}")
-    return LatencyModel(table, built)
+    return latency_model(table, built)
 
 
 @arch.command()
@@ -107,7 +108,12 @@ def show(arch_source: str, space_overrides: dict, as_json: bool) -> None:
     space = chosen.build_space()
     rows = []
     for layer, op in zip(space.layers, chosen.choices):
-        cost = space.op_cost(layer.index, op)
+        if isinstance(space, DagSpace):  # a block: its edge mask, shown as live ops and kept edges
+            kept = space.graph.canonical(space.graph.decode(op))
+            op = f"{len(space.graph.live_ops(kept))}ops/{sum(kept)}e"
+            cost = space.block_cost(layer.index, kept)
+        else:
+            cost = space.op_cost(layer.index, op)
         rows.append({"index": layer.index, "op": op, "input_shape": [layer.c_in, layer.h, layer.w], "c_out": layer.c_out,
                      "stride": layer.stride, "flops": cost.flops, "params": cost.params})
     total = space.cost(chosen)

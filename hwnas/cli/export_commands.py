@@ -14,7 +14,7 @@ from hwnas.errors import HwnasError
 from hwnas.export.artifact import ExportRequest, export_and_verify
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
 from hwnas.files import check_writable, refuse_overwrite
-from hwnas.latency import LatencyModel, LatencyTable
+from hwnas.latency import LatencyModel, LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta, find_table
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.run_folder import RunFolder, load_weights
@@ -33,7 +33,7 @@ def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allo
         except HwnasError:
             return None
     expect = expected_meta(request.device, request.runtime, request.batch_size, request.fp16, space)
-    return LatencyModel(LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign), space)
+    return latency_model(LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign), space)
 
 
 def _run_table(run: RunFolder, request: ExportRequest) -> str | None:

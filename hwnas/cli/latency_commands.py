@@ -12,11 +12,11 @@ from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency.lookup import default_table_path, expected_meta
-from hwnas.latency.model import LatencyModel, calibration_formula
+from hwnas.latency.model import calibration_formula, latency_model
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.latency.table import LatencyTable
-from hwnas.spaces import ChainSpace, get_space
+from hwnas.spaces import Space, get_space
 
 
 def protocol_options(command):
@@ -51,7 +51,7 @@ def _runtime(name: str, device: str, threads: int | None, fp16: bool, protocol: 
     return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=protocol)
 
 
-def _table_space(table: LatencyTable) -> ChainSpace:
+def _table_space(table: LatencyTable) -> Space:
     return get_space(table.meta["space"], **table.meta["space_args"])
 
 
@@ -164,7 +164,7 @@ def _calibration_line(table: LatencyTable) -> str | None:
 def show(table_path: str, as_json: bool) -> None:
     """Print a table's meta, entry count and the fastest / slowest latency of its space."""
     table = LatencyTable.load(table_path)
-    model = LatencyModel(table, _table_space(table))
+    model = latency_model(table, _table_space(table))
     fastest, fastest_ms = model.fastest()
     slowest, slowest_ms = model.slowest()
     if as_json:
@@ -193,7 +193,7 @@ def predict(arch_source: str, table_path: str, as_json: bool) -> None:
     space = _table_space(table)
     if arch.space != space.name or arch.build_space().args != space.args:
         raise HwnasError(f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}")
-    latency_ms = LatencyModel(table, space).predict(arch)
+    latency_ms = latency_model(table, space).predict(arch)
     if as_json:
         echo_json({"latency_ms": latency_ms})
         return

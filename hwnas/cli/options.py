@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from hwnas.data import DATA_SETS
-from hwnas.spaces import SPACES, ChainSpace, get_space
+from hwnas.spaces import SPACES, Space, get_space
 
 
 def space_options(with_space_name: bool = True, shape_from_data: bool = False) -> Callable:
@@ -47,7 +47,7 @@ def space_options(with_space_name: bool = True, shape_from_data: bool = False) -
     return decorate
 
 
-def build_space(name: str, overrides: dict[str, Any]) -> ChainSpace:
+def build_space(name: str, overrides: dict[str, Any]) -> Space:
     return get_space(name, **overrides)
 
 

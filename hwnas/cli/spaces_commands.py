@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hwnas.cli.options import echo_json, json_option, space_options
-from hwnas.spaces import SPACES, get_space
+from hwnas.spaces import SPACES, DagSpace, get_space
 
 
 @click.command()
@@ -38,7 +38,8 @@ def spaces(name: str | None, space_overrides: dict, as_json: bool) -> None:
         shape = f"({layer.c_in},{layer.h},{layer.w})"
         click.echo(f"{layer.index:>5}  {shape:<16} {layer.c_out:>5} {layer.stride:>6}  {' '.join(layer.candidates)}")
     click.echo(f"head: input {tuple(space.head_in_shape)} -> {space.args.num_classes} classes")
-    size = 1
-    for layer in space.layers:
-        size *= len(layer.candidates)
-    click.echo(f"{size:.3g} architectures")
+    if isinstance(space, DagSpace):
+        graph = space.graph
+        click.echo(f"each block: {graph.levels} levels x {graph.width} ops, {len(graph.edges)} searchable edges; "
+                   "an arch keeps a set of edges per block")
+    click.echo(f"{space.count_archs():.3g} architectures")

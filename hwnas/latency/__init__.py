@@ -1,6 +1,6 @@
 """Latency on the target: runtimes, the profiler, the table file and the model built on it."""
 
-from hwnas.latency.model import LatencyModel, head_key, overhead_key, profile_command, required_keys, stem_key
+from hwnas.latency.model import LatencyModel, head_key, latency_model, overhead_key, profile_command, required_keys, stem_key
 from hwnas.latency.table import ForeignTableWarning, LatencyTable
 
-__all__ = ["ForeignTableWarning", "LatencyModel", "LatencyTable", "head_key", "overhead_key", "profile_command", "required_keys", "stem_key"]
+__all__ = ["ForeignTableWarning", "LatencyModel", "LatencyTable", "head_key", "latency_model", "overhead_key", "profile_command", "required_keys", "stem_key"]

@@ -17,12 +17,12 @@ from typing import Any
 from hwnas.errors import HwnasError
 from hwnas.latency.fingerprint import device_name
 from hwnas.latency.model import profile_command
-from hwnas.spaces import ChainSpace
+from hwnas.spaces import Space
 
 LOCAL_TABLES = Path("latency_tables")
 
 
-def expected_meta(device: str, runtime: str, batch_size: int = 1, fp16: bool = False, space: ChainSpace | None = None) -> dict[str, Any]:
+def expected_meta(device: str, runtime: str, batch_size: int = 1, fp16: bool = False, space: Space | None = None) -> dict[str, Any]:
     """Meta values a table must match to describe this machine, runtime, precision and shape."""
     meta: dict[str, Any] = {
         "device": device,
@@ -47,7 +47,7 @@ def shipped_tables_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "latency_tables"  # source checkout / editable install
 
 
-def default_table_path(space: ChainSpace, device: str, runtime: str, threads: int | None, batch_size: int, fp16: bool = False) -> Path:
+def default_table_path(space: Space, device: str, runtime: str, threads: int | None, batch_size: int, fp16: bool = False) -> Path:
     """``latency_tables/<device>_<runtime>_t<threads>_b<batch>[_fp16]_<space>_r<res>_c<in>_n<classes>_w<width>.json``."""
     slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")[:40]
     args = space.args
@@ -69,7 +69,7 @@ def _matches(path: Path, wanted: dict[str, Any], space_name: str, threads: int |
 
 
 def find_table(
-    space: ChainSpace,
+    space: Space,
     device: str,
     runtime: str,
     threads: int | None = None,

@@ -26,12 +26,12 @@ import torch
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.latency.table import LatencyTable
-from hwnas.spaces import SKIP_OPS, ChainSpace
+from hwnas.spaces import SKIP_OPS, ChainSpace, Space
 
 
 def count_ops(arch: Arch) -> int:
-    """Layers of ``arch`` that run an op, not a skip: the ``ops`` of the calibration."""
-    return sum(op not in SKIP_OPS for op in arch.choices)
+    """The searchable parts ``arch`` runs (a chain space: layers that run an op, not a skip): the ``ops`` of the calibration."""
+    return arch.build_space().count_ops(arch)
 
 
 def apply_calibration(calibration: dict, sum_ms: float, ops: int) -> float:
@@ -46,30 +46,30 @@ def calibration_formula(calibration: dict) -> str:
     return f"measured ~ {calibration['a']:.4f} * sum{ops} + {calibration['b']:.4f} ms"
 
 
-def stem_key(space: ChainSpace) -> str:
+def stem_key(space: Space) -> str:
     """Table key of the fixed stem (input shape included)."""
     c, h, w = space.input_shape
     return f"stem:{space.name}:c{c}-{space.stem_out_channels}:h{h}w{w}"
 
 
-def head_key(space: ChainSpace) -> str:
+def head_key(space: Space) -> str:
     """Table key of the fixed head (its input shape and the number of classes)."""
     c, h, w = space.head_in_shape
     return f"head:{space.name}:c{c}-{space.args.num_classes}:h{h}w{w}"
 
 
-def overhead_key(space: ChainSpace) -> str:
+def overhead_key(space: Space) -> str:
     """Table key of the per-call cost of the runtime (an identity model at the net's input shape)."""
     c, h, w = space.input_shape
     return f"overhead:identity:c{c}:h{h}w{w}"
 
 
-def required_keys(space: ChainSpace) -> list[str]:
-    """Every key a table needs to cover ``space``: the unique op specs, the stem and the head."""
-    return [spec.key for spec in space.op_specs()] + [stem_key(space), head_key(space)]
+def required_keys(space: Space) -> list[str]:
+    """Every key a table needs to cover ``space``: every part its nets can run, the stem and the head."""
+    return [part.key for part in space.parts()] + [stem_key(space), head_key(space)]
 
 
-def profile_command(space: ChainSpace, meta: dict) -> str:
+def profile_command(space: Space, meta: dict) -> str:
     """The ``hwnas profile`` call that measures ``space`` on the target ``meta`` describes."""
     parts = ["hwnas", "profile", "--space", space.name]
     defaults = {"resolution": 224, "num_classes": 1000, "in_channels": 3, "width_mult": 1.0}
@@ -84,6 +84,28 @@ def profile_command(space: ChainSpace, meta: dict) -> str:
     if meta.get("path"):
         parts += ["-o", str(meta["path"])]
     return shlex.join(parts)
+
+
+def check_covers(table: LatencyTable, space: Space) -> None:
+    """An error naming the missing entries and the ``hwnas profile`` call that fills them, unless ``table`` covers ``space``."""
+    missing = table.missing(required_keys(space))
+    if missing:
+        meta = dict(table.meta, path=table.path)
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise HwnasError(
+            f"latency table {table.path or ''} lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} "
+            f"for space {space.name} ({shown}); fill them with: {profile_command(space, meta)}"
+        )
+
+
+def latency_model(table: LatencyTable, space: Space):
+    """The latency model of ``space`` under ``table``: ``LatencyModel`` for a chain space, ``DagLatencyModel`` for a DAG space."""
+    from hwnas.latency.dag_model import DagLatencyModel
+    from hwnas.spaces import DagSpace
+
+    if isinstance(space, DagSpace):
+        return DagLatencyModel(table, space)
+    return LatencyModel(table, space)
 
 
 class LatencyModel:
@@ -105,14 +127,7 @@ class LatencyModel:
                 f"latency table {table.path or ''} is a table of space {table.meta['space']}, not {space.name}; profile "
                 f"{space.name} into a table of its own with: {profile_command(space, table.meta)}"
             )
-        missing = table.missing(required_keys(space))
-        if missing:
-            meta = dict(table.meta, path=table.path)
-            shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-            raise HwnasError(
-                f"latency table {table.path or ''} lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} "
-                f"for space {space.name} ({shown}); fill them with: {profile_command(space, meta)}"
-            )
+        check_covers(table, space)
         self.mask = space.candidate_mask()
         columns = space.candidates
         overhead = overhead_key(space)

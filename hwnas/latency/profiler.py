@@ -29,8 +29,7 @@ from hwnas.latency.model import head_key, overhead_key, stem_key
 from hwnas.latency.protocol import Timing, combine_rounds
 from hwnas.latency.runtime_base import Runtime
 from hwnas.latency.table import MATCHED_META, LatencyTable
-from hwnas.spaces import SKIP_OPS, ChainSpace
-from hwnas.spaces.base import Layer
+from hwnas.spaces import Space
 
 #: meta fields that must agree before a rerun may resume an existing table
 RESUME_META = (*MATCHED_META, "space", "threads")
@@ -45,29 +44,18 @@ class ProfileItem:
     input_shape: tuple[int, ...]
 
 
-def profile_items(space: ChainSpace, batch_size: int = 1) -> list[ProfileItem]:
-    """The runtime's per-call cost, the stem, every unique op spec (skip ops excluded: they cost nothing), the head."""
+def profile_items(space: Space, batch_size: int = 1) -> list[ProfileItem]:
+    """The runtime's per-call cost, the stem, every part a net of the space can run (``space.parts()``), the head."""
     items = [
         ProfileItem(overhead_key(space), nn.Identity, (batch_size, *space.input_shape)),
         ProfileItem(stem_key(space), space.build_stem, (batch_size, *space.input_shape)),
     ]
-    seen: set[str] = set()
-    for layer in space.layers:
-        for op in layer.candidates:
-            spec = layer.op_spec(op)
-            if op in SKIP_OPS or spec.key in seen:
-                continue
-            seen.add(spec.key)
-
-            def build(layer=layer, op=op) -> nn.Module:
-                return Layer(space.build_op(layer.index, op), layer.shortcut)
-
-            items.append(ProfileItem(spec.key, build, (batch_size, spec.c_in, spec.h, spec.w)))
+    items += [ProfileItem(part.key, part.build, (batch_size, *part.input_shape)) for part in space.parts()]
     items.append(ProfileItem(head_key(space), space.build_head, (batch_size, *space.head_in_shape)))
     return items
 
 
-def table_meta(space: ChainSpace, runtime: Runtime, batch_size: int) -> dict[str, Any]:
+def table_meta(space: Space, runtime: Runtime, batch_size: int) -> dict[str, Any]:
     """Everything a table records about where and how it was measured."""
     return {
         **device_fingerprint(runtime.device),
@@ -119,7 +107,7 @@ class ProfileSummary:
 
 
 def profile_space(
-    space: ChainSpace,
+    space: Space,
     runtime: Runtime,
     output: str | Path,
     batch_size: int = 1,

@@ -27,17 +27,17 @@ from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
 from hwnas.latency.accuracy import error_metrics, fit_linear, fit_per_op_line
 from hwnas.latency.fingerprint import measurement_warnings
-from hwnas.latency.model import LatencyModel, apply_calibration, count_ops
+from hwnas.latency.model import apply_calibration, count_ops, latency_model
 from hwnas.latency.protocol import Timing
 from hwnas.latency.runtime_base import Runtime
 from hwnas.latency.table import LatencyTable
-from hwnas.spaces import ChainSpace
+from hwnas.spaces import Space
 
 MIN_ARCHS = 4
 NOISY_FLOOR = 0.10  # a noise-floor MAPE above this: the calibration mostly fits the machine's noise
 
 
-def random_archs(space: ChainSpace, n: int, seed: int) -> list[Arch]:
+def random_archs(space: Space, n: int, seed: int) -> list[Arch]:
     """``n`` distinct uniformly random archs (distinct: a repeated arch would count twice)."""
     archs: dict[tuple[str, ...], Arch] = {}
     draw = 0
@@ -50,7 +50,7 @@ def random_archs(space: ChainSpace, n: int, seed: int) -> list[Arch]:
 
 def validate_table(
     table: LatencyTable,
-    space: ChainSpace,
+    space: Space,
     runtime: Runtime,
     n: int = 30,
     seed: int = 0,
@@ -61,7 +61,7 @@ def validate_table(
         raise HwnasError(f"--n must be at least {MIN_ARCHS} (half of them fit the calibration, half test it), got {n}")
     started = time.perf_counter()
     uncalibrated = LatencyTable(meta=table.meta, entries=table.entries)
-    model = LatencyModel(uncalibrated, space)
+    model = latency_model(uncalibrated, space)
     archs = random_archs(space, n, seed)
     anchors = {"fastest": model.fastest()[0], "slowest": model.slowest()[0]}
     measured_archs = archs + list(anchors.values())

@@ -7,6 +7,7 @@ DSO-NAS) is adding one module and one line here.
 from __future__ import annotations
 
 from hwnas.search.dsnas import DsnasStrategy
+from hwnas.search.dsonas import DsoNasStrategy
 from hwnas.search.greedynas import GreedyNasStrategy
 from hwnas.search.proxyless import ProxylessStrategy
 from hwnas.search.snas import SnasStrategy
@@ -20,6 +21,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     SposStrategy.name: SposStrategy,
     GreedyNasStrategy.name: GreedyNasStrategy,
     RandomSearchStrategy.name: RandomSearchStrategy,
+    DsoNasStrategy.name: DsoNasStrategy,
 }
 
 __all__ = ["STRATEGIES", "Strategy"]

@@ -32,13 +32,11 @@ from hwnas.data import load_data, make_loader, split_for_arch
 from hwnas.distributed import SINGLE, Dist, like_module, split_batch, step_seed, train_device, wrap
 from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
-from hwnas.latency import LatencyModel, LatencyTable
+from hwnas.latency import LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta
 from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SELECTION_PLOT, SUPERNET
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import BudgetController, Target, make_target
-from hwnas.search.derive import derive_under_budget
-from hwnas.search.supernet import ArchParameters, Supernet
 from hwnas.spaces import get_space
 from hwnas.train import cosine_lr, evaluate
 
@@ -140,7 +138,7 @@ class SearchRun:
         if config.threads is not None:
             expect["threads"] = config.threads
         self.table = LatencyTable.load(config.table, expect=expect, allow_foreign=config.allow_foreign_table)
-        self.latency = LatencyModel(self.table, self.space)
+        self.latency = latency_model(self.table, self.space)
         self.fastest_arch, fastest_ms = self.latency.fastest()
         _, slowest_ms = self.latency.slowest()
         self.target: Target = make_target(config.budget_ms, fastest_ms, slowest_ms, config.margin, self.table.p90_relative_error)
@@ -158,15 +156,15 @@ class SearchRun:
         self.weight_set, self.arch_set = split_for_arch(self.data.train, config.arch_fraction, config.seed)
 
         torch.manual_seed(config.seed)
-        self.supernet = Supernet(self.space).to(self.device)
-        self.arch = ArchParameters(self.space)  # alpha, the latency model and the controller stay on the CPU
+        strategy_class = STRATEGIES[config.method]
+        self.supernet = strategy_class.build_supernet(self.space).to(self.device)
+        self.arch = strategy_class.build_arch(self.space)  # alpha, the latency model and the controller stay on the CPU
         #: what a weight step calls: the supernet, or DDP over it (batch norm over the global batch) in several processes
         self.net = wrap(self.supernet, dist, self.device)
         self.weight_optimizer = torch.optim.SGD(
             self.supernet.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
         )
         self.generator = torch.Generator().manual_seed(config.seed)
-        strategy_class = STRATEGIES[config.method]
         self.strategy = strategy_class(
             self.supernet, self.arch, self.latency, self.budget, self.weight_optimizer, config.method_options, self.generator,
             grad_clip=config.grad_clip,
@@ -347,17 +345,10 @@ class SearchRun:
         if self.strategy.one_shot:
             arch, predicted, derived = self.select()
         else:
-            derivation = derive_under_budget(self.strategy.effective_probs().detach(), self.latency, self.target.aim_ms,
-                                             spend=not self.config.one_sided)
-            arch, predicted = derivation.arch, derivation.predicted_ms
-            derived = {
-                **derivation.to_dict(self.target.aim_ms),
-                "expected_ms": float(self.latency.expected(self.strategy.effective_probs().detach().double())),
-                "multiplier": self.budget.multiplier,
-            }
+            arch, predicted, derived = self.strategy.derive(self.target.aim_ms, spend=not self.config.one_sided)
         if predicted > self.target.budget_ms + 1e-9:
             raise HwnasError(f"internal error: derived arch predicted {predicted:.4g} ms over the budget {self.target.budget_ms:.4g} ms")
-        child = self.supernet.extract_child(arch)
+        child = self.strategy.extract_child(arch)
         train_loader = make_loader(self.data.train, self.config.batch_size, True, self.config.workers, seed=self.config.seed + 5)
         recalibrate_bn(child, train_loader, self.config.bn_batches)
         _, child_acc = evaluate(child, make_loader(self.data.val, 256, False, self.config.workers))

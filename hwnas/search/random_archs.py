@@ -128,3 +128,48 @@ class BandSampler:
 def sample_in_band(model: LatencyModel, low_ms: float, high_ms: float, n: int, seed: int = 0) -> list[Arch]:
     """``n`` distinct archs drawn uniformly from those whose predicted latency lies in [``low_ms``, ``high_ms``]."""
     return BandSampler(model, low_ms, high_ms).sample(n, seed)
+
+
+class DagBandSampler:
+    """Random archs of a DAG space (``dsonas``) whose predicted latency lies in [``low_ms``, ``high_ms``].
+
+    Not uniform over the band (its archs cannot be counted layer by layer: a block's latency
+    depends on which ops its edges leave live): each draw is ``DagSpace.random_choices`` (one
+    keep probability per arch, from 0.05 to 0.95, every edge kept with it, isolated ops
+    removed), the draws outside the band rejected. The keep probability spreads the draws over
+    the space's latencies, so a band a few per cent wide is hit within a few hundred draws.
+    """
+
+    def __init__(self, model, low_ms: float, high_ms: float) -> None:
+        if not (math.isfinite(low_ms) and math.isfinite(high_ms)) or low_ms > high_ms:
+            raise HwnasError(f"a latency band needs low <= high, got [{low_ms:.4g}, {high_ms:.4g}] ms")
+        fastest, slowest = model.fastest()[1], model.slowest()[1]
+        if high_ms < fastest or low_ms > slowest:
+            raise HwnasError(f"no arch of space {model.space.name} lies within [{low_ms:.4g}, {high_ms:.4g}] ms: "
+                             f"its nets span {fastest:.4g} - {slowest:.4g} ms on this table")
+        self.model, self.low_ms, self.high_ms = model, low_ms, high_ms
+
+    def sample(self, n: int, seed: int = 0, max_draws: int | None = None) -> list[Arch]:
+        """``n`` distinct archs in the band, the same ones for the same seed."""
+        import random
+
+        if n < 1:
+            raise HwnasError(f"the number of archs must be at least 1, got {n}")
+        rng, space = random.Random(seed), self.model.space
+        found: dict[str, Arch] = {}
+        limit = max_draws if max_draws is not None else 2000 * n
+        for _ in range(limit):
+            arch = Arch(space.name, space.random_choices(rng), space.args.to_dict())
+            if self.low_ms <= self.model.predict(arch) <= self.high_ms:
+                found.setdefault(arch.to_compact(), arch)
+                if len(found) == n:
+                    return list(found.values())
+        raise HwnasError(f"found only {len(found)} distinct arch(s) within [{self.low_ms:.4g}, {self.high_ms:.4g}] ms in "
+                         f"{limit} draws; widen the band")
+
+
+def band_sampler(model, low_ms: float, high_ms: float):
+    """The sampler of random archs in a latency band for the model's space: ``BandSampler`` (chain) or ``DagBandSampler``."""
+    from hwnas.spaces import DagSpace
+
+    return DagBandSampler(model, low_ms, high_ms) if isinstance(model.space, DagSpace) else BandSampler(model, low_ms, high_ms)

@@ -23,6 +23,11 @@ def _how_derived(result: dict[str, Any]) -> str:
         return (f"{result['selection']} scored {result['evaluations']} archs under the aim with the supernet's weights "
                 f"(BN recalibrated, held-out training images); the best scored {result['selection_score']:.4f}; the selection "
                 f"took {result['selection_seconds']:.0f} s, {100 * result['selection_share_of_time']:.0f} % of the search's time")
+    if "pruned_ms" in result:
+        return (f"pruned at lambda = 0 (isolated ops removed): {result['pruned_ms']:.4g} ms ({100 * result['argmax_share_of_aim']:.1f} % "
+                f"of the aim); derived from {result['derived_from']} ({result['start_ms']:.4g} ms); the repair removed {result['repair_swaps']} edge(s) by least lambda per ms, saving "
+                f"{result['repair_ms']:.4g} ms; {result['edges_kept']} of {result['edges_total']} edges kept; final gamma "
+                f"{result['multiplier']:.3g}")
     return (f"the most probable arch {result['argmax_ms']:.4g} ms ({100 * result['argmax_share_of_aim']:.1f} % "
             f"of the aim); the repair saved {result['repair_ms']:.4g} ms in {result['repair_swaps']} swap(s); the fill added "
             f"{result['fill_ms']:.4g} ms ({100 * result['fill_share_of_aim']:.1f} % of the aim) in {result['fill_swaps']} swap(s); "

@@ -14,10 +14,12 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from hwnas.arch import Arch
 from hwnas.distributed import SINGLE, Dist
 from hwnas.errors import HwnasError
 from hwnas.latency import LatencyModel
 from hwnas.search.budget import BudgetController
+from hwnas.search.derive import derive_under_budget
 from hwnas.search.supernet import ArchParameters, PathChoice, Supernet
 
 #: gives one held-out (images, labels) batch for an arch step; only bi-level methods call it
@@ -93,6 +95,39 @@ class Strategy:
         self.arch_optimizer = self.make_arch_optimizer()
 
     # -- per method ------------------------------------------------------------------------
+    @classmethod
+    def supports(cls, space: Any) -> bool:
+        """Whether the method can search ``space`` (the chain methods: chain spaces; DSO-NAS: DAG spaces)."""
+        from hwnas.spaces import DagSpace
+
+        return not isinstance(space, DagSpace)
+
+    @classmethod
+    def build_supernet(cls, space: Any) -> Any:
+        """The supernet the method trains (a chain space's ``Supernet``; DSO-NAS: the completely connected net)."""
+        if not cls.supports(space):
+            raise HwnasError(f"method {cls.name} searches chain spaces; space {space.name} is searched by --method dsonas")
+        return Supernet(space)
+
+    @classmethod
+    def build_arch(cls, space: Any) -> Any:
+        """The architecture parameters (``alpha``) of the method."""
+        return ArchParameters(space)
+
+    def derive(self, aim_ms: float, spend: bool) -> tuple[Arch, float, dict[str, Any]]:
+        """The arch under ``aim_ms`` from alpha (``hwnas.search.derive``), its prediction and the figures for ``result.json``."""
+        probs = self.effective_probs().detach()
+        derivation = derive_under_budget(probs, self.latency, aim_ms, spend=spend)
+        return derivation.arch, derivation.predicted_ms, {
+            **derivation.to_dict(aim_ms),
+            "expected_ms": float(self.latency.expected(probs.double())),
+            "multiplier": self.budget.multiplier,
+        }
+
+    def extract_child(self, arch: Arch) -> torch.nn.Module:
+        """The child net of ``arch`` with the supernet's weights."""
+        return self.supernet.extract_child(arch)
+
     def init_alpha(self) -> None:
         """Initial alpha (called once for a fresh run, not on resume)."""
         raise NotImplementedError

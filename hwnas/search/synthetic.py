@@ -12,24 +12,28 @@ from pathlib import Path
 
 from hwnas.latency import LatencyTable, head_key, stem_key
 from hwnas.latency.lookup import expected_meta
-from hwnas.spaces import ChainSpace
+from hwnas.spaces import DagSpace, Space
 
 
-def synthetic_table(space: ChainSpace, ms_per_mflop: float = 0.01, overhead_ms: float = 0.005, threads: int = 1) -> LatencyTable:
+def synthetic_table(space: Space, ms_per_mflop: float = 0.01, overhead_ms: float = 0.005, threads: int = 1) -> LatencyTable:
     """A table covering ``space`` with made-up ms; meta matches this machine (cpu, onnxruntime, batch 1)."""
     meta = expected_meta("cpu", "onnxruntime", 1, False, space)
     meta.update(space=space.name, threads=threads, synthetic=True)
     entries = {}
-    for spec in space.op_specs():
-        ms = overhead_ms + ms_per_mflop * space._spec_cost(spec).flops / 1e6
-        entries[spec.key] = {"ms": ms, "p10": ms, "p90": ms, "n": 1}
-    fixed = overhead_ms + ms_per_mflop * space.fixed_cost().flops / 1e6 / 2
+    if isinstance(space, DagSpace):
+        costs = {part.key: space._part_cost(part.key).flops for part in space.parts()}
+    else:
+        costs = {spec.key: space._spec_cost(spec).flops for spec in space.op_specs()}
+    for key, flops in costs.items():
+        ms = overhead_ms + ms_per_mflop * flops / 1e6
+        entries[key] = {"ms": ms, "p10": ms, "p90": ms, "n": 1}
+    fixed = overhead_ms + ms_per_mflop * Space.fixed_cost(space).flops / 1e6 / 2
     for key in (stem_key(space), head_key(space)):
         entries[key] = {"ms": fixed, "p10": fixed, "p90": fixed, "n": 1}
     return LatencyTable(meta=meta, entries=entries)
 
 
-def write_synthetic_table(space: ChainSpace, path: Path, **kwargs: float) -> Path:
+def write_synthetic_table(space: Space, path: Path, **kwargs: float) -> Path:
     table = synthetic_table(space, **kwargs)
     table.save(path)
     return path

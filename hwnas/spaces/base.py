@@ -7,6 +7,9 @@ layers exist and how to build one candidate op; everything else lives here.
 
 from __future__ import annotations
 
+import math
+import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -144,15 +147,29 @@ class ChildNet(nn.Module):
         return self.head(self.layers(self.stem(x)))
 
 
-class ChainSpace:
-    """Base of the chain spaces; a subclass sets ``name``, ``description`` and the builders below."""
+@dataclass(frozen=True)
+class Part:
+    """A table entry a space's nets run: its key, how to build it alone, its input shape (C, H, W)."""
+
+    key: str
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, int, int]
+
+
+class Space:
+    """What every space shares: options, channel widths, stem and head, the fixed cost, the description.
+
+    Two kinds exist: ``ChainSpace`` (one op chosen per layer) and ``hwnas.spaces.dag.DagSpace``
+    (a set of kept edges per block). Both give ``random_choices``, ``validate``, ``build``,
+    ``cost``, ``parts`` (what a table must hold) and ``run_parts`` (the parts an arch runs).
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
 
     def __init__(self, args: SpaceArgs | None = None) -> None:
         self.args = args or SpaceArgs()
-        self._cost_cache: dict[OpSpec, Cost] = {}
+        self._cost_cache: dict[Any, Cost] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.args})"
@@ -161,17 +178,14 @@ class ChainSpace:
         """A channel count of the published net scaled by ``width_mult``, a multiple of 8."""
         return channels if self.args.width_mult == 1.0 else make_divisible(channels * self.args.width_mult)
 
-    # -- what a concrete space provides -------------------------------------------------
-    def _build_layers(self) -> list[LayerSpec]:
-        raise NotImplementedError
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.args.in_channels, self.args.resolution, self.args.resolution)
 
     def build_stem(self) -> nn.Module:
         raise NotImplementedError
 
     def build_head(self) -> nn.Module:
-        raise NotImplementedError
-
-    def _build_op(self, layer: LayerSpec, op: str) -> nn.Module:
         raise NotImplementedError
 
     @property
@@ -180,18 +194,80 @@ class ChainSpace:
 
     @property
     def head_in_shape(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def _build_layers(self) -> list[LayerSpec]:
+        raise NotImplementedError
+
+    @cached_property
+    def layers(self) -> list[LayerSpec]:
+        """The searchable layers (a chain space) or blocks (a DAG space), in order."""
+        return self._build_layers()
+
+    def random_choices(self, rng: random.Random) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def count_archs(self) -> float:
+        """How many architectures the space holds."""
+        raise NotImplementedError
+
+    def parts(self) -> list[Part]:
+        """Every searchable part a net of the space can run, once each: what a latency table must hold."""
+        raise NotImplementedError
+
+    def run_parts(self, arch: Arch) -> list[str]:
+        """The keys of the searchable parts ``arch``'s net runs (a key once per time it runs)."""
+        raise NotImplementedError
+
+    def count_ops(self, arch: Arch) -> int:
+        """The parts ``arch`` runs: the ``ops`` of a table's calibration."""
+        return len(self.run_parts(arch))
+
+    def fixed_cost(self) -> Cost:
+        """FLOPs and params of the stem plus the head."""
+        with torch.device("meta"):
+            stem, head = self.build_stem(), self.build_head()
+        return count_cost(stem, self.input_shape) + count_cost(head, self.head_in_shape)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary: args, stem/head shapes and every layer."""
+        return {
+            "space": self.name,
+            "description": self.description,
+            "space_args": self.args.to_dict(),
+            "input_shape": list(self.input_shape),
+            "stem_out_channels": self.stem_out_channels,
+            "head_in_shape": list(self.head_in_shape),
+            "layers": [
+                {
+                    "index": layer.index,
+                    "input_shape": [layer.c_in, layer.h, layer.w],
+                    "c_out": layer.c_out,
+                    "stride": layer.stride,
+                    "shortcut": layer.shortcut,
+                    "candidates": list(layer.candidates),
+                }
+                for layer in self.layers
+            ],
+        }
+
+
+class ChainSpace(Space):
+    """Base of the chain spaces; a subclass sets ``name``, ``description`` and the builders below."""
+
+    # -- what a concrete space provides -------------------------------------------------
+    def _build_layers(self) -> list[LayerSpec]:
+        raise NotImplementedError
+
+    def _build_op(self, layer: LayerSpec, op: str) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def head_in_shape(self) -> tuple[int, int, int]:
         last = self.layers[-1]
         return (last.c_out, *last.out_hw)
 
     # -- shared -----------------------------------------------------------------------
-    @cached_property
-    def layers(self) -> list[LayerSpec]:
-        return self._build_layers()
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.args.in_channels, self.args.resolution, self.args.resolution)
-
     @property
     def candidates(self) -> list[str]:
         """Every op name the space uses, in a stable order (column order of latency tensors)."""
@@ -281,12 +357,6 @@ class ChainSpace:
             cache[spec] = count_cost(module, (spec.c_in, spec.h, spec.w))
         return cache[spec]
 
-    def fixed_cost(self) -> Cost:
-        """FLOPs and params of the stem plus the head."""
-        with torch.device("meta"):
-            stem, head = self.build_stem(), self.build_head()
-        return count_cost(stem, self.input_shape) + count_cost(head, self.head_in_shape)
-
     def cost(self, arch: Arch) -> Cost:
         """FLOPs and params of the whole child net of ``arch``."""
         self.validate(arch)
@@ -295,24 +365,28 @@ class ChainSpace:
             total = total + self.op_cost(i, op)
         return total
 
-    def describe(self) -> dict[str, Any]:
-        """A JSON-ready summary: args, stem/head shapes and every layer."""
-        return {
-            "space": self.name,
-            "description": self.description,
-            "space_args": self.args.to_dict(),
-            "input_shape": list(self.input_shape),
-            "stem_out_channels": self.stem_out_channels,
-            "head_in_shape": list(self.head_in_shape),
-            "layers": [
-                {
-                    "index": layer.index,
-                    "input_shape": [layer.c_in, layer.h, layer.w],
-                    "c_out": layer.c_out,
-                    "stride": layer.stride,
-                    "shortcut": layer.shortcut,
-                    "candidates": list(layer.candidates),
-                }
-                for layer in self.layers
-            ],
-        }
+    def random_choices(self, rng: random.Random) -> tuple[str, ...]:
+        """Each layer's op drawn uniformly from its candidates."""
+        return tuple(rng.choice(layer.candidates) for layer in self.layers)
+
+    def count_archs(self) -> float:
+        return float(math.prod(len(layer.candidates) for layer in self.layers))
+
+    def parts(self) -> list[Part]:
+        """Every unique candidate op at its layer's shape (skip ops excluded), built with the layer's shortcut."""
+        unique: dict[str, Part] = {}
+        for layer in self.layers:
+            for op in layer.candidates:
+                spec = layer.op_spec(op)
+                if op in SKIP_OPS or spec.key in unique:
+                    continue
+
+                def build(layer: LayerSpec = layer, op: str = op) -> nn.Module:
+                    return Layer(self.build_op(layer.index, op), layer.shortcut)
+
+                unique[spec.key] = Part(spec.key, build, (spec.c_in, spec.h, spec.w))
+        return list(unique.values())
+
+    def run_parts(self, arch: Arch) -> list[str]:
+        """The op spec key of every layer that runs an op (skips run nothing)."""
+        return [layer.op_spec(op).key for layer, op in zip(self.layers, arch.choices) if op not in SKIP_OPS]

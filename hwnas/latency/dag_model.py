@@ -1,0 +1,73 @@
+"""A latency table bound to a DAG-block space (``dsonas``): predicted latency as a sum over the parts a net runs.
+
+A DAG net runs its stem, its reductions and its head (the fixed parts), and in each block
+every live op (an entry per op at the block's shape) and the 1x1 projection at the width of
+its concatenation (an entry per width, 1 .. M*N). The prediction is, as for the chain
+spaces, ``a * sum + c * ops + b`` (``hwnas.latency.model``), ``ops`` the searchable parts the
+net runs (live ops and projections), and the runtime's per-call cost is counted once per
+net. Because the calibration is linear and the sum separable, each part's calibrated cost
+``a * ms + c`` adds up, block by block, to the prediction (``block_ms``): what DSO-NAS's
+adaptive regularisation weighs each edge by, and what the repair saves per edge it removes.
+The fastest net is the empty one (every block the identity), the slowest the full one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hwnas.arch import Arch
+from hwnas.latency.model import apply_calibration, check_covers, head_key, overhead_key, stem_key
+from hwnas.latency.table import LatencyTable
+from hwnas.spaces.dag import DagSpace
+
+
+class DagLatencyModel:
+    """Predicted (calibrated) latency of the archs of a DAG space, part by part."""
+
+    def __init__(self, table: LatencyTable, space: DagSpace) -> None:
+        self.table, self.space = table, space
+        check_covers(table, space)
+        overhead = overhead_key(space)
+        self.call_overhead_ms = table.ms(overhead) if overhead in table.entries else 0.0
+        self.part_ms = {part.key: self._part_ms(part.key) for part in space.parts()}
+        self.fixed_ms = (table.ms(stem_key(space)) + self._part_ms(head_key(space))
+                         + sum(self._part_ms(key) for key in space.fixed_part_keys()))
+        self.calibration = dict(table.calibration or {"a": 1.0, "b": 0.0})
+        scale, per_op = float(self.calibration["a"]), float(self.calibration.get("per_op_ms", 0.0))
+        #: what each part adds to the prediction
+        self.calibrated_part_ms = {key: scale * ms + per_op for key, ms in self.part_ms.items()}
+        self.calibrated_fixed_ms = scale * self.fixed_ms + float(self.calibration["b"])
+
+    def _part_ms(self, key: str) -> float:
+        return max(self.table.ms(key) - self.call_overhead_ms, 0.0)
+
+    # -- per block -----------------------------------------------------------------------
+    def block_ms(self, index: int, kept: Sequence[bool]) -> float:
+        """What block ``index`` with edges ``kept`` adds to the prediction (calibrated)."""
+        return sum(self.calibrated_part_ms[key] for key in self.space.block_parts(index, kept))
+
+    def masks_ms(self, masks: Sequence[Sequence[bool]]) -> float:
+        """The predicted ms of the net keeping ``masks`` (one per block): the fixed parts plus every block's."""
+        return self.calibrated_fixed_ms + sum(self.block_ms(index, kept) for index, kept in enumerate(masks))
+
+    def layer_ms(self, arch: Arch) -> list[float]:
+        """Uncalibrated ms of each block of ``arch`` (the sum of its parts' entries)."""
+        return [sum(self.part_ms[key] for key in self.space.block_parts(index, kept))
+                for index, kept in enumerate(self.space.masks(arch))]
+
+    # -- whole nets ----------------------------------------------------------------------
+    def sum_ms(self, arch: Arch) -> float:
+        """Uncalibrated sum of the table entries of ``arch``."""
+        return self.fixed_ms + sum(self.part_ms[key] for key in self.space.run_parts(arch))
+
+    def predict(self, arch: Arch) -> float:
+        """Predicted (calibrated) latency of ``arch`` in ms."""
+        return float(apply_calibration(self.calibration, self.sum_ms(arch), self.space.count_ops(arch)))
+
+    def fastest(self) -> tuple[Arch, float]:
+        arch = self.space.empty_arch()
+        return arch, self.predict(arch)
+
+    def slowest(self) -> tuple[Arch, float]:
+        arch = self.space.full_arch()
+        return arch, self.predict(arch)

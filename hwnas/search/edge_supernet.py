@@ -1,0 +1,79 @@
+"""The DSO-NAS supernet: the completely connected net of a DAG space, every edge scaled by its lambda.
+
+``forward(x, lam)`` takes one lambda vector per searchable block (``EdgeScales.alpha``); an
+edge with lambda 0 is dropped and the ops it isolates are skipped (``DagBlock.forward``), so
+the supernet computes exactly what the pruned net computes. BatchNorm scales are fixed to 1
+(not trained), as in the paper's pre-training and search stages, so that a BN scale cannot
+take over the role of lambda.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hwnas.arch import Arch
+from hwnas.errors import HwnasError
+from hwnas.spaces.dag import DagBlock, DagNet, DagSpace
+
+
+class EdgeScales(nn.Module):
+    """lambda [blocks, edges], initialised to 1; named ``alpha`` as every method's architecture parameters."""
+
+    def __init__(self, space: DagSpace) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(len(space.layers), len(space.graph.edges)))
+
+
+class EdgeSupernet(nn.Module):
+    """stem -> every block completely connected (reductions between) -> head; ``forward(x, lam)``."""
+
+    def __init__(self, space: DagSpace) -> None:
+        super().__init__()
+        if not isinstance(space, DagSpace):
+            raise HwnasError(f"space {space.name!r} is not a DAG-block space: DSO-NAS searches the edges of dsonas spaces")
+        self.space = space
+        self.net: DagNet = space.build(space.full_arch())
+        for module in self.net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, lam: torch.Tensor | list[torch.Tensor] | None) -> torch.Tensor:
+        """``lam[b]``: the scales of block ``b``'s edges (None: every edge at 1)."""
+        if lam is not None and len(lam) != len(self.net.searchable):
+            raise HwnasError(f"supernet has {len(self.net.searchable)} blocks, got {len(lam)} lambda rows")
+        return self.net(x, None if lam is None else list(lam))
+
+    def child_state_dict(self, arch: Arch, lam: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The state dict of ``space.build(arch)`` from the supernet's weights; each kept edge's scale is its lambda (else 1)."""
+        child = self.space.build(arch)
+        source = self.net.state_dict()
+        state: dict[str, torch.Tensor] = {}
+        searchable = 0
+        for index, (full, small) in enumerate(zip(self.net.blocks, child.blocks)):
+            prefix = f"blocks.{index}."
+            if not isinstance(small, DagBlock):
+                state.update({prefix + k: v.clone() for k, v in full.state_dict().items()})
+                continue
+            assert isinstance(full, DagBlock)
+            for key, value in small.state_dict().items():
+                if key == "scales":
+                    row = lam[searchable] if lam is not None else torch.ones(len(full.edge_ids))
+                    value = row.detach()[small.edge_ids].clone().to(value.dtype)
+                elif key == "project.0.weight":
+                    slots = [full.concat.index(e) for e in small.concat]
+                    columns = torch.cat([torch.arange(s * full.channels, (s + 1) * full.channels) for s in slots])
+                    value = source[prefix + key].index_select(1, columns).clone()
+                else:
+                    value = source[prefix + key].clone()
+                state[prefix + key] = value
+            searchable += 1
+        for name in ("stem", "head"):
+            state.update({k: v.clone() for k, v in source.items() if k.startswith(name + ".")})
+        return state
+
+    def extract_child(self, arch: Arch, lam: torch.Tensor | None = None) -> DagNet:
+        """The net of ``arch`` with the supernet's weights and lambdas (loaded strictly)."""
+        child = self.space.build(arch)
+        child.load_state_dict(self.child_state_dict(arch, lam), strict=True)
+        return child

@@ -1,0 +1,443 @@
+"""DAG-block spaces: a chain of blocks, each a completely connected graph of M levels x N ops.
+
+The space of DSO-NAS (``hwnas.spaces.dsonas``). Inside a block every op takes the sum of the
+block input and of every op of the earlier levels, each through its own edge; the block
+output is a 1x1 conv (+BN) over the concatenation of the ops that feed it, plus the block
+input (identity where no op feeds the output). An architecture is the set of kept edges.
+
+Node ids within a block: 0 is the block input, ``1 .. M*N`` the ops (level by level, op ``j``
+of level ``i`` is ``1 + i*N + j``), ``M*N + 1`` the block output. Edges are numbered in a fixed
+order (``BlockGraph.edges``): for each op in node order its in-edges (input first, then earlier
+ops in node order), then the output's in-edges. An arch choice per block is the edge mask as
+a fixed-width lowercase hex number, bit ``e`` for edge ``e``.
+
+An op is *live* when a path of kept edges runs from the block input through it to the block
+output; every other op is isolated and removed, with its edges. The latency and the cost of an
+arch count live parts only, and ``canonical`` drops the edges of isolated ops, so two masks that
+build the same net have one canonical form.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwnas.errors import HwnasError
+from hwnas.spaces.base import LayerSpec, OpSpec, Part, Space
+from hwnas.spaces.cost import Cost, count_cost
+
+if TYPE_CHECKING:
+    from hwnas.arch import Arch
+
+
+@dataclass(frozen=True)
+class BlockGraph:
+    """The completely connected block of ``levels`` x ``width`` ops and its edge numbering."""
+
+    levels: int
+    width: int
+
+    @property
+    def n_ops(self) -> int:
+        return self.levels * self.width
+
+    @property
+    def output(self) -> int:
+        return self.n_ops + 1
+
+    def level(self, node: int) -> int:
+        return (node - 1) // self.width
+
+    def op_slot(self, node: int) -> int:
+        """Which of the N ops of its level ``node`` is (the index into the space's op list)."""
+        return (node - 1) % self.width
+
+    @cached_property
+    def edges(self) -> tuple[tuple[int, int], ...]:
+        edges = []
+        for node in range(1, self.n_ops + 1):
+            edges.append((0, node))
+            edges.extend((src, node) for src in range(1, 1 + self.level(node) * self.width))
+        edges.extend((src, self.output) for src in range(1, self.n_ops + 1))
+        return tuple(edges)
+
+    @cached_property
+    def in_edges(self) -> dict[int, tuple[int, ...]]:
+        table: dict[int, list[int]] = {node: [] for node in range(1, self.output + 1)}
+        for index, (_, dst) in enumerate(self.edges):
+            table[dst].append(index)
+        return {node: tuple(edges) for node, edges in table.items()}
+
+    @cached_property
+    def out_edges(self) -> dict[int, tuple[int, ...]]:
+        table: dict[int, list[int]] = {node: [] for node in range(0, self.n_ops + 1)}
+        for index, (src, _) in enumerate(self.edges):
+            table[src].append(index)
+        return {node: tuple(edges) for node, edges in table.items()}
+
+    @property
+    def hex_width(self) -> int:
+        return math.ceil(len(self.edges) / 4)
+
+    # -- masks ------------------------------------------------------------------------------
+    def live_ops(self, kept: Sequence[bool]) -> list[int]:
+        """Ops on a path of kept edges from the block input to the block output, in node order."""
+        reached = {0}
+        for node in range(1, self.n_ops + 1):
+            if any(kept[e] and self.edges[e][0] in reached for e in self.in_edges[node]):
+                reached.add(node)
+        feeds = {self.output}
+        for node in range(self.n_ops, 0, -1):
+            if any(kept[e] and self.edges[e][1] in feeds for e in self.out_edges[node]):
+                feeds.add(node)
+        return [node for node in range(1, self.n_ops + 1) if node in reached and node in feeds]
+
+    def canonical(self, kept: Sequence[bool]) -> tuple[bool, ...]:
+        """``kept`` without the edges of isolated ops: only edges between live nodes (input, live ops, output)."""
+        live = set(self.live_ops(kept)) | {0, self.output}
+        return tuple(bool(k) and src in live and dst in live for k, (src, dst) in zip(kept, self.edges))
+
+    def concat_edges(self, kept: Sequence[bool]) -> list[int]:
+        """The kept edges into the block output, in edge order (the concatenation's order)."""
+        return [e for e in self.in_edges[self.output] if kept[e]]
+
+    def encode(self, kept: Sequence[bool]) -> str:
+        value = sum(1 << e for e, k in enumerate(kept) if k)
+        return format(value, f"0{self.hex_width}x")
+
+    def decode(self, text: str, where: str = "block") -> tuple[bool, ...]:
+        if len(text) != self.hex_width or any(c not in "0123456789abcdef" for c in text):
+            raise HwnasError(f"{where}: {text!r} is not an edge mask: expected {self.hex_width} lowercase hex digits "
+                             f"(bit e keeps edge e of the block's {len(self.edges)})")
+        value = int(text, 16)
+        if value >> len(self.edges):
+            raise HwnasError(f"{where}: edge mask {text!r} sets bits beyond the block's {len(self.edges)} edges")
+        return tuple(bool(value >> e & 1) for e in range(len(self.edges)))
+
+
+class DagBlock(nn.Module):
+    """One block built with the given (canonical) edges: only live ops, a 1x1 projection as wide as its inputs.
+
+    ``forward(x)`` runs the block as built, each edge scaled by its ``scales`` buffer (1 in a
+    fresh net, the searched lambda in a child extracted from the DSO-NAS supernet).
+    ``forward(x, scales)`` with a tensor over the built edges is the search's form: edges
+    whose scale is 0 are dropped and the ops they isolate are skipped, so the result is
+    exactly the block built without them; the projection then uses the columns of its weight
+    that belong to the live concatenation.
+    """
+
+    def __init__(self, graph: BlockGraph, kept: Sequence[bool], channels: int, build_op: Callable[[int], nn.Module]) -> None:
+        super().__init__()
+        self.graph = graph
+        self.channels = channels
+        self.edge_ids = [e for e, k in enumerate(kept) if k]
+        live = graph.live_ops(kept)
+        self.ops = nn.ModuleDict({f"n{node}": build_op(graph.op_slot(node)) for node in live})
+        self.concat = graph.concat_edges(kept)
+        self.project = None
+        if self.concat:
+            self.project = nn.Sequential(nn.Conv2d(len(self.concat) * channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
+        self.register_buffer("scales", torch.ones(len(self.edge_ids)))
+
+    def _run(self, x: torch.Tensor, scales: torch.Tensor, edges: list[int], concat: list[int]) -> torch.Tensor:
+        """The block over ``edges`` (global edge ids, each with its scale at its position in ``self.edge_ids``)."""
+        position = {e: i for i, e in enumerate(self.edge_ids)}
+        graph, wanted = self.graph, set(edges)
+        values: dict[int, torch.Tensor] = {0: x}
+        for node in range(1, graph.n_ops + 1):
+            inputs = [e for e in graph.in_edges[node] if e in wanted]
+            if not inputs:
+                continue
+            total = None
+            for e in inputs:
+                term = values[graph.edges[e][0]] * scales[position[e]]
+                total = term if total is None else total + term
+            values[node] = self.ops[f"n{node}"](total)
+        if not concat:
+            return x
+        parts = [values[graph.edges[e][0]] * scales[position[e]] for e in concat]
+        conv, norm = self.project
+        weight = conv.weight
+        if len(concat) != len(self.concat):
+            slots = [self.concat.index(e) for e in concat]
+            columns = torch.cat([torch.arange(s * self.channels, (s + 1) * self.channels) for s in slots])
+            weight = weight.index_select(1, columns)
+        return norm(F.conv2d(torch.cat(parts, 1), weight)) + x
+
+    def forward(self, x: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
+        if scales is None:
+            return self._run(x, self.scales, self.edge_ids, self.concat)
+        if scales.shape != (len(self.edge_ids),):
+            raise HwnasError(f"block has {len(self.edge_ids)} edges, got scales of shape {tuple(scales.shape)}")
+        kept = [False] * len(self.graph.edges)
+        for e, value in zip(self.edge_ids, scales.detach().tolist()):
+            kept[e] = value != 0.0
+        kept = self.graph.canonical(kept)
+        edges = [e for e in self.edge_ids if kept[e]]
+        return self._run(x, scales, edges, [e for e in self.concat if kept[e]])
+
+
+class DagNet(nn.Module):
+    """stem -> blocks (searchable ``DagBlock``s and fixed reductions, in order) -> head."""
+
+    def __init__(self, stem: nn.Module, blocks: list[nn.Module], head: nn.Module) -> None:
+        super().__init__()
+        self.stem = stem
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+
+    @property
+    def searchable(self) -> list[DagBlock]:
+        return [block for block in self.blocks if isinstance(block, DagBlock)]
+
+    def forward(self, x: torch.Tensor, scales: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        x = self.stem(x)
+        index = 0
+        for block in self.blocks:
+            if isinstance(block, DagBlock):
+                x = block(x, None if scales is None else scales[index])
+                index += 1
+            else:
+                x = block(x)
+        return self.head(x)
+
+
+class DagSpace(Space):
+    """Base of the DAG-block spaces: stages of searchable blocks with fixed reductions between them.
+
+    A subclass gives ``graph``, ``ops`` (the N op names, one per slot of a level),
+    ``_stage_layout`` and the builders of stem, head, reduction and op. An arch has one
+    choice per searchable block: its edge mask (see the module docstring).
+    """
+
+    graph: BlockGraph
+    ops: tuple[str, ...]
+
+    # -- what a concrete space provides -------------------------------------------------
+    def _stage_layout(self) -> list[tuple[int, int]]:
+        """Per stage (channels, searchable blocks); a reduction (stride 2, channels of the next stage) sits between stages."""
+        raise NotImplementedError
+
+    def _stem_stride(self) -> int:
+        raise NotImplementedError
+
+    def build_op(self, op: str, channels: int) -> nn.Module:
+        raise NotImplementedError
+
+    def build_reduction(self, c_in: int, c_out: int, stride: int) -> nn.Module:
+        raise NotImplementedError
+
+    # -- layout -------------------------------------------------------------------------
+    @cached_property
+    def _plan(self) -> list[tuple[str, int, int, int, int]]:
+        """Every block in order: (kind 'dag' or 'reduce', c_in, c_out, stride, input size)."""
+        from hwnas.spaces.base import conv_out
+
+        size = conv_out(self.args.resolution, self._stem_stride())
+        plan = []
+        layout = self._stage_layout()
+        for stage, (channels, blocks) in enumerate(layout):
+            if stage > 0:
+                c_prev = layout[stage - 1][0]
+                stride = self._reduction_strides()[stage - 1]
+                plan.append(("reduce", c_prev, channels, stride, size))
+                size = conv_out(size, stride)
+            plan.extend(("dag", channels, channels, 1, size) for _ in range(blocks))
+        return plan
+
+    def _reduction_strides(self) -> list[int]:
+        return self._strides()[1:]
+
+    def _strides(self) -> list[int]:
+        from hwnas.spaces.base import adapt_strides
+
+        return adapt_strides(self.args.resolution, self._published_strides())
+
+    def _published_strides(self) -> list[int]:
+        raise NotImplementedError
+
+    def _build_layers(self) -> list[LayerSpec]:
+        blocks = [(c_in, c_out, stride, size) for kind, c_in, c_out, stride, size in self._plan if kind == "dag"]
+        return [LayerSpec(i, c, c, 1, size, size, self.ops, True) for i, (c, _, _, size) in enumerate(blocks)]
+
+    @property
+    def stem_out_channels(self) -> int:
+        return self._stage_layout()[0][0]
+
+    @property
+    def head_in_shape(self) -> tuple[int, int, int]:
+        from hwnas.spaces.base import conv_out
+
+        _, _, c_out, stride, size = self._plan[-1]
+        return (c_out, conv_out(size, stride), conv_out(size, stride))
+
+    # -- part keys ----------------------------------------------------------------------
+    @staticmethod
+    def op_key(op: str, channels: int, size: int) -> str:
+        return OpSpec(op, channels, channels, 1, size, size).key
+
+    @staticmethod
+    def concat_key(width: int, channels: int, size: int) -> str:
+        """The 1x1 projection over ``width`` concatenated op outputs."""
+        return OpSpec(f"cat{width}_1x1", width * channels, channels, 1, size, size).key
+
+    @staticmethod
+    def edge_key(channels: int, size: int) -> str:
+        """One kept edge: its lambda multiply and the add (or concatenation) that takes its term in."""
+        return OpSpec("edge", channels, channels, 1, size, size).key
+
+    @staticmethod
+    def reduction_key(c_in: int, c_out: int, stride: int, size: int) -> str:
+        return OpSpec("reduce", c_in, c_out, stride, size, size).key
+
+    def fixed_part_keys(self) -> list[str]:
+        """The reductions, in order (the stem and head have keys of their own)."""
+        return [self.reduction_key(c_in, c_out, stride, size) for kind, c_in, c_out, stride, size in self._plan if kind == "reduce"]
+
+    def block_parts(self, index: int, kept: Sequence[bool]) -> list[str]:
+        """The keys block ``index`` runs with edges ``kept``: each live op, the projection at its width, each kept edge."""
+        layer = self.layers[index]
+        canonical = self.graph.canonical(kept)
+        keys = [self.op_key(self.ops[self.graph.op_slot(node)], layer.c_in, layer.h) for node in self.graph.live_ops(kept)]
+        width = len(self.graph.concat_edges(canonical))
+        if width:
+            keys.append(self.concat_key(width, layer.c_in, layer.h))
+        keys += [self.edge_key(layer.c_in, layer.h)] * sum(canonical)
+        return keys
+
+    def parts(self) -> list[Part]:
+        """Every op and an edge at every block shape, the projection at every concatenation width 1..M*N, the reductions."""
+        unique: dict[str, Part] = {}
+        shapes = dict.fromkeys((layer.c_in, layer.h) for layer in self.layers)
+        for channels, size in shapes:
+            key = self.edge_key(channels, size)
+            unique[key] = Part(key, EdgeTerm, (channels, size, size))
+            for op in self.ops:
+                key = self.op_key(op, channels, size)
+                unique[key] = Part(key, lambda op=op, c=channels: self.build_op(op, c), (channels, size, size))
+            for width in range(1, self.graph.n_ops + 1):
+                key = self.concat_key(width, channels, size)
+                unique[key] = Part(key, lambda w=width, c=channels: _projection(w * c, c), (width * channels, size, size))
+        for kind, c_in, c_out, stride, size in self._plan:
+            if kind == "reduce":
+                key = self.reduction_key(c_in, c_out, stride, size)
+                unique[key] = Part(key, lambda a=c_in, b=c_out, s=stride: self.build_reduction(a, b, s), (c_in, size, size))
+        return list(unique.values())
+
+    def run_parts(self, arch: Arch) -> list[str]:
+        return [key for index, kept in enumerate(self.masks(arch)) for key in self.block_parts(index, kept)]
+
+    # -- archs ----------------------------------------------------------------------------
+    def masks(self, arch: Arch) -> list[tuple[bool, ...]]:
+        """The edge mask of every searchable block of ``arch`` (validated)."""
+        self.validate(arch)
+        return [self.graph.decode(choice) for choice in arch.choices]
+
+    def arch_of(self, masks: Sequence[Sequence[bool]], canonical: bool = True) -> Arch:
+        """The arch keeping edges ``masks`` (one per block), isolated ops' edges dropped unless ``canonical`` is False."""
+        from hwnas.arch import Arch
+
+        if len(masks) != len(self.layers):
+            raise HwnasError(f"{len(masks)} edge masks for {len(self.layers)} blocks")
+        choices = [self.graph.encode(self.graph.canonical(kept) if canonical else kept) for kept in masks]
+        return Arch(self.name, tuple(choices), self.args.to_dict())
+
+    def canonical(self, arch: Arch) -> Arch:
+        """``arch`` with the edges of isolated ops removed: the same net, one spelling."""
+        return self.arch_of(self.masks(arch))
+
+    def full_arch(self) -> Arch:
+        return self.arch_of([[True] * len(self.graph.edges)] * len(self.layers))
+
+    def empty_arch(self) -> Arch:
+        """Every block the identity: the fastest net."""
+        return self.arch_of([[False] * len(self.graph.edges)] * len(self.layers))
+
+    def random_choices(self, rng: random.Random) -> tuple[str, ...]:
+        """Each edge kept with one probability drawn per arch from [0.05, 0.95] (so random archs span the space's sizes), canonical."""
+        keep = rng.uniform(0.05, 0.95)
+        edges = len(self.graph.edges)
+        return tuple(self.graph.encode(self.graph.canonical([rng.random() < keep for _ in range(edges)])) for _ in self.layers)
+
+    def count_archs(self) -> float:
+        return float(2 ** (len(self.graph.edges) * len(self.layers)))
+
+    def validate(self, arch: Arch) -> None:
+        if arch.space != self.name:
+            raise HwnasError(f"arch is for space {arch.space!r}, not {self.name!r}")
+        if len(arch.choices) != len(self.layers):
+            raise HwnasError(f"arch has {len(arch.choices)} choices but space {self.name!r} has {len(self.layers)} searchable blocks")
+        for index, choice in enumerate(arch.choices):
+            self.graph.decode(choice, f"block {index}")
+
+    # -- nets -----------------------------------------------------------------------------
+    def build(self, arch: Arch) -> DagNet:
+        """The net of ``arch``: each block with only its live ops and kept edges, the projection as wide as its inputs."""
+        masks = self.masks(arch)
+        blocks: list[nn.Module] = []
+        index = 0
+        for kind, c_in, c_out, stride, _ in self._plan:
+            if kind == "reduce":
+                blocks.append(self.build_reduction(c_in, c_out, stride))
+            else:
+                kept = self.graph.canonical(masks[index])
+                blocks.append(DagBlock(self.graph, kept, c_in, lambda slot, c=c_in: self.build_op(self.ops[slot], c)))
+                index += 1
+        return DagNet(self.build_stem(), blocks, self.build_head())
+
+    def _part_cost(self, key: str) -> Cost:
+        if key not in self._cost_cache:
+            part = self._parts_by_key[key]
+            with torch.device("meta"):
+                module = part.build()
+            self._cost_cache[key] = count_cost(module, part.input_shape)
+        return self._cost_cache[key]
+
+    @cached_property
+    def _parts_by_key(self) -> dict[str, Part]:
+        return {part.key: part for part in self.parts()}
+
+    def fixed_cost(self) -> Cost:
+        """Stem, head and the reductions."""
+        total = super().fixed_cost()
+        for key in self.fixed_part_keys():
+            total = total + self._part_cost(key)
+        return total
+
+    def block_cost(self, index: int, kept: Sequence[bool]) -> Cost:
+        """FLOPs and params of block ``index`` with edges ``kept`` (its live ops and projection)."""
+        total = Cost(0, 0)
+        for key in self.block_parts(index, kept):
+            total = total + self._part_cost(key)
+        return total
+
+    def cost(self, arch: Arch) -> Cost:
+        """FLOPs and params of the net of ``arch``: the fixed parts plus every part it runs."""
+        total = self.fixed_cost()
+        for key in self.run_parts(arch):
+            total = total + self._part_cost(key)
+        return total
+
+
+class EdgeTerm(nn.Module):
+    """What one kept edge adds to a block at run time, timed alone: a scale multiply and an add (``x * s + x``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.full((1,), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + x
+
+
+def _projection(c_in: int, c_out: int) -> nn.Module:
+    """The block output's 1x1 conv + BN over a concatenation of ``c_in`` channels (as ``DagBlock`` builds it)."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
