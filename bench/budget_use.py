@@ -29,8 +29,17 @@ def run_one(method: str, budget_ms: float, seed: int, args: argparse.Namespace, 
 
     if not (folder / "result.json").is_file():
         config = SearchConfig(
-            method=method, table=args.table, budget_ms=budget_ms, space=args.space, space_args=args.space_args, data=args.data,
-            margin=0.1, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, seed=seed,
+            method=method,
+            table=args.table,
+            budget_ms=budget_ms,
+            space=args.space,
+            space_args=args.space_args,
+            data=args.data,
+            margin=0.1,
+            epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch,
+            batch_size=args.batch_size,
+            seed=seed,
         )
         started = time.perf_counter()
         SearchRun(config, folder, progress=False).run()
@@ -38,10 +47,18 @@ def run_one(method: str, budget_ms: float, seed: int, args: argparse.Namespace, 
     result = json.loads((folder / "result.json").read_text())
     history = read_jsonl(folder / "history.jsonl")
     return {
-        "method": method, "seed": seed, "budget_ms": budget_ms, "aim_ms": result["aim_ms"],
-        "expected_ms": result["expected_ms"], "argmax_ms": result["argmax_ms"], "derived_ms": result["predicted_ms"],
-        "derived_share": result["derived_share_of_aim"], "fill_share": result["fill_share_of_aim"],
-        "multiplier": result["multiplier"], "supernet_acc": result["supernet_val_acc"], "child_acc": result["child_val_acc"],
+        "method": method,
+        "seed": seed,
+        "budget_ms": budget_ms,
+        "aim_ms": result["aim_ms"],
+        "expected_ms": result["expected_ms"],
+        "argmax_ms": result["argmax_ms"],
+        "derived_ms": result["predicted_ms"],
+        "derived_share": result["derived_share_of_aim"],
+        "fill_share": result["fill_share_of_aim"],
+        "multiplier": result["multiplier"],
+        "supernet_acc": result["supernet_val_acc"],
+        "child_acc": result["child_val_acc"],
         "layers_fixed": history[-1].get("layers_fixed", 0),
         "wall_s": float((folder / "wall_s.txt").read_text()) if (folder / "wall_s.txt").is_file() else None,
     }
@@ -85,24 +102,36 @@ def main() -> int:
                 folder = args.out / f"{args.data.split(':')[0]}-{method}-f{fraction:g}-s{seed}"
                 row = run_one(method, round(budget, 4), seed, args, folder)
                 rows.append(dict(row, fraction=fraction))
-                print(f"{method} f{fraction:g} s{seed}: derived {row['derived_share']:.3f} x aim, argmax "
-                      f"{row['argmax_ms'] / row['aim_ms']:.3f}, supernet {row['supernet_acc']:.3f}", file=sys.stderr, flush=True)
+                print(
+                    f"{method} f{fraction:g} s{seed}: derived {row['derived_share']:.3f} x aim, argmax "
+                    f"{row['argmax_ms'] / row['aim_ms']:.3f}, supernet {row['supernet_acc']:.3f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"table {args.table}: fastest {fastest:.4g} ms, slowest {slowest:.4g} ms; data {args.data}; "
-          f"{args.epochs} epochs x {args.steps_per_epoch} steps x batch {args.batch_size}, margin 0.1\n")
-    print("| method | seed | budget ms | aim ms | E[lat] ms | argmax ms | derived ms | derived / aim | fill / aim | "
-          "multiplier | fixed | supernet acc | child acc |")
+    print(
+        f"table {args.table}: fastest {fastest:.4g} ms, slowest {slowest:.4g} ms; data {args.data}; "
+        f"{args.epochs} epochs x {args.steps_per_epoch} steps x batch {args.batch_size}, margin 0.1\n"
+    )
+    print(
+        "| method | seed | budget ms | aim ms | E[lat] ms | argmax ms | derived ms | derived / aim | fill / aim | "
+        "multiplier | fixed | supernet acc | child acc |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['seed']} | {r['budget_ms']:.4g} | {r['aim_ms']:.4g} | {r['expected_ms']:.4g} | "
-              f"{r['argmax_ms']:.4g} | {r['derived_ms']:.4g} | {r['derived_share']:.3f} | {r['fill_share']:.3f} | "
-              f"{r['multiplier']:.3g} | {r['layers_fixed']} | {r['supernet_acc']:.3f} | {r['child_acc']:.3f} |")
+        print(
+            f"| {r['method']} | {r['seed']} | {r['budget_ms']:.4g} | {r['aim_ms']:.4g} | {r['expected_ms']:.4g} | "
+            f"{r['argmax_ms']:.4g} | {r['derived_ms']:.4g} | {r['derived_share']:.3f} | {r['fill_share']:.3f} | "
+            f"{r['multiplier']:.3g} | {r['layers_fixed']} | {r['supernet_acc']:.3f} | {r['child_acc']:.3f} |"
+        )
     in_band = sum(0.85 <= r["derived_share"] <= 1.0 + 1e-9 for r in rows)
     learnt = sum(r["supernet_acc"] > args.min_acc for r in rows)
-    print(f"\nderived in [0.85, 1.0] x aim: {in_band}/{len(rows)}; over the aim: "
-          f"{sum(r['derived_share'] > 1 + 1e-9 for r in rows)}; supernet above {args.min_acc}: {learnt}/{len(rows)}")
+    print(
+        f"\nderived in [0.85, 1.0] x aim: {in_band}/{len(rows)}; over the aim: "
+        f"{sum(r['derived_share'] > 1 + 1e-9 for r in rows)}; supernet above {args.min_acc}: {learnt}/{len(rows)}"
+    )
     return 0
 
 

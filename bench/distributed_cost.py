@@ -48,8 +48,16 @@ def worker(args: argparse.Namespace) -> None:
         model = LatencyModel(LatencyTable.load(table), space)
         budget = (model.fastest()[1] + model.slowest()[1]) / 2
         options = {} if args.method == "snas" else {"warmup_epochs": 0}
-        config = SearchConfig(method=args.method, table=str(table), budget_ms=budget, space_args=space_args, epochs=2,
-                              batch_size=args.batch, steps_per_epoch=args.steps, method_options=options)
+        config = SearchConfig(
+            method=args.method,
+            table=str(table),
+            budget_ms=budget,
+            space_args=space_args,
+            epochs=2,
+            batch_size=args.batch,
+            steps_per_epoch=args.steps,
+            method_options=options,
+        )
         run = SearchRun(config, Path(folder) / "run", progress=False, dist=dist)
         run.start_fresh()
         run.train_epoch(0)  # warm-up
@@ -63,13 +71,32 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def measure(kind: str, args: argparse.Namespace) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
     batch = args.batch_size // args.nproc if kind == "shard" else args.batch_size
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.nproc)] \
-        if kind == "many" else [sys.executable]
-    command = [*launcher, __file__, "--worker", "--batch", str(batch), "--method", args.method, "--steps", str(args.steps),
-               "--resolution", str(args.resolution), "--width-mult", str(args.width_mult)]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.nproc)]
+        if kind == "many"
+        else [sys.executable]
+    )
+    command = [
+        *launcher,
+        __file__,
+        "--worker",
+        "--batch",
+        str(batch),
+        "--method",
+        args.method,
+        "--steps",
+        str(args.steps),
+        "--resolution",
+        str(args.resolution),
+        "--width-mult",
+        str(args.width_mult),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{done.stderr[-3000:]}")
@@ -99,16 +126,26 @@ def main() -> None:
             times[kind].append(measure(kind, args))
     median = {kind: statistics.median(values) for kind, values in times.items()}
     result = {
-        "method": args.method, "nproc": args.nproc, "global_batch": args.batch_size, "steps": args.steps,
-        "rounds": args.rounds, "resolution": args.resolution, "width_mult": args.width_mult, "cpus": os.cpu_count(),
+        "method": args.method,
+        "nproc": args.nproc,
+        "global_batch": args.batch_size,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "resolution": args.resolution,
+        "width_mult": args.width_mult,
+        "cpus": os.cpu_count(),
         "load_avg_1min": os.getloadavg()[0],
-        "step_s": median, "speedup": median["one"] / median["many"],
+        "step_s": median,
+        "speedup": median["one"] / median["many"],
         "communication_share": 1 - median["shard"] / median["many"],
     }
     print(json.dumps(result, indent=2))
-    print(f"{args.nproc} processes: {median['many'] * 1e3:.0f} ms/step against 1 process {median['one'] * 1e3:.0f} ms/step "
-          f"(x{result['speedup']:.2f}); one rank's compute alone {median['shard'] * 1e3:.0f} ms: communication and waiting "
-          f"{100 * result['communication_share']:.0f} % of a step", file=sys.stderr)
+    print(
+        f"{args.nproc} processes: {median['many'] * 1e3:.0f} ms/step against 1 process {median['one'] * 1e3:.0f} ms/step "
+        f"(x{result['speedup']:.2f}); one rank's compute alone {median['shard'] * 1e3:.0f} ms: communication and waiting "
+        f"{100 * result['communication_share']:.0f} % of a step",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ trained from scratch (seed 0, SGD 0.05 cosine, batch 64, label smoothing 0.1) on
 TRAIN_IMAGES Fashion-MNIST images at 32x32, scored on the first VAL_IMAGES validation images;
 random nets from ``DagBandSampler`` (seed 7). One JSON line per net; ``OUT/scratch.json``.
 """
+
 import json
 import sys
 import time
@@ -33,16 +34,26 @@ aim = result["predicted_ms"]  # random nets of the derived net's predicted laten
 randoms = band_sampler(model, 0.95 * aim, 1.05 * aim).sample(n_random, seed=7) if n_random else []
 data = load_data("fashion-mnist", 32, 1, seed=0)
 order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(12345)).tolist()
-splits = DataSplits(Subset(data.train, order[:train_images]), Subset(data.val, range(val_images)), data.num_classes, data.in_channels, data.name)
+splits = DataSplits(
+    Subset(data.train, order[:train_images]), Subset(data.val, range(val_images)), data.num_classes, data.in_channels, data.name
+)
 rows = []
 for name, arch in [("dsonas", derived)] + [(f"random{i}", a) for i, a in enumerate(randoms)]:
     started = time.perf_counter()
     torch.manual_seed(0)
     net = space.build(arch)
-    res = train_child(arch, net, splits, out / name, TrainConfig(epochs=epochs, batch_size=64, seed=0, bn_batches=10), progress=False)
-    row = {"net": name, "predicted_ms": model.predict(arch), "val_acc": res.get("val_acc", res.get("best_val_acc")),
-           "mflops": space.cost(arch).flops / 1e6, "params": space.cost(arch).params, "seconds": time.perf_counter() - started,
-           "arch": arch.to_compact()}
+    res = train_child(
+        arch, net, splits, out / name, TrainConfig(epochs=epochs, batch_size=64, seed=0, bn_batches=10), progress=False
+    )
+    row = {
+        "net": name,
+        "predicted_ms": model.predict(arch),
+        "val_acc": res.get("val_acc", res.get("best_val_acc")),
+        "mflops": space.cost(arch).flops / 1e6,
+        "params": space.cost(arch).params,
+        "seconds": time.perf_counter() - started,
+        "arch": arch.to_compact(),
+    }
     rows.append(row)
     print(json.dumps({k: v for k, v in row.items() if k != "arch"}), flush=True)
 (out / "scratch.json").write_text(json.dumps(rows, indent=2))

@@ -54,14 +54,20 @@ def main(argv: list[str] | None = None) -> int:
         table = LatencyTable.load(path)
         report = validate_table(table, space, runtime, args.n, args.seed, progress=False)
     model = LatencyModel(table, space)
-    print(f"space {space.name} {space.args.to_dict()}  runtime {args.runtime} ({runtime.meta()['provider']}, "
-          f"{args.threads} thread(s), {table.meta.get('device_name')})")
+    print(
+        f"space {space.name} {space.args.to_dict()}  runtime {args.runtime} ({runtime.meta()['provider']}, "
+        f"{args.threads} thread(s), {table.meta.get('device_name')})"
+    )
     print(f"protocol {runtime.protocol.to_dict()}")
-    print(f"profiling: {profile.entries} entries, {profile.measurements} measurements, {profile_s:.1f} s wall "
-          f"(export and session creation included); validation of {args.n} archs: {report['wall_s']:.1f} s wall")
-    print(f"space range (sum of entries): fastest {model.fastest()[1]:.3f} ms, slowest {model.slowest()[1]:.3f} ms; "
-          f"per-call overhead {model.call_overhead_ms * 1e3:.1f} us; "
-          f"calibration {calibration_formula(report['calibration'])}")
+    print(
+        f"profiling: {profile.entries} entries, {profile.measurements} measurements, {profile_s:.1f} s wall "
+        f"(export and session creation included); validation of {args.n} archs: {report['wall_s']:.1f} s wall"
+    )
+    print(
+        f"space range (sum of entries): fastest {model.fastest()[1]:.3f} ms, slowest {model.slowest()[1]:.3f} ms; "
+        f"per-call overhead {model.call_overhead_ms * 1e3:.1f} us; "
+        f"calibration {calibration_formula(report['calibration'])}"
+    )
     for warning in dict.fromkeys(table.meta.get("warnings", []) + report["warnings"]):  # the profile's, then the validation's
         print(f"warning: {warning}")
     print(format_report(report))

@@ -86,9 +86,10 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
         options = {"pretrain_epochs": 0} if method == "dsonas" else {}
         strategy = cls(supernet, arch, latency, budget, optimizer, options, torch.Generator().manual_seed(1))
         # GreedyNAS ranks its m paths on held-out images: 4 batches' worth here (its default is up to 1,000)
-        strategy.held_out_set = torch.utils.data.TensorDataset(torch.randn(4 * args.batch_size, 1, args.resolution, args.resolution,
-                                                                           generator=generator),
-                                                               torch.randint(0, 10, (4 * args.batch_size,), generator=generator))
+        strategy.held_out_set = torch.utils.data.TensorDataset(
+            torch.randn(4 * args.batch_size, 1, args.resolution, args.resolution, generator=generator),
+            torch.randint(0, 10, (4 * args.batch_size,), generator=generator),
+        )
         strategy.init_alpha()
         strategy.epoch_start(0, 10)
         for _ in range(total):
@@ -98,7 +99,7 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
             else:
                 strategy.step(images, labels, (lambda: (images, labels)) if method == "dsonas" else None)
             times.append(time.perf_counter() - started)
-    measured = times[args.warmup:]
+    measured = times[args.warmup :]
     return {"kind": kind, "step_s": statistics.median(measured), "peak_mb": peak_rss_mb() - baseline}
 
 
@@ -120,15 +121,29 @@ def main() -> None:
         return
     kinds = args.kinds.split(",")
     results: dict[str, list[dict]] = {kind: [] for kind in kinds}
-    passthrough = [f"--space={args.space}", f"--dag-space={args.dag_space}", f"--resolution={args.resolution}", f"--width-mult={args.width_mult}",
-                   f"--batch-size={args.batch_size}", f"--steps={args.steps}", f"--warmup={args.warmup}"]
+    passthrough = [
+        f"--space={args.space}",
+        f"--dag-space={args.dag_space}",
+        f"--resolution={args.resolution}",
+        f"--width-mult={args.width_mult}",
+        f"--batch-size={args.batch_size}",
+        f"--steps={args.steps}",
+        f"--warmup={args.warmup}",
+    ]
     for _ in range(args.rounds):
         for kind in kinds:
-            out = subprocess.run([sys.executable, __file__, f"--worker={kind}", *passthrough], capture_output=True, text=True,
-                                 check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            out = subprocess.run(
+                [sys.executable, __file__, f"--worker={kind}", *passthrough],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
             results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"space {args.space} (dsonas kinds: {args.dag_space}) r{args.resolution} w{args.width_mult}, batch {args.batch_size}, "
-          f"1 thread, median of {args.steps} steps x {args.rounds} rounds (median over rounds)")
+    print(
+        f"space {args.space} (dsonas kinds: {args.dag_space}) r{args.resolution} w{args.width_mult}, batch {args.batch_size}, "
+        f"1 thread, median of {args.steps} steps x {args.rounds} rounds (median over rounds)"
+    )
 
     def median_of(kind: str, field: str) -> float | None:
         return statistics.median(r[field] for r in results[kind]) if kind in results else None

@@ -71,11 +71,30 @@ class Plan:
     #: 2-hour budget on 2 cores, SNAS's mixed supernet most of it)
     search: dict = field(default_factory=lambda: {"epochs": 2, "steps_per_epoch": 30, "batch_size": 32, "eval_images": 1024})
     #: from scratch, every net alike (its held-out images are also the fine-tune's)
-    recipe: dict = field(default_factory=lambda: {"epochs": 2, "train_images": 4000, "val_images": 3000, "batch_size": 64,
-                                                  "lr": 0.05, "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 20})
+    recipe: dict = field(
+        default_factory=lambda: {
+            "epochs": 2,
+            "train_images": 4000,
+            "val_images": 3000,
+            "batch_size": 64,
+            "lr": 0.05,
+            "weight_decay": 4e-5,
+            "label_smoothing": 0.1,
+            "bn_batches": 20,
+        }
+    )
     #: ``hwnas train``'s fine-tune of each derived child from its inherited weights (its defaults, one epoch, fewer images)
-    finetune: dict = field(default_factory=lambda: {"epochs": 1, "train_images": 2000, "batch_size": 64, "lr": 0.05,
-                                                    "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 20})
+    finetune: dict = field(
+        default_factory=lambda: {
+            "epochs": 1,
+            "train_images": 2000,
+            "batch_size": 64,
+            "lr": 0.05,
+            "weight_decay": 4e-5,
+            "label_smoothing": 0.1,
+            "bn_batches": 20,
+        }
+    )
     random_per_budget: int = 5
     band: tuple[float, float] = (0.9, 1.0)
     ranking_images: int = 2000
@@ -89,13 +108,34 @@ class Plan:
     def quick(cls) -> Plan:
         """Every method and both budgets, every step of the full run, each as short as still runs it (< 15 min on 2 cores)."""
         small = {**ONE_SHOT, "population": 10, "top_k": 3, "mutations": 4, "crossovers": 4, "generations": 3, "score_images": 200}
-        return cls(seeds=(0,), search={"epochs": 2, "steps_per_epoch": 8, "batch_size": 16, "eval_images": 256},
-                   method_options={"spos": small, "random": small, "greedynas": {**small, "rank_images": 100}},
-                   recipe={"epochs": 1, "train_images": 1200, "val_images": 1000, "batch_size": 64, "lr": 0.05,
-                           "weight_decay": 4e-5, "label_smoothing": 0.1, "bn_batches": 5},
-                   finetune={"epochs": 1, "train_images": 500, "batch_size": 64, "lr": 0.05, "weight_decay": 4e-5,
-                             "label_smoothing": 0.1, "bn_batches": 5},
-                   random_per_budget=2, ranking_images=300, ranking_bn_batches=5, rounds=3)
+        return cls(
+            seeds=(0,),
+            search={"epochs": 2, "steps_per_epoch": 8, "batch_size": 16, "eval_images": 256},
+            method_options={"spos": small, "random": small, "greedynas": {**small, "rank_images": 100}},
+            recipe={
+                "epochs": 1,
+                "train_images": 1200,
+                "val_images": 1000,
+                "batch_size": 64,
+                "lr": 0.05,
+                "weight_decay": 4e-5,
+                "label_smoothing": 0.1,
+                "bn_batches": 5,
+            },
+            finetune={
+                "epochs": 1,
+                "train_images": 500,
+                "batch_size": 64,
+                "lr": 0.05,
+                "weight_decay": 4e-5,
+                "label_smoothing": 0.1,
+                "bn_batches": 5,
+            },
+            random_per_budget=2,
+            ranking_images=300,
+            ranking_bn_batches=5,
+            rounds=3,
+        )
 
 
 def key(*parts: Any) -> str:
@@ -221,13 +261,26 @@ def ensure_table(args: argparse.Namespace, plan: Plan, work: Path) -> Path:
     table = work / "table.json"
     if not table.is_file() or "calibration" not in json.loads(table.read_text()):
         sa = space_args(plan)
-        shape = ["--resolution", str(sa["resolution"]), "--in-channels", str(sa["in_channels"]), "--num-classes", str(sa["num_classes"])]
+        shape = [
+            "--resolution",
+            str(sa["resolution"]),
+            "--in-channels",
+            str(sa["in_channels"]),
+            "--num-classes",
+            str(sa["num_classes"]),
+        ]
         hwnas = [sys.executable, "-m", "hwnas"]
         print("profiling the space on this machine (hwnas profile, hwnas tables validate)", file=sys.stderr, flush=True)
-        subprocess.run([*hwnas, "profile", "--space", plan.space, *shape, "-o", str(table), "--rounds", str(plan.rounds)], check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run([*hwnas, "tables", "validate", str(table), "--n", "20" if plan.rounds > 3 else "10"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*hwnas, "profile", "--space", plan.space, *shape, "-o", str(table), "--rounds", str(plan.rounds)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            [*hwnas, "tables", "validate", str(table), "--n", "20" if plan.rounds > 3 else "10"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return table
 
 
@@ -297,14 +350,21 @@ def arch_spread(groups: list[list[float]]) -> dict:
     from scipy import stats
 
     means = [statistics.fmean(g) for g in groups]
-    spread = {"means_std": statistics.stdev(means) if len(means) > 1 else float("nan"), "f": float("nan"), "p": float("nan"),
-              "between_std": float("nan")}
+    spread = {
+        "means_std": statistics.stdev(means) if len(means) > 1 else float("nan"),
+        "f": float("nan"),
+        "p": float("nan"),
+        "between_std": float("nan"),
+    }
     if len(groups) > 1 and all(len(g) > 1 for g in groups):
         result = stats.f_oneway(*groups)
         within = statistics.fmean(statistics.variance(g) for g in groups)
         n = statistics.fmean(len(g) for g in groups)
-        spread.update(f=float(result.statistic), p=float(result.pvalue),
-                      between_std=math.sqrt(max(statistics.variance(means) - within / n, 0.0)))
+        spread.update(
+            f=float(result.statistic),
+            p=float(result.pvalue),
+            between_std=math.sqrt(max(statistics.variance(means) - within / n, 0.0)),
+        )
     return spread
 
 
@@ -329,8 +389,12 @@ def machine() -> str:
 
 def commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return head + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -355,8 +419,11 @@ def write_plot(path: Path, nets: list[dict], budgets: list[float]) -> None:
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys())
-    ax.set(xlabel="measured latency (ms, ONNX Runtime, 1 thread)", ylabel="accuracy, trained from scratch",
-           title="searched vs random nets (red: budgets)")
+    ax.set(
+        xlabel="measured latency (ms, ONNX Runtime, 1 thread)",
+        ylabel="accuracy, trained from scratch",
+        title="searched vs random nets (red: budgets)",
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -393,9 +460,12 @@ def report(out: Path, summary: dict) -> None:
         "over seeds (so 'random best' is the best arch, not a lucky seed)",
         f"* seed noise (accuracy std over seeds, pooled over {summary['seed_noise']['archs']} arch(s), "
         f"{summary['seed_noise']['df']} degrees of freedom): {summary['seed_noise']['std']:.4f}",
-        *[f"* do the random archs at {b['budget_ms']:.4g} ms differ beyond seed noise? their means spread "
-          f"{b['arch_spread']['means_std']:.4f} (std); one-way ANOVA F = {b['arch_spread']['f']:.2f}, p = {b['arch_spread']['p']:.2f}; "
-          f"estimated std of their true accuracies {b['arch_spread']['between_std']:.4f}" for b in summary["budgets"]],
+        *[
+            f"* do the random archs at {b['budget_ms']:.4g} ms differ beyond seed noise? their means spread "
+            f"{b['arch_spread']['means_std']:.4f} (std); one-way ANOVA F = {b['arch_spread']['f']:.2f}, p = {b['arch_spread']['p']:.2f}; "
+            f"estimated std of their true accuracies {b['arch_spread']['between_std']:.4f}"
+            for b in summary["budgets"]
+        ],
         f"* latency: every net exported to ONNX and timed on ONNX Runtime (CPU, 1 thread, batch 1), {plan['rounds']} interleaved "
         "rounds over all files",
         "",
@@ -413,27 +483,48 @@ def report(out: Path, summary: dict) -> None:
             f"{row['diff']:+.4f}{ci} | {row['measured_ms_mean']:.4g} ({row['predicted_ms_mean']:.4g}) | "
             f"{row['search_wall_s_mean']:.0f} | {tau} |"
         )
-    lines += ["", "Random nets:", "", "| budget ms | arch | seed | predicted ms | measured ms | acc |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Random nets:",
+        "",
+        "| budget ms | arch | seed | predicted ms | measured ms | acc |",
+        "|---|---|---|---|---|---|",
+    ]
     for net in summary["nets"]:
         if net["kind"] == "random":
-            lines.append(f"| {net['budget_ms']:.4g} | `{net['arch'].split(':')[1]}` | {net['seed']} | {net['predicted_ms']:.4g} | "
-                         f"{net['measured_ms']:.4g} | {net['acc']:.4f} |")
-    lines += ["", "Searched nets:", "", "| method | budget ms | seed | arch | predicted ms | measured ms | from scratch | fine-tuned |",
-              "|---|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {net['budget_ms']:.4g} | `{net['arch'].split(':')[1]}` | {net['seed']} | {net['predicted_ms']:.4g} | "
+                f"{net['measured_ms']:.4g} | {net['acc']:.4f} |"
+            )
+    lines += [
+        "",
+        "Searched nets:",
+        "",
+        "| method | budget ms | seed | arch | predicted ms | measured ms | from scratch | fine-tuned |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for net in summary["nets"]:
         if net["kind"] == "search":
-            lines.append(f"| {net['method']} | {net['budget_ms']:.4g} | {net['seed']} | `{net['arch'].split(':')[1]}` | "
-                         f"{net['predicted_ms']:.4g} | {net['measured_ms']:.4g} | {net['acc']:.4f} | {net['finetuned_acc']:.4f} |")
+            lines.append(
+                f"| {net['method']} | {net['budget_ms']:.4g} | {net['seed']} | `{net['arch'].split(':')[1]}` | "
+                f"{net['predicted_ms']:.4g} | {net['measured_ms']:.4g} | {net['acc']:.4f} | {net['finetuned_acc']:.4f} |"
+            )
     if summary["one_shot"]:
-        lines += ["", "One-shot supernets (first seed's supernet for the ranking; means over seeds otherwise): the supernet's "
-                  "training time (its epochs, evaluation included), the mean score it gives the random nets of both bands "
-                  "(inherited weights, BN recalibrated), Kendall's tau of those scores against the nets' from-scratch accuracy, "
-                  "the selection's time, and the selected child's accuracy with inherited weights:", "",
-                  "| method | budget ms | supernet s | mean score of the random nets | tau | selection s | child acc (inherited) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "One-shot supernets (first seed's supernet for the ranking; means over seeds otherwise): the supernet's "
+            "training time (its epochs, evaluation included), the mean score it gives the random nets of both bands "
+            "(inherited weights, BN recalibrated), Kendall's tau of those scores against the nets' from-scratch accuracy, "
+            "the selection's time, and the selected child's accuracy with inherited weights:",
+            "",
+            "| method | budget ms | supernet s | mean score of the random nets | tau | selection s | child acc (inherited) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in summary["one_shot"]:
-            lines.append(f"| {row['method']} | {row['budget_ms']:.4g} | {row['supernet_s']:.0f} | {row['random_score_mean']:.4f} | "
-                         f"{row['ranking_tau']:+.2f} | {row['selection_s']:.0f} | {row['child_acc_inherited']:.4f} |")
+            lines.append(
+                f"| {row['method']} | {row['budget_ms']:.4g} | {row['supernet_s']:.0f} | {row['random_score_mean']:.4f} | "
+                f"{row['ranking_tau']:+.2f} | {row['selection_s']:.0f} | {row['child_acc_inherited']:.4f} |"
+            )
     lines += ["", "![accuracy against measured latency](results.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
 
@@ -484,27 +575,57 @@ def main() -> int:
         budget = fastest + fraction * (slowest - fastest)
         target = make_target(budget, fastest, slowest, plan.margin, None)
         randoms = BandSampler(model, plan.band[0] * target.aim_ms, plan.band[1] * target.aim_ms).sample(
-            plan.random_per_budget, seed=int(1000 * fraction))
-        budgets.append({"fraction": fraction, "budget_ms": budget, "aim_ms": target.aim_ms, "random": [a.to_compact() for a in randoms]})
+            plan.random_per_budget, seed=int(1000 * fraction)
+        )
+        budgets.append(
+            {"fraction": fraction, "budget_ms": budget, "aim_ms": target.aim_ms, "random": [a.to_compact() for a in randoms]}
+        )
 
     # 1. searches
     searches = []
     for b in budgets:
         for method in methods:
             for seed in plan.seeds:
-                config = dict(method=method, table=str(table_path), budget_ms=b["budget_ms"], space=plan.space, space_args=sa,
-                              data=plan.data, margin=plan.margin, seed=seed, **plan.search)
+                config = dict(
+                    method=method,
+                    table=str(table_path),
+                    budget_ms=b["budget_ms"],
+                    space=plan.space,
+                    space_args=sa,
+                    data=plan.data,
+                    margin=plan.margin,
+                    seed=seed,
+                    **plan.search,
+                )
                 if method in plan.method_options:  # only where set, so the other methods' cache keys stay as they were
                     config["method_options"] = plan.method_options[method]
-                searches.append({"method": method, "seed": seed, "budget": b, "config": config,
-                                 "folder": str(work / "search" / key("search", config))})
-    search_results = run_jobs(search_job, [{"folder": s["folder"], "config": s["config"]} for s in searches], args.workers, "searches")
+                searches.append(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "budget": b,
+                        "config": config,
+                        "folder": str(work / "search" / key("search", config)),
+                    }
+                )
+    search_results = run_jobs(
+        search_job, [{"folder": s["folder"], "config": s["config"]} for s in searches], args.workers, "searches"
+    )
 
     # 2. trainings: searched archs from scratch and fine-tuned, random archs from scratch with every seed
     def train(arch: str, seed: int, weights: str | None = None) -> dict:
-        recipe_key = {"plan_recipe": plan.finetune if weights else plan.recipe, "val_images": plan.recipe["val_images"], "data": plan.data}
-        return {"arch": arch, "seed": seed, "weights": weights, "plan": plan_dict,
-                "folder": str(work / "train" / key("train", arch, seed, weights, recipe_key))}
+        recipe_key = {
+            "plan_recipe": plan.finetune if weights else plan.recipe,
+            "val_images": plan.recipe["val_images"],
+            "data": plan.data,
+        }
+        return {
+            "arch": arch,
+            "seed": seed,
+            "weights": weights,
+            "plan": plan_dict,
+            "folder": str(work / "train" / key("train", arch, seed, weights, recipe_key)),
+        }
 
     jobs: list[dict] = []
     for s, result in zip(searches, search_results):
@@ -513,23 +634,41 @@ def main() -> int:
         jobs += [s["scratch"], s["finetune"]]
     # one seed (--quick): the first random arch gets a second one, so the seed noise is measured all the same
     noise_seeds = plan.seeds if len(plan.seeds) > 1 else (plan.seeds[0], plan.seeds[0] + 1)
-    random_jobs = [(b, arch, train(arch, seed)) for b in budgets for i, arch in enumerate(b["random"])
-                   for seed in (noise_seeds if i == 0 and b is budgets[0] else plan.seeds)]
+    random_jobs = [
+        (b, arch, train(arch, seed))
+        for b in budgets
+        for i, arch in enumerate(b["random"])
+        for seed in (noise_seeds if i == 0 and b is budgets[0] else plan.seeds)
+    ]
     unique = {j["folder"]: j for j in jobs + [r[2] for r in random_jobs]}
     trained = dict(zip(unique, run_jobs(train_job, list(unique.values()), args.workers, "trainings")))
 
     # 3. ranking: each first-seed supernet scores every random arch
     all_random = [a for b in budgets for a in b["random"]]
     rank_runs = [s for s in searches if s["seed"] == plan.seeds[0]]
-    rank_scores = run_jobs(ranking_job, [{"run": s["folder"], "archs": all_random, "plan": plan_dict,
-                                          "file": str(Path(s["folder"]) / f"ranking-{key(all_random, plan.ranking_images, plan.ranking_bn_batches)}.json")}
-                                         for s in rank_runs], args.workers, "supernet rankings")
+    rank_scores = run_jobs(
+        ranking_job,
+        [
+            {
+                "run": s["folder"],
+                "archs": all_random,
+                "plan": plan_dict,
+                "file": str(Path(s["folder"]) / f"ranking-{key(all_random, plan.ranking_images, plan.ranking_bn_batches)}.json"),
+            }
+            for s in rank_runs
+        ],
+        args.workers,
+        "supernet rankings",
+    )
     random_accs: dict[str, list[float]] = {}  # arch -> its accuracy with each seed
     for _, arch, job in random_jobs:
         random_accs.setdefault(arch, []).append(trained[job["folder"]]["val_acc"])
-    taus = {(s["method"], s["budget"]["fraction"]): kendall([scores[a] for a in all_random],
-                                                            [statistics.fmean(random_accs[a]) for a in all_random])
-            for s, scores in zip(rank_runs, rank_scores)}
+    taus = {
+        (s["method"], s["budget"]["fraction"]): kendall(
+            [scores[a] for a in all_random], [statistics.fmean(random_accs[a]) for a in all_random]
+        )
+        for s, scores in zip(rank_runs, rank_scores)
+    }
 
     # 4. latency of every net, measured alone at the end
     searched_archs = [r["arch"] for r in search_results]
@@ -538,15 +677,34 @@ def main() -> int:
     # 5. figures
     nets = []
     for s, result in zip(searches, search_results):
-        nets.append({"kind": "search", "method": s["method"], "seed": s["seed"], "budget_ms": s["budget"]["budget_ms"],
-                     "arch": result["arch"], "predicted_ms": result["predicted_ms"], "measured_ms": measured[result["arch"]],
-                     "acc": trained[s["scratch"]["folder"]]["val_acc"], "finetuned_acc": trained[s["finetune"]["folder"]]["val_acc"],
-                     "supernet_acc": result["supernet_val_acc"], "child_acc_inherited": result["child_val_acc"],
-                     "search_wall_s": json.loads((Path(s["folder"]) / "wall_s.json").read_text())})
+        nets.append(
+            {
+                "kind": "search",
+                "method": s["method"],
+                "seed": s["seed"],
+                "budget_ms": s["budget"]["budget_ms"],
+                "arch": result["arch"],
+                "predicted_ms": result["predicted_ms"],
+                "measured_ms": measured[result["arch"]],
+                "acc": trained[s["scratch"]["folder"]]["val_acc"],
+                "finetuned_acc": trained[s["finetune"]["folder"]]["val_acc"],
+                "supernet_acc": result["supernet_val_acc"],
+                "child_acc_inherited": result["child_val_acc"],
+                "search_wall_s": json.loads((Path(s["folder"]) / "wall_s.json").read_text()),
+            }
+        )
     for b, arch, job in random_jobs:
-        nets.append({"kind": "random", "budget_ms": b["budget_ms"], "arch": arch, "seed": job["seed"],
-                     "predicted_ms": model.predict(Arch.from_compact(arch)),
-                     "measured_ms": measured[arch], "acc": trained[job["folder"]]["val_acc"]})
+        nets.append(
+            {
+                "kind": "random",
+                "budget_ms": b["budget_ms"],
+                "arch": arch,
+                "seed": job["seed"],
+                "predicted_ms": model.predict(Arch.from_compact(arch)),
+                "measured_ms": measured[arch],
+                "acc": trained[job["folder"]]["val_acc"],
+            }
+        )
     rows = []
     for b in budgets:
         randoms = [statistics.fmean(random_accs[a]) for a in b["random"]]  # each arch's mean over its seeds
@@ -556,38 +714,69 @@ def main() -> int:
             accs = [n["acc"] for n in mine]
             acc_mean, acc_std = mean_std(accs)
             diff, low, high = welch_interval(accs, randoms)
-            rows.append({
-                "method": method, "budget_ms": b["budget_ms"], "aim_ms": b["aim_ms"], "fraction": b["fraction"],
-                "search_acc_mean": acc_mean, "search_acc_std": acc_std, "search_accs": accs,
-                "finetuned_acc_mean": statistics.fmean(n["finetuned_acc"] for n in mine),
-                "random_acc_mean": statistics.fmean(randoms), "random_acc_best": max(randoms), "random_accs": randoms,
-                "diff": diff, "diff_low": low, "diff_high": high,
-                "measured_ms_mean": statistics.fmean(n["measured_ms"] for n in mine),
-                "predicted_ms_mean": statistics.fmean(n["predicted_ms"] for n in mine),
-                "search_wall_s_mean": statistics.fmean(n["search_wall_s"] for n in mine),
-                "ranking_tau": taus.get((method, b["fraction"])),
-            })
+            rows.append(
+                {
+                    "method": method,
+                    "budget_ms": b["budget_ms"],
+                    "aim_ms": b["aim_ms"],
+                    "fraction": b["fraction"],
+                    "search_acc_mean": acc_mean,
+                    "search_acc_std": acc_std,
+                    "search_accs": accs,
+                    "finetuned_acc_mean": statistics.fmean(n["finetuned_acc"] for n in mine),
+                    "random_acc_mean": statistics.fmean(randoms),
+                    "random_acc_best": max(randoms),
+                    "random_accs": randoms,
+                    "diff": diff,
+                    "diff_low": low,
+                    "diff_high": high,
+                    "measured_ms_mean": statistics.fmean(n["measured_ms"] for n in mine),
+                    "predicted_ms_mean": statistics.fmean(n["predicted_ms"] for n in mine),
+                    "search_wall_s_mean": statistics.fmean(n["search_wall_s"] for n in mine),
+                    "ranking_tau": taus.get((method, b["fraction"])),
+                }
+            )
     one_shot = []
     for s, scores in zip(rank_runs, rank_scores):
         if not STRATEGIES[s["method"]].one_shot:
             continue
         mine = [(x, r) for x, r in zip(searches, search_results) if x["method"] == s["method"] and x["budget"] is s["budget"]]
-        epochs = [[json.loads(line)["seconds"] for line in (Path(x["folder"]) / "history.jsonl").read_text().splitlines()] for x, _ in mine]
-        one_shot.append({"method": s["method"], "budget_ms": s["budget"]["budget_ms"], "supernet_s": statistics.fmean(map(sum, epochs)),
-                         "random_score_mean": statistics.fmean(scores[a] for a in all_random),
-                         "ranking_tau": taus[(s["method"], s["budget"]["fraction"])],
-                         "selection_s": statistics.fmean(r["selection_seconds"] for _, r in mine),
-                         "child_acc_inherited": statistics.fmean(r["child_val_acc"] for _, r in mine)})
+        epochs = [
+            [json.loads(line)["seconds"] for line in (Path(x["folder"]) / "history.jsonl").read_text().splitlines()]
+            for x, _ in mine
+        ]
+        one_shot.append(
+            {
+                "method": s["method"],
+                "budget_ms": s["budget"]["budget_ms"],
+                "supernet_s": statistics.fmean(map(sum, epochs)),
+                "random_score_mean": statistics.fmean(scores[a] for a in all_random),
+                "ranking_tau": taus[(s["method"], s["budget"]["fraction"])],
+                "selection_s": statistics.fmean(r["selection_seconds"] for _, r in mine),
+                "child_acc_inherited": statistics.fmean(r["child_val_acc"] for _, r in mine),
+            }
+        )
     # the run's span across invocations: the first search folder made, to the latency measurement written
     span_s = (work / "latency.json").stat().st_mtime - min((Path(x["folder"]) / "config.json").stat().st_mtime for x in searches)
     job_seconds = [json.loads((Path(j) / "wall_s.json").read_text()) for j in [s["folder"] for s in searches] + list(unique)]
     summary = {
-        "quick": args.quick, "date": datetime.date.today().isoformat(), "machine": machine(), "commit": commit(),
-        "table": str(table_path), "fastest_ms": fastest, "slowest_ms": slowest, "plan": plan_dict,
+        "quick": args.quick,
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "commit": commit(),
+        "table": str(table_path),
+        "fastest_ms": fastest,
+        "slowest_ms": slowest,
+        "plan": plan_dict,
         "val_images": plan.recipe["val_images"] or len(load_data(plan.data, sa["resolution"], sa["in_channels"]).val),
         "seed_noise": seed_noise(random_accs),
-        "budgets": budgets, "rows": rows, "nets": nets, "one_shot": one_shot, "wall_s": time.perf_counter() - started,
-        "span_s": span_s, "jobs_s": sum(job_seconds),
+        "budgets": budgets,
+        "rows": rows,
+        "nets": nets,
+        "one_shot": one_shot,
+        "wall_s": time.perf_counter() - started,
+        "span_s": span_s,
+        "jobs_s": sum(job_seconds),
     }
     summary["plan_workers"] = args.workers
     report(out, summary)

@@ -56,20 +56,28 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, memory_format in formats.items():
             supernet.to(memory_format=memory_format)
-            scorer = PathScorer(supernet, bn_images.contiguous(memory_format=memory_format),
-                                images.contiguous(memory_format=memory_format), labels)
+            scorer = PathScorer(
+                supernet,
+                bn_images.contiguous(memory_format=memory_format),
+                images.contiguous(memory_format=memory_format),
+                labels,
+            )
             scorer(paths[0])  # warm-up
             for path in paths:
                 started = time.perf_counter()
                 scorer(path)
                 seconds[name].append(time.perf_counter() - started)
     base = statistics.median(seconds["contiguous"])
-    print(f"space {args.space} r{args.resolution}, {args.bn_images} BN + {args.score_images} scored images, {args.threads} thread(s), "
-          f"median of {args.paths} paths x {args.rounds} rounds")
+    print(
+        f"space {args.space} r{args.resolution}, {args.bn_images} BN + {args.score_images} scored images, {args.threads} thread(s), "
+        f"median of {args.paths} paths x {args.rounds} rounds"
+    )
     for name in formats:
         median = statistics.median(seconds[name])
-        print(f"{name:<14} {1000 * median:8.1f} ms per arch  {median / base:5.2f} x contiguous  "
-              f"(1000 archs: {1000 * median / 60:.1f} min)")
+        print(
+            f"{name:<14} {1000 * median:8.1f} ms per arch  {median / base:5.2f} x contiguous  "
+            f"(1000 archs: {1000 * median / 60:.1f} min)"
+        )
 
 
 if __name__ == "__main__":

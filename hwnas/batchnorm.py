@@ -26,7 +26,10 @@ def batch_norms(module: nn.Module) -> list[nn.Module]:
 
 @torch.no_grad()
 def recalibrate_bn(
-    model: nn.Module, loader: Iterable, batches: int = 20, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    model: nn.Module,
+    loader: Iterable,
+    batches: int = 20,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     norms: list[nn.Module] | None = None,
 ) -> int:
     """Reset every BN layer's running stats and re-estimate them as the mean over ``batches`` batches.

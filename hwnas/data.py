@@ -115,7 +115,9 @@ def _resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
         return images
     out = []
     for chunk in images.split(4096):
-        resized = F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+        resized = F.interpolate(
+            chunk.float(), size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+        )
         out.append(resized.round().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
 
@@ -203,7 +205,9 @@ def _cifar10(folder: Path) -> tuple[tuple, tuple]:
         try:
             data = CIFAR10(str(folder), train=train, download=False)
         except RuntimeError as error:
-            raise HwnasError(f"CIFAR-10 not found in {folder} ({error}); put the python batches (cifar-10-batches-py) there") from None
+            raise HwnasError(
+                f"CIFAR-10 not found in {folder} ({error}); put the python batches (cifar-10-batches-py) there"
+            ) from None
         images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
         parts.append((images, torch.tensor(data.targets)))
     return parts[0], parts[1]
@@ -263,8 +267,14 @@ DATA_SETS: dict[str, DataSet] = {
     d.name: d
     for d in (
         DataSet("digits", "none", 1, 10, 32, lambda folder, seed: _digits(seed)),
-        DataSet("fashion-mnist", "optional", 1, 10, 32,
-                lambda folder, seed: _fashion_mnist(Path(folder) if folder else FASHION_MNIST_DIR)),
+        DataSet(
+            "fashion-mnist",
+            "optional",
+            1,
+            10,
+            32,
+            lambda folder, seed: _fashion_mnist(Path(folder) if folder else FASHION_MNIST_DIR),
+        ),
         DataSet("cifar10", "required", 3, 10, 32, lambda folder, seed: _cifar10(Path(folder))),
         DataSet("imagefolder", "required", 3, None, None, None),
         DataSet("fake", "none", 3, 10, 32, lambda folder, seed: _fake(seed)),
@@ -286,8 +296,9 @@ def split_for_arch(dataset: Dataset, arch_fraction: float, seed: int = 0) -> tup
     return Subset(dataset, weight_idx.tolist()), Subset(dataset, arch_idx.tolist())
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0, dist: Dist = SINGLE,
-                trim: bool = True) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0, dist: Dist = SINGLE, trim: bool = True
+) -> DataLoader:
     """A loader whose order depends only on ``seed``: the same seed gives the same batches.
 
     With ``dist`` of several processes, this rank's shard of every global batch of

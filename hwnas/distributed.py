@@ -85,7 +85,9 @@ class Dist:
         if not torch.cuda.is_available():
             raise HwnasError(f"device {name!r} asked for, but torch sees no CUDA GPU on this machine")
         if self.local_rank >= torch.cuda.device_count():
-            raise HwnasError(f"local rank {self.local_rank} needs GPU {self.local_rank}, but only {torch.cuda.device_count()} are visible")
+            raise HwnasError(
+                f"local rank {self.local_rank} needs GPU {self.local_rank}, but only {torch.cuda.device_count()} are visible"
+            )
         return torch.device("cuda", self.local_rank)
 
     def all_reduce_mean_(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -116,8 +118,10 @@ class Dist:
         torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
         torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
         if not torch.equal(low, high):
-            raise HwnasError(f"{what} differs between the {self.world_size} processes (largest gap {float((high - low).max()):.3g}): "
-                             f"the ranks no longer run the same search")
+            raise HwnasError(
+                f"{what} differs between the {self.world_size} processes (largest gap {float((high - low).max()):.3g}): "
+                f"the ranks no longer run the same search"
+            )
 
     def _comm_device(self) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
@@ -182,8 +186,10 @@ def step_seed(seed: int, epoch: int, step: int) -> int:
 def split_batch(batch_size: int, dist: Dist) -> int:
     """Each rank's share of a global batch; the global batch must split evenly."""
     if batch_size % dist.world_size:
-        raise HwnasError(f"a global batch of {batch_size} does not split evenly over {dist.world_size} processes: "
-                         f"give a batch size that is a multiple of {dist.world_size}")
+        raise HwnasError(
+            f"a global batch of {batch_size} does not split evenly over {dist.world_size} processes: "
+            f"give a batch size that is a multiple of {dist.world_size}"
+        )
     return batch_size // dist.world_size
 
 
@@ -207,8 +213,11 @@ class ShardSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=shuffle, seed=seed, drop_last=trim)
         self.trim = trim
         n = len(dataset)  # type: ignore[arg-type]
-        self.order_loader = DataLoader(range(n), batch_size=max(n, 1), shuffle=shuffle,
-                                       generator=torch.Generator().manual_seed(seed)) if shuffle else None
+        self.order_loader = (
+            DataLoader(range(n), batch_size=max(n, 1), shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+            if shuffle
+            else None
+        )
         if not trim:
             self.num_samples = len(range(dist.rank, n, dist.world_size))
 
@@ -272,7 +281,11 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
         if module.affine:
             new.weight, new.bias = module.weight, module.bias
         if module.track_running_stats:
-            new.running_mean, new.running_var, new.num_batches_tracked = module.running_mean, module.running_var, module.num_batches_tracked
+            new.running_mean, new.running_var, new.num_batches_tracked = (
+                module.running_mean,
+                module.running_var,
+                module.num_batches_tracked,
+            )
         new.train(module.training)
         return new
     for name, child in module.named_children():
@@ -295,5 +308,6 @@ def wrap(module: nn.Module, dist: Dist, device: torch.device, find_unused: bool 
     convert_batchnorm(module)
     # device_ids=None: the loop moves each batch itself, and the path choices (dataclasses holding CPU tensors of the arch
     # side) pass through untouched
-    return DistributedDataParallel(module.to(device), device_ids=None, find_unused_parameters=find_unused,
-                                   broadcast_buffers=False)
+    return DistributedDataParallel(
+        module.to(device), device_ids=None, find_unused_parameters=find_unused, broadcast_buffers=False
+    )

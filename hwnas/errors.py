@@ -6,4 +6,3 @@ The CLI prints these without a traceback and exits non-zero; anything else is a 
 
 class HwnasError(Exception):
     """A user-facing error: bad input, a missing file, an impossible budget."""
-

@@ -22,7 +22,7 @@ def remove_stale_temps(path: str | Path) -> None:
     if not path.parent.is_dir():
         return
     for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
-        pid = temp.name[len(path.name) + 2:].split(".", 1)[0]
+        pid = temp.name[len(path.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             temp.unlink(missing_ok=True)
 

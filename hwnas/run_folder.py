@@ -23,7 +23,12 @@ RUNS_ROOT = Path("runs")
 ARCH, CONFIG, RESULT, HISTORY, CHECKPOINT = "arch.json", "config.json", "result.json", "history.jsonl", "checkpoint.pt"
 CHILD, SUPERNET, PLOT, REPORT = "child.pt", "supernet.pt", "search.png", "report.md"
 SCORES, SELECTION_PLOT = "scores.jsonl", "selection.png"
-TRAINED, TRAIN_RESULT, TRAIN_HISTORY, TRAIN_CHECKPOINT = "trained.pt", "train_result.json", "train_history.jsonl", "train_checkpoint.pt"
+TRAINED, TRAIN_RESULT, TRAIN_HISTORY, TRAIN_CHECKPOINT = (
+    "trained.pt",
+    "train_result.json",
+    "train_history.jsonl",
+    "train_checkpoint.pt",
+)
 SEARCH_FILES = (ARCH, CONFIG, RESULT, HISTORY, CHECKPOINT, CHILD, SUPERNET, PLOT, REPORT, SCORES, SELECTION_PLOT)
 TRAIN_FILES = (TRAINED, TRAIN_RESULT, TRAIN_HISTORY, TRAIN_CHECKPOINT)
 #: weights of the derived child, newest kind first: fine-tuned by ``hwnas train``, then as the search left them
@@ -39,7 +44,9 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or mismatched:
         details = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
@@ -62,7 +69,9 @@ class RunFolder:
         if not (path / ARCH).exists():
             if not (path / CONFIG).exists():
                 raise HwnasError(f"{path} is not a search run folder (no {CONFIG}, no {ARCH})")
-            raise HwnasError(f"{path} holds no derived child (no {ARCH}): has its search finished? (`hwnas search --resume {path}`)")
+            raise HwnasError(
+                f"{path} holds no derived child (no {ARCH}): has its search finished? (`hwnas search --resume {path}`)"
+            )
         return cls(path)
 
     @classmethod

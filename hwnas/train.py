@@ -57,15 +57,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_field_types(self)
         if self.epochs < 1 or self.batch_size < 1 or self.bn_batches < 1 or self.workers < 0:
-            raise HwnasError(f"--epochs, --batch-size and --bn-batches must be >= 1 and --workers >= 0 (got {self.epochs}, "
-                             f"{self.batch_size}, {self.bn_batches}, {self.workers})")
+            raise HwnasError(
+                f"--epochs, --batch-size and --bn-batches must be >= 1 and --workers >= 0 (got {self.epochs}, "
+                f"{self.batch_size}, {self.bn_batches}, {self.workers})"
+            )
         if self.lr <= 0 or not 0 <= self.label_smoothing < 1:
             raise HwnasError(f"--lr must be > 0 and --label-smoothing in [0, 1) (got {self.lr}, {self.label_smoothing})")
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Any, forward: Callable[[torch.Tensor], torch.Tensor] | None = None, batch_stats: bool = False,
+    model: nn.Module,
+    loader: Any,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_stats: bool = False,
     dist: Dist = SINGLE,
 ) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy (a fraction) of ``model`` in eval mode over ``loader``.
@@ -97,10 +102,17 @@ def cosine_lr(base_lr: float, step: int, total_steps: int, min_lr: float = 0.0) 
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
-def _save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: TrainConfig,
-                     data: str) -> None:
-    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "config": asdict(config), "data": data, "rng": torch.get_rng_state()}
+def _save_checkpoint(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: TrainConfig, data: str
+) -> None:
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "config": asdict(config),
+        "data": data,
+        "rng": torch.get_rng_state(),
+    }
     save_torch_atomic(folder / TRAIN_CHECKPOINT, state)
 
 
@@ -144,8 +156,9 @@ def train_child(
     start_epoch = 0
     torch.manual_seed(config.seed)
     model.to(train_device(device, dist))
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=True)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+    )
     if resume:
         state = load_torch(resume_checkpoint(folder), "checkpoint", "a checkpoint")
         config = TrainConfig(**state["config"])
@@ -164,12 +177,18 @@ def train_child(
     total_steps = steps_per_epoch * config.epochs
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
-        loader = make_loader(data.train, config.batch_size, shuffle=True, workers=config.workers, seed=config.seed * 1000 + epoch,
-                             dist=dist)
+        loader = make_loader(
+            data.train, config.batch_size, shuffle=True, workers=config.workers, seed=config.seed * 1000 + epoch, dist=dist
+        )
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{config.epochs}", leave=False, disable=not (progress and dist.is_main),
-                   unit="batch")
+        bar = tqdm(
+            loader,
+            desc=f"train epoch {epoch + 1}/{config.epochs}",
+            leave=False,
+            disable=not (progress and dist.is_main),
+            unit="batch",
+        )
         for step, (images, labels) in enumerate(bar):
             lr = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
@@ -188,8 +207,15 @@ def train_child(
         loss_sum, correct, seen = dist.all_reduce_sum([loss_sum, correct, seen])
         recalibrate_bn(model, loader, config.bn_batches)
         val_loss, val_acc = evaluate(model, val_loader, dist=dist)
-        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_loss": val_loss,
-               "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - began}
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "seconds": time.perf_counter() - began,
+        }
         history.append(row)
         if dist.is_main:
             # history first, checkpoint last: a crash between them only repeats this epoch on resume
@@ -197,8 +223,15 @@ def train_child(
             _save_checkpoint(folder, model, optimizer, epoch, config, data.name)
         if on_epoch:
             on_epoch(row)
-    result = {"arch": arch.to_compact(), "val_acc": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
-              "epochs": config.epochs, "config": asdict(config), "data": data.name, "weights": str(folder / TRAINED)}
+    result = {
+        "arch": arch.to_compact(),
+        "val_acc": history[-1]["val_acc"],
+        "val_loss": history[-1]["val_loss"],
+        "epochs": config.epochs,
+        "config": asdict(config),
+        "data": data.name,
+        "weights": str(folder / TRAINED),
+    }
     if not dist.is_main:
         return result
     save_torch_atomic(folder / TRAINED, model.state_dict())

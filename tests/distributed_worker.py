@@ -36,8 +36,18 @@ SPACE_ARGS = {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult
 
 def search_config(method: str, table: str, budget_ms: float, epochs: int) -> SearchConfig:
     options = {} if method == "snas" else {"warmup_epochs": 0}  # arch steps from the first step
-    return SearchConfig(method=method, table=table, budget_ms=budget_ms, space_args=SPACE_ARGS, epochs=epochs, batch_size=16,
-                        steps_per_epoch=2, bn_batches=1, eval_images=16, method_options=options)
+    return SearchConfig(
+        method=method,
+        table=table,
+        budget_ms=budget_ms,
+        space_args=SPACE_ARGS,
+        epochs=epochs,
+        batch_size=16,
+        steps_per_epoch=2,
+        bn_batches=1,
+        eval_images=16,
+        method_options=options,
+    )
 
 
 def main() -> None:
@@ -51,12 +61,18 @@ def main() -> None:
                 run = SearchRun(SearchConfig.load(folder), folder, progress=False, dist=dist)
                 run.run(resume=True)
             else:
-                run = SearchRun(search_config(method, spec["table"], spec["budget_ms"], spec.get("epochs", {}).get(method, 1)), folder,
-                                progress=False, dist=dist)
+                run = SearchRun(
+                    search_config(method, spec["table"], spec["budget_ms"], spec.get("epochs", {}).get(method, 1)),
+                    folder,
+                    progress=False,
+                    dist=dist,
+                )
                 run.run()
             if dist.is_main:
-                torch.save({"alpha": run.arch.alpha.detach(), "weights": run.supernet.state_dict(),
-                            "budget": run.budget.state_dict()}, out / f"{method}.pt")
+                torch.save(
+                    {"alpha": run.arch.alpha.detach(), "weights": run.supernet.state_dict(), "budget": run.budget.state_dict()},
+                    out / f"{method}.pt",
+                )
                 print(method, f"{time.perf_counter() - started:.1f} s", flush=True)
         if spec.get("train"):
             space = tiny_space()
@@ -64,7 +80,9 @@ def main() -> None:
             torch.manual_seed(0)
             model = space.build(arch)
             data = load_data("digits", 16, 1, 0)
-            data = DataSplits(Subset(data.train, range(192)), Subset(data.val, range(64)), data.num_classes, data.in_channels, data.name)
+            data = DataSplits(
+                Subset(data.train, range(192)), Subset(data.val, range(64)), data.num_classes, data.in_channels, data.name
+            )
             config = TrainConfig(epochs=1, batch_size=32, bn_batches=2)
             train_child(arch, model, data, out / "train", config, progress=False, dist=dist)
             if dist.is_main:

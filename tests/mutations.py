@@ -34,109 +34,259 @@ class Mutation:
 
 
 MUTATIONS = (
-    Mutation("detach-latency", "hwnas/search/strategy.py",
-             "return self.latency.expected(self.effective_probs() if probs is None else probs)",
-             "return self.latency.expected(self.effective_probs() if probs is None else probs).detach()",
-             ("tests/test_search_methods.py",)),
-    Mutation("derive-at-fastest", "hwnas/search/loop.py",
-             "self.strategy.derive(self.target.aim_ms,", "self.strategy.derive(self.target.fastest_ms,",
-             ("tests/test_search_run.py",)),
-    Mutation("no-optimizer-step", "hwnas/train.py", "            optimizer.step()\n", "            pass\n",
-             ("tests/test_train.py",)),
-    Mutation("controller-without-proportional-term", "hwnas/search/budget.py",
-             "self.multiplier = min(max(self.integral + self.gain * error, low), self.bound)",
-             "self.multiplier = min(max(self.integral, low), self.bound)",
-             ("tests/test_search_budget.py",)),
-    Mutation("proxyless-latency-over-all-ops", "hwnas/search/proxyless.py",
-             "self.expected_ms(self.pair_probs(pairs))", "self.expected_ms()",
-             ("tests/test_search_methods.py",)),
-    Mutation("derive-without-fill", "hwnas/search/derive.py", "    if spend:\n", "    if False:\n",
-             ("tests/test_search_budget.py",)),
-    Mutation("early-stop-ignores-reachability", "hwnas/search/dsnas.py",
-             "if low <= self.budget.aim_ms <= high:", "if True:",
-             ("tests/test_search_methods.py",)),
-    Mutation("band-sampler-not-uniform", "hwnas/search/random_archs.py",
-             "pick = rng.choice(len(weights), p=ways / ways.sum())", "pick = rng.choice(len(weights), p=(ways > 0) / (ways > 0).sum())",
-             ("tests/test_random_archs.py",)),
-    Mutation("candidates-start-apart", "hwnas/search/supernet.py", "                    nest_into(smallest, op)\n", "                    pass\n",
-             ("tests/test_search_methods.py",)),
-    Mutation("overhead-counted-per-part", "hwnas/latency/model.py",
-             "return max(self.table.ms(key) - self.call_overhead_ms, 0.0)", "return self.table.ms(key)",
-             ("tests/test_latency_model.py",)),
-    Mutation("tables-not-packaged", "pyproject.toml", '"hwnas.latency_tables" = ["*.json", "*.md"]', '"hwnas.latency_tables" = ["*.md"]',
-             ("tests/test_packaging.py",)),
-    Mutation("verdict-from-prediction", "hwnas/export/verdict.py",
-             'return "PASS" if self.measured_ms <= self.budget_ms else "FAIL"',
-             'return "PASS" if (self.predicted_ms or self.measured_ms) <= self.budget_ms else "FAIL"',
-             ("tests/test_export.py",)),
-    Mutation("evolution-scores-over-the-aim", "hwnas/search/evolution.py",
-             "return self.latency_fn(columns) <= self.aim_ms + 1e-9 * max(abs(self.aim_ms), 1.0)", "return True",
-             ("tests/test_evolution.py",)),
-    Mutation("evolution-without-selection", "hwnas/search/evolution.py",
-             "top = sorted(scorer.cache, key=lambda c: scorer.cache[c], reverse=True)[: options.top_k]",
-             "top = list(scorer.cache)[-options.top_k:]",
-             ("tests/test_evolution.py",)),
-    Mutation("spos-samples-past-the-aim", "hwnas/search/spos.py",
-             "BandSampler(self.latency, 0.0, self.budget.aim_ms)",
-             "BandSampler(self.latency, 0.0, self.latency.slowest()[1])",
-             ("tests/test_search_oneshot.py",)),
-    Mutation("selection-rescores-on-resume", "hwnas/search/oneshot.py",
-             "            if columns not in self.known:\n", "            if True:\n",
-             ("tests/test_search_oneshot.py",)),
-    Mutation("greedynas-trains-the-worst", "hwnas/search/greedynas.py",
-             "best = sorted(range(len(paths)), key=lambda i: losses[i])", "best = sorted(range(len(paths)), key=lambda i: -losses[i])",
-             ("tests/test_search_oneshot.py",)),
-    Mutation("greedynas-pool-not-checkpointed", "hwnas/search/greedynas.py",
-             "        self.pool.load(state[\"pool\"])\n", "        pass\n",
-             ("tests/test_search_oneshot.py",)),
-    Mutation("export-writes-in-place", "hwnas/export/artifact.py",
-             'output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp.onnx"), force=True)', "force=True)",
-             ("tests/test_bad_input.py::test_a_failed_export_leaves_the_earlier_set_as_it_was",)),
-    Mutation("stale-temps-kept", "hwnas/files.py", "if pid.isdigit() and int(pid)", "if False and int(pid)",
-             ("tests/test_bad_input.py::test_a_killed_writers_temporary_file_is_removed_by_the_next_writer",)),
-    Mutation("table-entries-unbounded", "hwnas/latency/table.py", "not 0 <= value < MAX_ENTRY:", "not 0 <= value < math.inf:",
-             ("tests/test_bad_input.py::test_bad_input_is_refused_clearly_and_touches_nothing",)),
-    Mutation("space-args-rounded", "hwnas/arch.py", "if whole and not number.is_integer():", "if False:",
-             ("tests/test_parsers_property.py",)),
-    Mutation("resume-needs-a-checkpoint", "hwnas/search/loop.py", "if resume and (self.out / CHECKPOINT).is_file():", "if resume:",
-             ("tests/test_search_run.py::test_a_run_stopped_before_its_first_checkpoint_resumes_from_its_config",)),
-    Mutation("table-of-another-space-unchecked", "hwnas/latency/model.py", 'if table.meta.get("space") not in (None, space.name):',
-             "if False:", ("tests/test_bad_input.py::test_the_profile_command_a_space_mismatch_suggests_makes_a_new_table_and_leaves_the_given_one",)),
-    Mutation("train-resume-reseeds-data", "hwnas/cli/train_commands.py",
-             'load_data(data, space_args["resolution"], space_args["in_channels"], config.seed)',
-             'load_data(data, space_args["resolution"], space_args["in_channels"], seed)',
-             ("tests/test_train.py::test_cli_resume_of_an_arch_training_keeps_its_seed_and_data",)),
-    Mutation("from-scratch-ignores-seed", "hwnas/cli/train_commands.py", "        torch.manual_seed(seed)  # --from-scratch", "        # --from-scratch",
-             ("tests/test_train.py::test_cli_resume_of_an_arch_training_keeps_its_seed_and_data",)),
-    Mutation("arch-gradient-summed", "hwnas/distributed.py", "tensor.copy_(comm.div_(self.world_size))", "tensor.copy_(comm)",
-             ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",)),
-    Mutation("snas-arch-gradient-not-reduced", "hwnas/search/snas.py", "        self.dist.all_reduce_mean_(self.arch.alpha.grad)", "        pass",
-             ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",)),
-    Mutation("batchnorm-per-shard", "hwnas/distributed.py", "    if type(module) is nn.BatchNorm2d:", "    if False:",
-             ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",
-              "tests/test_distributed.py::test_two_processes_train_as_one_with_the_global_batch")),
-    Mutation("apg-without-projection", "hwnas/search/apg.py",
-             "lam.copy_(torch.clamp(shrunk + self.momentum * self.velocity, min=0.0))", "lam.copy_(shrunk + self.momentum * self.velocity)",
-             ("tests/test_dsonas.py",)),
-    Mutation("dsonas-gamma-uniform", "hwnas/search/dsonas.py",
-             "self.weights = adaptive_weights(self.latency).float()", "self.weights = torch.ones_like(adaptive_weights(self.latency)).float()",
-             ("tests/test_dsonas.py",)),
-    Mutation("dsonas-gamma-ignores-budget", "hwnas/search/dsonas.py",
-             'self.gamma_now = self.options["gamma"] * min(', 'self.gamma_now = self.options["gamma"] + 0 * min(',
-             ("tests/test_dsonas.py",)),
-    Mutation("dsonas-repair-by-lambda-only", "hwnas/search/dsonas.py", "score = lost / saved", "score = lost",
-             ("tests/test_dsonas.py",)),
-    Mutation("dag-isolated-ops-kept", "hwnas/spaces/dag.py",
-             "live = set(self.live_ops(kept)) | {0, self.output}", "live = set(range(self.output + 1))",
-             ("tests/test_dsonas.py",)),
-    Mutation("dag-edges-cost-nothing", "hwnas/spaces/dag.py",
-             "keys += [self.edge_key(layer.c_in, layer.h)] * sum(canonical)", "keys += []",
-             ("tests/test_dsonas.py",)),
+    Mutation(
+        "detach-latency",
+        "hwnas/search/strategy.py",
+        "return self.latency.expected(self.effective_probs() if probs is None else probs)",
+        "return self.latency.expected(self.effective_probs() if probs is None else probs).detach()",
+        ("tests/test_search_methods.py",),
+    ),
+    Mutation(
+        "derive-at-fastest",
+        "hwnas/search/loop.py",
+        "self.strategy.derive(self.target.aim_ms,",
+        "self.strategy.derive(self.target.fastest_ms,",
+        ("tests/test_search_run.py",),
+    ),
+    Mutation(
+        "no-optimizer-step", "hwnas/train.py", "            optimizer.step()\n", "            pass\n", ("tests/test_train.py",)
+    ),
+    Mutation(
+        "controller-without-proportional-term",
+        "hwnas/search/budget.py",
+        "self.multiplier = min(max(self.integral + self.gain * error, low), self.bound)",
+        "self.multiplier = min(max(self.integral, low), self.bound)",
+        ("tests/test_search_budget.py",),
+    ),
+    Mutation(
+        "proxyless-latency-over-all-ops",
+        "hwnas/search/proxyless.py",
+        "self.expected_ms(self.pair_probs(pairs))",
+        "self.expected_ms()",
+        ("tests/test_search_methods.py",),
+    ),
+    Mutation(
+        "derive-without-fill", "hwnas/search/derive.py", "    if spend:\n", "    if False:\n", ("tests/test_search_budget.py",)
+    ),
+    Mutation(
+        "early-stop-ignores-reachability",
+        "hwnas/search/dsnas.py",
+        "if low <= self.budget.aim_ms <= high:",
+        "if True:",
+        ("tests/test_search_methods.py",),
+    ),
+    Mutation(
+        "band-sampler-not-uniform",
+        "hwnas/search/random_archs.py",
+        "pick = rng.choice(len(weights), p=ways / ways.sum())",
+        "pick = rng.choice(len(weights), p=(ways > 0) / (ways > 0).sum())",
+        ("tests/test_random_archs.py",),
+    ),
+    Mutation(
+        "candidates-start-apart",
+        "hwnas/search/supernet.py",
+        "                    nest_into(smallest, op)\n",
+        "                    pass\n",
+        ("tests/test_search_methods.py",),
+    ),
+    Mutation(
+        "overhead-counted-per-part",
+        "hwnas/latency/model.py",
+        "return max(self.table.ms(key) - self.call_overhead_ms, 0.0)",
+        "return self.table.ms(key)",
+        ("tests/test_latency_model.py",),
+    ),
+    Mutation(
+        "tables-not-packaged",
+        "pyproject.toml",
+        '"hwnas.latency_tables" = ["*.json", "*.md"]',
+        '"hwnas.latency_tables" = ["*.md"]',
+        ("tests/test_packaging.py",),
+    ),
+    Mutation(
+        "verdict-from-prediction",
+        "hwnas/export/verdict.py",
+        'return "PASS" if self.measured_ms <= self.budget_ms else "FAIL"',
+        'return "PASS" if (self.predicted_ms or self.measured_ms) <= self.budget_ms else "FAIL"',
+        ("tests/test_export.py",),
+    ),
+    Mutation(
+        "evolution-scores-over-the-aim",
+        "hwnas/search/evolution.py",
+        "return self.latency_fn(columns) <= self.aim_ms + 1e-9 * max(abs(self.aim_ms), 1.0)",
+        "return True",
+        ("tests/test_evolution.py",),
+    ),
+    Mutation(
+        "evolution-without-selection",
+        "hwnas/search/evolution.py",
+        "top = sorted(scorer.cache, key=lambda c: scorer.cache[c], reverse=True)[: options.top_k]",
+        "top = list(scorer.cache)[-options.top_k:]",
+        ("tests/test_evolution.py",),
+    ),
+    Mutation(
+        "spos-samples-past-the-aim",
+        "hwnas/search/spos.py",
+        "BandSampler(self.latency, 0.0, self.budget.aim_ms)",
+        "BandSampler(self.latency, 0.0, self.latency.slowest()[1])",
+        ("tests/test_search_oneshot.py",),
+    ),
+    Mutation(
+        "selection-rescores-on-resume",
+        "hwnas/search/oneshot.py",
+        "            if columns not in self.known:\n",
+        "            if True:\n",
+        ("tests/test_search_oneshot.py",),
+    ),
+    Mutation(
+        "greedynas-trains-the-worst",
+        "hwnas/search/greedynas.py",
+        "best = sorted(range(len(paths)), key=lambda i: losses[i])",
+        "best = sorted(range(len(paths)), key=lambda i: -losses[i])",
+        ("tests/test_search_oneshot.py",),
+    ),
+    Mutation(
+        "greedynas-pool-not-checkpointed",
+        "hwnas/search/greedynas.py",
+        '        self.pool.load(state["pool"])\n',
+        "        pass\n",
+        ("tests/test_search_oneshot.py",),
+    ),
+    Mutation(
+        "export-writes-in-place",
+        "hwnas/export/artifact.py",
+        'output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp.onnx"), force=True)',
+        "force=True)",
+        ("tests/test_bad_input.py::test_a_failed_export_leaves_the_earlier_set_as_it_was",),
+    ),
+    Mutation(
+        "stale-temps-kept",
+        "hwnas/files.py",
+        "if pid.isdigit() and int(pid)",
+        "if False and int(pid)",
+        ("tests/test_bad_input.py::test_a_killed_writers_temporary_file_is_removed_by_the_next_writer",),
+    ),
+    Mutation(
+        "table-entries-unbounded",
+        "hwnas/latency/table.py",
+        "not 0 <= value < MAX_ENTRY:",
+        "not 0 <= value < math.inf:",
+        ("tests/test_bad_input.py::test_bad_input_is_refused_clearly_and_touches_nothing",),
+    ),
+    Mutation(
+        "space-args-rounded",
+        "hwnas/arch.py",
+        "if whole and not number.is_integer():",
+        "if False:",
+        ("tests/test_parsers_property.py",),
+    ),
+    Mutation(
+        "resume-needs-a-checkpoint",
+        "hwnas/search/loop.py",
+        "if resume and (self.out / CHECKPOINT).is_file():",
+        "if resume:",
+        ("tests/test_search_run.py::test_a_run_stopped_before_its_first_checkpoint_resumes_from_its_config",),
+    ),
+    Mutation(
+        "table-of-another-space-unchecked",
+        "hwnas/latency/model.py",
+        'if table.meta.get("space") not in (None, space.name):',
+        "if False:",
+        (
+            "tests/test_bad_input.py::test_the_profile_command_a_space_mismatch_suggests_makes_a_new_table_and_leaves_the_given_one",
+        ),
+    ),
+    Mutation(
+        "train-resume-reseeds-data",
+        "hwnas/cli/train_commands.py",
+        'load_data(data, space_args["resolution"], space_args["in_channels"], config.seed)',
+        'load_data(data, space_args["resolution"], space_args["in_channels"], seed)',
+        ("tests/test_train.py::test_cli_resume_of_an_arch_training_keeps_its_seed_and_data",),
+    ),
+    Mutation(
+        "from-scratch-ignores-seed",
+        "hwnas/cli/train_commands.py",
+        "        torch.manual_seed(seed)  # --from-scratch",
+        "        # --from-scratch",
+        ("tests/test_train.py::test_cli_resume_of_an_arch_training_keeps_its_seed_and_data",),
+    ),
+    Mutation(
+        "arch-gradient-summed",
+        "hwnas/distributed.py",
+        "tensor.copy_(comm.div_(self.world_size))",
+        "tensor.copy_(comm)",
+        ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",),
+    ),
+    Mutation(
+        "snas-arch-gradient-not-reduced",
+        "hwnas/search/snas.py",
+        "        self.dist.all_reduce_mean_(self.arch.alpha.grad)",
+        "        pass",
+        ("tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",),
+    ),
+    Mutation(
+        "batchnorm-per-shard",
+        "hwnas/distributed.py",
+        "    if type(module) is nn.BatchNorm2d:",
+        "    if False:",
+        (
+            "tests/test_distributed.py::test_two_processes_search_as_one_with_the_global_batch",
+            "tests/test_distributed.py::test_two_processes_train_as_one_with_the_global_batch",
+        ),
+    ),
+    Mutation(
+        "apg-without-projection",
+        "hwnas/search/apg.py",
+        "lam.copy_(torch.clamp(shrunk + self.momentum * self.velocity, min=0.0))",
+        "lam.copy_(shrunk + self.momentum * self.velocity)",
+        ("tests/test_dsonas.py",),
+    ),
+    Mutation(
+        "dsonas-gamma-uniform",
+        "hwnas/search/dsonas.py",
+        "self.weights = adaptive_weights(self.latency).float()",
+        "self.weights = torch.ones_like(adaptive_weights(self.latency)).float()",
+        ("tests/test_dsonas.py",),
+    ),
+    Mutation(
+        "dsonas-gamma-ignores-budget",
+        "hwnas/search/dsonas.py",
+        'self.gamma_now = self.options["gamma"] * min(',
+        'self.gamma_now = self.options["gamma"] + 0 * min(',
+        ("tests/test_dsonas.py",),
+    ),
+    Mutation(
+        "dsonas-repair-by-lambda-only",
+        "hwnas/search/dsonas.py",
+        "score = lost / saved",
+        "score = lost",
+        ("tests/test_dsonas.py",),
+    ),
+    Mutation(
+        "dag-isolated-ops-kept",
+        "hwnas/spaces/dag.py",
+        "live = set(self.live_ops(kept)) | {0, self.output}",
+        "live = set(range(self.output + 1))",
+        ("tests/test_dsonas.py",),
+    ),
+    Mutation(
+        "dag-edges-cost-nothing",
+        "hwnas/spaces/dag.py",
+        "keys += [self.edge_key(layer.c_in, layer.h)] * sum(canonical)",
+        "keys += []",
+        ("tests/test_dsonas.py",),
+    ),
 )
 
 
 def scratch_copy(target: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         source = ROOT / name
         if source.is_file():
@@ -152,14 +302,23 @@ def run(mutation: Mutation) -> tuple[bool, str]:
         path = copy / mutation.path
         text = path.read_text()
         if text.count(mutation.old) != 1:
-            raise SystemExit(f"{mutation.name}: the snippet occurs {text.count(mutation.old)} times in {mutation.path}; update tests/mutations.py")
+            raise SystemExit(
+                f"{mutation.name}: the snippet occurs {text.count(mutation.old)} times in {mutation.path}; update tests/mutations.py"
+            )
         path.write_text(text.replace(mutation.old, mutation.new))
         env = {**os.environ, "PYTHONPATH": str(copy) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--no-header", *mutation.tests],
-                              cwd=copy, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--no-header", *mutation.tests],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         failed = [line.split(" ")[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
         summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()[-200:]
-        return done.returncode != 0 and bool(failed), f"{summary}; failing: {', '.join(failed[:4])}{' ...' if len(failed) > 4 else ''}"
+        return done.returncode != 0 and bool(
+            failed
+        ), f"{summary}; failing: {', '.join(failed[:4])}{' ...' if len(failed) > 4 else ''}"
 
 
 def main() -> int:

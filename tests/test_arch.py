@@ -52,10 +52,14 @@ def _greedy_with_zero_at(index):
     ("make", "message"),
     [
         (lambda: load_arch(_proxyless(["mb3_k3"] * 20).to_compact()), "20 choices but space 'proxyless' has 21"),
-        (lambda: load_arch(_proxyless(["mb3_k3"] * 5 + ["conv_k9"] + ["mb3_k3"] * 15).to_compact()),
-         "layer 5 (40->40 channels, stride 1): 'conv_k9' is not allowed (space 'proxyless' has no op 'conv_k9'); legal: mb3_k3"),
-        (lambda: load_arch(_proxyless(["zero"] + ["mb3_k3"] * 20).to_compact()),
-         "layer 0 (16->32 channels, stride 2): 'zero' is not allowed (a skip op needs stride 1 and C_in == C_out)"),
+        (
+            lambda: load_arch(_proxyless(["mb3_k3"] * 5 + ["conv_k9"] + ["mb3_k3"] * 15).to_compact()),
+            "layer 5 (40->40 channels, stride 1): 'conv_k9' is not allowed (space 'proxyless' has no op 'conv_k9'); legal: mb3_k3",
+        ),
+        (
+            lambda: load_arch(_proxyless(["zero"] + ["mb3_k3"] * 20).to_compact()),
+            "layer 0 (16->32 channels, stride 2): 'zero' is not allowed (a skip op needs stride 1 and C_in == C_out)",
+        ),
         (lambda: _greedy_with_zero_at(1), "'zero' is not allowed (space 'proxyless-greedy' has no op 'zero')"),
         (lambda: load_arch("{not json"), "not valid JSON"),
         (lambda: Arch.from_json('["a list"]'), "must be a JSON object"),
@@ -65,8 +69,19 @@ def _greedy_with_zero_at(index):
         (lambda: Arch.from_compact("proxyless,depth=3:mb3_k3"), "unknown space option 'depth'"),
         (lambda: load_arch("neither-a-file-nor-an-arch"), "neither an arch file nor a compact arch"),
     ],
-    ids=["wrong-length", "unknown-op", "zero-where-shape-changes", "zero-in-a-space-with-identity", "not-json", "not-object", "no-choices",
-         "unknown-space", "bad-option-value", "unknown-option", "not-a-file"],
+    ids=[
+        "wrong-length",
+        "unknown-op",
+        "zero-where-shape-changes",
+        "zero-in-a-space-with-identity",
+        "not-json",
+        "not-object",
+        "no-choices",
+        "unknown-space",
+        "bad-option-value",
+        "unknown-option",
+        "not-a-file",
+    ],
 )
 def test_malformed_arch_gives_a_clear_error(make, message):
     with pytest.raises(HwnasError) as caught:
@@ -92,7 +107,9 @@ def test_bad_arch_fails_the_cli_with_a_message(cli_runner, tmp_path):
 
 def test_arch_cli_sample_show_flops(cli_runner, tmp_path):
     out = tmp_path / "a.json"
-    sampled = cli_runner.invoke(cli, ["arch", "sample", "--space", "shufflenet", "--resolution", "32", "--seed", "4", "-o", str(out)])
+    sampled = cli_runner.invoke(
+        cli, ["arch", "sample", "--space", "shufflenet", "--resolution", "32", "--seed", "4", "-o", str(out)]
+    )
     assert sampled.exit_code == 0, sampled.output
     arch = load_arch(out)
     flops = cli_runner.invoke(cli, ["arch", "flops", str(out), "--json"])

@@ -55,13 +55,16 @@ def world(tmp_path_factory) -> Path:
         save_torch_atomic(run / "child.pt", space.build(arch).state_dict())
         write_json_atomic(run / "config.json", {"runtime": "onnxruntime", "device": "cpu", "table": str(table)})
         write_json_atomic(run / "result.json", {"budget_ms": 1000.0})
-    exported = CliRunner().invoke(cli, ["export", str(root / "m.onnx"), "--run", str(root / "run"), "--rounds", "1",
-                                        "--references", "0", "--json"])
+    exported = CliRunner().invoke(
+        cli, ["export", str(root / "m.onnx"), "--run", str(root / "run"), "--rounds", "1", "--references", "0", "--json"]
+    )
     assert exported.exit_code == 0, exported.output
     (root / "blocker").write_text("a file, not a folder")
     good = (root / "run" / "child.pt").read_bytes()
     (root / "cut.pt").write_bytes(good[: len(good) // 2])
-    (root / "arch-half-pixel.json").write_text(json.dumps({**arch.to_dict(), "space_args": {**arch.space_args, "resolution": 16.5}}))
+    (root / "arch-half-pixel.json").write_text(
+        json.dumps({**arch.to_dict(), "space_args": {**arch.space_args, "resolution": 16.5}})
+    )
     (root / "not-json.json").write_text("{ this is not json")
     huge = json.loads(table.read_text())
     key = next(iter(huge["entries"]))
@@ -69,8 +72,13 @@ def world(tmp_path_factory) -> Path:
     (root / "huge-entry.json").write_text(json.dumps(huge))
     bad_config = root / "bad-config-run"
     bad_config.mkdir()
-    config = {"method": "dsnas", "table": str(table), "budget_ms": budget_between(table, 0.5), "space_args": {
-        "resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}, "epochs": "many"}
+    config = {
+        "method": "dsnas",
+        "table": str(table),
+        "budget_ms": budget_between(table, 0.5),
+        "space_args": {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25},
+        "epochs": "many",
+    }
     write_json_atomic(bad_config / "config.json", config)
     return root
 
@@ -89,38 +97,67 @@ CASES = [
     Case("show a missing table", ["tables", "show", "{root}/missing.json"], ("missing.json",)),
     Case("show a file that is not JSON", ["tables", "show", "{root}/not-json.json"], ("not-json.json", "json")),
     Case("show a table with an entry of 1e300 ms", ["tables", "show", "{root}/huge-entry.json"], ("1e+300", "[0, 3.6e+06)")),
-    Case("validate a table with an entry of 1e300 ms", ["tables", "validate", "{root}/huge-entry.json", "--n", "2"],
-         ("1e+300",)),
-    Case("validate with a plot into a file's place", ["tables", "validate", "{table}", "--plot", "{root}/blocker/p.png"],
-         ("blocker", "not a folder")),
+    Case("validate a table with an entry of 1e300 ms", ["tables", "validate", "{root}/huge-entry.json", "--n", "2"], ("1e+300",)),
+    Case(
+        "validate with a plot into a file's place",
+        ["tables", "validate", "{table}", "--plot", "{root}/blocker/p.png"],
+        ("blocker", "not a folder"),
+    ),
     Case("validate with a plot that exists", ["tables", "validate", "{table}", "--plot", "{root}/m.report.json"], ("--force",)),
     # predict
-    Case("predict an arch of half a pixel", ["predict", "{root}/arch-half-pixel.json", "--table", "{table}"],
-         ("resolution", "whole number")),
+    Case(
+        "predict an arch of half a pixel",
+        ["predict", "{root}/arch-half-pixel.json", "--table", "{table}"],
+        ("resolution", "whole number"),
+    ),
     Case("predict with a huge table entry", ["predict", "{arch}", "--table", "{root}/huge-entry.json"], ("1e+300",)),
-    Case("predict a compact arch with a bad option", ["predict", "proxyless,{space},depth=3:zero", "--table", "{table}"],
-         ("unknown space option", "depth")),
-    Case("predict a compact arch of 16.9 pixels", ["predict", "proxyless,resolution=16.9:{body}", "--table", "{table}"],
-         ("whole number",)),
-    Case("predict a compact arch of x pixels", ["predict", "proxyless,resolution=x:{body}", "--table", "{table}"],
-         ("not a number",)),
-    Case("predict with the JSON file of a run's config", ["predict", "{root}/run/config.json", "--table", "{table}"], ("config.json",)),
+    Case(
+        "predict a compact arch with a bad option",
+        ["predict", "proxyless,{space},depth=3:zero", "--table", "{table}"],
+        ("unknown space option", "depth"),
+    ),
+    Case(
+        "predict a compact arch of 16.9 pixels",
+        ["predict", "proxyless,resolution=16.9:{body}", "--table", "{table}"],
+        ("whole number",),
+    ),
+    Case(
+        "predict a compact arch of x pixels",
+        ["predict", "proxyless,resolution=x:{body}", "--table", "{table}"],
+        ("not a number",),
+    ),
+    Case(
+        "predict with the JSON file of a run's config",
+        ["predict", "{root}/run/config.json", "--table", "{table}"],
+        ("config.json",),
+    ),
     # arch
     Case("sample into /proc", ["arch", "sample", *TINY, "-o", "/proc/hwnas-arch.json"], ("cannot write", "/proc")),
     Case("sample into a file's place", ["arch", "sample", *TINY, "-o", "{root}/blocker/a.json"], ("not a folder",)),
     Case("sample over an existing file", ["arch", "sample", *TINY, "-o", "{root}/m.report.json"], ("--force",)),
     Case("sample -n 0", ["arch", "sample", *TINY, "-n", "0"], ("-n",)),
-    Case("sample a band with a budget of 1e309", ["arch", "sample", "--table", "{table}", "--latency", "1e309ms"], ("too large",)),
+    Case(
+        "sample a band with a budget of 1e309", ["arch", "sample", "--table", "{table}", "--latency", "1e309ms"], ("too large",)
+    ),
     Case("sample a band without its table", ["arch", "sample", "--latency", "1ms"], ("--table",)),
-    Case("sample an inverted band", ["arch", "sample", "--table", "{table}", "--latency", "{budget}", "--band", "1.0", "0.5"],
-         ("--band",)),
+    Case(
+        "sample an inverted band",
+        ["arch", "sample", "--table", "{table}", "--latency", "{budget}", "--band", "1.0", "0.5"],
+        ("--band",),
+    ),
     Case("flops of a half-pixel arch", ["arch", "flops", "{root}/arch-half-pixel.json"], ("whole number",)),
     # search
-    Case("search shufflenet with a proxyless table", [*SEARCH, "--space", "shufflenet", "--latency", "1ms", "--out", "{root}/s0"],
-         ("table of space proxyless", "not shufflenet", "hwnas profile --space shufflenet")),
+    Case(
+        "search shufflenet with a proxyless table",
+        [*SEARCH, "--space", "shufflenet", "--latency", "1ms", "--out", "{root}/s0"],
+        ("table of space proxyless", "not shufflenet", "hwnas profile --space shufflenet"),
+    ),
     Case("search with --lr nan", [*SEARCH, "--latency", "{budget}", "--lr", "nan", "--out", "{root}/s1"], ("lr", "finite")),
-    Case("search with --batch-size 0", [*SEARCH, "--latency", "{budget}", "--batch-size", "0", "--out", "{root}/s2"],
-         ("--batch-size",)),
+    Case(
+        "search with --batch-size 0",
+        [*SEARCH, "--latency", "{budget}", "--batch-size", "0", "--out", "{root}/s2"],
+        ("--batch-size",),
+    ),
     Case("search with --workers -1", [*SEARCH, "--latency", "{budget}", "--workers", "-1", "--out", "{root}/s3"], ("--workers",)),
     Case("search with --epochs 0", [*SEARCH, "--latency", "{budget}", "--epochs", "0", "--out", "{root}/s4"], ("--epochs",)),
     Case("search with --lr 0", [*SEARCH, "--latency", "{budget}", "--lr", "0", "--out", "{root}/s5"], ("--lr",)),
@@ -131,61 +168,111 @@ CASES = [
     Case("search into a file's place", [*SEARCH, "--latency", "{budget}", "--out", "{root}/blocker/run"], ("not a folder",)),
     Case("search into /proc", [*SEARCH, "--latency", "{budget}", "--out", "/proc/hwnas-run"], ("cannot write", "/proc")),
     Case("search into a run that exists", [*SEARCH, "--latency", "{budget}", "--out", "{run}"], ("--resume", "--force")),
-    Case("search with a missing table", [*SEARCH[:3], "--table", "{root}/missing.json", *TINY, "--latency", "{budget}",
-                                         "--out", "{root}/s10"], ("missing.json",)),
-    Case("search with another method's option", [*SEARCH, "--latency", "{budget}", "--population", "5", "--out", "{root}/s11"],
-         ("--population",)),
+    Case(
+        "search with a missing table",
+        [*SEARCH[:3], "--table", "{root}/missing.json", *TINY, "--latency", "{budget}", "--out", "{root}/s10"],
+        ("missing.json",),
+    ),
+    Case(
+        "search with another method's option",
+        [*SEARCH, "--latency", "{budget}", "--population", "5", "--out", "{root}/s11"],
+        ("--population",),
+    ),
     Case("search with no budget", [*SEARCH, "--out", "{root}/s12"], ("--latency",)),
-    Case("resume a run whose config says epochs 'many'", ["search", "--resume", "{root}/bad-config-run", "--quiet"],
-         ("epochs", "integer", "many")),
+    Case(
+        "resume a run whose config says epochs 'many'",
+        ["search", "--resume", "{root}/bad-config-run", "--quiet"],
+        ("epochs", "integer", "many"),
+    ),
     Case("resume with --epochs", ["search", "--resume", "{run}", "--epochs", "9"], ("--epochs",)),
     Case("resume with --method", ["search", "--resume", "{run}", "--method", "snas"], ("--method",)),
     Case("resume a folder that is not a run", ["search", "--resume", "{root}/s13"], ("does not exist",)),
-    Case("resume a run with no checkpoint", ["search", "--resume", "{root}/bad-config-run".replace("bad-config-run", "run")],
-         ("config.json",)),
+    Case(
+        "resume a run with no checkpoint",
+        ["search", "--resume", "{root}/bad-config-run".replace("bad-config-run", "run")],
+        ("config.json",),
+    ),
     # train
-    Case("train with --from-scratch and --weights", ["train", "--arch", "{arch}", "--from-scratch", "--weights",
-                                                     "{root}/run/child.pt", "--out", "{root}/t1"],
-         ("one of them, not both",)),
+    Case(
+        "train with --from-scratch and --weights",
+        ["train", "--arch", "{arch}", "--from-scratch", "--weights", "{root}/run/child.pt", "--out", "{root}/t1"],
+        ("one of them, not both",),
+    ),
     Case("train an arch from nowhere", ["train", "--arch", "{arch}", "--out", "{root}/t2"], ("--from-scratch", "--weights")),
-    Case("train from cut-short weights", ["train", "--arch", "{arch}", "--weights", "{root}/cut.pt", "--out", "{root}/t3"],
-         ("cut short",)),
-    Case("train with --epochs 0", ["train", "--arch", "{arch}", "--from-scratch", "--epochs", "0", "--out", "{root}/t4"],
-         ("--epochs",)),
-    Case("train with --lr nan", ["train", "--arch", "{arch}", "--from-scratch", "--lr", "nan", "--out", "{root}/t5"],
-         ("lr", "finite")),
-    Case("train with --workers -1", ["train", "--arch", "{arch}", "--from-scratch", "--workers", "-1", "--out", "{root}/t6"],
-         ("--workers",)),
+    Case(
+        "train from cut-short weights",
+        ["train", "--arch", "{arch}", "--weights", "{root}/cut.pt", "--out", "{root}/t3"],
+        ("cut short",),
+    ),
+    Case(
+        "train with --epochs 0",
+        ["train", "--arch", "{arch}", "--from-scratch", "--epochs", "0", "--out", "{root}/t4"],
+        ("--epochs",),
+    ),
+    Case(
+        "train with --lr nan",
+        ["train", "--arch", "{arch}", "--from-scratch", "--lr", "nan", "--out", "{root}/t5"],
+        ("lr", "finite"),
+    ),
+    Case(
+        "train with --workers -1",
+        ["train", "--arch", "{arch}", "--from-scratch", "--workers", "-1", "--out", "{root}/t6"],
+        ("--workers",),
+    ),
     Case("train --resume with --epochs", ["train", "--run", "{run}", "--resume", "--epochs", "4"], ("--epochs",)),
     Case("train --resume with nothing to resume", ["train", "--run", "{run}", "--resume"], ("nothing to resume",)),
     Case("train --run and --arch", ["train", "--run", "{run}", "--arch", "{arch}"], ("not both",)),
     Case("train into a run that exists", ["train", "--arch", "{arch}", "--from-scratch", "--out", "{run}"], ("--force",)),
     # export
-    Case("export over a set, --threads 0", ["export", "{root}/m.onnx", "--run", "{other}", "--force", "--threads", "0"],
-         ("threads",)),
-    Case("export over a set, --rounds 0", ["export", "{root}/m.onnx", "--run", "{other}", "--force", "--rounds", "0"],
-         ("rounds",)),
+    Case(
+        "export over a set, --threads 0",
+        ["export", "{root}/m.onnx", "--run", "{other}", "--force", "--threads", "0"],
+        ("threads",),
+    ),
+    Case(
+        "export over a set, --rounds 0", ["export", "{root}/m.onnx", "--run", "{other}", "--force", "--rounds", "0"], ("rounds",)
+    ),
     Case("export --batch-size 0", ["export", "{root}/e1.onnx", "--run", "{run}", "--batch-size", "0"], ("batch",)),
     Case("export over a set without --force", ["export", "{root}/m.onnx", "--run", "{other}"], ("m.onnx", "--force")),
     Case("export to a .txt", ["export", "{root}/e2.txt", "--run", "{run}"], ("onnx",)),
     Case("export into a file's place", ["export", "{root}/blocker/e.onnx", "--run", "{run}"], ("not a folder",)),
     Case("export into /proc", ["export", "/proc/hwnas-e.onnx", "--run", "{run}"], ("cannot write", "/proc")),
-    Case("export with cut-short weights", ["export", "{root}/e3.onnx", "--arch", "{arch}", "--weights", "{root}/cut.pt"],
-         ("cut short",)),
-    Case("export --weights without --arch", ["export", "{root}/e4.onnx", "--run", "{run}", "--weights", "{root}/cut.pt"],
-         ("--arch",)),
+    Case(
+        "export with cut-short weights",
+        ["export", "{root}/e3.onnx", "--arch", "{arch}", "--weights", "{root}/cut.pt"],
+        ("cut short",),
+    ),
+    Case(
+        "export --weights without --arch",
+        ["export", "{root}/e4.onnx", "--run", "{run}", "--weights", "{root}/cut.pt"],
+        ("--arch",),
+    ),
     Case("export a run and an arch", ["export", "{root}/e5.onnx", "--run", "{run}", "--arch", "{arch}"], ("not both",)),
-    Case("export with a budget in furlongs", ["export", "{root}/e6.onnx", "--run", "{run}", "--budget", "3furlongs"],
-         ("3furlongs",)),
-    Case("export with a huge-entry table", ["export", "{root}/e7.onnx", "--run", "{run}", "--table", "{root}/huge-entry.json"],
-         ("1e+300",)),
+    Case(
+        "export with a budget in furlongs",
+        ["export", "{root}/e6.onnx", "--run", "{run}", "--budget", "3furlongs"],
+        ("3furlongs",),
+    ),
+    Case(
+        "export with a huge-entry table",
+        ["export", "{root}/e7.onnx", "--run", "{run}", "--table", "{root}/huge-entry.json"],
+        ("1e+300",),
+    ),
 ]
 
 
 def context(root: Path) -> dict[str, str]:
     arch = tiny_arch().to_compact()
-    return {"root": str(root), "table": str(root / "table.json"), "run": str(root / "run"), "other": str(root / "other"),
-            "arch": arch, "body": arch.split(":")[1], "space": SPACE, "budget": f"{budget_between(root / 'table.json', 0.5)}ms"}
+    return {
+        "root": str(root),
+        "table": str(root / "table.json"),
+        "run": str(root / "run"),
+        "other": str(root / "other"),
+        "arch": arch,
+        "body": arch.split(":")[1],
+        "space": SPACE,
+        "budget": f"{budget_between(root / 'table.json', 0.5)}ms",
+    }
 
 
 def test_the_matrix_has_at_least_sixty_cases():
@@ -240,8 +327,19 @@ def test_the_profile_command_a_space_mismatch_suggests_makes_a_new_table_and_lea
     """Following the message (``search --space shufflenet`` with a proxyless table) must work as typed, not be refused or
     overwrite the proxyless table (its ``-o`` used to name that table)."""
     before = snapshot(world)
-    result = CliRunner().invoke(cli, [*[a.format(**context(world)) for a in SEARCH], "--space", "shufflenet", "--latency", "1ms",
-                                      "--out", str(tmp_path / "run"), "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            *[a.format(**context(world)) for a in SEARCH],
+            "--space",
+            "shufflenet",
+            "--latency",
+            "1ms",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+        ],
+    )
     suggested = shlex.split(result.stderr.split("with: ", 1)[1])
     assert suggested[:4] == ["hwnas", "profile", "--space", "shufflenet"] and "-o" not in suggested
     monkeypatch.chdir(tmp_path)  # its default output lies under ./latency_tables

@@ -38,9 +38,16 @@ def test_natural_space_args():
     assert natural_space_args("cifar10:/nowhere")["in_channels"] == 3
 
 
-@pytest.mark.parametrize("spec, message", [("mnist", "unknown data spec"), ("cifar10", "needs a folder"),
-                                           ("digits:/x", "takes no folder"), ("imagefolder:", "empty folder"),
-                                           ("fashion-mnist:/does/not/exist", "does not exist")])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("mnist", "unknown data spec"),
+        ("cifar10", "needs a folder"),
+        ("digits:/x", "takes no folder"),
+        ("imagefolder:", "empty folder"),
+        ("fashion-mnist:/does/not/exist", "does not exist"),
+    ],
+)
 def test_bad_specs_are_clear_errors(spec, message):
     with pytest.raises(HwnasError, match=message):
         load_data(spec, 32, 1)

@@ -46,8 +46,9 @@ def run_worker(spec: dict, folder: Path, processes: int, wait: bool = True) -> s
     path = folder / f"spec-{processes}-{len(list(folder.glob('spec-*')))}.json"
     path.write_text(json.dumps(spec))
     command = [*(TORCHRUN if processes > 1 else [sys.executable]), WORKER, str(path)]
-    process = subprocess.Popen(command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     if not wait:
         return process
     try:
@@ -68,8 +69,13 @@ def table_path(tmp_path_factory) -> Path:
 def runs(tmp_path_factory, table_path) -> dict[int, Path]:
     """The same searches (DSNAS for 2 epochs, ProxylessNAS and SNAS for 1, 2 steps each) and training, in 1 and 2 processes."""
     root = tmp_path_factory.mktemp("runs")
-    spec = {"table": str(table_path), "budget_ms": budget_between(table_path, 0.5), "searches": list(METHODS),
-            "epochs": {"dsnas": 2}, "train": True}
+    spec = {
+        "table": str(table_path),
+        "budget_ms": budget_between(table_path, 0.5),
+        "searches": list(METHODS),
+        "epochs": {"dsnas": 2},
+        "train": True,
+    }
     for processes in (1, 2):
         run_worker({**spec, "out": str(root / str(processes))}, root, processes)
     return {1: root / "1", 2: root / "2"}
@@ -78,8 +84,9 @@ def runs(tmp_path_factory, table_path) -> dict[int, Path]:
 def assert_close(one: dict[str, torch.Tensor], two: dict[str, torch.Tensor]) -> None:
     assert one.keys() == two.keys()
     for key in one:
-        assert torch.allclose(one[key].double(), two[key].double(), rtol=TOL, atol=TOL), \
+        assert torch.allclose(one[key].double(), two[key].double(), rtol=TOL, atol=TOL), (
             f"{key}: largest gap {float((one[key].double() - two[key].double()).abs().max()):.3g}"
+        )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -128,8 +135,13 @@ def _rank_of(pid: int) -> int | None:
 
 def test_kill_a_rank_mid_run_then_resume_with_one_process(runs, tmp_path, table_path):
     """SIGKILL to rank 1 after the first epoch's checkpoint; --resume in one process ends as the uninterrupted run."""
-    spec = {"table": str(table_path), "budget_ms": budget_between(table_path, 0.5), "searches": ["dsnas"], "epochs": {"dsnas": 2},
-            "out": str(tmp_path / "killed")}
+    spec = {
+        "table": str(table_path),
+        "budget_ms": budget_between(table_path, 0.5),
+        "searches": ["dsnas"],
+        "epochs": {"dsnas": 2},
+        "out": str(tmp_path / "killed"),
+    }
     launcher = run_worker(spec, tmp_path, 2, wait=False)
     checkpoint = tmp_path / "killed" / "dsnas" / "checkpoint.pt"
     deadline = time.time() + 300
@@ -147,20 +159,53 @@ def test_kill_a_rank_mid_run_then_resume_with_one_process(runs, tmp_path, table_
             os.killpg(launcher.pid, signal.SIGKILL)
     assert not (tmp_path / "killed" / "dsnas" / "result.json").exists()
     run_worker({**spec, "resume": True}, tmp_path, 1)
-    resumed, straight = (torch.load(folder, weights_only=True) for folder in (tmp_path / "killed" / "dsnas.pt", runs[1] / "dsnas.pt"))
+    resumed, straight = (
+        torch.load(folder, weights_only=True) for folder in (tmp_path / "killed" / "dsnas.pt", runs[1] / "dsnas.pt")
+    )
     assert_close({"alpha": resumed["alpha"]}, {"alpha": straight["alpha"]})
     assert_close(resumed["weights"], straight["weights"])
     config = json.loads((tmp_path / "killed" / "dsnas" / "config.json").read_text())
-    assert config["launches"] == [{"epoch": 0, "world_size": 2, "backend": "gloo"}, {"epoch": 1, "world_size": 1, "backend": None}]
+    assert config["launches"] == [
+        {"epoch": 0, "world_size": 2, "backend": "gloo"},
+        {"epoch": 1, "world_size": 1, "backend": None},
+    ]
     assert (config["world_size"], config["backend"]) == (1, None)
 
 
 def test_torchrun_runs_the_cli_search_and_only_rank_0_prints(tmp_path, table_path):
     out = tmp_path / "run"
-    command = [*TORCHRUN, "-m", "hwnas", "search", "--method", "proxyless", "--latency", f"{budget_between(table_path, 0.5)}ms",
-               "--table", str(table_path), "--width-mult", "0.25", "--resolution", "16", "--epochs", "1", "--steps-per-epoch", "2",
-               "--batch-size", "16", "--bn-batches", "1", "--eval-images", "32", "--warmup-epochs", "0", "--out", str(out),
-               "--quiet", "--json"]
+    command = [
+        *TORCHRUN,
+        "-m",
+        "hwnas",
+        "search",
+        "--method",
+        "proxyless",
+        "--latency",
+        f"{budget_between(table_path, 0.5)}ms",
+        "--table",
+        str(table_path),
+        "--width-mult",
+        "0.25",
+        "--resolution",
+        "16",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "16",
+        "--bn-batches",
+        "1",
+        "--eval-images",
+        "32",
+        "--warmup-epochs",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        "--json",
+    ]
     done = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"predicted_ms"') == 1
@@ -171,9 +216,17 @@ def test_torchrun_runs_the_cli_search_and_only_rank_0_prints(tmp_path, table_pat
 
 
 def test_a_plain_search_sets_up_no_process_group(tmp_path, table_path):
-    config = SearchConfig(method="dsnas", table=str(table_path), budget_ms=budget_between(table_path, 0.5),
-                          space_args={"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}, epochs=1,
-                          batch_size=16, steps_per_epoch=1, bn_batches=1, eval_images=16)
+    config = SearchConfig(
+        method="dsnas",
+        table=str(table_path),
+        budget_ms=budget_between(table_path, 0.5),
+        space_args={"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25},
+        epochs=1,
+        batch_size=16,
+        steps_per_epoch=1,
+        bn_batches=1,
+        eval_images=16,
+    )
     run = SearchRun(config, tmp_path / "run", progress=False)
     assert run.net is run.supernet
     run.run()
@@ -184,8 +237,11 @@ def test_a_plain_search_sets_up_no_process_group(tmp_path, table_path):
 
 def test_methods_and_batches_that_cannot_be_shared_are_refused_before_any_work(tmp_path, table_path):
     two = Dist(rank=0, world_size=2)  # no process group is needed: the refusals come first
-    options = dict(table=str(table_path), budget_ms=budget_between(table_path, 0.5),
-                   space_args={"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25})
+    options = dict(
+        table=str(table_path),
+        budget_ms=budget_between(table_path, 0.5),
+        space_args={"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25},
+    )
     for method in ("spos", "greedynas", "random"):
         with pytest.raises(HwnasError, match=f"method {method} runs in one process only"):
             SearchRun(SearchConfig(method=method, **options), tmp_path / method, dist=two)

@@ -67,10 +67,13 @@ def test_arch_round_trips_and_random_archs_are_canonical(seed):
     assert len(arch.choices) == 24 and all(len(choice) == 32 for choice in arch.choices)
 
 
-@pytest.mark.parametrize(("choice", "message"), [
-    ("xyz", "is not an edge mask: expected 32 lowercase hex digits"),
-    ("F" * 32, "is not an edge mask"),
-])
+@pytest.mark.parametrize(
+    ("choice", "message"),
+    [
+        ("xyz", "is not an edge mask: expected 32 lowercase hex digits"),
+        ("F" * 32, "is not an edge mask"),
+    ],
+)
 def test_bad_edge_masks_are_clear_errors(choice, message):
     space = small_space()
     choices = list(space.full_arch().choices)
@@ -154,8 +157,14 @@ def test_cost_counter_matches_a_hand_count():
     graph = space.graph
     kept = [False] * len(graph.edges)
     # input -> sep_k3 (level 0) -> avg pool (level 1, slot 3) -> output; sep_k5 (level 0) from input -> output
-    for src, dst in [(0, node(0, 0)), (node(0, 0), node(1, 3)), (node(1, 3), graph.output), (0, node(0, 1)),
-                     (node(0, 1), graph.output), (node(0, 0), graph.output)]:
+    for src, dst in [
+        (0, node(0, 0)),
+        (node(0, 0), node(1, 3)),
+        (node(1, 3), graph.output),
+        (0, node(0, 1)),
+        (node(0, 1), graph.output),
+        (node(0, 0), graph.output),
+    ]:
         kept[edge(graph, src, dst)] = True
     empty = [False] * len(graph.edges)
     arch = space.arch_of([kept] + [empty] * 5)
@@ -296,8 +305,11 @@ def test_predicted_latency_is_the_calibrated_sum_of_the_kept_parts(seed):
         width = sum(1 for n in live if kept[graph.edges.index((n, graph.output))])
         if width:
             total += ms(f"cat{width}_1x1:c{width * layer.c_in}-{layer.c_in}:s1:h{layer.h}w{layer.h}")
-        edges = sum(1 for e, (src, dst) in enumerate(graph.edges)
-                    if kept[e] and (src == 0 or src in live) and (dst == graph.output or dst in live))
+        edges = sum(
+            1
+            for e, (src, dst) in enumerate(graph.edges)
+            if kept[e] and (src == 0 or src in live) and (dst == graph.output or dst in live)
+        )
         total += edges * ms(f"edge:c{layer.c_in}-{layer.c_in}:s1:h{layer.h}w{layer.h}")
         ops += len(live) + (width > 0) + edges
     want = CALIBRATION["a"] * total + CALIBRATION["per_op_ms"] * ops + CALIBRATION["b"]
@@ -340,8 +352,12 @@ def per_ms_weights_by_hand(space, table):
         ch, s = layer.c_in, layer.h
         step = (cal(f"cat16_1x1:c{16 * ch}-{ch}:s1:h{s}w{s}") - cal(f"cat1_1x1:c{ch}-{ch}:s1:h{s}w{s}")) / 15
         own = cal(f"edge:c{ch}-{ch}:s1:h{s}w{s}")
-        rows.append([own + (max(step, 0.0) if dst == graph.output else cal(f"{space.ops[(dst - 1) % 4]}:c{ch}-{ch}:s1:h{s}w{s}"))
-                     for _, dst in graph.edges])
+        rows.append(
+            [
+                own + (max(step, 0.0) if dst == graph.output else cal(f"{space.ops[(dst - 1) % 4]}:c{ch}-{ch}:s1:h{s}w{s}"))
+                for _, dst in graph.edges
+            ]
+        )
     weights = torch.tensor(rows, dtype=torch.float64)
     return weights / weights.max()
 
@@ -357,6 +373,7 @@ def test_a_lambda_step_is_apg_nag_on_the_held_out_batch_with_gamma_per_ms():
     weights_before = {k: v.clone() for k, v in strategy.supernet.state_dict().items()}
     # dL/dlambda computed here on a copy of the supernet, the step written out from eqs. 6-8
     import copy
+
     twin = copy.deepcopy(strategy.supernet)
     lam = lam0.float().clone().requires_grad_(True)
     grad = torch.autograd.grad(torch.nn.functional.cross_entropy(twin(x, lam), y), lam)[0].double()
@@ -428,10 +445,19 @@ def test_repair_removes_the_edge_of_least_lambda_per_ms_and_ends_under_the_limit
 def dsonas_config(table_path, budget_ms, **overrides):
     from hwnas.search.loop import SearchConfig
 
-    options = dict(method="dsonas", table=str(table_path), budget_ms=budget_ms, space="dsonas-small",
-                   space_args={"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}, epochs=2,
-                   batch_size=16, steps_per_epoch=3, bn_batches=2, eval_images=64,
-                   method_options={"pretrain_epochs": 1, "gamma": 0.5})
+    options = dict(
+        method="dsonas",
+        table=str(table_path),
+        budget_ms=budget_ms,
+        space="dsonas-small",
+        space_args={"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25},
+        epochs=2,
+        batch_size=16,
+        steps_per_epoch=3,
+        bn_batches=2,
+        eval_images=64,
+        method_options={"pretrain_epochs": 1, "gamma": 0.5},
+    )
     options.update(overrides)
     return SearchConfig(**options)
 
@@ -494,9 +520,26 @@ def test_random_archs_in_a_latency_band_and_the_cli_on_a_dag_space(tmp_path, cli
     assert listed.exit_code == 0 and "128 searchable edges" in listed.output
     predicted = cli_runner.invoke(cli, ["predict", archs[1].to_compact(), "--table", str(tmp_path / "table.json"), "--json"])
     assert json.loads(predicted.output)["latency_ms"] == pytest.approx(model.predict(archs[1]))
-    refused = cli_runner.invoke(cli, ["search", "--method", "snas", "--space", "dsonas-small", "--resolution", "16",
-                                      "--width-mult", "0.25", "--table", str(tmp_path / "table.json"), "--latency", f"{high}ms",
-                                      "--out", str(tmp_path / "run")])
+    refused = cli_runner.invoke(
+        cli,
+        [
+            "search",
+            "--method",
+            "snas",
+            "--space",
+            "dsonas-small",
+            "--resolution",
+            "16",
+            "--width-mult",
+            "0.25",
+            "--table",
+            str(tmp_path / "table.json"),
+            "--latency",
+            f"{high}ms",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert refused.exit_code != 0 and "method snas searches chain spaces" in refused.output
 
 
@@ -506,7 +549,7 @@ def test_after_an_overshoot_the_derivation_starts_from_the_last_lambda_not_under
     strategy.control()  # all lambdas 1: the full net, over the aim, is kept as the last net not under it
     with torch.no_grad():
         strategy.lam.uniform_(0.1, 1.0, generator=torch.Generator().manual_seed(6))
-        strategy.lam[:, :] *= (torch.rand(strategy.lam.shape, generator=torch.Generator().manual_seed(7)) < 0.05)
+        strategy.lam[:, :] *= torch.rand(strategy.lam.shape, generator=torch.Generator().manual_seed(7)) < 0.05
     strategy.control()
     assert strategy.pruned_ms < 0.5 * aim  # an overshoot far under the aim
     arch, predicted, figures = strategy.derive(aim, spend=True)

@@ -27,8 +27,24 @@ def table(tmp_path_factory) -> Path:
     runner = CliRunner()
     profiled = runner.invoke(cli, ["profile", "--space", "proxyless", *SHAPE, *FAST, "-o", str(path), "--no-progress", "--json"])
     assert profiled.exit_code == 0, profiled.output
-    validated = runner.invoke(cli, ["tables", "validate", str(path), "--n", "6", "--rounds", "2", "--min-time", "0.005",
-                                    "--warmup-time", "0.005", "--no-progress", "--json"])
+    validated = runner.invoke(
+        cli,
+        [
+            "tables",
+            "validate",
+            str(path),
+            "--n",
+            "6",
+            "--rounds",
+            "2",
+            "--min-time",
+            "0.005",
+            "--warmup-time",
+            "0.005",
+            "--no-progress",
+            "--json",
+        ],
+    )
     assert validated.exit_code == 0, validated.output
     assert LatencyTable.load(path).calibration is not None
     return path
@@ -39,9 +55,31 @@ def test_profile_validate_search_train_export_agree(cli_runner, table, tmp_path,
     shown = json.loads(cli_runner.invoke(cli, ["tables", "show", str(table), "--json"]).stdout)
     budget = shown["fastest_ms"] + 0.5 * (shown["slowest_ms"] - shown["fastest_ms"])
     run = tmp_path / "run"
-    searched = cli_runner.invoke(cli, ["search", "--method", method, "--latency", f"{budget}ms", "--table", str(table), *SHAPE,
-                                       "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "16", "--bn-batches", "2",
-                                       "--out", str(run), "--quiet", "--json"])
+    searched = cli_runner.invoke(
+        cli,
+        [
+            "search",
+            "--method",
+            method,
+            "--latency",
+            f"{budget}ms",
+            "--table",
+            str(table),
+            *SHAPE,
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "3",
+            "--batch-size",
+            "16",
+            "--bn-batches",
+            "2",
+            "--out",
+            str(run),
+            "--quiet",
+            "--json",
+        ],
+    )
     assert searched.exit_code == 0, searched.output
     result = json.loads(searched.stdout)
     arch = load_arch(run / "arch.json")
@@ -50,13 +88,16 @@ def test_profile_validate_search_train_export_agree(cli_runner, table, tmp_path,
     assert result["predicted_ms"] == pytest.approx(model.predict(arch))
     assert 0.8 * result["aim_ms"] <= result["predicted_ms"] <= result["aim_ms"] <= budget
 
-    trained = cli_runner.invoke(cli, ["train", "--run", str(run), "--epochs", "1", "--batch-size", "32", "--bn-batches", "2", "--json"])
+    trained = cli_runner.invoke(
+        cli, ["train", "--run", str(run), "--epochs", "1", "--batch-size", "32", "--bn-batches", "2", "--json"]
+    )
     assert trained.exit_code == 0, trained.output
     train_result = json.loads(trained.stdout)
     assert train_result["arch"] == arch.to_compact() and (run / "trained.pt").is_file()
 
-    exported = cli_runner.invoke(cli, ["export", str(tmp_path / "model.onnx"), "--run", str(run), "--rounds", "2",
-                                       "--references", "0", "--json"])
+    exported = cli_runner.invoke(
+        cli, ["export", str(tmp_path / "model.onnx"), "--run", str(run), "--rounds", "2", "--references", "0", "--json"]
+    )
     assert exported.exit_code in (0, 1), exported.output
     report = json.loads(exported.stdout)
     assert report == json.loads((tmp_path / "model.report.json").read_text())

@@ -120,11 +120,16 @@ def test_bad_inputs_give_clear_errors(cli_runner, small_run, tmp_path):
     arch = Arch.from_json((small_run / "arch.json").read_text()).to_compact()
     cases = [
         (["--run", empty], "not a search run folder"),
-        (["--run", unfinished], f"no derived child (no arch.json): has its search finished? (`hwnas search --resume {unfinished}`)"),
+        (
+            ["--run", unfinished],
+            f"no derived child (no arch.json): has its search finished? (`hwnas search --resume {unfinished}`)",
+        ),
         (["--arch", arch, "--weights", corrupt], "cannot be read as a state dict: not a PyTorch file (Unsupported operand"),
         (["--arch", arch, "--weights", truncated], "cannot be read as a state dict: EOFError (empty or cut short?)"),
-        (["--arch", arch, "--weights", whole_model], "it holds a Python object (torch.nn.modules.linear.Linear), not only "
-                                                      "tensors: save model.state_dict(), not the model"),
+        (
+            ["--arch", arch, "--weights", whole_model],
+            "it holds a Python object (torch.nn.modules.linear.Linear), not only tensors: save model.state_dict(), not the model",
+        ),
         (["--arch", arch, "--weights", foreign], "does not fit this arch's net"),
         (["--arch", arch.rsplit("-", 1)[0]], "20 choices but space 'proxyless' has 21"),
         (["--run", small_run, "--budget", "fast"], "cannot read latency budget"),
@@ -156,8 +161,12 @@ def _synthetic_table(space, calibration: dict | None = None) -> LatencyTable:
 def _validated_table(tmp_path: Path, space, archs: list[Arch], validated_ms: list[float]) -> Path:
     """The synthetic table, as if its validation had measured ``archs`` at ``validated_ms``."""
     table = _synthetic_table(space)
-    table.validation = {"points": [{"arch": a.to_compact(), "predicted_sum_ms": 0.0, "measured_ms": ms, "p10_ms": ms}
-                                   for a, ms in zip(archs, validated_ms)]}
+    table.validation = {
+        "points": [
+            {"arch": a.to_compact(), "predicted_sum_ms": 0.0, "measured_ms": ms, "p10_ms": ms}
+            for a, ms in zip(archs, validated_ms)
+        ]
+    }
     path = tmp_path / "validated.json"
     table.save(path)
     return path
@@ -165,8 +174,11 @@ def _validated_table(tmp_path: Path, space, archs: list[Arch], validated_ms: lis
 
 def test_references_nearest_in_prediction_are_picked():
     space = get_space("proxyless", **SMALL)
-    fastest = Arch(space.name, tuple(layer.candidates[0] if "zero" not in layer.candidates else "zero" for layer in space.layers),
-                   space.args.to_dict())
+    fastest = Arch(
+        space.name,
+        tuple(layer.candidates[0] if "zero" not in layer.candidates else "zero" for layer in space.layers),
+        space.args.to_dict(),
+    )
     archs = [Arch.random(space, seed) for seed in range(6)] + [fastest]
     table = _synthetic_table(space)
     model = LatencyModel(table, space)
@@ -208,8 +220,9 @@ def test_export_times_reference_nets_beside_the_artifact(cli_runner, small_run, 
     assert all(r["measured_ms"] > 0 for r in drift["references"])
     assert drift["ratio"] == pytest.approx(sum(ratios) / 2)  # median of two
     assert drift["predicted_now_ms"] == pytest.approx(report["predicted_ms"] * drift["ratio"])
-    text = cli_runner.invoke(cli, ["export", str(tmp_path / "t.onnx"), "--run", str(small_run), "--table", str(table),
-                                   "--rounds", "1"])
+    text = cli_runner.invoke(
+        cli, ["export", str(tmp_path / "t.onnx"), "--run", str(small_run), "--table", str(table), "--rounds", "1"]
+    )
     assert text.exit_code == 0 and "timed beside the artifact" in text.output, text.output
     none = _export(cli_runner, tmp_path / "n.onnx", "--run", small_run, "--table", table, "--references", "0")
     assert none.exit_code == 0 and json.loads(none.output)["drift"] is None

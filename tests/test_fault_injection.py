@@ -31,20 +31,82 @@ from helpers import budget_between, tiny_space
 
 HWNAS = [sys.executable, "-m", "hwnas"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-SEARCH = ["--width-mult", "0.25", "--resolution", "16", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16",
-          "--bn-batches", "2", "--eval-images", "64", "--quiet", "--json"]
-ONE_SHOT = ["--population", "6", "--top-k", "2", "--mutations", "2", "--crossovers", "2", "--generations", "2",
-            "--score-images", "64", "--score-bn-images", "32"]
+SEARCH = [
+    "--width-mult",
+    "0.25",
+    "--resolution",
+    "16",
+    "--epochs",
+    "2",
+    "--steps-per-epoch",
+    "2",
+    "--batch-size",
+    "16",
+    "--bn-batches",
+    "2",
+    "--eval-images",
+    "64",
+    "--quiet",
+    "--json",
+]
+ONE_SHOT = [
+    "--population",
+    "6",
+    "--top-k",
+    "2",
+    "--mutations",
+    "2",
+    "--crossovers",
+    "2",
+    "--generations",
+    "2",
+    "--score-images",
+    "64",
+    "--score-bn-images",
+    "32",
+]
 GREEDY = ["--paths-sampled", "3", "--paths-trained", "2", "--rank-images", "32"]
 #: result fields that are timings or paths: they differ between any two runs
 VARYING = {"run", "table", "selection_seconds", "selection_share_of_time", "folder", "weights"}
 #: (method, seed of the kill moment): every method, each at its own moment
 SEARCH_CASES = [(method, seed) for seed, method in enumerate(STRATEGIES)]
 ARCH = "proxyless,resolution=16,num_classes=10,in_channels=1,width_mult=0.25:" + "-".join(
-    ["mb3_k3", "mb6_k5", "zero", "mb3_k7"] * 5 + ["mb3_k3"])
-TRAIN = ["train", "--arch", ARCH, "--from-scratch", "--seed", "3", "--epochs", "3", "--batch-size", "128", "--bn-batches", "2", "--json"]
-PROFILE = ["profile", "--space", "shufflenet", "--resolution", "32", "--in-channels", "1", "--num-classes", "10",
-           "--rounds", "1", "--min-time", "0.02", "--warmup-time", "0", "--no-progress", "--json"]
+    ["mb3_k3", "mb6_k5", "zero", "mb3_k7"] * 5 + ["mb3_k3"]
+)
+TRAIN = [
+    "train",
+    "--arch",
+    ARCH,
+    "--from-scratch",
+    "--seed",
+    "3",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "128",
+    "--bn-batches",
+    "2",
+    "--json",
+]
+PROFILE = [
+    "profile",
+    "--space",
+    "shufflenet",
+    "--resolution",
+    "32",
+    "--in-channels",
+    "1",
+    "--num-classes",
+    "10",
+    "--rounds",
+    "1",
+    "--min-time",
+    "0.02",
+    "--warmup-time",
+    "0",
+    "--no-progress",
+    "--json",
+]
 QUICK_TIMING = ["--rounds", "1", "--min-time", "0", "--warmup-time", "0", "--no-progress"]
 
 _references: dict[str, tuple[dict, float]] = {}
@@ -102,8 +164,20 @@ def same_tensors(a: Path, b: Path) -> bool:
 
 def search_command(method: str, table_path: Path, out: Path) -> list[str]:
     extra = (ONE_SHOT if STRATEGIES[method].one_shot else []) + (GREEDY if method == "greedynas" else [])
-    return [*HWNAS, "search", "--method", method, "--latency", f"{budget_between(table_path, 0.5)}ms", "--table", str(table_path),
-            *SEARCH, *extra, "--out", str(out)]
+    return [
+        *HWNAS,
+        "search",
+        "--method",
+        method,
+        "--latency",
+        f"{budget_between(table_path, 0.5)}ms",
+        "--table",
+        str(table_path),
+        *SEARCH,
+        *extra,
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.mark.parametrize(("method", "seed"), SEARCH_CASES)
@@ -149,7 +223,9 @@ def test_profile_killed_anywhere_then_rerun_gives_the_whole_table(tmp_path, refe
     again = run([*HWNAS, *PROFILE, "-o", str(path)])
     assert again.returncode == 0, again.stderr
     table, straight = LatencyTable.load(path), LatencyTable.load(references / "profile.json")
-    assert table.entries.keys() == straight.entries.keys() and table.meta["space"] == straight.meta["space"], f"kill landed: {landed}"
+    assert table.entries.keys() == straight.entries.keys() and table.meta["space"] == straight.meta["space"], (
+        f"kill landed: {landed}"
+    )
     assert all(table.entries[key] == entry for key, entry in saved.items())  # nothing saved was measured again
     assert json.loads(again.stdout)["measured"] == len(straight.entries) - len(saved)
     assert temp_files(tmp_path) == []

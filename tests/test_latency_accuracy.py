@@ -97,10 +97,16 @@ def test_calibration_never_has_a_negative_slope():
     assert a == pytest.approx(np.median([1.3 / 1.0, 1.2 / 1.1, 1.1 / 1.2, 1.0 / 1.3]))
     # measured = 2 * sum - 1 fits the sample, but would predict -0.2 ms for the fastest net, summing to 0.4 ms
     a, b, _, method = _line(calibration_fit([1.0, 1.5, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0], fastest=(0.4, 0)))
-    assert b == 0.0 and "-0.2 ms for the fastest net" in method and a == pytest.approx(np.median([1.0, 2.0 / 1.5, 1.5, 4.0 / 2.5]))
+    assert (
+        b == 0.0 and "-0.2 ms for the fastest net" in method and a == pytest.approx(np.median([1.0, 2.0 / 1.5, 1.5, 4.0 / 2.5]))
+    )
     # the same line is kept where the space's fastest net sums to 0.6 ms (predicted 0.2 ms > 0)
     assert _line(calibration_fit([1.0, 1.5, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0], fastest=(0.6, 0))) == (
-        pytest.approx(2.0), pytest.approx(-1.0), 0.0, "theil-sen")
+        pytest.approx(2.0),
+        pytest.approx(-1.0),
+        0.0,
+        "theil-sen",
+    )
     # ... unless the fastest net itself was measured and contradicts it: the line predicts 0.2 ms
     # for it (measured 0.9), mean error 15.6 % against the ratio's 13.75 % (ratio 1.5), by hand
     a, b, _, method = _line(calibration_fit([1.0, 1.5, 2.0, 2.5, 0.6], [1.0, 2.0, 3.0, 4.0, 0.9], fastest=(0.6, 0)))
@@ -150,6 +156,7 @@ def test_a_noisy_validation_says_so():
 
     assert noise_warnings({"noise_floor": {"mape": 0.184}}) == [
         "the machine disagreed with itself by 18.4% (noise floor, even vs odd rounds): these figures and the calibration "
-        "fitted now carry that noise; validate again in a quieter hour or with more --rounds"]
+        "fitted now carry that noise; validate again in a quieter hour or with more --rounds"
+    ]
     assert noise_warnings({"noise_floor": {"mape": NOISY_FLOOR}}) == []
     assert noise_warnings({}) == []  # one round: no noise floor to judge by

@@ -47,8 +47,10 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     copy = tmp_path / "t.json"
     copy.write_text(table_path.read_text())
     plot = tmp_path / "v.png"
-    result = cli_runner.invoke(cli, ["tables", "validate", str(copy), "--n", "6", *QUICK, "--rounds", "2", "--plot", str(plot),
-                                     "--no-progress", "--json"])
+    result = cli_runner.invoke(
+        cli,
+        ["tables", "validate", str(copy), "--n", "6", *QUICK, "--rounds", "2", "--plot", str(plot), "--no-progress", "--json"],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # warnings, if any, go to stderr
     assert VALIDATION_KEYS | {"calibrated"} <= set(report) and VALIDATION_KEYS <= set(report["calibrated"])
@@ -60,7 +62,9 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     assert table.calibration["a"] == pytest.approx(report["calibration"]["a"])
     assert table.p90_relative_error == pytest.approx(report["calibrated"]["p90_relative_error"])
     assert len(table.validation["points"]) == 6  # the scored random archs; the anchors are kept apart
-    model = LatencyModel(LatencyTable(table.meta, table.entries), Arch.from_compact(table.validation["points"][0]["arch"]).build_space())
+    model = LatencyModel(
+        LatencyTable(table.meta, table.entries), Arch.from_compact(table.validation["points"][0]["arch"]).build_space()
+    )
     anchors = {a["role"]: a for a in table.validation["anchors"]}
     assert anchors["fastest"]["arch"] == model.fastest()[0].to_compact() and anchors["fastest"]["measured_ms"] > 0
     assert anchors["slowest"]["predicted_sum_ms"] == pytest.approx(model.slowest()[1])
@@ -116,10 +120,14 @@ def test_foreign_table_refused_then_allowed_with_a_warning(cli_runner, table_pat
     foreign.write_text(json.dumps(data))
     refused = cli_runner.invoke(cli, ["tables", "validate", str(foreign), "--n", "4", *QUICK, "--no-progress"])
     assert refused.exit_code == EXIT_ERROR and "another target" in refused.output and "--allow-foreign-table" in refused.output
-    allowed = cli_runner.invoke(cli, ["tables", "validate", str(foreign), "--n", "4", *QUICK, "--no-progress", "--allow-foreign-table"])
+    allowed = cli_runner.invoke(
+        cli, ["tables", "validate", str(foreign), "--n", "4", *QUICK, "--no-progress", "--allow-foreign-table"]
+    )
     assert allowed.exit_code == 0, allowed.output
-    assert "warning: " in allowed.stderr and "was measured for another target (device_name: table has 'Another CPU 9000'" \
-        in allowed.stderr
+    assert (
+        "warning: " in allowed.stderr
+        and "was measured for another target (device_name: table has 'Another CPU 9000'" in allowed.stderr
+    )
 
 
 def test_profile_prints_what_it_could_not_control(cli_runner, table_path, tmp_path, monkeypatch):
@@ -139,23 +147,49 @@ def test_errors_exit_2_with_a_message(cli_runner, table_path, tmp_path):
     broken.write_text(table_path.read_text()[:200])
     result = cli_runner.invoke(cli, ["tables", "show", str(broken)])
     assert result.exit_code == EXIT_ERROR and "error:" in result.output and "not valid JSON" in result.output
-    result = cli_runner.invoke(cli, ["predict", "proxyless,resolution=32,in_channels=1,num_classes=10:" + "-".join(["mb3_k3"] * 21),
-                                     "--table", str(table_path)])
+    result = cli_runner.invoke(
+        cli,
+        [
+            "predict",
+            "proxyless,resolution=32,in_channels=1,num_classes=10:" + "-".join(["mb3_k3"] * 21),
+            "--table",
+            str(table_path),
+        ],
+    )
     assert result.exit_code == EXIT_ERROR and "arch is for proxyless" in result.output
     data = json.loads(table_path.read_text())
     data["entries"].pop(next(key for key in data["entries"] if key.startswith("shuffle_")))
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps(data))
     result = cli_runner.invoke(cli, ["tables", "show", str(partial)])
-    assert result.exit_code == EXIT_ERROR and "lacks 1 entry" in result.output and "hwnas profile --space shufflenet" in result.output
+    assert (
+        result.exit_code == EXIT_ERROR
+        and "lacks 1 entry" in result.output
+        and "hwnas profile --space shufflenet" in result.output
+    )
     result = cli_runner.invoke(cli, ["tables", "validate", str(table_path), "--n", "2"])
     assert result.exit_code == EXIT_ERROR and "--n must be at least" in result.output
 
 
 def test_kill_9_mid_profile_then_rerun_measures_only_the_rest(tmp_path):
     path = tmp_path / "killed.json"
-    command = [sys.executable, "-m", "hwnas", "profile", *SPACE, "--rounds", "1", "--min-time", "0.05", "--warmup-time", "0",
-               "-o", str(path), "--no-progress", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "hwnas",
+        "profile",
+        *SPACE,
+        "--rounds",
+        "1",
+        "--min-time",
+        "0.05",
+        "--warmup-time",
+        "0",
+        "-o",
+        str(path),
+        "--no-progress",
+        "--json",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 60
     entries = 0

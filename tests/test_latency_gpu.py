@@ -43,8 +43,10 @@ def test_onnxruntime_cuda_provider_runs_on_the_gpu():
     from hwnas.latency.onnx_export import export_onnx_bytes
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        pytest.fail("a CUDA GPU is here but this onnxruntime has no CUDAExecutionProvider: pip install -e '.[gpu]' "
-                    "(after pip uninstall onnxruntime)")
+        pytest.fail(
+            "a CUDA GPU is here but this onnxruntime has no CUDAExecutionProvider: pip install -e '.[gpu]' "
+            "(after pip uninstall onnxruntime)"
+        )
     net, shape = demo_net()
     runtime = get_runtime("onnxruntime", device="cuda", protocol=TINY)
     session = runtime.session(export_onnx_bytes(net, shape))

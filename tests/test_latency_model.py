@@ -193,8 +193,13 @@ def test_predict_equals_a_sum_written_out_by_hand():
     """Three layers, every entry its own number: the prediction checked against the arithmetic done by hand."""
     space = TinyProxyless(SpaceArgs(**DEMO))  # layer 0: 16 -> 32 s2 at 32x32; layers 1, 2: 32 -> 32 s1 at 16x16 (zero legal)
     table = synthetic_table(space)
-    ms = {stem_key(space): 0.30, head_key(space): 0.20, overhead_key(space): 0.01,
-          space.layers[0].op_spec("mb6_k5").key: 0.11, space.layers[1].op_spec("mb3_k3").key: 0.05}
+    ms = {
+        stem_key(space): 0.30,
+        head_key(space): 0.20,
+        overhead_key(space): 0.01,
+        space.layers[0].op_spec("mb6_k5").key: 0.11,
+        space.layers[1].op_spec("mb3_k3").key: 0.05,
+    }
     for key, value in ms.items():
         table.entries[key] = {"ms": value, "p10": value, "p90": value, "n": 1}
     table.calibration = {"a": 1.1, "b": 0.04, "per_op_ms": 0.02}

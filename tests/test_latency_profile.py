@@ -33,7 +33,12 @@ def test_profile_measures_every_entry_with_onnxruntime(tmp_path):
     assert set(required_keys(space)) <= set(table.entries) and not table.pending
     assert all(entry["n"] == 2 * 3 and entry["ms"] > 0 for entry in table.entries.values())
     meta = table.meta
-    assert (meta["runtime"], meta["provider"], meta["threads"], meta["batch_size"]) == ("onnxruntime", "CPUExecutionProvider", 1, 1)
+    assert (meta["runtime"], meta["provider"], meta["threads"], meta["batch_size"]) == (
+        "onnxruntime",
+        "CPUExecutionProvider",
+        1,
+        1,
+    )
     assert meta["space"] == "shufflenet" and meta["space_args"]["resolution"] == 32 and isinstance(meta["warnings"], list)
     model = LatencyModel(table, space)
     assert 0 < model.fastest()[1] < model.slowest()[1]
@@ -95,8 +100,18 @@ def test_pending_rounds_of_a_longer_run_complete_a_shorter_one(tmp_path):
 def test_existing_table_of_another_target_is_refused_unless_forced(tmp_path):
     space = get_space("shufflenet", **DEMO)
     path = tmp_path / "t.json"
-    data = {"schema_version": 1, "meta": {"device": "cpu", "device_name": "x", "runtime": "torch", "batch_size": 1,
-                                           "space": "shufflenet", "space_args": space.args.to_dict()}, "entries": {}}
+    data = {
+        "schema_version": 1,
+        "meta": {
+            "device": "cpu",
+            "device_name": "x",
+            "runtime": "torch",
+            "batch_size": 1,
+            "space": "shufflenet",
+            "space_args": space.args.to_dict(),
+        },
+        "entries": {},
+    }
     path.write_text(json.dumps(data))
     quick = Protocol(warmup_runs=0, warmup_s=0.0, min_runs=1, min_s=0.0, rounds=1)
     with pytest.raises(HwnasError, match="another target.*--force"):
@@ -123,7 +138,9 @@ def test_onnxruntime_measures_an_onnx_file_and_checks_its_shape(tmp_path):
     from hwnas.latency.onnx_export import export_onnx_bytes
 
     path = tmp_path / "m.onnx"
-    path.write_bytes(export_onnx_bytes(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()), (1, 1, 16, 16)))
+    path.write_bytes(
+        export_onnx_bytes(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()), (1, 1, 16, 16))
+    )
     runtime = get_runtime("onnxruntime", protocol=TINY)
     assert runtime.measure_onnx(path, (1, 1, 16, 16)).median_ms > 0
     with pytest.raises(HwnasError, match="shape"):

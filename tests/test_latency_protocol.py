@@ -47,8 +47,9 @@ def test_rounds_done_are_skipped_and_callback_sees_every_measurement():
     counts = [0, 0, 0]
     items = [lambda i=i: counts.__setitem__(i, counts[i] + 1) for i in range(3)]
     seen = []
-    results = measure_interleaved(items, rounds=3, protocol=INSTANT, on_measured=lambda i, r, t: seen.append((i, r)),
-                                  rounds_done=[0, 2, 3])
+    results = measure_interleaved(
+        items, rounds=3, protocol=INSTANT, on_measured=lambda i, r, t: seen.append((i, r)), rounds_done=[0, 2, 3]
+    )
     assert sorted(seen) == [(0, 0), (0, 1), (0, 2), (1, 2)]
     assert results[2] is None and counts[2] == 0
     assert results[1].n == 1 and results[0].n == 3  # one round of item 1, three of item 0 (one run each)

@@ -23,9 +23,11 @@ from hwnas.spaces import SPACES, get_space
 from helpers import tiny_space
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 def only_hwnas_errors(function, *args):
@@ -44,8 +46,11 @@ def test_any_latency_string_parses_to_a_positive_finite_time_or_a_clear_error(te
 
 
 @SETTINGS
-@given(st.floats(min_value=1e-6, max_value=1e9, allow_nan=False), st.sampled_from([("ms", 1.0), ("s", 1e3), ("us", 1e-3), ("", 1.0)]),
-       st.sampled_from(["", " "]))
+@given(
+    st.floats(min_value=1e-6, max_value=1e9, allow_nan=False),
+    st.sampled_from([("ms", 1.0), ("s", 1e3), ("us", 1e-3), ("", 1.0)]),
+    st.sampled_from(["", " "]),
+)
 def test_a_written_latency_reads_back_in_milliseconds(number, unit, space):
     name, factor = unit
     assert parse_latency(f"{number!r}{space if name else ''}{name}") == pytest.approx(number * factor, rel=1e-12)
@@ -53,8 +58,14 @@ def test_a_written_latency_reads_back_in_milliseconds(number, unit, space):
 
 # -- archs ------------------------------------------------------------------------------------------
 ARCH_SPACES = st.sampled_from(sorted(SPACES))
-SPACE_ARGS = st.fixed_dictionaries({"resolution": st.sampled_from([16, 32, 64, 224]), "num_classes": st.integers(2, 1000),
-                                    "in_channels": st.integers(1, 4), "width_mult": st.sampled_from([0.25, 0.5, 0.75, 1.0, 1.4])})
+SPACE_ARGS = st.fixed_dictionaries(
+    {
+        "resolution": st.sampled_from([16, 32, 64, 224]),
+        "num_classes": st.integers(2, 1000),
+        "in_channels": st.integers(1, 4),
+        "width_mult": st.sampled_from([0.25, 0.5, 0.75, 1.0, 1.4]),
+    }
+)
 
 
 @SETTINGS
@@ -74,9 +85,15 @@ def test_any_text_loads_as_a_valid_arch_or_a_clear_error(text):
 
 
 @SETTINGS
-@given(ARCH_SPACES, st.lists(st.sampled_from(["zero", "mb3_k3", "mb6_k7", "x", "", "k3", "mb3_k3-mb3_k3"]), max_size=25),
-       st.dictionaries(st.sampled_from(["resolution", "num_classes", "in_channels", "width_mult", "depth"]),
-                       st.sampled_from(["32", "16.5", "-1", "0", "x", "1e400", "nan", "0.5", "7"]), max_size=3))
+@given(
+    ARCH_SPACES,
+    st.lists(st.sampled_from(["zero", "mb3_k3", "mb6_k7", "x", "", "k3", "mb3_k3-mb3_k3"]), max_size=25),
+    st.dictionaries(
+        st.sampled_from(["resolution", "num_classes", "in_channels", "width_mult", "depth"]),
+        st.sampled_from(["32", "16.5", "-1", "0", "x", "1e400", "nan", "0.5", "7"]),
+        max_size=3,
+    ),
+)
 def test_compact_archs_built_from_parts_load_or_fail_clearly(name, ops, args):
     head = ",".join([name, *(f"{k}={v}" for k, v in args.items())])
     arch = only_hwnas_errors(load_arch, f"{head}:{'-'.join(ops)}")
@@ -100,8 +117,12 @@ def test_an_arch_json_with_one_field_replaced_loads_or_fails_clearly(name, field
 
 
 @SETTINGS
-@given(st.dictionaries(st.sampled_from(["resolution", "num_classes", "in_channels", "width_mult"]),
-                       st.integers(-2, 300) | st.floats(allow_nan=True) | st.sampled_from([16.5, 32.0, 0.5, True])))
+@given(
+    st.dictionaries(
+        st.sampled_from(["resolution", "num_classes", "in_channels", "width_mult"]),
+        st.integers(-2, 300) | st.floats(allow_nan=True) | st.sampled_from([16.5, 32.0, 0.5, True]),
+    )
+)
 def test_space_args_in_arch_json_are_taken_as_written_or_refused(args):
     """Nothing is silently rounded: a resolution of 16.5 is refused, not read as 16."""
     data = {**Arch.random(tiny_space(), seed=1).to_dict(), "space_args": args}

@@ -107,8 +107,28 @@ def test_cli_samples_within_the_band_of_the_aim(cli_runner, tmp_path):
     table = write_synthetic_table(space, tmp_path / "table.json")
     model = LatencyModel(synthetic_table(space), space)
     budget = model.fastest()[1] + 0.3 * (model.slowest()[1] - model.fastest()[1])
-    result = cli_runner.invoke(cli, ["arch", "sample", "--table", str(table), "--latency", f"{budget}ms", "--margin", "0.1",
-                                     "--band", "0.9", "1.0", "-n", "5", "--seed", "1", "--json"], catch_exceptions=False)
+    result = cli_runner.invoke(
+        cli,
+        [
+            "arch",
+            "sample",
+            "--table",
+            str(table),
+            "--latency",
+            f"{budget}ms",
+            "--margin",
+            "0.1",
+            "--band",
+            "0.9",
+            "1.0",
+            "-n",
+            "5",
+            "--seed",
+            "1",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert len(rows) == 5
@@ -116,13 +136,18 @@ def test_cli_samples_within_the_band_of_the_aim(cli_runner, tmp_path):
         arch = Arch.from_dict({k: row[k] for k in ("space", "space_args", "choices")})
         assert row["predicted_ms"] == pytest.approx(model.predict(arch))
         assert 0.9 * 0.9 * budget - 1e-9 <= row["predicted_ms"] <= 0.9 * budget + 1e-9
-    text = cli_runner.invoke(cli, ["arch", "sample", "--table", str(table), "--latency", f"{budget}ms", "--margin", "0.1",
-                                   "-n", "5", "--seed", "1"])
-    assert [line.split("  ")[1] for line in text.stdout.splitlines()] == [Arch.from_dict(
-        {k: row[k] for k in ("space", "space_args", "choices")}).to_compact() for row in rows]
-    for args, words in [(["--latency", "1ms"], "go together"), (["--table", str(table)], "go together"),
-                        (["--table", str(table), "--latency", f"{budget}ms", "--band", "1.0", "0.9"], "LO <= HI"),
-                        (["--table", str(table), "--latency", f"{budget}ms", "--space", "shufflenet"], "measured space proxyless")]:
+    text = cli_runner.invoke(
+        cli, ["arch", "sample", "--table", str(table), "--latency", f"{budget}ms", "--margin", "0.1", "-n", "5", "--seed", "1"]
+    )
+    assert [line.split("  ")[1] for line in text.stdout.splitlines()] == [
+        Arch.from_dict({k: row[k] for k in ("space", "space_args", "choices")}).to_compact() for row in rows
+    ]
+    for args, words in [
+        (["--latency", "1ms"], "go together"),
+        (["--table", str(table)], "go together"),
+        (["--table", str(table), "--latency", f"{budget}ms", "--band", "1.0", "0.9"], "LO <= HI"),
+        (["--table", str(table), "--latency", f"{budget}ms", "--space", "shufflenet"], "measured space proxyless"),
+    ]:
         refused = cli_runner.invoke(cli, ["arch", "sample", *args])
         assert refused.exit_code == 2 and words in refused.output, (args, refused.output)
 

@@ -20,7 +20,16 @@ from helpers import tiny_space
 
 @pytest.mark.parametrize(
     "text, ms",
-    [("80ms", 80.0), ("80 ms", 80.0), ("0.08s", 80.0), ("80000us", 80.0), ("80", 80.0), (" 1.5MS ", 1.5), ("2.5e-1", 0.25), ("750µs", 0.75)],
+    [
+        ("80ms", 80.0),
+        ("80 ms", 80.0),
+        ("0.08s", 80.0),
+        ("80000us", 80.0),
+        ("80", 80.0),
+        (" 1.5MS ", 1.5),
+        ("2.5e-1", 0.25),
+        ("750µs", 0.75),
+    ],
 )
 def test_parse_latency_units(text, ms):
     assert parse_latency(text) == pytest.approx(ms)
@@ -45,8 +54,10 @@ def test_margin_defaults_to_table_p90_else_five_percent_and_aim_never_under_fast
     tight = make_target(1.02, 1.0, 20, None, None)
     assert tight.aim_ms == pytest.approx(1.0) and tight.aim_clamped
     # 1.02 x 0.95 = 0.969 ms is under the fastest net; aiming at 1.0 ms keeps 1 - 1.0 / 1.02 = 2.0 % of margin
-    assert tight.clamp_note() == ("budget x (1 - margin 5.0%) = 0.969 ms is under the fastest net (1 ms): the search aims at "
-                                  "the fastest net, a margin of 2.0% only")
+    assert tight.clamp_note() == (
+        "budget x (1 - margin 5.0%) = 0.969 ms is under the fastest net (1 ms): the search aims at "
+        "the fastest net, a margin of 2.0% only"
+    )
     assert validated.clamp_note() is None
     with pytest.raises(HwnasError, match="margin"):
         make_target(10, 1, 20, 1.5, None)
@@ -105,7 +116,9 @@ def test_proxyless_loss_forms_work_at_any_aim():
         loss = BudgetController("mul-log", aim).loss(ce, under)
         (grad,) = torch.autograd.grad(loss, under)
         assert float(loss.detach()) == pytest.approx(0.2 * 2.0 * 0.5**0.3)
-        assert float(grad) * aim == pytest.approx(0.2 * 2.0 * 0.3 * 0.5 ** (0.3 - 1))  # d/dE, scaled by the aim: the same everywhere
+        assert float(grad) * aim == pytest.approx(
+            0.2 * 2.0 * 0.3 * 0.5 ** (0.3 - 1)
+        )  # d/dE, scaled by the aim: the same everywhere
     with pytest.raises(HwnasError, match="unknown latency loss"):
         BudgetController("quadratic", 10.0)
     with pytest.raises(HwnasError, match="multiplier bound"):
@@ -115,8 +128,10 @@ def test_proxyless_loss_forms_work_at_any_aim():
 def test_aim_never_over_the_slowest_net():
     target = make_target(30, 1, 20, 0.1, None)
     assert target.aim_ms == 20 and target.aim_clamped
-    assert target.clamp_note() == ("budget x (1 - margin 10.0%) = 27 ms is over the slowest net (20 ms): the search aims at "
-                                   "the slowest net, 66.7% of the budget")
+    assert target.clamp_note() == (
+        "budget x (1 - margin 10.0%) = 27 ms is over the slowest net (20 ms): the search aims at "
+        "the slowest net, 66.7% of the budget"
+    )
 
 
 # -- derivation --------------------------------------------------------------------------------
@@ -191,7 +206,11 @@ def test_derive_never_over_the_limit_brute_force(spend):
                         swapped[layer] = k
                         yield layer, k, model.predict(Arch("proxyless", [columns[j] for j in swapped]))
 
-        feasible = [(sum(float(log_p[i, k]) for i, k in enumerate(combo)), combo) for combo, a in model.all_archs() if model.predict(a) <= limit]
+        feasible = [
+            (sum(float(log_p[i, k]) for i, k in enumerate(combo)), combo)
+            for combo, a in model.all_archs()
+            if model.predict(a) <= limit
+        ]
         best_log_p, best = max(feasible)
         score = sum(float(log_p[i, k]) for i, k in enumerate(chosen))
         assert score <= best_log_p + 1e-9

@@ -28,7 +28,15 @@ from hwnas.search.synthetic import write_synthetic_table
 from helpers import budget_between, tiny_space
 
 SPACE_ARGS = {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}
-SMALL = {"population": 8, "top_k": 3, "mutations": 3, "crossovers": 3, "generations": 3, "score_images": 128, "score_bn_images": 32}
+SMALL = {
+    "population": 8,
+    "top_k": 3,
+    "mutations": 3,
+    "crossovers": 3,
+    "generations": 3,
+    "score_images": 128,
+    "score_bn_images": 32,
+}
 TIMING = ("selection_seconds", "selection_share_of_time", "table")
 
 
@@ -42,8 +50,17 @@ def model(table_path: Path) -> LatencyModel:
 
 
 def config(method: str, table_path: Path, **overrides) -> SearchConfig:
-    options = dict(method=method, table=str(table_path), space_args=SPACE_ARGS, epochs=1, steps_per_epoch=4, batch_size=16,
-                   bn_batches=2, eval_images=64, method_options=dict(SMALL))
+    options = dict(
+        method=method,
+        table=str(table_path),
+        space_args=SPACE_ARGS,
+        epochs=1,
+        steps_per_epoch=4,
+        batch_size=16,
+        bn_batches=2,
+        eval_images=64,
+        method_options=dict(SMALL),
+    )
     options.update(overrides)
     if "budget_ms" not in options:
         options["budget_ms"] = budget_between(table_path, 0.3)
@@ -57,8 +74,15 @@ def test_spos_trains_single_paths_uniform_under_the_aim(table_path):
     aim = fastest + 0.1 * (slowest - fastest)  # a tight aim: few uniform archs lie under it
     supernet = Supernet(space)
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.1)
-    strategy = SposStrategy(supernet, ArchParameters(space), latency, BudgetController("lagrangian", aim), optimizer, {},
-                            torch.Generator().manual_seed(0))
+    strategy = SposStrategy(
+        supernet,
+        ArchParameters(space),
+        latency,
+        BudgetController("lagrangian", aim),
+        optimizer,
+        {},
+        torch.Generator().manual_seed(0),
+    )
     assert strategy.sampler.uniform_share() < 0.01
     before = {k: v.clone() for k, v in supernet.state_dict().items()}
     images, labels = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
@@ -133,10 +157,44 @@ def test_score_log_keeps_scores_and_drops_a_torn_line(tmp_path):
 
 def test_cli_runs_spos_and_refuses_options_of_other_methods(cli_runner, tmp_path, table_path):
     budget = budget_between(table_path, 0.4)
-    base = ["search", "--latency", f"{budget}ms", "--table", str(table_path), "--width-mult", "0.25", "--resolution", "16",
-            "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "16", "--eval-images", "64", "--bn-batches", "2", "--quiet"]
-    small = ["--population", "6", "--top-k", "2", "--mutations", "2", "--crossovers", "2", "--generations", "2",
-             "--score-images", "64", "--score-bn-images", "16"]
+    base = [
+        "search",
+        "--latency",
+        f"{budget}ms",
+        "--table",
+        str(table_path),
+        "--width-mult",
+        "0.25",
+        "--resolution",
+        "16",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "3",
+        "--batch-size",
+        "16",
+        "--eval-images",
+        "64",
+        "--bn-batches",
+        "2",
+        "--quiet",
+    ]
+    small = [
+        "--population",
+        "6",
+        "--top-k",
+        "2",
+        "--mutations",
+        "2",
+        "--crossovers",
+        "2",
+        "--generations",
+        "2",
+        "--score-images",
+        "64",
+        "--score-bn-images",
+        "16",
+    ]
     result = cli_runner.invoke(cli, base + ["--method", "spos", *small, "--out", str(tmp_path / "run"), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -150,6 +208,7 @@ def test_cli_runs_spos_and_refuses_options_of_other_methods(cli_runner, tmp_path
 
 
 # -- GreedyNAS -------------------------------------------------------------------------------
+
 
 def test_chance_of_k_good_paths_matches_the_paper_and_a_simulation_of_the_sampler():
     assert at_least_k_good(10, 5, 0.6) == pytest.approx(0.8338, abs=5e-5)  # GreedyNAS, seed 003
@@ -182,10 +241,15 @@ def test_greedynas_trains_the_k_paths_of_lowest_held_out_loss(table_path, monkey
     space = tiny_space()
     latency = model(table_path)
     supernet = Supernet(space)
-    strategy = GreedyNasStrategy(supernet, ArchParameters(space), latency,
-                                 BudgetController("lagrangian", budget_between(table_path, 0.5)),
-                                 torch.optim.SGD(supernet.parameters(), lr=0.1), {"paths_sampled": 6, "paths_trained": 2},
-                                 torch.Generator().manual_seed(0))
+    strategy = GreedyNasStrategy(
+        supernet,
+        ArchParameters(space),
+        latency,
+        BudgetController("lagrangian", budget_between(table_path, 0.5)),
+        torch.optim.SGD(supernet.parameters(), lr=0.1),
+        {"paths_sampled": 6, "paths_trained": 2},
+        torch.Generator().manual_seed(0),
+    )
     ranked = {}
 
     def fake_rank(paths):
@@ -209,14 +273,17 @@ def test_greedynas_trains_the_k_paths_of_lowest_held_out_loss(table_path, monkey
 
 def test_greedynas_resumes_with_its_pool_and_stops_once_the_pool_is_steady(tmp_path, table_path):
     options = {**SMALL, "paths_sampled": 4, "paths_trained": 2, "rank_images": 64}
-    straight = SearchRun(config("greedynas", table_path, epochs=2, method_options=options), tmp_path / "straight", progress=False).run()
+    straight = SearchRun(
+        config("greedynas", table_path, epochs=2, method_options=options), tmp_path / "straight", progress=False
+    ).run()
 
     def stop(epoch):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        SearchRun(config("greedynas", table_path, epochs=2, method_options=options), tmp_path / "resumed",
-                  progress=False).run(on_epoch_end=stop)
+        SearchRun(config("greedynas", table_path, epochs=2, method_options=options), tmp_path / "resumed", progress=False).run(
+            on_epoch_end=stop
+        )
     folder = tmp_path / "resumed"
     resumed = SearchRun(SearchConfig.load(folder), folder, progress=False).run(resume=True)
     assert {k: v for k, v in straight.items() if k not in TIMING} == {k: v for k, v in resumed.items() if k not in TIMING}
@@ -224,9 +291,13 @@ def test_greedynas_resumes_with_its_pool_and_stops_once_the_pool_is_steady(tmp_p
     assert 0 < history[0]["pool"] <= history[1]["pool"] <= 16  # 2 paths enter per step, 8 steps; known ones are updated
     assert history[-1]["eps"] > history[0]["eps"] > 0
 
-    steady = SearchRun(config("greedynas", table_path, epochs=2, steps_per_epoch=2,
-                              method_options={**options, "stop_share": 1.01, "generations": 1}),
-                       tmp_path / "steady", progress=False)
+    steady = SearchRun(
+        config(
+            "greedynas", table_path, epochs=2, steps_per_epoch=2, method_options={**options, "stop_share": 1.01, "generations": 1}
+        ),
+        tmp_path / "steady",
+        progress=False,
+    )
     steady.run()
     rows = (tmp_path / "steady" / "history.jsonl").read_text().splitlines()
     assert len(rows) == 1 and json.loads(rows[0])["stopped"] is True
@@ -264,9 +335,21 @@ def test_one_shot_methods_run_on_the_other_spaces(tmp_path, space_name, method):
     table = write_synthetic_table(space, tmp_path / "table.json")
     latency = LatencyModel(LatencyTable.load(table), space)
     fastest, slowest = latency.fastest()[1], latency.slowest()[1]
-    options = {**SMALL, "generations": 2, "paths_sampled": 3, "paths_trained": 2, "rank_images": 32} if method == "greedynas" else SMALL
-    result = SearchRun(config(method, table, space=space_name, budget_ms=fastest + 0.7 * (slowest - fastest), steps_per_epoch=2,
-                              method_options={**options, "generations": 2}), tmp_path / "run", progress=False).run()
+    options = (
+        {**SMALL, "generations": 2, "paths_sampled": 3, "paths_trained": 2, "rank_images": 32} if method == "greedynas" else SMALL
+    )
+    result = SearchRun(
+        config(
+            method,
+            table,
+            space=space_name,
+            budget_ms=fastest + 0.7 * (slowest - fastest),
+            steps_per_epoch=2,
+            method_options={**options, "generations": 2},
+        ),
+        tmp_path / "run",
+        progress=False,
+    ).run()
     assert result["predicted_ms"] <= result["aim_ms"] + 1e-9
     assert result["arch"].startswith(space_name)
 
@@ -274,11 +357,54 @@ def test_one_shot_methods_run_on_the_other_spaces(tmp_path, space_name, method):
 def test_greedynas_killed_mid_supernet_and_mid_selection_resumes_to_the_uninterrupted_result(tmp_path, table_path):
     """Real processes, killed with SIGKILL once after the first checkpoint and once while the evolution scores."""
     budget = budget_between(table_path, 0.4)
-    args = [sys.executable, "-m", "hwnas", "search", "--method", "greedynas", "--latency", f"{budget}ms", "--table", str(table_path),
-            "--width-mult", "0.25", "--resolution", "16", "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "16",
-            "--eval-images", "64", "--bn-batches", "2", "--paths-sampled", "4", "--paths-trained", "2", "--rank-images", "64",
-            "--population", "10", "--top-k", "3", "--mutations", "4", "--crossovers", "4", "--generations", "4",
-            "--score-images", "256", "--score-bn-images", "32", "--quiet", "--json"]
+    args = [
+        sys.executable,
+        "-m",
+        "hwnas",
+        "search",
+        "--method",
+        "greedynas",
+        "--latency",
+        f"{budget}ms",
+        "--table",
+        str(table_path),
+        "--width-mult",
+        "0.25",
+        "--resolution",
+        "16",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "3",
+        "--batch-size",
+        "16",
+        "--eval-images",
+        "64",
+        "--bn-batches",
+        "2",
+        "--paths-sampled",
+        "4",
+        "--paths-trained",
+        "2",
+        "--rank-images",
+        "64",
+        "--population",
+        "10",
+        "--top-k",
+        "3",
+        "--mutations",
+        "4",
+        "--crossovers",
+        "4",
+        "--generations",
+        "4",
+        "--score-images",
+        "256",
+        "--score-bn-images",
+        "32",
+        "--quiet",
+        "--json",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     scores = killed / "scores.jsonl"

@@ -20,10 +20,40 @@ from hwnas.search.synthetic import write_synthetic_table
 from helpers import budget_between, tiny_space
 
 SPACE_ARGS = {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}
-RUN_FILES = ["config.json", "arch.json", "child.pt", "supernet.pt", "checkpoint.pt", "history.jsonl", "search.png", "report.md", "result.json"]
-RESULT_KEYS = {"method", "budget_ms", "aim_ms", "margin", "predicted_ms", "fastest_ms", "slowest_ms", "supernet_val_acc",
-               "child_val_acc", "arch", "table", "argmax_ms", "argmax_share_of_aim", "repair_swaps", "repair_ms", "fill_swaps",
-               "fill_ms", "fill_share_of_aim", "derived_share_of_aim", "expected_ms", "multiplier"}
+RUN_FILES = [
+    "config.json",
+    "arch.json",
+    "child.pt",
+    "supernet.pt",
+    "checkpoint.pt",
+    "history.jsonl",
+    "search.png",
+    "report.md",
+    "result.json",
+]
+RESULT_KEYS = {
+    "method",
+    "budget_ms",
+    "aim_ms",
+    "margin",
+    "predicted_ms",
+    "fastest_ms",
+    "slowest_ms",
+    "supernet_val_acc",
+    "child_val_acc",
+    "arch",
+    "table",
+    "argmax_ms",
+    "argmax_share_of_aim",
+    "repair_swaps",
+    "repair_ms",
+    "fill_swaps",
+    "fill_ms",
+    "fill_share_of_aim",
+    "derived_share_of_aim",
+    "expected_ms",
+    "multiplier",
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +62,16 @@ def table_path(tmp_path_factory) -> Path:
 
 
 def config(method: str, table_path: Path, **overrides) -> SearchConfig:
-    options = dict(method=method, table=str(table_path), budget_ms=budget_between(table_path, 0.5), space_args=SPACE_ARGS,
-                   epochs=2, batch_size=16, steps_per_epoch=2, bn_batches=2)
+    options = dict(
+        method=method,
+        table=str(table_path),
+        budget_ms=budget_between(table_path, 0.5),
+        space_args=SPACE_ARGS,
+        epochs=2,
+        batch_size=16,
+        steps_per_epoch=2,
+        bn_batches=2,
+    )
     options.update(overrides)
     return SearchConfig(**options)
 
@@ -99,8 +137,19 @@ def run_cli(cli_runner, *args):
 def test_cli_refuses_a_budget_under_the_fastest_net_before_training(cli_runner, tmp_path, table_path):
     fastest = budget_between(table_path, 0.0)
     out = tmp_path / "run"
-    result = run_cli(cli_runner, "--latency", f"{fastest * 0.9}ms", "--table", str(table_path), "--width-mult", "0.25",
-                     "--resolution", "16", "--out", str(out))
+    result = run_cli(
+        cli_runner,
+        "--latency",
+        f"{fastest * 0.9}ms",
+        "--table",
+        str(table_path),
+        "--width-mult",
+        "0.25",
+        "--resolution",
+        "16",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 2
     assert f"({fastest:.4g} ms)" in result.output and "fastest" in result.output
     assert not out.exists()
@@ -108,9 +157,30 @@ def test_cli_refuses_a_budget_under_the_fastest_net_before_training(cli_runner, 
 
 def test_cli_warns_when_the_margin_does_not_fit_under_the_budget(cli_runner, tmp_path, table_path):
     fastest = budget_between(table_path, 0.0)
-    result = run_cli(cli_runner, "--latency", f"{fastest * 1.01}ms", "--margin", "0.2", "--table", str(table_path), "--width-mult",
-                     "0.25", "--resolution", "16", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "16", "--bn-batches",
-                     "1", "--out", str(tmp_path / "run"), "--json")
+    result = run_cli(
+        cli_runner,
+        "--latency",
+        f"{fastest * 1.01}ms",
+        "--margin",
+        "0.2",
+        "--table",
+        str(table_path),
+        "--width-mult",
+        "0.25",
+        "--resolution",
+        "16",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--batch-size",
+        "16",
+        "--bn-batches",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     # the aim is the fastest net: 1 - 1 / 1.01 = 1.0 % of the budget is left as margin, not 20 %
     assert "warning: budget x (1 - margin 20.0%)" in result.stderr and "a margin of 1.0% only" in result.stderr
@@ -149,11 +219,32 @@ def test_cli_resume_of_a_missing_or_broken_run_says_why(cli_runner, tmp_path):
 def test_cli_search_json_fills_space_from_data_and_refuses_non_empty_out(cli_runner, tmp_path, table_path):
     out = tmp_path / "run"
     budget = budget_between(table_path, 0.6)
-    args = ["--method", "proxyless", "--latency", f"{budget}ms", "--table", str(table_path), "--width-mult", "0.25", "--resolution",
-            "16", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16", "--bn-batches", "1", "--out", str(out), "--json"]
+    args = [
+        "--method",
+        "proxyless",
+        "--latency",
+        f"{budget}ms",
+        "--table",
+        str(table_path),
+        "--width-mult",
+        "0.25",
+        "--resolution",
+        "16",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "16",
+        "--bn-batches",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+    ]
     result = run_cli(cli_runner, *args)
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output[result.output.index("{"):])
+    data = json.loads(result.output[result.output.index("{") :])
     assert data["predicted_ms"] <= data["budget_ms"] and data["run"] == str(out)
     saved = json.loads((out / "config.json").read_text())
     assert saved["space_args"]["in_channels"] == 1 and saved["space_args"]["num_classes"] == 10  # from the digits data
@@ -173,9 +264,32 @@ def test_kill_9_mid_run_then_resume_loses_nothing(tmp_path, table_path):
     """A real process, killed with SIGKILL after its first checkpoint, resumes to the uninterrupted result."""
     out, straight = tmp_path / "killed", tmp_path / "straight"
     budget = budget_between(table_path, 0.5)
-    args = [sys.executable, "-m", "hwnas", "search", "--method", "dsnas", "--latency", f"{budget}ms", "--table", str(table_path),
-            "--width-mult", "0.25", "--resolution", "16", "--epochs", "3", "--steps-per-epoch", "3", "--batch-size", "16",
-            "--bn-batches", "2", "--quiet", "--json"]
+    args = [
+        sys.executable,
+        "-m",
+        "hwnas",
+        "search",
+        "--method",
+        "dsnas",
+        "--latency",
+        f"{budget}ms",
+        "--table",
+        str(table_path),
+        "--width-mult",
+        "0.25",
+        "--resolution",
+        "16",
+        "--epochs",
+        "3",
+        "--steps-per-epoch",
+        "3",
+        "--batch-size",
+        "16",
+        "--bn-batches",
+        "2",
+        "--quiet",
+        "--json",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([*args, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -184,8 +298,13 @@ def test_kill_9_mid_run_then_resume_loses_nothing(tmp_path, table_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert (out / "checkpoint.pt").exists() and not (out / "result.json").exists()
-    resumed = subprocess.run([sys.executable, "-m", "hwnas", "search", "--resume", str(out), "--quiet", "--json"], env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "hwnas", "search", "--resume", str(out), "--quiet", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     uninterrupted = subprocess.run([*args, "--out", str(straight)], env=env, capture_output=True, text=True, timeout=300)
     assert uninterrupted.returncode == 0, uninterrupted.stderr
@@ -198,9 +317,34 @@ def test_kill_9_mid_run_then_resume_loses_nothing(tmp_path, table_path):
 def test_cli_runs_every_loss_form(cli_runner, tmp_path, table_path, form):
     budget = budget_between(table_path, 0.5)
     latency_loss = ["--latency-loss", form] if form != "lagrangian-one-sided" else ["--one-sided"]
-    result = run_cli(cli_runner, "--method", "dsnas", "--latency", f"{budget}ms", "--table", str(table_path), "--width-mult", "0.25",
-                     "--resolution", "16", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--bn-batches", "1",
-                     "--warmup-epochs", "0", *latency_loss, "--out", str(tmp_path / "run"), "--quiet", "--json")
+    result = run_cli(
+        cli_runner,
+        "--method",
+        "dsnas",
+        "--latency",
+        f"{budget}ms",
+        "--table",
+        str(table_path),
+        "--width-mult",
+        "0.25",
+        "--resolution",
+        "16",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "16",
+        "--bn-batches",
+        "1",
+        "--warmup-epochs",
+        "0",
+        *latency_loss,
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["predicted_ms"] <= data["aim_ms"] + 1e-9
@@ -221,7 +365,26 @@ def test_search_without_table_uses_the_local_table_of_this_target(cli_runner, tm
     path.parent.mkdir(parents=True)
     write_synthetic_table(space, path)
     budget = budget_between(path, 0.5)
-    result = run_cli(cli_runner, "--latency", f"{budget}ms", "--width-mult", "0.25", "--resolution", "16", "--epochs", "1",
-                     "--steps-per-epoch", "1", "--batch-size", "16", "--bn-batches", "1", "--out", "run", "--quiet", "--json")
+    result = run_cli(
+        cli_runner,
+        "--latency",
+        f"{budget}ms",
+        "--width-mult",
+        "0.25",
+        "--resolution",
+        "16",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--batch-size",
+        "16",
+        "--bn-batches",
+        "1",
+        "--out",
+        "run",
+        "--quiet",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert Path(json.loads(result.stdout)["table"]).resolve() == path.resolve()

@@ -109,10 +109,24 @@ def test_cli_argument_errors(cli_runner, tmp_path):
     arch.save(searched / "arch.json")
     torch.save(model.state_dict(), searched / "child.pt")
     cases = [
-        (["train", "--run", str(searched), "--resume", "--data", "fake"], f"nothing to resume in {searched}: no train_checkpoint.pt"),
+        (
+            ["train", "--run", str(searched), "--resume", "--data", "fake"],
+            f"nothing to resume in {searched}: no train_checkpoint.pt",
+        ),
         (["train", "--arch", arch.to_compact(), "--out", str(tmp_path / "x")], "--from-scratch or --weights"),
-        (["train", "--arch", arch.to_compact().replace("num_classes=10", "num_classes=3"), "--from-scratch",
-          "--data", "fake", "--out", str(tmp_path / "y")], "has 10 classes but the arch's net has 3"),
+        (
+            [
+                "train",
+                "--arch",
+                arch.to_compact().replace("num_classes=10", "num_classes=3"),
+                "--from-scratch",
+                "--data",
+                "fake",
+                "--out",
+                str(tmp_path / "y"),
+            ],
+            "has 10 classes but the arch's net has 3",
+        ),
         (["train", "--run", str(tmp_path / "missing")], "does not exist"),
     ]
     for args, message in cases:
@@ -124,8 +138,9 @@ def test_training_learns_a_learnable_set(tmp_path, fake_data):
     """Fails if the optimiser stops stepping: ``fake`` shifts each class's mean, so two epochs get far above chance."""
     arch, model = _net()
     before = evaluate(model, make_loader(fake_data.val, 256, False))[1]
-    result = train_child(arch, model, fake_data, tmp_path / "run", TrainConfig(epochs=2, batch_size=32, seed=0, bn_batches=4),
-                         progress=False)
+    result = train_child(
+        arch, model, fake_data, tmp_path / "run", TrainConfig(epochs=2, batch_size=32, seed=0, bn_batches=4), progress=False
+    )
     assert before < 0.2  # an untrained net is at chance (10 classes)
     assert result["val_acc"] > 0.5, result["val_acc"]
 
@@ -133,18 +148,45 @@ def test_training_learns_a_learnable_set(tmp_path, fake_data):
 def test_cli_trains_an_arch_from_scratch_or_from_given_weights(cli_runner, tmp_path):
     arch, model = _net()
     common = ["--data", "fake", "--epochs", "1", "--batch-size", "64", "--bn-batches", "2", "--json"]
-    scratch = cli_runner.invoke(cli, ["train", "--arch", arch.to_compact(), "--from-scratch", "--out", str(tmp_path / "scratch"), *common,
-                                      "--epochs", "2", "--batch-size", "32"])
+    scratch = cli_runner.invoke(
+        cli,
+        [
+            "train",
+            "--arch",
+            arch.to_compact(),
+            "--from-scratch",
+            "--out",
+            str(tmp_path / "scratch"),
+            *common,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+        ],
+    )
     assert scratch.exit_code == 0, scratch.output
     assert (tmp_path / "scratch" / "trained.pt").is_file() and json.loads(scratch.stdout)["arch"] == arch.to_compact()
     # from weights: a net that already scores well starts there (lr tiny, so one epoch cannot get there alone)
     trained = torch.load(tmp_path / "scratch" / "trained.pt", weights_only=True)
     torch.save(trained, tmp_path / "w.pt")
     tiny_lr = ["--lr", "1e-6"]
-    from_weights = cli_runner.invoke(cli, ["train", "--arch", arch.to_compact(), "--weights", str(tmp_path / "w.pt"),
-                                           "--out", str(tmp_path / "warm"), *common, *tiny_lr])
-    cold = cli_runner.invoke(cli, ["train", "--arch", arch.to_compact(), "--from-scratch", "--out", str(tmp_path / "cold"), *common,
-                                   *tiny_lr])
+    from_weights = cli_runner.invoke(
+        cli,
+        [
+            "train",
+            "--arch",
+            arch.to_compact(),
+            "--weights",
+            str(tmp_path / "w.pt"),
+            "--out",
+            str(tmp_path / "warm"),
+            *common,
+            *tiny_lr,
+        ],
+    )
+    cold = cli_runner.invoke(
+        cli, ["train", "--arch", arch.to_compact(), "--from-scratch", "--out", str(tmp_path / "cold"), *common, *tiny_lr]
+    )
     assert from_weights.exit_code == 0 and cold.exit_code == 0, (from_weights.output, cold.output)
     warm_acc, cold_acc = json.loads(from_weights.stdout)["val_acc"], json.loads(cold.stdout)["val_acc"]
     assert json.loads(scratch.stdout)["val_acc"] > 0.4
@@ -157,8 +199,23 @@ def test_cli_resume_of_an_arch_training_keeps_its_seed_and_data(cli_runner, tmp_
     neither --seed nor --data is repeated: the digits' validation split depends on the seed."""
     arch, _ = _net()
     compact = Arch(arch.space, arch.choices, {**arch.space_args, "in_channels": 1}).to_compact()
-    start = ["train", "--arch", compact, "--from-scratch", "--data", "digits", "--seed", "3", "--epochs", "2",
-             "--batch-size", "128", "--bn-batches", "2", "--json"]
+    start = [
+        "train",
+        "--arch",
+        compact,
+        "--from-scratch",
+        "--data",
+        "digits",
+        "--seed",
+        "3",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "128",
+        "--bn-batches",
+        "2",
+        "--json",
+    ]
     whole = cli_runner.invoke(cli, [*start, "--out", str(tmp_path / "whole")])
     assert whole.exit_code == 0, whole.output
     import hwnas.train

@@ -34,17 +34,39 @@ def arch() -> None:
 @space_options()
 @click.option("--seed", type=int, default=None, help="Random seed (same seed, same archs).")
 @click.option("-n", "count", type=int, default=1, show_default=True, help="How many archs (distinct ones within a --band).")
-@click.option("--table", type=click.Path(dir_okay=False),
-              help="Latency table: draw within a latency band; the space is the table's.")
-@click.option("--latency", help="Budget the band is relative to (with --table), e.g. 1ms; the aim is budget x (1 - margin) as in hwnas search.")
+@click.option(
+    "--table", type=click.Path(dir_okay=False), help="Latency table: draw within a latency band; the space is the table's."
+)
+@click.option(
+    "--latency",
+    help="Budget the band is relative to (with --table), e.g. 1ms; the aim is budget x (1 - margin) as in hwnas search.",
+)
 @click.option("--margin", type=float, help="Aim at budget x (1 - margin) [the table's validated p90 error, else 0.05].")
-@click.option("--band", nargs=2, type=float, default=(0.9, 1.0), show_default=True, metavar="LO HI",
-              help="Keep the archs whose predicted latency lies in [LO, HI] x aim.")
+@click.option(
+    "--band",
+    nargs=2,
+    type=float,
+    default=(0.9, 1.0),
+    show_default=True,
+    metavar="LO HI",
+    help="Keep the archs whose predicted latency lies in [LO, HI] x aim.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the arch JSON to this file (one arch).")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 @json_option
-def sample(space: str, space_overrides: dict, seed: int | None, count: int, table: str | None, latency: str | None,
-           margin: float | None, band: tuple[float, float], output: str | None, force: bool, as_json: bool) -> None:
+def sample(
+    space: str,
+    space_overrides: dict,
+    seed: int | None,
+    count: int,
+    table: str | None,
+    latency: str | None,
+    margin: float | None,
+    band: tuple[float, float],
+    output: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Draw uniformly random architectures: from the whole space, or (--table --latency) from those within a latency band.
 
     Within a band the draw is uniform over the archs whose predicted latency lies in it, the
@@ -66,7 +88,9 @@ def sample(space: str, space_overrides: dict, seed: int | None, count: int, tabl
     else:
         given = click.get_current_context().get_parameter_source("space") != click.core.ParameterSource.DEFAULT
         model = _table_model(table, space if given else None, space_overrides)
-        target = make_target(parse_latency(latency), model.fastest()[1], model.slowest()[1], margin, model.table.p90_relative_error)
+        target = make_target(
+            parse_latency(latency), model.fastest()[1], model.slowest()[1], margin, model.table.p90_relative_error
+        )
         low, high = band
         if not 0 < low <= high:
             raise HwnasError(f"--band needs 0 < LO <= HI, got {low} {high}")
@@ -93,8 +117,10 @@ def _table_model(table_path: str, space: str | None, overrides: dict) -> Latency
         raise HwnasError(f"latency table {table_path} does not say which space it measured (meta 'space', 'space_args')")
     built = build_space(table.meta["space"], {**table.meta["space_args"], **overrides})
     if (space is not None and space != built.name) or built.args.to_dict() != table.meta["space_args"]:
-        raise HwnasError(f"--table {table_path} measured space {table.meta['space']} {table.meta['space_args']}, "
-                         f"not {space or built.name} {built.args.to_dict()}")
+        raise HwnasError(
+            f"--table {table_path} measured space {table.meta['space']} {table.meta['space_args']}, "
+            f"not {space or built.name} {built.args.to_dict()}"
+        )
     return latency_model(table, built)
 
 
@@ -114,18 +140,31 @@ def show(arch_source: str, space_overrides: dict, as_json: bool) -> None:
             cost = space.block_cost(layer.index, kept)
         else:
             cost = space.op_cost(layer.index, op)
-        rows.append({"index": layer.index, "op": op, "input_shape": [layer.c_in, layer.h, layer.w], "c_out": layer.c_out,
-                     "stride": layer.stride, "flops": cost.flops, "params": cost.params})
+        rows.append(
+            {
+                "index": layer.index,
+                "op": op,
+                "input_shape": [layer.c_in, layer.h, layer.w],
+                "c_out": layer.c_out,
+                "stride": layer.stride,
+                "flops": cost.flops,
+                "params": cost.params,
+            }
+        )
     total = space.cost(chosen)
     if as_json:
-        echo_json({**chosen.to_dict(), "compact": chosen.to_compact(), "layers": rows, "flops": total.flops, "params": total.params})
+        echo_json(
+            {**chosen.to_dict(), "compact": chosen.to_compact(), "layers": rows, "flops": total.flops, "params": total.params}
+        )
         return
     click.echo(chosen.to_compact())
     click.echo(f"{'layer':>5}  {'op':<10} {'input (C,H,W)':<16} {'C_out':>5} {'stride':>6} {'MFLOPs':>9} {'params':>9}")
     for row in rows:
         shape = "({},{},{})".format(*row["input_shape"])
-        click.echo(f"{row['index']:>5}  {row['op']:<10} {shape:<16} {row['c_out']:>5} {row['stride']:>6} "
-                   f"{row['flops'] / 1e6:>9.2f} {row['params']:>9,}")
+        click.echo(
+            f"{row['index']:>5}  {row['op']:<10} {shape:<16} {row['c_out']:>5} {row['stride']:>6} "
+            f"{row['flops'] / 1e6:>9.2f} {row['params']:>9,}"
+        )
     click.echo(f"total: {total.flops / 1e6:.1f} MFLOPs (multiply-adds), {total.params / 1e6:.3f} M params")
 
 

@@ -46,28 +46,60 @@ def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
 
 @click.command()
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Search run to export [default: the newest run under runs/].")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Search run to export [default: the newest run under runs/].",
+)
 @click.option("--arch", "arch_source", help="Export this arch (JSON file or compact string) instead of a run's child.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="State dict for --arch [default: fresh init].")
-@click.option("--runtime", type=click.Choice(list(RUNTIMES)), default="onnxruntime", show_default=True,
-              help="Runtime that measures the artifact.")
+@click.option(
+    "--runtime",
+    type=click.Choice(list(RUNTIMES)),
+    default="onnxruntime",
+    show_default=True,
+    help="Runtime that measures the artifact.",
+)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads while measuring (pinned).")
 @click.option("--fp16", is_flag=True, help="TensorRT: build a float16 engine.")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Batch of the measured input.")
 @click.option("--dynamic-batch", is_flag=True, help="Give the ONNX model a symbolic batch axis.")
 @click.option("--budget", help="Latency budget, e.g. 80ms [default: the run's budget].")
-@click.option("--table", type=click.Path(dir_okay=False), help="Latency table for the prediction [default: the run's, else this target's].")
+@click.option(
+    "--table", type=click.Path(dir_okay=False), help="Latency table for the prediction [default: the run's, else this target's]."
+)
 @click.option("--allow-foreign-table", is_flag=True, help="Use a table of another target with a warning.")
 @click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved measurement rounds.")
-@click.option("--references", type=click.IntRange(min=0), default=DEFAULT_REFERENCES, show_default=True,
-              help="Nets of the table's validation timed beside the artifact to measure the machine's drift (0: none).")
+@click.option(
+    "--references",
+    type=click.IntRange(min=0),
+    default=DEFAULT_REFERENCES,
+    show_default=True,
+    help="Nets of the table's validation timed beside the artifact to measure the machine's drift (0: none).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @json_option
-def export(output: Path, run_dir: Path | None, arch_source: str | None, weights: Path | None, runtime: str, device: str,
-           threads: int, fp16: bool, batch_size: int, dynamic_batch: bool, budget: str | None, table: str | None,
-           allow_foreign_table: bool, rounds: int, references: int, force: bool, as_json: bool) -> None:
+def export(
+    output: Path,
+    run_dir: Path | None,
+    arch_source: str | None,
+    weights: Path | None,
+    runtime: str,
+    device: str,
+    threads: int,
+    fp16: bool,
+    batch_size: int,
+    dynamic_batch: bool,
+    budget: str | None,
+    table: str | None,
+    allow_foreign_table: bool,
+    rounds: int,
+    references: int,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Export a child net to ONNX (and a TensorRT engine), measure the artifact, and judge it against the budget.
 
     Prints budget, predicted and measured latency and PASS or FAIL; exits 1 on FAIL. The report

@@ -22,12 +22,27 @@ from hwnas.spaces import Space, get_space
 def protocol_options(command):
     """``--rounds --min-time --warmup-time``: the measurement protocol, shared by profile and validate."""
     options = [
-        click.option("--rounds", type=int, default=Protocol.rounds, show_default=True,
-                     help="Interleaved measurement rounds; each value is the median over rounds."),
-        click.option("--min-time", type=float, default=Protocol.min_s, show_default=True,
-                     help="Seconds of timed runs per item and round (at least 20 runs)."),
-        click.option("--warmup-time", type=float, default=Protocol.warmup_s, show_default=True,
-                     help="Seconds of warm-up per item (at least 10 runs)."),
+        click.option(
+            "--rounds",
+            type=int,
+            default=Protocol.rounds,
+            show_default=True,
+            help="Interleaved measurement rounds; each value is the median over rounds.",
+        ),
+        click.option(
+            "--min-time",
+            type=float,
+            default=Protocol.min_s,
+            show_default=True,
+            help="Seconds of timed runs per item and round (at least 20 runs).",
+        ),
+        click.option(
+            "--warmup-time",
+            type=float,
+            default=Protocol.warmup_s,
+            show_default=True,
+            help="Seconds of warm-up per item (at least 10 runs).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -36,8 +51,11 @@ def protocol_options(command):
 
 def _protocol(rounds: int, min_time: float, warmup_time: float) -> Protocol:
     return Protocol(warmup_s=warmup_time, min_s=min_time, rounds=rounds)
-allow_foreign_option = click.option("--allow-foreign-table", is_flag=True,
-                                    help="Use a table measured on another device/runtime/shape, with a warning.")
+
+
+allow_foreign_option = click.option(
+    "--allow-foreign-table", is_flag=True, help="Use a table measured on another device/runtime/shape, with a warning."
+)
 
 
 def _threads(value: int) -> int | None:
@@ -64,21 +82,51 @@ def _show_warnings() -> None:
 @click.command()
 @space_options()
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True, help="Where to measure.")
-@click.option("--runtime", "runtime_name", type=click.Choice(list(RUNTIMES)), default="onnxruntime", show_default=True,
-              help="Inference runtime to measure with.")
+@click.option(
+    "--runtime",
+    "runtime_name",
+    type=click.Choice(list(RUNTIMES)),
+    default="onnxruntime",
+    show_default=True,
+    help="Inference runtime to measure with.",
+)
 @click.option("--batch-size", type=int, default=1, show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True,
-              help="CPU threads, pinned and recorded (0: the runtime's default). On shared machines 1 is the most repeatable.")
+@click.option(
+    "--threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="CPU threads, pinned and recorded (0: the runtime's default). On shared machines 1 is the most repeatable.",
+)
 @click.option("--fp16", is_flag=True, help="Half precision (GPU runtimes).")
 @protocol_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Table file [default: ./latency_tables/<device>_<runtime>_t<threads>_b<batch>_<space>_r<res>_....json].")
-@click.option("--force", is_flag=True, help="Replace an existing table of another target (or an unreadable one) instead of refusing.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Table file [default: ./latency_tables/<device>_<runtime>_t<threads>_b<batch>_<space>_r<res>_....json].",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace an existing table of another target (or an unreadable one) instead of refusing."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
-def profile(space: str, space_overrides: dict, device: str, runtime_name: str, batch_size: int, threads: int, fp16: bool,
-            rounds: int, min_time: float, warmup_time: float, output: str | None, force: bool, no_progress: bool,
-            as_json: bool) -> None:
+def profile(
+    space: str,
+    space_overrides: dict,
+    device: str,
+    runtime_name: str,
+    batch_size: int,
+    threads: int,
+    fp16: bool,
+    rounds: int,
+    min_time: float,
+    warmup_time: float,
+    output: str | None,
+    force: bool,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
     """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one)."""
     from hwnas.latency.profiler import profile_space
 
@@ -91,8 +139,10 @@ def profile(space: str, space_overrides: dict, device: str, runtime_name: str, b
         echo_json(result.to_dict())
     else:
         what = "resumed" if result.resumed else "new"
-        click.echo(f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
-                   f"{result.measurements} measurements, {result.wall_s:.1f} s)")
+        click.echo(
+            f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
+            f"{result.measurements} measurements, {result.wall_s:.1f} s)"
+        )
     echo_warnings(*result.warnings)
 
 
@@ -111,9 +161,19 @@ def tables() -> None:
 @allow_foreign_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
-def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup_time: float, seed: int, plot: str | None,
-             force: bool, allow_foreign_table: bool,
-             no_progress: bool, as_json: bool) -> None:
+def validate(
+    table_path: str,
+    n_archs: int,
+    rounds: int,
+    min_time: float,
+    warmup_time: float,
+    seed: int,
+    plot: str | None,
+    force: bool,
+    allow_foreign_table: bool,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
     """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
     from hwnas.latency.validate import format_report, plot_validation, store_validation, summary, validate_table
 
@@ -124,18 +184,26 @@ def validate(table_path: str, n_archs: int, rounds: int, min_time: float, warmup
     table = LatencyTable.load(table_path)
     meta = table.meta
     space = _table_space(table)
-    table.check_matches(expected_meta(meta["device"], meta["runtime"], meta["batch_size"], meta.get("dtype") == "float16", space),
-                        allow_foreign_table)
-    runtime = _runtime(meta["runtime"], meta["device"], meta.get("threads"), meta.get("dtype") == "float16",
-                       _protocol(rounds, min_time, warmup_time))
+    table.check_matches(
+        expected_meta(meta["device"], meta["runtime"], meta["batch_size"], meta.get("dtype") == "float16", space),
+        allow_foreign_table,
+    )
+    runtime = _runtime(
+        meta["runtime"],
+        meta["device"],
+        meta.get("threads"),
+        meta.get("dtype") == "float16",
+        _protocol(rounds, min_time, warmup_time),
+    )
     report = validate_table(table, space, runtime, n_archs, seed, progress=not no_progress)
     replaced = _calibration_line(table)
     store_validation(table, report)
     try:
         table.save()
     except OSError as error:  # e.g. a shipped table inside a read-only site-packages
-        raise HwnasError(f"cannot store the calibration in {table_path}: {error}; copy the table to ./latency_tables/ "
-                         "and validate the copy") from None
+        raise HwnasError(
+            f"cannot store the calibration in {table_path}: {error}; copy the table to ./latency_tables/ and validate the copy"
+        ) from None
     if plot:
         plot_validation(report, plot, f"{Path(table_path).name}\n{meta.get('device_name')}, {meta['runtime']}")
     if as_json:
@@ -171,11 +239,15 @@ def show(table_path: str, as_json: bool) -> None:
         echo_json({"meta": table.meta, "entries": len(table.entries), "fastest_ms": fastest_ms, "slowest_ms": slowest_ms})
         return
     meta = table.meta
-    click.echo(f"{table_path}\n  {meta['space']} {meta['space_args']}\n  {meta.get('device_name')} ({meta['device']}), "
-               f"{meta['runtime']} {meta.get('runtime_version', '')}, {meta.get('threads')} thread(s), batch {meta['batch_size']}, "
-               f"{meta.get('dtype')}")
-    click.echo(f"  {len(table.entries)} entries; fastest {fastest_ms:.3f} ms, slowest {slowest_ms:.3f} ms"
-               f"{'' if table.calibration else ' (not calibrated: run hwnas tables validate)'}")
+    click.echo(
+        f"{table_path}\n  {meta['space']} {meta['space_args']}\n  {meta.get('device_name')} ({meta['device']}), "
+        f"{meta['runtime']} {meta.get('runtime_version', '')}, {meta.get('threads')} thread(s), batch {meta['batch_size']}, "
+        f"{meta.get('dtype')}"
+    )
+    click.echo(
+        f"  {len(table.entries)} entries; fastest {fastest_ms:.3f} ms, slowest {slowest_ms:.3f} ms"
+        f"{'' if table.calibration else ' (not calibrated: run hwnas tables validate)'}"
+    )
     if table.p90_relative_error is not None:
         click.echo(f"  validated: held-out p90 relative error {table.p90_relative_error:.1%}")
     for warning in meta.get("warnings", []):
@@ -192,7 +264,9 @@ def predict(arch_source: str, table_path: str, as_json: bool) -> None:
     table = LatencyTable.load(table_path)
     space = _table_space(table)
     if arch.space != space.name or arch.build_space().args != space.args:
-        raise HwnasError(f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}")
+        raise HwnasError(
+            f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}"
+        )
     latency_ms = latency_model(table, space).predict(arch)
     if as_json:
         echo_json({"latency_ms": latency_ms})

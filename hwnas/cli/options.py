@@ -36,10 +36,17 @@ def space_options(with_space_name: bool = True, shape_from_data: bool = False) -
             click.option("--resolution", type=int, help=f"Input height and width in pixels {default('224')}."),
             click.option("--num-classes", type=int, help=f"Classes of the final linear layer {default('1000')}."),
             click.option("--in-channels", type=int, help=f"Input image channels {default('3')}."),
-            click.option("--width-mult", type=float, help="Channel multiplier, channels rounded to multiples of 8 [default: 1.0]."),
+            click.option(
+                "--width-mult", type=float, help="Channel multiplier, channels rounded to multiples of 8 [default: 1.0]."
+            ),
         ]
         if with_space_name:
-            options.insert(0, click.option("--space", type=click.Choice(list(SPACES)), default="proxyless", show_default=True, help="Search space."))
+            options.insert(
+                0,
+                click.option(
+                    "--space", type=click.Choice(list(SPACES)), default="proxyless", show_default=True, help="Search space."
+                ),
+            )
         for option in reversed(options):
             wrapper = option(wrapper)
         return wrapper
@@ -77,7 +84,9 @@ def echo_warnings(*messages: str | None) -> None:
 
 
 data_option = click.option(
-    "--data", default="digits", show_default=True,
+    "--data",
+    default="digits",
+    show_default=True,
     help=f"Data set: {', '.join(d.spec for d in DATA_SETS.values())} (digits is embedded: nothing to download).",
 )
 
@@ -86,5 +95,8 @@ def given_options(ctx: click.Context, keep: set[str]) -> list[str]:
     """The flags typed on the command line (not left at their defaults), except the parameters named in ``keep``."""
     from click.core import ParameterSource
 
-    return [param.opts[0] for param in ctx.command.params
-            if param.name not in keep and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE]
+    return [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name not in keep and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE
+    ]

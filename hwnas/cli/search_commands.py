@@ -21,6 +21,7 @@ from hwnas.search.loop import SearchConfig, SearchRun
 #: --force removes these first, so a rerun never mixes with an old result (nor export with an old run's fine-tuned weights)
 RUN_FILES = SEARCH_FILES + TRAIN_FILES
 
+
 def _knob_option(name: str) -> Any:
     """One --flag for a knob, whichever methods have it: its type from the defaults, its help with each method's default."""
     owners = {method: cls.knobs[name] for method, cls in STRATEGIES.items() if name in cls.knobs}
@@ -56,9 +57,15 @@ def _prepare_out(out: Path, force: bool) -> None:
 
 @click.command()
 @click.option("--method", type=click.Choice(list(STRATEGIES)), default="dsnas", show_default=True, help="Search method.")
-@click.option("--latency", "latency", help="Latency budget of the derived net: 80ms, '80 ms', 0.08s, 80000us or a bare number (ms).")
+@click.option(
+    "--latency", "latency", help="Latency budget of the derived net: 80ms, '80 ms', 0.08s, 80000us or a bare number (ms)."
+)
 @space_options(shape_from_data=True)
-@click.option("--table", type=click.Path(dir_okay=False), help="Latency table [default: the one for this machine, runtime, space and shape].")
+@click.option(
+    "--table",
+    type=click.Path(dir_okay=False),
+    help="Latency table [default: the one for this machine, runtime, space and shape].",
+)
 @click.option("--allow-foreign-table", is_flag=True, help="Use a table of another target with a warning instead of an error.")
 @click.option("--runtime", default="onnxruntime", show_default=True, help="Runtime the table must have been measured with.")
 @click.option("--device", default="cpu", show_default=True, help="Device the table must have been measured on.")
@@ -72,26 +79,58 @@ def _prepare_out(out: Path, force: bool) -> None:
 @click.option("--lr-min", type=float, default=0.001, show_default=True)
 @click.option("--margin", type=float, help="Aim at budget x (1 - margin) [the table's validated p90 error, else 0.05].")
 @click.option("--latency-loss", type=click.Choice(LOSS_FORMS), default="lagrangian", show_default=True)
-@click.option("--multiplier-rate", type=float, default=0.5, show_default=True,
-              help="Lagrangian: integral gain of the multiplier controller, per arch step and unit of relative error.")
-@click.option("--multiplier-gain", type=float, default=10.0, show_default=True,
-              help="Lagrangian: proportional gain of the multiplier controller (damping).")
-@click.option("--multiplier-bound", type=float, default=50.0, show_default=True, help="Lagrangian: the multiplier stays within +-this.")
-@click.option("--one-sided", is_flag=True,
-              help="The budget as a ceiling only: the multiplier stays >= 0 and the derivation does not fill leftover slack.")
+@click.option(
+    "--multiplier-rate",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Lagrangian: integral gain of the multiplier controller, per arch step and unit of relative error.",
+)
+@click.option(
+    "--multiplier-gain",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Lagrangian: proportional gain of the multiplier controller (damping).",
+)
+@click.option(
+    "--multiplier-bound", type=float, default=50.0, show_default=True, help="Lagrangian: the multiplier stays within +-this."
+)
+@click.option(
+    "--one-sided",
+    is_flag=True,
+    help="The budget as a ceiling only: the multiplier stays >= 0 and the derivation does not fill leftover slack.",
+)
 @click.option("--bn-batches", type=int, default=20, show_default=True, help="Training batches for the child's BN recalibration.")
-@click.option("--eval-images", type=int, default=2048, show_default=True,
-              help="Validation images for the supernet's accuracy each epoch (the child is scored on all).")
+@click.option(
+    "--eval-images",
+    type=int,
+    default=2048,
+    show_default=True,
+    help="Validation images for the supernet's accuracy each epoch (the child is scored on all).",
+)
 @_method_knobs
 @click.option("--seed", type=int, default=0, show_default=True, help="A fixed seed reproduces the run.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder [default: runs/<time>-<method>].")
-@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this folder (other options are read from it).")
+@click.option(
+    "--resume", type=click.Path(file_okay=False), help="Continue the run in this folder (other options are read from it)."
+)
 @click.option("--force", is_flag=True, help="Start over in a non-empty --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
-def search(space: str, space_overrides: dict[str, Any], latency: str | None, table: str | None, resume: str | None, out: str | None,
-           force: bool, as_json: bool, quiet: bool, **options: Any) -> None:
+def search(
+    space: str,
+    space_overrides: dict[str, Any],
+    latency: str | None,
+    table: str | None,
+    resume: str | None,
+    out: str | None,
+    force: bool,
+    as_json: bool,
+    quiet: bool,
+    **options: Any,
+) -> None:
     """Search SPACE for the most accurate net whose predicted latency meets --latency.
 
     Under ``torchrun --nproc-per-node N -m hwnas search ...`` the N processes share the work of
@@ -149,5 +188,7 @@ def search(space: str, space_overrides: dict[str, Any], latency: str | None, tab
         f"predicted latency: {result['predicted_ms']:.4g} ms  (budget {result['budget_ms']:.4g} ms, aim {result['aim_ms']:.4g} ms, "
         f"{100 * result['predicted_ms'] / result['budget_ms']:.1f} % of the budget)"
     )
-    click.echo(f"val acc: supernet {result['supernet_val_acc']:.4f}, child {result['child_val_acc']:.4f} (inherited weights, BN recalibrated)")
+    click.echo(
+        f"val acc: supernet {result['supernet_val_acc']:.4f}, child {result['child_val_acc']:.4f} (inherited weights, BN recalibrated)"
+    )
     click.echo(f"run folder: {folder}")

@@ -40,6 +40,8 @@ def spaces(name: str | None, space_overrides: dict, as_json: bool) -> None:
     click.echo(f"head: input {tuple(space.head_in_shape)} -> {space.args.num_classes} classes")
     if isinstance(space, DagSpace):
         graph = space.graph
-        click.echo(f"each block: {graph.levels} levels x {graph.width} ops, {len(graph.edges)} searchable edges; "
-                   "an arch keeps a set of edges per block")
+        click.echo(
+            f"each block: {graph.levels} levels x {graph.width} ops, {len(graph.edges)} searchable edges; "
+            "an arch keeps a set of edges per block"
+        )
     click.echo(f"{space.count_archs():.3g} architectures")

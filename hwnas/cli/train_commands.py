@@ -18,12 +18,18 @@ from hwnas.train import TrainConfig, resumed_options, train_child
 
 
 @click.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Fine-tune this search run's child, in place [default: the newest run under runs/].")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Fine-tune this search run's child, in place [default: the newest run under runs/].",
+)
 @click.option("--arch", "arch_source", help="Train this arch (JSON file or compact string) instead.")
 @click.option("--from-scratch", is_flag=True, help="With --arch: start from a fresh initialisation.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="With --arch: start from this state dict.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="With --arch: the run folder [default: runs/<time>-train].")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="With --arch: the run folder [default: runs/<time>-train]."
+)
 @data_option
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -32,16 +38,43 @@ from hwnas.train import TrainConfig, resumed_options, train_child
 @click.option("--label-smoothing", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
-@click.option("--bn-batches", type=int, default=20, show_default=True,
-              help="Training batches that re-estimate the BN statistics before each evaluation.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where to train; under torchrun, cuda puts rank r on GPU LOCAL_RANK (NCCL), cpu uses Gloo.")
+@click.option(
+    "--bn-batches",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Training batches that re-estimate the BN statistics before each evaluation.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where to train; under torchrun, cuda puts rank r on GPU LOCAL_RANK (NCCL), cpu uses Gloo.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Train again over an earlier training's results.")
 @json_option
-def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, weights: Path | None, out: Path | None,
-          data: str, epochs: int, batch_size: int, lr: float, weight_decay: float, label_smoothing: float, seed: int,
-          workers: int, bn_batches: int, device: str, resume: bool, force: bool, as_json: bool) -> None:
+def train(
+    run_dir: Path | None,
+    arch_source: str | None,
+    from_scratch: bool,
+    weights: Path | None,
+    out: Path | None,
+    data: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    label_smoothing: float,
+    seed: int,
+    workers: int,
+    bn_batches: int,
+    device: str,
+    resume: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Train a child net and write trained.pt (what `hwnas export` ships) and its validation accuracy.
 
     Under ``torchrun --nproc-per-node N -m hwnas train ...`` the N processes share every global batch of --batch-size.
@@ -74,7 +107,9 @@ def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, wei
         arch, model, _ = run.child()
         folder = run.path
     if (folder / TRAINED).exists() and not (resume or force):
-        raise HwnasError(f"{folder} already holds a trained child ({TRAINED}); pass --resume to continue or --force to train again")
+        raise HwnasError(
+            f"{folder} already holds a trained child ({TRAINED}); pass --resume to continue or --force to train again"
+        )
     if resume:  # refused here, before the data is loaded; the data and its split are the ones the training started with
         config, started_on = resumed_options(folder)
         if started_on is not None and data_given and data != started_on:
@@ -89,12 +124,15 @@ def train(run_dir: Path | None, arch_source: str | None, from_scratch: bool, wei
 
     def report(row: dict) -> None:
         if not as_json and dist.is_main:
-            click.echo(f"epoch {row['epoch'] + 1}/{config.epochs}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}, "
-                       f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f} s)")
+            click.echo(
+                f"epoch {row['epoch'] + 1}/{config.epochs}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}, "
+                f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f} s)"
+            )
 
     with launched(device) as dist:
-        result = train_child(arch, model, splits, folder, config, resume=resume, progress=not as_json, on_epoch=report, dist=dist,
-                             device=device)
+        result = train_child(
+            arch, model, splits, folder, config, resume=resume, progress=not as_json, on_epoch=report, dist=dist, device=device
+        )
     if not dist.is_main:
         return
     if as_json:

@@ -81,15 +81,15 @@ class ExportReport:
         return {**self.verdict.to_dict(), "max_rel_error": self.max_rel_error, "files": self.files, **self.details}
 
 
-def measure_artifact(request: ExportRequest, input_shape: tuple[int, ...], model: nn.Module,
-                     references: Sequence[nn.Module] = ()) -> tuple[Timing, list[Timing], dict[str, Any]]:
+def measure_artifact(
+    request: ExportRequest, input_shape: tuple[int, ...], model: nn.Module, references: Sequence[nn.Module] = ()
+) -> tuple[Timing, list[Timing], dict[str, Any]]:
     """Time what ships: the ONNX file (onnxruntime), its engine (tensorrt) or the module (torch).
 
     ``references`` (modules) are prepared by the same runtime and timed in the same
     interleaved rounds, so they see the machine exactly as the artifact does.
     """
-    runtime = get_runtime(request.runtime, request.device, request.threads, request.fp16,
-                          Protocol(rounds=request.rounds))
+    runtime = get_runtime(request.runtime, request.device, request.threads, request.fp16, Protocol(rounds=request.rounds))
     if request.runtime == "torch":
         artifact = runtime.prepare_module(model, input_shape)
     elif request.runtime == "tensorrt":
@@ -103,9 +103,15 @@ def measure_artifact(request: ExportRequest, input_shape: tuple[int, ...], model
     return timings[0], timings[1:], runtime.meta()
 
 
-def export_and_verify(model: nn.Module, input_shape: tuple[int, ...], request: ExportRequest,
-                      budget_ms: float | None, predicted_ms: float | None, source: dict[str, Any],
-                      references: Sequence[Reference] = ()) -> ExportReport:
+def export_and_verify(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    request: ExportRequest,
+    budget_ms: float | None,
+    predicted_ms: float | None,
+    source: dict[str, Any],
+    references: Sequence[Reference] = (),
+) -> ExportReport:
     """Export ``model`` to ``request.output``, check parity, measure, judge; save the report beside it.
 
     ``input_shape`` is (C, H, W); the batch comes from the request. Existing outputs are
@@ -130,8 +136,16 @@ def export_and_verify(model: nn.Module, input_shape: tuple[int, ...], request: E
     return report
 
 
-def _export_staged(model: nn.Module, input_shape: tuple[int, ...], request: ExportRequest, final: Path, budget_ms: float | None,
-                   predicted_ms: float | None, source: dict[str, Any], references: Sequence[Reference]) -> ExportReport:
+def _export_staged(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    request: ExportRequest,
+    final: Path,
+    budget_ms: float | None,
+    predicted_ms: float | None,
+    source: dict[str, Any],
+    references: Sequence[Reference],
+) -> ExportReport:
     shape = (request.batch_size, *input_shape)
     model = model.eval()
     export_onnx(model, shape, request.output, request.dynamic_batch)
@@ -146,7 +160,11 @@ def _export_staged(model: nn.Module, input_shape: tuple[int, ...], request: Expo
     reference_nets = [reference.arch.build_space().build(reference.arch) for reference in references]
     timing, reference_timings, runtime_meta = measure_artifact(request, shape, model, reference_nets)
     verdict = Verdict(budget_ms, predicted_ms, timing.median_ms, timing.p90_ms, parity.max_abs_error)
-    drift = Drift([(r.arch.to_compact(), r.validated_ms, t.median_ms) for r, t in zip(references, reference_timings)]) if references else None
+    drift = (
+        Drift([(r.arch.to_compact(), r.validated_ms, t.median_ms) for r, t in zip(references, reference_timings)])
+        if references
+        else None
+    )
     files = [str(p) for p in (request.output, request.engine_path) if p is not None]
     details = {
         "opset": OPSET,
@@ -158,8 +176,12 @@ def _export_staged(model: nn.Module, input_shape: tuple[int, ...], request: Expo
         "runtime": runtime_meta,
         "drift": None if drift is None else drift.to_dict(predicted_ms),
         "source": source,
-        "versions": {"hwnas": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": onnxruntime.__version__},
+        "versions": {
+            "hwnas": __version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return ExportReport(verdict, parity.max_rel_error, files, details, drift)

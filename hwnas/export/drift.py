@@ -51,8 +51,10 @@ def pick_references(model: LatencyModel, predicted_ms: float, count: int = DEFAU
             arch, validated_ms = Arch.from_compact(point["arch"]), float(point["measured_ms"])
             distance = abs(model.predict(arch) - predicted_ms)
         except (HwnasError, KeyError, TypeError, ValueError) as error:
-            raise HwnasError(f"latency table {model.table.path}: validation point {index} is malformed ({error}); "
-                             f"re-validate it with hwnas tables validate, or pass --references 0") from None
+            raise HwnasError(
+                f"latency table {model.table.path}: validation point {index} is malformed ({error}); "
+                f"re-validate it with hwnas tables validate, or pass --references 0"
+            ) from None
         candidates.append((distance, Reference(arch, validated_ms)))
     candidates.sort(key=lambda pair: pair[0])
     return [reference for _, reference in candidates[:count]]
@@ -82,11 +84,15 @@ class Drift:
 
     def lines(self, predicted_ms: float | None, measured_ms: float, table_path: str | None) -> list[str]:
         change = f"{abs(self.ratio - 1):.0%} {'slower' if self.ratio >= 1 else 'faster'}"
-        lines = [f"drift      {len(self.references)} nets of the table's validation, timed beside the artifact, take "
-                 f"{self.ratio:.2f}x their validation time ({change})"]
+        lines = [
+            f"drift      {len(self.references)} nets of the table's validation, timed beside the artifact, take "
+            f"{self.ratio:.2f}x their validation time ({change})"
+        ]
         if predicted_ms is not None:
             now = predicted_ms * self.ratio
-            lines.append(f"           predicted for the machine as it runs now: {now:.3f} ms (measured {(measured_ms - now) / now:+.1%} vs this)")
+            lines.append(
+                f"           predicted for the machine as it runs now: {now:.3f} ms (measured {(measured_ms - now) / now:+.1%} vs this)"
+            )
         if self.significant:
             lines.append(f"           the table's calibration is out of date here: hwnas tables validate {table_path or 'TABLE'}")
         return lines

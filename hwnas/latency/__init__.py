@@ -3,4 +3,14 @@
 from hwnas.latency.model import LatencyModel, head_key, latency_model, overhead_key, profile_command, required_keys, stem_key
 from hwnas.latency.table import ForeignTableWarning, LatencyTable
 
-__all__ = ["ForeignTableWarning", "LatencyModel", "LatencyTable", "head_key", "latency_model", "overhead_key", "profile_command", "required_keys", "stem_key"]
+__all__ = [
+    "ForeignTableWarning",
+    "LatencyModel",
+    "LatencyTable",
+    "head_key",
+    "latency_model",
+    "overhead_key",
+    "profile_command",
+    "required_keys",
+    "stem_key",
+]

@@ -82,8 +82,9 @@ def fit_per_op_line(sums: Sequence[float], ops: Sequence[int], measured: Sequenc
     whose residual exceeds three times the median one, and at least 2 %.
     """
     if not len(sums) == len(ops) == len(measured):
-        raise HwnasError(f"a per-op calibration needs one sum, op count and measurement per net "
-                         f"(got {len(sums)}, {len(ops)}, {len(measured)})")
+        raise HwnasError(
+            f"a per-op calibration needs one sum, op count and measurement per net (got {len(sums)}, {len(ops)}, {len(measured)})"
+        )
     x = np.column_stack([np.asarray(sums, dtype=np.float64), np.asarray(ops, dtype=np.float64), np.ones(len(sums))])
     y = np.asarray(measured, dtype=np.float64)
     if not (y > 0).all():

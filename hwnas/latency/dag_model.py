@@ -30,8 +30,11 @@ class DagLatencyModel:
         overhead = overhead_key(space)
         self.call_overhead_ms = table.ms(overhead) if overhead in table.entries else 0.0
         self.part_ms = {part.key: self._part_ms(part.key) for part in space.parts()}
-        self.fixed_ms = (table.ms(stem_key(space)) + self._part_ms(head_key(space))
-                         + sum(self._part_ms(key) for key in space.fixed_part_keys()))
+        self.fixed_ms = (
+            table.ms(stem_key(space))
+            + self._part_ms(head_key(space))
+            + sum(self._part_ms(key) for key in space.fixed_part_keys())
+        )
         self.calibration = dict(table.calibration or {"a": 1.0, "b": 0.0})
         scale, per_op = float(self.calibration["a"]), float(self.calibration.get("per_op_ms", 0.0))
         #: what each part adds to the prediction
@@ -52,8 +55,10 @@ class DagLatencyModel:
 
     def layer_ms(self, arch: Arch) -> list[float]:
         """Uncalibrated ms of each block of ``arch`` (the sum of its parts' entries)."""
-        return [sum(self.part_ms[key] for key in self.space.block_parts(index, kept))
-                for index, kept in enumerate(self.space.masks(arch))]
+        return [
+            sum(self.part_ms[key] for key in self.space.block_parts(index, kept))
+            for index, kept in enumerate(self.space.masks(arch))
+        ]
 
     # -- whole nets ----------------------------------------------------------------------
     def sum_ms(self, arch: Arch) -> float:

@@ -22,7 +22,9 @@ from hwnas.spaces import Space
 LOCAL_TABLES = Path("latency_tables")
 
 
-def expected_meta(device: str, runtime: str, batch_size: int = 1, fp16: bool = False, space: Space | None = None) -> dict[str, Any]:
+def expected_meta(
+    device: str, runtime: str, batch_size: int = 1, fp16: bool = False, space: Space | None = None
+) -> dict[str, Any]:
     """Meta values a table must match to describe this machine, runtime, precision and shape."""
     meta: dict[str, Any] = {
         "device": device,
@@ -88,8 +90,9 @@ def find_table(
             for path in sorted(Path(folder).glob("*.json")):
                 if _matches(path, wanted, space.name, threads):
                     return path
-    command = profile_command(space, {"device": device, "runtime": runtime, "threads": threads, "batch_size": batch_size,
-                                      "dtype": wanted["dtype"]})
+    command = profile_command(
+        space, {"device": device, "runtime": runtime, "threads": threads, "batch_size": batch_size, "dtype": wanted["dtype"]}
+    )
     looked = ", ".join(str(f) for f in folders)
     raise HwnasError(
         f"no latency table for space {space.name} {space.args.to_dict()} on {wanted['device_name']} "

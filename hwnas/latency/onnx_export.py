@@ -45,8 +45,9 @@ def _quiet():
             logging.getLogger("torch.onnx").setLevel(previous)
 
 
-def export_onnx_bytes(module: nn.Module, input_shape: tuple[int, ...], exporter: str = "legacy", opset: int = OPSET,
-                      dynamic_batch: bool = False) -> bytes:
+def export_onnx_bytes(
+    module: nn.Module, input_shape: tuple[int, ...], exporter: str = "legacy", opset: int = OPSET, dynamic_batch: bool = False
+) -> bytes:
     """The ONNX model of ``module`` (eval mode, ``input_shape`` with batch) as bytes.
 
     With ``dynamic_batch`` the batch axis is symbolic; otherwise every shape is fixed.
@@ -59,16 +60,32 @@ def export_onnx_bytes(module: nn.Module, input_shape: tuple[int, ...], exporter:
         try:
             buffer = io.BytesIO()
             with _quiet(), torch.no_grad():
-                torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset,
-                                  input_names=["input"], output_names=["output"], do_constant_folding=True,
-                                  dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None)
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    buffer,
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=["input"],
+                    output_names=["output"],
+                    do_constant_folding=True,
+                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None,
+                )
             return buffer.getvalue()
         except (TypeError, RuntimeError, AttributeError):
             pass  # no legacy exporter in this torch: fall through to dynamo
     with tempfile.TemporaryDirectory() as folder, _quiet(), torch.no_grad():
         path = Path(folder) / "model.onnx"
         dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
-        torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=max(opset, 18),
-                          input_names=["input"], output_names=["output"], external_data=False,
-                          dynamic_shapes=dynamic_shapes)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            opset_version=max(opset, 18),
+            input_names=["input"],
+            output_names=["output"],
+            external_data=False,
+            dynamic_shapes=dynamic_shapes,
+        )
         return path.read_bytes()

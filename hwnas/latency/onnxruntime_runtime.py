@@ -42,11 +42,15 @@ class OnnxRuntime(Runtime):
         if (self.provider == "cpu") != (self.device == "cpu"):
             raise HwnasError(f"ONNX Runtime provider {self.provider} does not run on device {self.device}")
         if self.fp16 and self.provider == "cpu":
-            raise HwnasError("--fp16 with onnxruntime needs --device cuda (the CPU provider runs float16 models slower, not faster)")
+            raise HwnasError(
+                "--fp16 with onnxruntime needs --device cuda (the CPU provider runs float16 models slower, not faster)"
+            )
         available = _onnxruntime().get_available_providers()
         if PROVIDERS[self.provider] not in available:
-            raise HwnasError(f"ONNX Runtime {_onnxruntime().__version__} here has no {PROVIDERS[self.provider]} "
-                             f"(available: {', '.join(available)})")
+            raise HwnasError(
+                f"ONNX Runtime {_onnxruntime().__version__} here has no {PROVIDERS[self.provider]} "
+                f"(available: {', '.join(available)})"
+            )
         if self.device == "cuda":
             require_cuda()
 
@@ -72,7 +76,9 @@ class OnnxRuntime(Runtime):
         try:
             return ort.InferenceSession(source, sess_options=self.session_options(), providers=self._providers())
         except Exception as error:  # ORT raises its own exception types for bad models
-            raise HwnasError(f"ONNX Runtime cannot load {'the model' if isinstance(onnx_model, bytes) else onnx_model}: {error}") from None
+            raise HwnasError(
+                f"ONNX Runtime cannot load {'the model' if isinstance(onnx_model, bytes) else onnx_model}: {error}"
+            ) from None
 
     def prepare_module(self, module: Any, input_shape: tuple[int, ...]) -> Runner:
         if self.fp16:

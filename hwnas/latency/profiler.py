@@ -81,11 +81,16 @@ def open_table(path: Path, meta: dict[str, Any], force: bool) -> tuple[LatencyTa
             table = LatencyTable.load(path)
         except HwnasError as error:
             raise HwnasError(f"{error}; pass --force to replace it with a new profile") from None
-        differences = [f"{key}: file has {table.meta.get(key)!r}, this run {meta.get(key)!r}"
-                       for key in RESUME_META if table.meta.get(key) != meta.get(key)]
+        differences = [
+            f"{key}: file has {table.meta.get(key)!r}, this run {meta.get(key)!r}"
+            for key in RESUME_META
+            if table.meta.get(key) != meta.get(key)
+        ]
         if differences:
-            raise HwnasError(f"{path} holds a table of another target ({'; '.join(differences)}); "
-                             "pass --force to replace it, or choose another -o")
+            raise HwnasError(
+                f"{path} holds a table of another target ({'; '.join(differences)}); "
+                "pass --force to replace it, or choose another -o"
+            )
         table.meta.setdefault("resumed", [])
         table.meta["resumed"].append({"at": meta["created"], "warnings": meta["warnings"]})
         return table, True
@@ -150,8 +155,9 @@ def profile_space(
         runtime.measure(runners, rounds, save, done)
     finally:
         bar.close()
-    return ProfileSummary(str(path), len(table.entries), len(todo), remaining, resumed, time.perf_counter() - started,
-                          meta["warnings"])
+    return ProfileSummary(
+        str(path), len(table.entries), len(todo), remaining, resumed, time.perf_counter() - started, meta["warnings"]
+    )
 
 
 def _complete_if_done(table: LatencyTable, key: str, rounds: int) -> None:

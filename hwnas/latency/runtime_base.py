@@ -24,7 +24,9 @@ class Runtime:
 
     name: str = ""
 
-    def __init__(self, device: str = "cpu", threads: int | None = 1, fp16: bool = False, protocol: Protocol | None = None) -> None:
+    def __init__(
+        self, device: str = "cpu", threads: int | None = 1, fp16: bool = False, protocol: Protocol | None = None
+    ) -> None:
         if device not in DEVICES:
             raise HwnasError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
         if threads is not None and threads < 1:

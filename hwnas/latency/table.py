@@ -99,13 +99,20 @@ class LatencyTable:
             if not isinstance(calibration, dict) or not all(
                 isinstance(calibration.get(name), (int, float)) and math.isfinite(calibration[name]) for name in names
             ):
-                raise HwnasError(f"{source}: 'calibration' must be null or an object with finite numbers 'a', 'b' "
-                                 "(and 'per_op_ms' where given)")
+                raise HwnasError(
+                    f"{source}: 'calibration' must be null or an object with finite numbers 'a', 'b' "
+                    "(and 'per_op_ms' where given)"
+                )
         validation = data.get("validation")
         if validation is not None and not isinstance(validation, dict):
             raise HwnasError(f"{source}: 'validation' must be null or an object")
-        return cls(meta=meta, entries={k: dict(v) for k, v in entries.items()}, calibration=calibration, validation=validation,
-                   pending={k: [dict(r) for r in v] for k, v in pending.items()})
+        return cls(
+            meta=meta,
+            entries={k: dict(v) for k, v in entries.items()},
+            calibration=calibration,
+            validation=validation,
+            pending={k: [dict(r) for r in v] for k, v in pending.items()},
+        )
 
     def check_matches(self, expect: dict[str, Any], allow_foreign: bool = False) -> None:
         differences = [
@@ -118,7 +125,9 @@ class LatencyTable:
         where = self.path or "latency table"
         message = f"{where} was measured for another target ({'; '.join(differences)})"
         if not allow_foreign:
-            raise HwnasError(message + "; profile this target with `hwnas profile`, or pass --allow-foreign-table to use it anyway")
+            raise HwnasError(
+                message + "; profile this target with `hwnas profile`, or pass --allow-foreign-table to use it anyway"
+            )
         warnings.warn(message, ForeignTableWarning, stacklevel=2)
 
     # -- writing --------------------------------------------------------------------------

@@ -26,7 +26,9 @@ def import_tensorrt():
     try:
         import tensorrt
     except ImportError as error:
-        raise HwnasError(f"the tensorrt runtime needs NVIDIA's tensorrt package (pip install 'hwnas[tensorrt]'): {error}") from None
+        raise HwnasError(
+            f"the tensorrt runtime needs NVIDIA's tensorrt package (pip install 'hwnas[tensorrt]'): {error}"
+        ) from None
     return tensorrt
 
 
@@ -82,8 +84,9 @@ def build_engine_bytes(onnx_model: bytes | str | Path, fp16: bool = False, input
     return bytes(serialized)
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = False,
-                 input_shape: tuple[int, ...] | None = None) -> Path:
+def build_engine(
+    onnx_path: str | Path, engine_path: str | Path, fp16: bool = False, input_shape: tuple[int, ...] | None = None
+) -> Path:
     """Build the engine of ``onnx_path`` and write it atomically to ``engine_path``."""
     if not Path(onnx_path).is_file():
         raise HwnasError(f"ONNX file {onnx_path} does not exist")
@@ -110,7 +113,11 @@ class EngineRunner:
         for name in names:
             shape = tuple(self.context.get_tensor_shape(name))
             dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
-            tensor = torch.randn(shape, device="cuda").to(dtype) if dtype.is_floating_point else torch.zeros(shape, device="cuda", dtype=dtype)
+            tensor = (
+                torch.randn(shape, device="cuda").to(dtype)
+                if dtype.is_floating_point
+                else torch.zeros(shape, device="cuda", dtype=dtype)
+            )
             self.buffers[name] = tensor
             self.context.set_tensor_address(name, tensor.data_ptr())
 
@@ -124,7 +131,13 @@ class EngineRunner:
 def _torch_dtype(trt, dtype):
     import torch
 
-    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32, trt.int8: torch.int8, trt.bool: torch.bool}
+    table = {
+        trt.float32: torch.float32,
+        trt.float16: torch.float16,
+        trt.int32: torch.int32,
+        trt.int8: torch.int8,
+        trt.bool: torch.bool,
+    }
     if dtype not in table:
         raise HwnasError(f"TensorRT tensor type {dtype} is not supported by hwnas's runner")
     return table[dtype]

@@ -88,8 +88,9 @@ def validate_table(
     n_random, half = len(archs), len(archs) // 2
     fit = list(range(half)) + [n_random, n_random + 1]
     held = range(half, n_random)
-    calibration = calibration_fit([sums[i] for i in fit], [measured[i] for i in fit], (sums[n_random], ops[n_random]),
-                                  [ops[i] for i in fit])
+    calibration = calibration_fit(
+        [sums[i] for i in fit], [measured[i] for i in fit], (sums[n_random], ops[n_random]), [ops[i] for i in fit]
+    )
     held_out = [apply_calibration(calibration, sums[i], ops[i]) for i in held]
     # the scores are over the random archs only
     anchor_points = points[n_random:]
@@ -103,15 +104,18 @@ def validate_table(
     }
     if runtime.protocol.rounds >= 2:
         report["noise_floor"] = error_metrics(*split_half(rounds))
-    report["warnings"] = measurement_warnings(runtime.device) + noise_warnings(report)  # this validation's, beside the table's own
+    report["warnings"] = measurement_warnings(runtime.device) + noise_warnings(
+        report
+    )  # this validation's, beside the table's own
     report["wall_s"] = time.perf_counter() - started
-    report["points"] = points[:len(archs)]
+    report["points"] = points[: len(archs)]
     report["anchors"] = [{**point, "role": role} for role, point in zip(anchors, anchor_points)]
     return report
 
 
-def calibration_fit(predicted: list[float], measured: list[float], fastest: tuple[float, int] | None = None,
-                    ops: list[int] | None = None) -> dict[str, Any]:
+def calibration_fit(
+    predicted: list[float], measured: list[float], fastest: tuple[float, int] | None = None, ops: list[int] | None = None
+) -> dict[str, Any]:
     """``{"a", "b", "per_op_ms", "fit"}``: the form of calibration that fits these nets best.
 
     The forms: the pure scale, the Theil-Sen line ``a * sum + b`` and, where the ops each net
@@ -149,8 +153,10 @@ def calibration_fit(predicted: list[float], measured: list[float], fastest: tupl
             refused.append(f"the {line['fit']} predicted {at_fastest:.3g} ms for the fastest net")
         else:
             forms.append(line)
-    errors = [statistics.fmean(abs(apply_calibration(form, p, o) - m) / m for p, o, m in zip(predicted, counts, measured))
-              for form in forms]
+    errors = [
+        statistics.fmean(abs(apply_calibration(form, p, o) - m) / m for p, o, m in zip(predicted, counts, measured))
+        for form in forms
+    ]
     best = min(range(len(forms)), key=lambda i: (errors[i], -i))
     if best == 0:
         against = ", ".join(f"the {form['fit']}'s {error:.1%}" for form, error in zip(forms[1:], errors[1:]))
@@ -163,8 +169,10 @@ def noise_warnings(report: dict[str, Any]) -> list[str]:
     floor = report.get("noise_floor", {}).get("mape")
     if floor is None or floor <= NOISY_FLOOR:
         return []
-    return [f"the machine disagreed with itself by {floor:.1%} (noise floor, even vs odd rounds): these figures and the "
-            "calibration fitted now carry that noise; validate again in a quieter hour or with more --rounds"]
+    return [
+        f"the machine disagreed with itself by {floor:.1%} (noise floor, even vs odd rounds): these figures and the "
+        "calibration fitted now carry that noise; validate again in a quieter hour or with more --rounds"
+    ]
 
 
 def split_half(rounds: list[list[Timing]]) -> tuple[list[float], list[float]]:
@@ -186,8 +194,20 @@ def store_validation(table: LatencyTable, report: dict[str, Any]) -> None:
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The figures ``--json`` prints: the issue's keys, plus the noise floor, the fit and the warnings."""
-    keys = ("n", "mape", "rmspe", "within_5", "within_10", "kendall_tau", "mean_signed_error", "p90_relative_error",
-            "calibrated", "noise_floor", "calibration", "warnings")
+    keys = (
+        "n",
+        "mape",
+        "rmspe",
+        "within_5",
+        "within_10",
+        "kendall_tau",
+        "mean_signed_error",
+        "p90_relative_error",
+        "calibrated",
+        "noise_floor",
+        "calibration",
+        "warnings",
+    )
     return {key: report[key] for key in keys if key in report}
 
 
@@ -196,8 +216,16 @@ def format_report(report: dict[str, Any]) -> str:
     columns = [("sum of entries", report), ("calibrated (held out)", report["calibrated"])]
     if "noise_floor" in report:
         columns.append(("noise floor (even vs odd rounds)", report["noise_floor"]))
-    rows = [("n", "{:d}"), ("mape", "{:.1%}"), ("rmspe", "{:.1%}"), ("within_5", "{:.0%}"), ("within_10", "{:.0%}"),
-            ("kendall_tau", "{:.3f}"), ("mean_signed_error", "{:+.1%}"), ("p90_relative_error", "{:.1%}")]
+    rows = [
+        ("n", "{:d}"),
+        ("mape", "{:.1%}"),
+        ("rmspe", "{:.1%}"),
+        ("within_5", "{:.0%}"),
+        ("within_10", "{:.0%}"),
+        ("kendall_tau", "{:.3f}"),
+        ("mean_signed_error", "{:+.1%}"),
+        ("p90_relative_error", "{:.1%}"),
+    ]
     lines = [f"{'':<20}" + "".join(f"{name:>34}" for name, _ in columns)]
     for key, fmt in rows:
         lines.append(f"{key:<20}" + "".join(f"{fmt.format(figures[key]):>34}" for _, figures in columns))
@@ -224,11 +252,23 @@ def plot_validation(report: dict[str, Any], path: str | Path, title: str) -> Non
     figure, axes = plt.subplots(figsize=(5.5, 5))
     axes.scatter(raw, measured, s=14, marker="x", color="0.55", label=f"sum of entries (MAPE {report['mape']:.1%})")
     axes.scatter(predicted[:half], measured[:half], s=16, color="tab:blue", label="calibrated, fit half")
-    axes.scatter(predicted[half:len(points)], measured[half:len(points)], s=16, color="tab:orange",
-                 label=f"calibrated, held-out half (MAPE {report['calibrated']['mape']:.1%})")
+    axes.scatter(
+        predicted[half : len(points)],
+        measured[half : len(points)],
+        s=16,
+        color="tab:orange",
+        label=f"calibrated, held-out half (MAPE {report['calibrated']['mape']:.1%})",
+    )
     if anchors:
-        axes.scatter(predicted[len(points):], measured[len(points):], s=40, marker="D", facecolors="none",
-                     edgecolors="tab:blue", label="calibrated, fastest and slowest net (fit)")
+        axes.scatter(
+            predicted[len(points) :],
+            measured[len(points) :],
+            s=40,
+            marker="D",
+            facecolors="none",
+            edgecolors="tab:blue",
+            label="calibrated, fastest and slowest net (fit)",
+        )
     low, high = min(measured + raw + predicted), max(measured + raw + predicted)
     axes.plot([low, high], [low, high], color="black", linewidth=0.8, label="predicted = measured")
     axes.set_xlabel("predicted latency (ms)")

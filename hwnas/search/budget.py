@@ -73,13 +73,17 @@ class Target:
         """Why the aim is not ``budget x (1 - margin)``, in words; None when it is."""
         wanted = self.budget_ms * (1 - self.margin)
         if wanted < self.fastest_ms - 1e-12:
-            return (f"budget x (1 - margin {self.margin:.1%}) = {wanted:.4g} ms is under the fastest "
-                    f"net ({self.fastest_ms:.4g} ms): the search aims at the fastest net, a margin of "
-                    f"{1 - self.aim_ms / self.budget_ms:.1%} only")
+            return (
+                f"budget x (1 - margin {self.margin:.1%}) = {wanted:.4g} ms is under the fastest "
+                f"net ({self.fastest_ms:.4g} ms): the search aims at the fastest net, a margin of "
+                f"{1 - self.aim_ms / self.budget_ms:.1%} only"
+            )
         if wanted > self.slowest_ms + 1e-12:
-            return (f"budget x (1 - margin {self.margin:.1%}) = {wanted:.4g} ms is over the slowest net "
-                    f"({self.slowest_ms:.4g} ms): the search aims at the slowest net, {self.aim_ms / self.budget_ms:.1%} "
-                    f"of the budget")
+            return (
+                f"budget x (1 - margin {self.margin:.1%}) = {wanted:.4g} ms is over the slowest net "
+                f"({self.slowest_ms:.4g} ms): the search aims at the slowest net, {self.aim_ms / self.budget_ms:.1%} "
+                f"of the budget"
+            )
         return None
 
 

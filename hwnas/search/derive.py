@@ -97,12 +97,14 @@ def derive_under_budget(probs: torch.Tensor, model: LatencyModel, limit_ms: floa
     def fits(moved: torch.Tensor) -> torch.Tensor:
         return total + moved <= limit_ms + _EPS
 
-    while (swap := _best_swap(log_p, latency, choice, lambda lost, moved: (lost < -_EPS) & fits(moved), lambda lost, moved: lost)):
+    while swap := _best_swap(log_p, latency, choice, lambda lost, moved: (lost < -_EPS) & fits(moved), lambda lost, moved: lost):
         choice[swap[0]] = swap[1]
         total = model.columns_ms(choice)
     before_fill, fills = total, 0
     if spend:
-        while (swap := _best_swap(log_p, latency, choice, lambda lost, moved: (moved > _EPS) & fits(moved), lambda lost, moved: lost / moved)):
+        while swap := _best_swap(
+            log_p, latency, choice, lambda lost, moved: (moved > _EPS) & fits(moved), lambda lost, moved: lost / moved
+        ):
             choice[swap[0]] = swap[1]
             total, fills = model.columns_ms(choice), fills + 1
     columns = space.candidates

@@ -53,9 +53,13 @@ class DsnasStrategy(Strategy):
     name = "dsnas"
     knobs = {
         "arch_lr": Knob(0.1, "Adam learning rate of alpha (paper 1e-3; 0.1 lets alpha settle within a few hundred steps)"),
-        "warmup_epochs": Knob(1, "epochs of weight steps only, on paths from the initial p, before alpha moves (reference --pretrain_epoch)"),
+        "warmup_epochs": Knob(
+            1, "epochs of weight steps only, on paths from the initial p, before alpha moves (reference --pretrain_epoch)"
+        ),
         "early_stop": Knob(0.3, "progressive early stop threshold h on top-1 minus top-2 probability (>= 1 disables)"),
-        "settle_tolerance": Knob(0.05, "early stop fixes layers only while the derived arch stays this close to the aim (relative)"),
+        "settle_tolerance": Knob(
+            0.05, "early stop fixes layers only while the derived arch stays this close to the aim (relative)"
+        ),
         "init_std": Knob(1e-3, "std of the normal init of alpha"),
     }
 
@@ -121,7 +125,9 @@ class DsnasStrategy(Strategy):
         loss.backward()  # weights, dL/dZ, and the latency term's gradient on alpha
         self.clip_and_step()
         rewards = z.grad if z.grad is not None else torch.zeros_like(z)
-        self.dist.all_reduce_mean_(rewards)  # the global batch's rewards (the latency term's gradient on alpha is the same on every rank)
+        self.dist.all_reduce_mean_(
+            rewards
+        )  # the global batch's rewards (the latency term's gradient on alpha is the same on every rank)
         task_grad = score_function_grad(self.arch.log_probs(), self.arch.alpha, columns, rewards)
         alpha = self.arch.alpha
         alpha.grad = task_grad if alpha.grad is None else alpha.grad + task_grad

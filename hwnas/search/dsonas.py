@@ -78,8 +78,9 @@ def edge_costs(model: DagLatencyModel) -> torch.Tensor:
     for layer in space.layers:
         c, size = layer.c_in, layer.h
         widths = graph.n_ops
-        step = (model.calibrated_part_ms[space.concat_key(widths, c, size)]
-                - model.calibrated_part_ms[space.concat_key(1, c, size)]) / max(widths - 1, 1)
+        step = (
+            model.calibrated_part_ms[space.concat_key(widths, c, size)] - model.calibrated_part_ms[space.concat_key(1, c, size)]
+        ) / max(widths - 1, 1)
         own = model.calibrated_part_ms[space.edge_key(c, size)]
         for e, (_, dst) in enumerate(graph.edges):
             if dst == graph.output:
@@ -100,8 +101,9 @@ def masks_of(lam: torch.Tensor, space: DagSpace) -> list[tuple[bool, ...]]:
     return [space.graph.canonical((row > 0).tolist()) for row in lam.detach()]
 
 
-def repair_to_limit(model: DagLatencyModel, masks: Sequence[Sequence[bool]], lam: torch.Tensor,
-                    limit_ms: float) -> tuple[list[tuple[bool, ...]], int, float]:
+def repair_to_limit(
+    model: DagLatencyModel, masks: Sequence[Sequence[bool]], lam: torch.Tensor, limit_ms: float
+) -> tuple[list[tuple[bool, ...]], int, float]:
     """Remove edges until the net is predicted at or under ``limit_ms``: each time the removal with the least lambda per ms saved.
 
     A removal takes one kept edge and every edge it isolates; its price is their lambda summed.
@@ -148,8 +150,11 @@ class DsoNasStrategy(Strategy):
         "pretrain_epochs": Knob(1, "epochs of weight steps with every lambda at 1 before lambda moves (paper: 120 on CIFAR)"),
         "lambda_lr": Knob(0.1, "APG-NAG step size eta of lambda (paper: 0.1, the weights' constant rate)"),
         "lambda_momentum": Knob(0.9, "APG-NAG momentum mu"),
-        "gamma": Knob(0.05, "sparsity weight gamma at full strength (paper 0.001 CIFAR, 0.01 ImageNet, over 120 epochs); "
-                            "each edge gets gamma x its ms share"),
+        "gamma": Knob(
+            0.05,
+            "sparsity weight gamma at full strength (paper 0.001 CIFAR, 0.01 ImageNet, over 120 epochs); "
+            "each edge gets gamma x its ms share",
+        ),
         "settle_band": Knob(0.1, "gamma falls linearly to 0 as the pruned net comes within this share over the aim"),
     }
 
@@ -244,23 +249,27 @@ class DsoNasStrategy(Strategy):
         if predicted > aim_ms + 1e-6:
             raise HwnasError(f"internal error: derived arch predicted {predicted:.6g} ms over the aim {aim_ms:.6g} ms")
         kept = sum(sum(mask) for mask in masks)
-        return arch, predicted, {
-            "argmax_ms": pruned_ms,
-            "argmax_share_of_aim": pruned_ms / aim_ms,
-            "repair_swaps": removals,
-            "repair_ms": saved,
-            "fill_swaps": 0,
-            "fill_ms": 0.0,
-            "fill_share_of_aim": 0.0,
-            "derived_share_of_aim": predicted / aim_ms,
-            "expected_ms": pruned_ms,
-            "multiplier": self.gamma_now,
-            "pruned_ms": pruned_ms,
-            "derived_from": "final lambda" if lam is not self.at_aim else "the last lambda not under the aim",
-            "start_ms": start_ms,
-            "edges_kept": kept,
-            "edges_total": len(space.graph.edges) * len(space.layers),
-        }
+        return (
+            arch,
+            predicted,
+            {
+                "argmax_ms": pruned_ms,
+                "argmax_share_of_aim": pruned_ms / aim_ms,
+                "repair_swaps": removals,
+                "repair_ms": saved,
+                "fill_swaps": 0,
+                "fill_ms": 0.0,
+                "fill_share_of_aim": 0.0,
+                "derived_share_of_aim": predicted / aim_ms,
+                "expected_ms": pruned_ms,
+                "multiplier": self.gamma_now,
+                "pruned_ms": pruned_ms,
+                "derived_from": "final lambda" if lam is not self.at_aim else "the last lambda not under the aim",
+                "start_ms": start_ms,
+                "edges_kept": kept,
+                "edges_total": len(space.graph.edges) * len(space.layers),
+            },
+        )
 
     def extract_child(self, arch: Arch) -> torch.nn.Module:
         """The child with the supernet's weights; each kept edge scaled by its lambda (by ``at_aim``'s where it has since reached 0)."""

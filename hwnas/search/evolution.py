@@ -85,8 +85,13 @@ class SearchOutcome:
     scored: list[tuple[float, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"columns": list(self.columns), "score": self.score, "latency_ms": self.latency_ms,
-                "history": self.history, "scored": [list(p) for p in self.scored]}
+        return {
+            "columns": list(self.columns),
+            "score": self.score,
+            "latency_ms": self.latency_ms,
+            "history": self.history,
+            "scored": [list(p) for p in self.scored],
+        }
 
 
 class Scorer:
@@ -110,7 +115,9 @@ class Scorer:
     def __call__(self, columns: Columns) -> float:
         if columns not in self.cache:
             if not self.fits(columns):
-                raise HwnasError(f"internal error: an arch at {self.latency_fn(columns):.4g} ms over the aim {self.aim_ms:.4g} ms was scored")
+                raise HwnasError(
+                    f"internal error: an arch at {self.latency_fn(columns):.4g} ms over the aim {self.aim_ms:.4g} ms was scored"
+                )
             self.cache[columns] = float(self.score_fn(columns))
             self.scored.append((self.latency_fn(columns), self.cache[columns]))
         return self.cache[columns]
@@ -171,8 +178,9 @@ def evolve(
             scorer(columns)
         top = sorted(scorer.cache, key=lambda c: scorer.cache[c], reverse=True)[: options.top_k]
         best = top[0]
-        history.append({"generation": generation, "best_score": scorer.cache[best], "best_ms": latency_ms(best),
-                        "scored": len(scorer.cache)})
+        history.append(
+            {"generation": generation, "best_score": scorer.cache[best], "best_ms": latency_ms(best), "scored": len(scorer.cache)}
+        )
         bar.update(1)
         bar.set_postfix(best=f"{scorer.cache[best]:.4f}", ms=f"{latency_ms(best):.3f}")
         if generation == options.generations - 1:
@@ -180,8 +188,9 @@ def evolve(
         seen: set[Columns] = set()
         new = lambda candidate: scorer.take_new(candidate, seen)  # noqa: E731
         children = _breed(lambda: mutate(top[rng.integers(len(top))], legal, options.mutation_prob, rng), options.mutations, new)
-        children += _breed(lambda: crossover(top[rng.integers(len(top))], top[rng.integers(len(top))], rng),
-                           options.crossovers, new)
+        children += _breed(
+            lambda: crossover(top[rng.integers(len(top))], top[rng.integers(len(top))], rng), options.crossovers, new
+        )
         children += _random_fill(sample, rng, options.population - len(children), seen, scorer)
         population = children
     bar.close()
@@ -216,8 +225,9 @@ def random_search(
         bar.update(1)
         if len(scorer.cache) % report_every == 0 or len(scorer.cache) == evaluations:
             best, best_score = scorer.best()
-            history.append({"generation": len(history), "best_score": best_score, "best_ms": latency_ms(best),
-                            "scored": len(scorer.cache)})
+            history.append(
+                {"generation": len(history), "best_score": best_score, "best_ms": latency_ms(best), "scored": len(scorer.cache)}
+            )
     bar.close()
     if not scorer.cache:
         raise HwnasError(f"no arch under the aim {aim_ms:.4g} ms to score")
@@ -225,7 +235,8 @@ def random_search(
     return SearchOutcome(columns, best_score, latency_ms(columns), history, scorer.scored)
 
 
-def _random_fill(sample: Callable[[np.random.Generator], Columns], rng: np.random.Generator, wanted: int,
-                 taken: set[Columns], scorer: Scorer) -> list[Columns]:
+def _random_fill(
+    sample: Callable[[np.random.Generator], Columns], rng: np.random.Generator, wanted: int, taken: set[Columns], scorer: Scorer
+) -> list[Columns]:
     """Up to ``wanted`` random archs under the aim, none in ``taken`` or scored before; adds them to ``taken``."""
     return _breed(lambda: tuple(sample(rng)), max(wanted, 0), lambda candidate: scorer.take_new(candidate, taken))

@@ -118,8 +118,9 @@ class GreedyNasStrategy(SposStrategy):
             return [float(self.cross_entropy(self.supernet(images, [PathChoice.single(c) for c in p]), labels)) for p in paths]
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, arch_batches: ArchBatches | None) -> StepResult:
-        paths = draw_candidates(self.options["paths_sampled"], self.eps(), self.pool.paths(),
-                                self.sampler.draw_in_band, numpy_rng(self.generator))
+        paths = draw_candidates(
+            self.options["paths_sampled"], self.eps(), self.pool.paths(), self.sampler.draw_in_band, numpy_rng(self.generator)
+        )
         losses = self.rank(paths)
         best = sorted(range(len(paths)), key=lambda i: losses[i])[: self.options["paths_trained"]]
         self.weight_optimizer.zero_grad(set_to_none=True)
@@ -134,7 +135,7 @@ class GreedyNasStrategy(SposStrategy):
             self.entered += 1
             self.new += self.pool.add(paths[i], losses[i])
         self.clip_and_step()
-        return StepResult(loss_sum / len(best), correct, len(labels) * len(best), float(np.mean(self.epoch_ms[-len(best):])))
+        return StepResult(loss_sum / len(best), correct, len(labels) * len(best), float(np.mean(self.epoch_ms[-len(best) :])))
 
     def epoch_end(self) -> None:
         """The pool is steady when few of the paths that entered it this epoch were new."""
@@ -145,8 +146,13 @@ class GreedyNasStrategy(SposStrategy):
         return self.pool.paths()
 
     def log_fields(self) -> dict[str, Any]:
-        return {**super().log_fields(), "eps": self.eps(), "pool": len(self.pool.loss),
-                "new_share": self.new / self.entered if self.entered else None, "stopped": self.stopped}
+        return {
+            **super().log_fields(),
+            "eps": self.eps(),
+            "pool": len(self.pool.loss),
+            "new_share": self.new / self.entered if self.entered else None,
+            "stopped": self.stopped,
+        }
 
     def extra_state(self) -> dict[str, Any]:
         return {"pool": self.pool.state(), "stopped": self.stopped}

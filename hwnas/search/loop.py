@@ -88,11 +88,15 @@ class SearchConfig:
         if self.eval_images is not None and self.eval_images < 1:
             raise HwnasError(f"--eval-images must be at least 1, got {self.eval_images}")
         if self.batch_size < 1 or self.bn_batches < 1 or self.workers < 0:
-            raise HwnasError(f"--batch-size and --bn-batches must be at least 1 and --workers at least 0, got {self.batch_size}, "
-                             f"{self.bn_batches} and {self.workers}")
+            raise HwnasError(
+                f"--batch-size and --bn-batches must be at least 1 and --workers at least 0, got {self.batch_size}, "
+                f"{self.bn_batches} and {self.workers}"
+            )
         if self.lr <= 0 or self.lr_min < 0 or self.momentum < 0 or self.weight_decay < 0 or self.grad_clip <= 0:
-            raise HwnasError(f"--lr and --grad-clip must be > 0 and --lr-min, --momentum, --weight-decay >= 0, got {self.lr}, "
-                             f"{self.grad_clip}, {self.lr_min}, {self.momentum} and {self.weight_decay}")
+            raise HwnasError(
+                f"--lr and --grad-clip must be > 0 and --lr-min, --momentum, --weight-decay >= 0, got {self.lr}, "
+                f"{self.grad_clip}, {self.lr_min}, {self.momentum} and {self.weight_decay}"
+            )
         strategy = STRATEGIES[self.method]
         if self.arch_fraction is None:
             self.arch_fraction = strategy.held_out
@@ -129,8 +133,10 @@ class SearchRun:
         self.config, self.out, self.dist = config, Path(out), dist
         self.progress = progress and dist.is_main
         if dist.active and STRATEGIES[config.method].one_shot:
-            raise HwnasError(f"method {config.method} runs in one process only (its selection scores candidates in one "
-                             f"process); start it without torchrun, not with {dist.world_size} processes")
+            raise HwnasError(
+                f"method {config.method} runs in one process only (its selection scores candidates in one "
+                f"process); start it without torchrun, not with {dist.world_size} processes"
+            )
         split_batch(config.batch_size, dist)
         self.device = train_device(config.device, dist)
         self.space = get_space(config.space, **config.space_args)
@@ -143,8 +149,12 @@ class SearchRun:
         _, slowest_ms = self.latency.slowest()
         self.target: Target = make_target(config.budget_ms, fastest_ms, slowest_ms, config.margin, self.table.p90_relative_error)
         self.budget = BudgetController(
-            config.latency_loss, self.target.aim_ms, config.multiplier_rate, one_sided=config.one_sided,
-            gain=config.multiplier_gain, bound=config.multiplier_bound,
+            config.latency_loss,
+            self.target.aim_ms,
+            config.multiplier_rate,
+            one_sided=config.one_sided,
+            gain=config.multiplier_gain,
+            bound=config.multiplier_bound,
         )
 
         self.data = load_data(config.data, self.space.args.resolution, self.space.args.in_channels, config.seed)
@@ -166,7 +176,13 @@ class SearchRun:
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.strategy = strategy_class(
-            self.supernet, self.arch, self.latency, self.budget, self.weight_optimizer, config.method_options, self.generator,
+            self.supernet,
+            self.arch,
+            self.latency,
+            self.budget,
+            self.weight_optimizer,
+            config.method_options,
+            self.generator,
             grad_clip=config.grad_clip,
         )
         self.strategy.held_out_set = self.arch_set
@@ -182,7 +198,9 @@ class SearchRun:
         data.update(
             space_args=self.space.args.to_dict(),
             table=str(self.table.path),
-            table_meta={k: self.table.meta.get(k) for k in ("runtime", "device", "device_name", "threads", "batch_size", "dtype")},
+            table_meta={
+                k: self.table.meta.get(k) for k in ("runtime", "device", "device_name", "threads", "batch_size", "dtype")
+            },
             margin=self.target.margin,
             margin_given=self.config.margin,
             margin_source=self.target.margin_source,
@@ -259,11 +277,16 @@ class SearchRun:
         for group in self.weight_optimizer.param_groups:
             group["lr"] = lr
         self.strategy.epoch_start(epoch, config.epochs)
-        loader = make_loader(self.weight_set, config.batch_size, True, config.workers, seed=config.seed * 100003 + epoch, dist=self.dist)
+        loader = make_loader(
+            self.weight_set, config.batch_size, True, config.workers, seed=config.seed * 100003 + epoch, dist=self.dist
+        )
         arch_batches = None
         if self.arch_set is not None:
-            arch_iter = _cycle(make_loader(self.arch_set, config.batch_size, True, config.workers, seed=config.seed * 100019 + epoch,
-                                           dist=self.dist))
+            arch_iter = _cycle(
+                make_loader(
+                    self.arch_set, config.batch_size, True, config.workers, seed=config.seed * 100019 + epoch, dist=self.dist
+                )
+            )
             arch_batches = lambda: self.placed(*next(arch_iter))  # noqa: E731
         steps = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
         self.supernet.train()
@@ -304,9 +327,13 @@ class SearchRun:
         val = self.data.val
         if self.config.eval_images is not None and self.config.eval_images < len(val):
             val = Subset(val, range(self.config.eval_images))
-        return evaluate(self.supernet, make_loader(val, 128, False, self.config.workers, dist=self.dist),
-                        lambda images: self.supernet(images, self.strategy.sample_choices(generator)), batch_stats=True,
-                        dist=self.dist)
+        return evaluate(
+            self.supernet,
+            make_loader(val, 128, False, self.config.workers, dist=self.dist),
+            lambda images: self.supernet(images, self.strategy.sample_choices(generator)),
+            batch_stats=True,
+            dist=self.dist,
+        )
 
     def run(self, resume: bool = False, on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Search (or continue), then derive, build and evaluate the child; returns result.json's content.
@@ -347,7 +374,9 @@ class SearchRun:
         else:
             arch, predicted, derived = self.strategy.derive(self.target.aim_ms, spend=not self.config.one_sided)
         if predicted > self.target.budget_ms + 1e-9:
-            raise HwnasError(f"internal error: derived arch predicted {predicted:.4g} ms over the budget {self.target.budget_ms:.4g} ms")
+            raise HwnasError(
+                f"internal error: derived arch predicted {predicted:.4g} ms over the budget {self.target.budget_ms:.4g} ms"
+            )
         child = self.strategy.extract_child(arch)
         train_loader = make_loader(self.data.train, self.config.batch_size, True, self.config.workers, seed=self.config.seed + 5)
         recalibrate_bn(child, train_loader, self.config.bn_batches)
@@ -384,14 +413,25 @@ class SearchRun:
 
         started = time.perf_counter()
         self.selection = select(
-            self.supernet, self.latency, self.target.aim_ms, self.strategy.options, self.weight_set, self.arch_set,
-            self.out, self.config.seed, initial=self.strategy.initial_population(),
+            self.supernet,
+            self.latency,
+            self.target.aim_ms,
+            self.strategy.options,
+            self.weight_set,
+            self.arch_set,
+            self.out,
+            self.config.seed,
+            initial=self.strategy.initial_population(),
             progress=self.progress,
         )
         seconds = time.perf_counter() - started
         search_seconds = sum(row.get("seconds", 0.0) for row in self.history())
-        return self.selection.arch, self.selection.predicted_ms, {
-            **self.selection.to_dict(self.target.aim_ms),
-            "selection_seconds": seconds,
-            "selection_share_of_time": seconds / max(seconds + search_seconds, 1e-9),
-        }
+        return (
+            self.selection.arch,
+            self.selection.predicted_ms,
+            {
+                **self.selection.to_dict(self.target.aim_ms),
+                "selection_seconds": seconds,
+                "selection_share_of_time": seconds / max(seconds + search_seconds, 1e-9),
+            },
+        )

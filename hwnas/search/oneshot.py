@@ -39,8 +39,9 @@ class PathScorer:
     and head) are recalibrated, on one batch of ``bn_images`` training images.
     """
 
-    def __init__(self, supernet: Supernet, bn_images: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
-                 chunk: int = 256) -> None:
+    def __init__(
+        self, supernet: Supernet, bn_images: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, chunk: int = 256
+    ) -> None:
         self.supernet, self.bn_images, self.images, self.labels, self.chunk = supernet, bn_images, images, labels, chunk
         self.names = supernet.space.candidates
         self.fixed_norms = batch_norms(supernet.stem) + batch_norms(supernet.head)
@@ -49,12 +50,14 @@ class PathScorer:
     @torch.no_grad()
     def __call__(self, columns: Columns) -> float:
         choices = [PathChoice.single(c) for c in columns]
-        norms = self.fixed_norms + [norm for layer, c in enumerate(columns) for norm in self.op_norms[layer].get(self.names[c], [])]
+        norms = self.fixed_norms + [
+            norm for layer, c in enumerate(columns) for norm in self.op_norms[layer].get(self.names[c], [])
+        ]
         recalibrate_bn(self.supernet, [(self.bn_images, None)], 1, forward=lambda x: self.supernet(x, choices), norms=norms)
         correct = 0
         for start in range(0, len(self.images), self.chunk):
-            logits = self.supernet(self.images[start:start + self.chunk], choices)
-            correct += int((logits.argmax(dim=1) == self.labels[start:start + self.chunk]).sum())
+            logits = self.supernet(self.images[start : start + self.chunk], choices)
+            correct += int((logits.argmax(dim=1) == self.labels[start : start + self.chunk]).sum())
         return correct / len(self.images)
 
 
@@ -71,7 +74,9 @@ class ScoreLog:
                     self.known[tuple(int(c) for c in row["columns"])] = float(row["score"])
                 except (ValueError, KeyError, TypeError):
                     break  # a line cut short by a kill: everything after it is recomputed
-            write_text_atomic(self.path, "".join(json.dumps({"columns": list(c), "score": s}) + "\n" for c, s in self.known.items()))
+            write_text_atomic(
+                self.path, "".join(json.dumps({"columns": list(c), "score": s}) + "\n" for c, s in self.known.items())
+            )
 
     def wrap(self, score: Callable[[Columns], float]) -> Callable[[Columns], float]:
         def cached(columns: Columns) -> float:
@@ -135,8 +140,12 @@ def select(
     sampler = BandSampler(latency, 0.0, aim_ms)
     legal = legal_columns(latency.mask)
     evolution = EvolutionOptions(
-        population=options["population"], top_k=options["top_k"], mutations=options["mutations"],
-        crossovers=options["crossovers"], mutation_prob=options["mutation_prob"], generations=options["generations"],
+        population=options["population"],
+        top_k=options["top_k"],
+        mutations=options["mutations"],
+        crossovers=options["crossovers"],
+        mutation_prob=options["mutation_prob"],
+        generations=options["generations"],
     )
     columns_ms: Callable[[Columns], float] = lambda columns: latency.columns_ms(list(columns))  # noqa: E731
     draw: Callable[[Any], Columns] = lambda rng: tuple(sampler.draw_in_band(rng))  # noqa: E731
@@ -144,8 +153,16 @@ def select(
         if options["selection"] == "evolution":
             outcome = evolve(legal, draw, score, columns_ms, aim_ms, evolution, seed=seed, initial=initial, progress=progress)
         else:
-            outcome = random_search(draw, score, columns_ms, aim_ms, evolution.evaluations, seed=seed,
-                                    report_every=evolution.population, progress=progress)
+            outcome = random_search(
+                draw,
+                score,
+                columns_ms,
+                aim_ms,
+                evolution.evaluations,
+                seed=seed,
+                report_every=evolution.population,
+                progress=progress,
+            )
     finally:
         supernet.to(memory_format=torch.contiguous_format).load_state_dict(saved)
     names = latency.space.candidates

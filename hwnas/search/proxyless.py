@@ -81,7 +81,11 @@ class ProxylessStrategy(Strategy):
         self.weight_update(loss)
         self.steps += 1
         expected = float(self.expected_ms().detach())
-        if arch_batches is not None and self.epoch >= self.options["warmup_epochs"] and self.steps % self.options["arch_every"] == 0:
+        if (
+            arch_batches is not None
+            and self.epoch >= self.options["warmup_epochs"]
+            and self.steps % self.options["arch_every"] == 0
+        ):
             self.arch_step(*arch_batches())
         return StepResult(float(loss.detach()), self.correct(logits, labels), len(labels), expected)
 

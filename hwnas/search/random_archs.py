@@ -145,8 +145,10 @@ class DagBandSampler:
             raise HwnasError(f"a latency band needs low <= high, got [{low_ms:.4g}, {high_ms:.4g}] ms")
         fastest, slowest = model.fastest()[1], model.slowest()[1]
         if high_ms < fastest or low_ms > slowest:
-            raise HwnasError(f"no arch of space {model.space.name} lies within [{low_ms:.4g}, {high_ms:.4g}] ms: "
-                             f"its nets span {fastest:.4g} - {slowest:.4g} ms on this table")
+            raise HwnasError(
+                f"no arch of space {model.space.name} lies within [{low_ms:.4g}, {high_ms:.4g}] ms: "
+                f"its nets span {fastest:.4g} - {slowest:.4g} ms on this table"
+            )
         self.model, self.low_ms, self.high_ms = model, low_ms, high_ms
 
     def sample(self, n: int, seed: int = 0, max_draws: int | None = None) -> list[Arch]:
@@ -164,8 +166,10 @@ class DagBandSampler:
                 found.setdefault(arch.to_compact(), arch)
                 if len(found) == n:
                     return list(found.values())
-        raise HwnasError(f"found only {len(found)} distinct arch(s) within [{self.low_ms:.4g}, {self.high_ms:.4g}] ms in "
-                         f"{limit} draws; widen the band")
+        raise HwnasError(
+            f"found only {len(found)} distinct arch(s) within [{self.low_ms:.4g}, {self.high_ms:.4g}] ms in "
+            f"{limit} draws; widen the band"
+        )
 
 
 def band_sampler(model, low_ms: float, high_ms: float):

@@ -20,18 +20,24 @@ def _cell(value: float | None, digits: int) -> str:
 
 def _how_derived(result: dict[str, Any]) -> str:
     if "selection" in result:
-        return (f"{result['selection']} scored {result['evaluations']} archs under the aim with the supernet's weights "
-                f"(BN recalibrated, held-out training images); the best scored {result['selection_score']:.4f}; the selection "
-                f"took {result['selection_seconds']:.0f} s, {100 * result['selection_share_of_time']:.0f} % of the search's time")
+        return (
+            f"{result['selection']} scored {result['evaluations']} archs under the aim with the supernet's weights "
+            f"(BN recalibrated, held-out training images); the best scored {result['selection_score']:.4f}; the selection "
+            f"took {result['selection_seconds']:.0f} s, {100 * result['selection_share_of_time']:.0f} % of the search's time"
+        )
     if "pruned_ms" in result:
-        return (f"pruned at lambda = 0 (isolated ops removed): {result['pruned_ms']:.4g} ms ({100 * result['argmax_share_of_aim']:.1f} % "
-                f"of the aim); derived from {result['derived_from']} ({result['start_ms']:.4g} ms); the repair removed {result['repair_swaps']} edge(s) by least lambda per ms, saving "
-                f"{result['repair_ms']:.4g} ms; {result['edges_kept']} of {result['edges_total']} edges kept; final gamma "
-                f"{result['multiplier']:.3g}")
-    return (f"the most probable arch {result['argmax_ms']:.4g} ms ({100 * result['argmax_share_of_aim']:.1f} % "
-            f"of the aim); the repair saved {result['repair_ms']:.4g} ms in {result['repair_swaps']} swap(s); the fill added "
-            f"{result['fill_ms']:.4g} ms ({100 * result['fill_share_of_aim']:.1f} % of the aim) in {result['fill_swaps']} swap(s); "
-            f"final E[lat] {result['expected_ms']:.4g} ms, multiplier {result['multiplier']:.3g}")
+        return (
+            f"pruned at lambda = 0 (isolated ops removed): {result['pruned_ms']:.4g} ms ({100 * result['argmax_share_of_aim']:.1f} % "
+            f"of the aim); derived from {result['derived_from']} ({result['start_ms']:.4g} ms); the repair removed {result['repair_swaps']} edge(s) by least lambda per ms, saving "
+            f"{result['repair_ms']:.4g} ms; {result['edges_kept']} of {result['edges_total']} edges kept; final gamma "
+            f"{result['multiplier']:.3g}"
+        )
+    return (
+        f"the most probable arch {result['argmax_ms']:.4g} ms ({100 * result['argmax_share_of_aim']:.1f} % "
+        f"of the aim); the repair saved {result['repair_ms']:.4g} ms in {result['repair_swaps']} swap(s); the fill added "
+        f"{result['fill_ms']:.4g} ms ({100 * result['fill_share_of_aim']:.1f} % of the aim) in {result['fill_swaps']} swap(s); "
+        f"final E[lat] {result['expected_ms']:.4g} ms, multiplier {result['multiplier']:.3g}"
+    )
 
 
 def write_plot(path: Path, history: list[dict[str, Any]], target: Target, method: str) -> None:
@@ -80,8 +86,14 @@ def write_selection_plot(path: Path, outcome: SearchOutcome, target: Target, sel
     fig, (best_ax, cloud_ax) = plt.subplots(1, 2, figsize=(10, 4))
     best_ax.plot([row["scored"] for row in outcome.history], [row["best_score"] for row in outcome.history], marker="o")
     best_ax.set(xlabel="archs scored", ylabel="best held-out accuracy (supernet weights)", title=f"{selection}: best so far")
-    cloud_ax.scatter([ms for ms, _ in outcome.scored], [score for _, score in outcome.scored], s=8, c=range(len(outcome.scored)),
-                     cmap="viridis", label="scored archs (colour: order)")
+    cloud_ax.scatter(
+        [ms for ms, _ in outcome.scored],
+        [score for _, score in outcome.scored],
+        s=8,
+        c=range(len(outcome.scored)),
+        cmap="viridis",
+        label="scored archs (colour: order)",
+    )
     cloud_ax.scatter([outcome.latency_ms], [outcome.score], marker="*", s=150, color="red", label="chosen")
     cloud_ax.axvline(target.aim_ms, color="red", linestyle="--", label=f"aim {target.aim_ms:.3g} ms")
     cloud_ax.set(xlabel="ms (predicted)", ylabel="held-out accuracy", title="candidates")
@@ -131,9 +143,18 @@ def write_report(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in history:
-        cells = [str(row["epoch"] + 1)] + [_cell(row.get(name), digits) for name, digits in
-                                           (("train_acc", 3), ("val_acc", 3), ("expected_ms", 4), ("argmax_ms", 4),
-                                            ("multiplier", 3), ("entropy", 3), ("temperature", 3))]
+        cells = [str(row["epoch"] + 1)] + [
+            _cell(row.get(name), digits)
+            for name, digits in (
+                ("train_acc", 3),
+                ("val_acc", 3),
+                ("expected_ms", 4),
+                ("argmax_ms", 4),
+                ("multiplier", 3),
+                ("entropy", 3),
+                ("temperature", 3),
+            )
+        ]
         lines.append(f"| {' | '.join(cells)} | {row['layers_fixed']} |")
     lines += ["", f"![search]({PLOT})", ""]
     if "selection" in result:

@@ -71,7 +71,8 @@ class SnasStrategy(Strategy):
         ce = self.cross_entropy(logits, labels)
         self.arch_optimizer.zero_grad(set_to_none=True)
         self.weight_update(self.budget.loss(ce, expected))
-        self.dist.all_reduce_mean_(self.arch.alpha.grad)  # the global batch's gradient; the latency term's, equal on every rank, stays once
+        # the global batch's gradient; the latency term's, equal on every rank, stays once
+        self.dist.all_reduce_mean_(self.arch.alpha.grad)
         self.arch_optimizer.step()
         self.control_budget()
         return StepResult(float(ce.detach()), self.correct(logits, labels), len(labels), float(expected.detach()))

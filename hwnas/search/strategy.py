@@ -118,11 +118,15 @@ class Strategy:
         """The arch under ``aim_ms`` from alpha (``hwnas.search.derive``), its prediction and the figures for ``result.json``."""
         probs = self.effective_probs().detach()
         derivation = derive_under_budget(probs, self.latency, aim_ms, spend=spend)
-        return derivation.arch, derivation.predicted_ms, {
-            **derivation.to_dict(aim_ms),
-            "expected_ms": float(self.latency.expected(probs.double())),
-            "multiplier": self.budget.multiplier,
-        }
+        return (
+            derivation.arch,
+            derivation.predicted_ms,
+            {
+                **derivation.to_dict(aim_ms),
+                "expected_ms": float(self.latency.expected(probs.double())),
+                "multiplier": self.budget.multiplier,
+            },
+        )
 
     def extract_child(self, arch: Arch) -> torch.nn.Module:
         """The child net of ``arch`` with the supernet's weights."""

@@ -37,4 +37,3 @@ def write_synthetic_table(space: Space, path: Path, **kwargs: float) -> Path:
     table = synthetic_table(space, **kwargs)
     table.save(path)
     return path
-

@@ -27,8 +27,22 @@ def get_space(name: str, **space_args: Any) -> Space:
         raise HwnasError(f"unknown space {name!r}; known: {', '.join(SPACES)}")
     unknown = set(space_args) - set(SpaceArgs.__dataclass_fields__)
     if unknown:
-        raise HwnasError(f"unknown space option(s) {', '.join(sorted(unknown))}; known: {', '.join(SpaceArgs.__dataclass_fields__)}")
+        raise HwnasError(
+            f"unknown space option(s) {', '.join(sorted(unknown))}; known: {', '.join(SpaceArgs.__dataclass_fields__)}"
+        )
     return SPACES[name](SpaceArgs(**space_args))
 
 
-__all__ = ["SPACES", "SKIP_OPS", "ChainSpace", "Cost", "DagSpace", "LayerSpec", "OpSpec", "Part", "Space", "SpaceArgs", "get_space"]
+__all__ = [
+    "SPACES",
+    "SKIP_OPS",
+    "ChainSpace",
+    "Cost",
+    "DagSpace",
+    "LayerSpec",
+    "OpSpec",
+    "Part",
+    "Space",
+    "SpaceArgs",
+    "get_space",
+]

@@ -293,9 +293,7 @@ class ChainSpace(Space):
         """The candidate ``op`` of layer ``layer_index`` alone (skip ops give ``Zero``)."""
         layer = self.layers[layer_index]
         if op not in layer.candidates:
-            raise HwnasError(
-                f"layer {layer_index}: op {op!r} is not a candidate here; legal: {', '.join(layer.candidates)}"
-            )
+            raise HwnasError(f"layer {layer_index}: op {op!r} is not a candidate here; legal: {', '.join(layer.candidates)}")
         return self._build_op(layer, op)
 
     def build(self, arch: Arch) -> ChildNet:

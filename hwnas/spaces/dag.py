@@ -115,8 +115,10 @@ class BlockGraph:
 
     def decode(self, text: str, where: str = "block") -> tuple[bool, ...]:
         if len(text) != self.hex_width or any(c not in "0123456789abcdef" for c in text):
-            raise HwnasError(f"{where}: {text!r} is not an edge mask: expected {self.hex_width} lowercase hex digits "
-                             f"(bit e keeps edge e of the block's {len(self.edges)})")
+            raise HwnasError(
+                f"{where}: {text!r} is not an edge mask: expected {self.hex_width} lowercase hex digits "
+                f"(bit e keeps edge e of the block's {len(self.edges)})"
+            )
         value = int(text, 16)
         if value >> len(self.edges):
             raise HwnasError(f"{where}: edge mask {text!r} sets bits beyond the block's {len(self.edges)} edges")
@@ -144,7 +146,9 @@ class DagBlock(nn.Module):
         self.concat = graph.concat_edges(kept)
         self.project = None
         if self.concat:
-            self.project = nn.Sequential(nn.Conv2d(len(self.concat) * channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
+            self.project = nn.Sequential(
+                nn.Conv2d(len(self.concat) * channels, channels, 1, bias=False), nn.BatchNorm2d(channels)
+            )
         self.register_buffer("scales", torch.ones(len(self.edge_ids)))
 
     def _run(self, x: torch.Tensor, scales: torch.Tensor, edges: list[int], concat: list[int]) -> torch.Tensor:
@@ -300,7 +304,9 @@ class DagSpace(Space):
 
     def fixed_part_keys(self) -> list[str]:
         """The reductions, in order (the stem and head have keys of their own)."""
-        return [self.reduction_key(c_in, c_out, stride, size) for kind, c_in, c_out, stride, size in self._plan if kind == "reduce"]
+        return [
+            self.reduction_key(c_in, c_out, stride, size) for kind, c_in, c_out, stride, size in self._plan if kind == "reduce"
+        ]
 
     def block_parts(self, index: int, kept: Sequence[bool]) -> list[str]:
         """The keys block ``index`` runs with edges ``kept``: each live op, the projection at its width, each kept edge."""
@@ -374,7 +380,9 @@ class DagSpace(Space):
         if arch.space != self.name:
             raise HwnasError(f"arch is for space {arch.space!r}, not {self.name!r}")
         if len(arch.choices) != len(self.layers):
-            raise HwnasError(f"arch has {len(arch.choices)} choices but space {self.name!r} has {len(self.layers)} searchable blocks")
+            raise HwnasError(
+                f"arch has {len(arch.choices)} choices but space {self.name!r} has {len(self.layers)} searchable blocks"
+            )
         for index, choice in enumerate(arch.choices):
             self.graph.decode(choice, f"block {index}")
 

@@ -88,7 +88,9 @@ class DsoNasSpace(DagSpace):
     def build_stem(self) -> nn.Module:
         c = self.stem_out_channels
         if self.imagenet:
-            return nn.Sequential(conv_bn(self.args.in_channels, c // 2, 3, 2, activation=nn.ReLU), conv_bn(c // 2, c, 3, 2, activation=nn.ReLU))
+            return nn.Sequential(
+                conv_bn(self.args.in_channels, c // 2, 3, 2, activation=nn.ReLU), conv_bn(c // 2, c, 3, 2, activation=nn.ReLU)
+            )
         return conv_bn(self.args.in_channels, c, 3, 1, activation=nn.ReLU)
 
     def build_head(self) -> nn.Module:
