@@ -23,13 +23,15 @@ import onnx
 import pytest
 import torch
 
-from hwnas.latency import LatencyTable
+from hwnas.latency import LatencyTable, latency_model
 from hwnas.search import STRATEGIES
 from hwnas.search.synthetic import write_synthetic_table
+from hwnas.spaces import get_space
 
 from helpers import budget_between, tiny_space
 
 HWNAS = [sys.executable, "-m", "hwnas"]
+DAG_SPACE = get_space("dsonas-small", resolution=16, in_channels=1, num_classes=10, width_mult=0.25)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SEARCH = [
     "--width-mult",
@@ -118,6 +120,12 @@ def table_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def dag_table_path(tmp_path_factory) -> Path:
+    """For the methods that search DAG spaces (DSO-NAS): the small DSO-NAS space at the tiny space's size."""
+    return write_synthetic_table(DAG_SPACE, tmp_path_factory.mktemp("tables") / "dag.json")
+
+
+@pytest.fixture(scope="module")
 def references(tmp_path_factory) -> Path:
     """Where the uninterrupted runs write, once per module."""
     return tmp_path_factory.mktemp("references")
@@ -162,15 +170,21 @@ def same_tensors(a: Path, b: Path) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-def search_command(method: str, table_path: Path, out: Path) -> list[str]:
+def search_command(method: str, table_path: Path, out: Path, dag_table_path: Path | None = None) -> list[str]:
     extra = (ONE_SHOT if STRATEGIES[method].one_shot else []) + (GREEDY if method == "greedynas" else [])
+    if STRATEGIES[method].supports(tiny_space()):
+        budget = budget_between(table_path, 0.5)
+    else:  # a DAG method: its own space and table
+        model = latency_model(LatencyTable.load(dag_table_path), DAG_SPACE)
+        budget = model.fastest()[1] + 0.5 * (model.slowest()[1] - model.fastest()[1])
+        table_path, extra = dag_table_path, [*extra, "--space", DAG_SPACE.name]
     return [
         *HWNAS,
         "search",
         "--method",
         method,
         "--latency",
-        f"{budget_between(table_path, 0.5)}ms",
+        f"{budget}ms",
         "--table",
         str(table_path),
         *SEARCH,
@@ -181,15 +195,17 @@ def search_command(method: str, table_path: Path, out: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(("method", "seed"), SEARCH_CASES)
-def test_search_killed_anywhere_resumes_to_the_uninterrupted_result(tmp_path, references, table_path, method, seed):
+def test_search_killed_anywhere_resumes_to_the_uninterrupted_result(
+    tmp_path, references, table_path, dag_table_path, method, seed
+):
     straight = references / f"search-{method}"
-    expected, seconds = reference(f"search-{method}", search_command(method, table_path, straight))
+    expected, seconds = reference(f"search-{method}", search_command(method, table_path, straight, dag_table_path))
     out = tmp_path / "run"
-    landed = kill_at(search_command(method, table_path, out), seed, seconds)
+    landed = kill_at(search_command(method, table_path, out, dag_table_path), seed, seconds)
     if (out / "config.json").is_file():  # resumable from here on, even before the first checkpoint
         again = run([*HWNAS, "search", "--resume", str(out), "--quiet", "--json"])
     else:  # killed before the run folder was made: nothing to resume, the same command again
-        again = run([*search_command(method, table_path, out), "--force"])
+        again = run([*search_command(method, table_path, out, dag_table_path), "--force"])
     assert again.returncode == 0, again.stderr
     assert comparable(json.loads(again.stdout)) == comparable(expected), f"kill landed: {landed}"
     assert (out / "arch.json").read_text() == (straight / "arch.json").read_text()
