@@ -41,7 +41,7 @@ rows = []
 for name, arch in [("dsonas", derived)] + [(f"random{i}", a) for i, a in enumerate(randoms)]:
     started = time.perf_counter()
     torch.manual_seed(0)
-    net = space.build(arch)
+    net = space.build(arch.choices)
     res = train_child(
         arch, net, splits, out / name, TrainConfig(epochs=epochs, batch_size=64, seed=0, bn_batches=10), progress=False
     )
@@ -49,8 +49,8 @@ for name, arch in [("dsonas", derived)] + [(f"random{i}", a) for i, a in enumera
         "net": name,
         "predicted_ms": model.predict(arch),
         "val_acc": res.get("val_acc", res.get("best_val_acc")),
-        "mflops": space.cost(arch).flops / 1e6,
-        "params": space.cost(arch).params,
+        "mflops": space.cost(arch.choices).flops / 1e6,
+        "params": space.cost(arch.choices).params,
         "seconds": time.perf_counter() - started,
         "arch": arch.to_compact(),
     }

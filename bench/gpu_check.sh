@@ -83,7 +83,7 @@ from hwnas.spaces import get_space
 space = get_space("proxyless", resolution=224)
 runtime = get_runtime("onnxruntime", device="cuda", provider="tensorrt",
                       protocol=Protocol(warmup_runs=10, warmup_s=0.0, min_runs=20, min_s=0.0, rounds=1))
-runners = [runtime.prepare_module(space.build(Arch.random(space, seed)), (1, *space.input_shape)) for seed in range(3)]
+runners = [runtime.prepare_module(Arch.random(space, seed).build(), (1, *space.input_shape)) for seed in range(3)]
 print("ms:", ", ".join(f"{timing.median_ms:.3f}" for timing in runtime.measure(runners)))
 EOF
 

@@ -67,7 +67,7 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
     total = args.warmup + args.steps
     if kind in ("child", "dsonas-child"):
         for index in range(total):
-            child = space.build(Arch.random(space, seed=index)).train()
+            child = Arch.random(space, seed=index).build().train()
             optimizer = torch.optim.SGD(child.parameters(), lr=0.01, momentum=0.9)
             started = time.perf_counter()
             loss = torch.nn.functional.cross_entropy(child(images), labels)

@@ -201,7 +201,7 @@ def train_job(job: dict) -> dict:
         recipe = plan["finetune"] if job.get("weights") else plan["recipe"]
         arch = Arch.from_compact(job["arch"])
         torch.manual_seed(job["seed"])
-        model = arch.build_space().build(arch)
+        model = arch.build()
         if job.get("weights"):
             load_weights(model, Path(job["weights"]))
         config = TrainConfig(seed=job["seed"], **{k: v for k, v in recipe.items() if k not in ("train_images", "val_images")})
@@ -303,7 +303,7 @@ def measure_latencies(archs: list[str], plan: Plan, work: Path) -> dict[str, flo
             path.parent.mkdir(parents=True, exist_ok=True)
             arch = Arch.from_compact(compact)
             space = arch.build_space()
-            export_onnx(space.build(arch).eval(), (1, *space.input_shape), path)
+            export_onnx(arch.build().eval(), (1, *space.input_shape), path)
         paths.append(path)
     print(f"measuring {len(paths)} ONNX files, {plan.rounds} interleaved rounds", file=sys.stderr, flush=True)
     shape = (1, *Arch.from_compact(archs[0]).build_space().input_shape)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from hwnas.errors import HwnasError
 from hwnas.files import write_text_atomic
 from hwnas.spaces import SPACES, Space, SpaceArgs, get_space
@@ -35,19 +37,35 @@ class Arch:
         object.__setattr__(self, "space_args", {**_DEFAULT_ARGS, **self.space_args})
 
     # -- the space it belongs to ----------------------------------------------------------
+    # A space works on choices alone and knows nothing of Arch; Arch adds the space's name and options.
+    @classmethod
+    def of(cls, space: Space, choices: tuple[str, ...]) -> Arch:
+        """The arch of ``space`` (its name and options) with ``choices``."""
+        return cls(space.name, choices, space.args.to_dict())
+
     def build_space(self) -> Space:
         return get_space(self.space, **self.space_args)
 
     def validated(self) -> Arch:
         """Self, after checking against its space (length, legal op per layer)."""
-        self.build_space().validate(self)
+        self.build_space().validate(self.choices)
         return self
+
+    def choices_in(self, space: Space) -> tuple[str, ...]:
+        """The choices, after checking that this is an arch of ``space`` (its name, then each choice)."""
+        if self.space != space.name:
+            raise HwnasError(f"arch is for space {self.space!r}, not {space.name!r}")
+        space.validate(self.choices)
+        return self.choices
+
+    def build(self) -> nn.Module:
+        """The net of this arch, freshly initialised."""
+        return self.build_space().build(self.choices)
 
     @classmethod
     def random(cls, space: Space, seed: int | None = None) -> Arch:
         """A random arch of ``space`` (``space.random_choices``: a chain space draws each layer's op uniformly)."""
-        rng = random.Random(seed)
-        return cls(space.name, space.random_choices(rng), space.args.to_dict())
+        return cls.of(space, space.random_choices(random.Random(seed)))
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

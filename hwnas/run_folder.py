@@ -103,4 +103,4 @@ class RunFolder:
         """The run's arch, its child net with the newest weights loaded, and the weights' path."""
         arch = self.arch()
         weights = self.weights_path()
-        return arch, load_weights(arch.build_space().build(arch), weights), weights
+        return arch, load_weights(arch.build(), weights), weights

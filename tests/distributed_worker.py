@@ -78,7 +78,7 @@ def main() -> None:
             space = tiny_space()
             arch = Arch(space.name, tuple(layer.candidates[0] for layer in space.layers), space.args.to_dict())
             torch.manual_seed(0)
-            model = space.build(arch)
+            model = space.build(arch.choices)
             data = load_data("digits", 16, 1, 0)
             data = DataSplits(
                 Subset(data.train, range(192)), Subset(data.val, range(64)), data.num_classes, data.in_channels, data.name

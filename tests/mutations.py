@@ -35,6 +35,20 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "config-json-saves-resolved-margin",
+        "hwnas/search/loop.py",
+        '        data = asdict(self.config)\n        data["resolved"] = {',
+        '        data = {**asdict(self.config), "margin": self.target.margin}\n        data["resolved"] = {',
+        ("tests/test_search_run.py",),
+    ),
+    Mutation(
+        "arch-of-another-space-accepted",
+        "hwnas/arch.py",
+        "        if self.space != space.name:\n",
+        "        if False:\n",
+        ("tests/test_spaces.py",),
+    ),
+    Mutation(
         "detach-latency",
         "hwnas/search/strategy.py",
         "return self.latency.expected(self.effective_probs() if probs is None else probs)",

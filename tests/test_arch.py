@@ -113,7 +113,7 @@ def test_arch_cli_sample_show_flops(cli_runner, tmp_path):
     assert sampled.exit_code == 0, sampled.output
     arch = load_arch(out)
     flops = cli_runner.invoke(cli, ["arch", "flops", str(out), "--json"])
-    cost = arch.build_space().cost(arch)
+    cost = arch.build_space().cost(arch.choices)
     assert json.loads(flops.output) == {"flops": cost.flops, "params": cost.params}
     shown = json.loads(cli_runner.invoke(cli, ["arch", "show", arch.to_compact(), "--json"]).output)
     assert shown["choices"] == list(arch.choices) and sum(row["flops"] for row in shown["layers"]) < cost.flops

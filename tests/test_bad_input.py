@@ -52,7 +52,7 @@ def world(tmp_path_factory) -> Path:
         run.mkdir()
         arch.save(run / "arch.json")
         torch.manual_seed(seed)  # two different nets: an export of one over the other's files changes them
-        save_torch_atomic(run / "child.pt", space.build(arch).state_dict())
+        save_torch_atomic(run / "child.pt", space.build(arch.choices).state_dict())
         write_json_atomic(run / "config.json", {"runtime": "onnxruntime", "device": "cpu", "table": str(table)})
         write_json_atomic(run / "result.json", {"budget_ms": 1000.0})
     exported = CliRunner().invoke(

@@ -26,7 +26,7 @@ from hwnas.errors import HwnasError
 from hwnas.search.loop import SearchConfig, SearchRun
 from hwnas.search.synthetic import write_synthetic_table
 
-from helpers import budget_between, tiny_space
+from helpers import budget_between, tiny_search, tiny_space
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = str(ROOT / "tests" / "distributed_worker.py")
@@ -179,32 +179,16 @@ def test_torchrun_runs_the_cli_search_and_only_rank_0_prints(tmp_path, table_pat
         "-m",
         "hwnas",
         "search",
-        "--method",
-        "proxyless",
-        "--latency",
-        f"{budget_between(table_path, 0.5)}ms",
-        "--table",
-        str(table_path),
-        "--width-mult",
-        "0.25",
-        "--resolution",
-        "16",
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "2",
-        "--batch-size",
-        "16",
-        "--bn-batches",
-        "1",
-        "--eval-images",
-        "32",
-        "--warmup-epochs",
-        "0",
-        "--out",
-        str(out),
-        "--quiet",
-        "--json",
+        *tiny_search(
+            table_path,
+            budget_between(table_path, 0.5),
+            method="proxyless",
+            eval_images=32,
+            warmup_epochs=0,
+            out=str(out),
+            quiet=True,
+            json=True,
+        ),
     ]
     done = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

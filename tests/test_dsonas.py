@@ -17,10 +17,17 @@ from hwnas.search.synthetic import synthetic_table
 from hwnas.spaces import get_space
 from hwnas.spaces.dag import BlockGraph
 
+from helpers import flags
+
 
 def small_space(**overrides):
     args = {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25, **overrides}
     return get_space("dsonas-small", **args)
+
+
+def arch_of(space, masks, canonical=True) -> Arch:
+    """The arch of ``space`` keeping edges ``masks`` (one per block)."""
+    return Arch.of(space, space.choices_of(masks, canonical))
 
 
 def node(level: int, slot: int, width: int = 4) -> int:
@@ -63,7 +70,7 @@ def test_arch_round_trips_and_random_archs_are_canonical(seed):
     assert Arch.from_json(arch.to_json()) == arch
     assert Arch.from_compact(arch.to_compact()) == arch
     assert load_arch(arch.to_compact()) == arch
-    assert space.canonical(arch) == arch
+    assert space.canonical(arch.choices) == arch.choices
     assert len(arch.choices) == 24 and all(len(choice) == 32 for choice in arch.choices)
 
 
@@ -76,7 +83,7 @@ def test_arch_round_trips_and_random_archs_are_canonical(seed):
 )
 def test_bad_edge_masks_are_clear_errors(choice, message):
     space = small_space()
-    choices = list(space.full_arch().choices)
+    choices = list(space.full_choices())
     choices[3] = choice
     with pytest.raises(HwnasError, match=f"block 3: .*{message}"):
         load_arch(Arch(space.name, tuple(choices), space.args.to_dict()).to_json())
@@ -105,7 +112,7 @@ def test_zero_edges_change_nothing_pruned_net_equals_the_supernet_and_the_paper_
     for e in protected:
         drop[:, e] = False
     lam[drop] = 0.0
-    arch = space.arch_of([(row > 0).tolist() for row in lam])
+    arch = arch_of(space, [(row > 0).tolist() for row in lam])
     child = supernet.extract_child(arch, lam).eval()
     x = torch.randn(3, 1, 16, 16)
     with torch.no_grad():
@@ -118,7 +125,7 @@ def test_zero_edges_change_nothing_pruned_net_equals_the_supernet_and_the_paper_
         assert torch.allclose(got.double(), want, atol=1e-6)
     # the child has exactly the kept edges, and the pruned edges' weights are gone
     assert len(child.blocks[0].edge_ids) == int((lam[0] > 0).sum())
-    assert sum(p.numel() for p in child.parameters()) == space.cost(arch).params
+    assert sum(p.numel() for p in child.parameters()) == space.cost(arch.choices).params
 
 
 def test_isolated_ops_are_removed_from_the_built_net_and_from_the_supernets_forward():
@@ -129,10 +136,10 @@ def test_isolated_ops_are_removed_from_the_built_net_and_from_the_supernets_forw
     for row in lam:  # input -> op(0,0) -> output; op(1,2) fed by op(0,0) but reaching nothing
         for src, dst in [(0, node(0, 0)), (node(0, 0), graph.output), (node(0, 0), node(1, 2)), (0, node(2, 1))]:
             row[edge(graph, src, dst)] = 0.7
-    arch = space.arch_of([(row > 0).tolist() for row in lam])
-    raw = space.arch_of([(row > 0).tolist() for row in lam], canonical=False)
-    assert arch != raw and space.canonical(raw) == arch
-    child = space.build(raw)
+    arch = arch_of(space, [(row > 0).tolist() for row in lam])
+    raw = arch_of(space, [(row > 0).tolist() for row in lam], canonical=False)
+    assert arch != raw and space.canonical(raw.choices) == arch.choices
+    child = space.build(raw.choices)
     assert all(list(block.ops) == [f"n{node(0, 0)}"] for block in child.searchable)
     assert all(block.project[0].in_channels == block.channels for block in child.searchable)
     supernet = EdgeSupernet(space).eval()
@@ -143,7 +150,7 @@ def test_isolated_ops_are_removed_from_the_built_net_and_from_the_supernets_forw
 
 def test_an_empty_block_is_the_identity():
     space = small_space()
-    net = space.build(space.empty_arch()).eval()
+    net = space.build(space.empty_choices()).eval()
     x = torch.randn(2, 8, 16, 16)
     assert torch.equal(net.searchable[0](x), x)
 
@@ -167,19 +174,19 @@ def test_cost_counter_matches_a_hand_count():
     ]:
         kept[edge(graph, src, dst)] = True
     empty = [False] * len(graph.edges)
-    arch = space.arch_of([kept] + [empty] * 5)
+    arch = arch_of(space, [kept] + [empty] * 5)
     block = sep_flops(8, 3, 16) + sep_flops(8, 5, 16) + 16 * 16 * (3 * 8) * 8  # two sep convs, pool free, 1x1 over 3 x 8
     block_params = (9 * 8 + 64 + 16) + (25 * 8 + 64 + 16) + (24 * 8 + 16)  # dw, pw, BN; projection + BN
     stem = 16 * 16 * 8 * 9 * 1
     reductions = (8 * 8 * 16 * 8 + 8 * 8 * 16 * 8 * 9) + (4 * 4 * 32 * 16 + 4 * 4 * 32 * 16 * 9)
     head = 32 * 10
     fixed_params = (9 * 8 + 16) + (8 * 16 + 32 + 9 * 8 * 16 + 32) + (16 * 32 + 64 + 9 * 16 * 32 + 64) + (32 * 10 + 10)
-    assert space.cost(space.empty_arch()).flops == stem + reductions + head
-    assert space.cost(space.empty_arch()).params == fixed_params
-    cost = space.cost(arch)
+    assert space.cost(space.empty_choices()).flops == stem + reductions + head
+    assert space.cost(space.empty_choices()).params == fixed_params
+    cost = space.cost(arch.choices)
     assert cost.flops == stem + reductions + head + block
     assert cost.params == fixed_params + block_params
-    assert cost.params == sum(p.numel() for p in space.build(arch).parameters())
+    assert cost.params == sum(p.numel() for p in space.build(arch.choices).parameters())
 
 
 def test_paper_layouts():
@@ -314,7 +321,7 @@ def test_predicted_latency_is_the_calibrated_sum_of_the_kept_parts(seed):
         ops += len(live) + (width > 0) + edges
     want = CALIBRATION["a"] * total + CALIBRATION["per_op_ms"] * ops + CALIBRATION["b"]
     assert model.predict(arch) == pytest.approx(want, rel=1e-12)
-    assert model.masks_ms(space.masks(arch)) == pytest.approx(want, rel=1e-12)
+    assert model.masks_ms(space.masks(arch.choices)) == pytest.approx(want, rel=1e-12)
     assert model.fastest()[1] < model.predict(arch) < model.slowest()[1]
 
 
@@ -420,7 +427,7 @@ def test_repair_removes_the_edge_of_least_lambda_per_ms_and_ends_under_the_limit
         strategy.lam[torch.rand(strategy.lam.shape, generator=torch.Generator().manual_seed(5)) < 0.8] = 0.0
     lam = strategy.lam.detach()
     masks = masks_of(lam, space)
-    start = model.predict(space.arch_of(masks))
+    start = model.predict(arch_of(space, masks))
     # one removal: the best by brute force over every kept edge, each priced with full-net predictions
     best = None
     for b, kept in enumerate(masks):
@@ -428,17 +435,17 @@ def test_repair_removes_the_edge_of_least_lambda_per_ms_and_ends_under_the_limit
             trial = [list(m) for m in masks]
             trial[b][e] = False
             trial[b] = list(space.graph.canonical(trial[b]))
-            saved = start - model.predict(space.arch_of(trial))
+            saved = start - model.predict(arch_of(space, trial))
             lost = sum(float(lam[b, f]) for f in range(len(kept)) if kept[f] and not trial[b][f])
             if saved > 1e-9 and (best is None or lost / saved < best[0]):
-                best = (lost / saved, space.arch_of(trial))
+                best = (lost / saved, arch_of(space, trial))
     repaired, removals, saved = repair_to_limit(model, masks, lam, start - 1e-6)
-    assert removals == 1 and space.arch_of(repaired) == best[1]
+    assert removals == 1 and arch_of(space, repaired) == best[1]
     # down to a limit a fifth of the way from the fastest net: never over it
     limit = model.fastest()[1] + 0.2 * (start - model.fastest()[1])
     repaired, removals, saved = repair_to_limit(model, masks, lam, limit)
-    assert model.predict(space.arch_of(repaired)) <= limit + 1e-9
-    assert saved == pytest.approx(start - model.predict(space.arch_of(repaired)))
+    assert model.predict(arch_of(space, repaired)) <= limit + 1e-9
+    assert saved == pytest.approx(start - model.predict(arch_of(space, repaired)))
 
 
 # -- a whole run ------------------------------------------------------------------------------------------
@@ -492,7 +499,7 @@ def test_a_run_derives_under_the_aim_writes_its_folder_and_resumes_to_the_same_r
     assert straight["predicted_ms"] <= straight["aim_ms"] + 1e-9
     arch = load_arch(str(tmp_path / "straight" / "arch.json"))
     assert arch.to_compact() == straight["arch"] and model.predict(arch) == pytest.approx(straight["predicted_ms"])
-    child = space.build(arch)
+    child = space.build(arch.choices)
     child.load_state_dict(torch.load(tmp_path / "straight" / "child.pt", weights_only=True), strict=True)
     report = (tmp_path / "straight" / "report.md").read_text()
     assert "pruned at lambda = 0" in report and "edges kept" in report
@@ -515,7 +522,7 @@ def test_random_archs_in_a_latency_band_and_the_cli_on_a_dag_space(tmp_path, cli
     shown = cli_runner.invoke(cli, ["arch", "show", archs[0].to_compact(), "--json"])
     assert shown.exit_code == 0, shown.output
     rows = json.loads(shown.output)["layers"]
-    assert sum(row["flops"] for row in rows) == space.cost(archs[0]).flops - space.fixed_cost().flops
+    assert sum(row["flops"] for row in rows) == space.cost(archs[0].choices).flops - space.fixed_cost().flops
     listed = cli_runner.invoke(cli, ["spaces", "dsonas-small", "--resolution", "16"])
     assert listed.exit_code == 0 and "128 searchable edges" in listed.output
     predicted = cli_runner.invoke(cli, ["predict", archs[1].to_compact(), "--table", str(tmp_path / "table.json"), "--json"])
@@ -524,20 +531,15 @@ def test_random_archs_in_a_latency_band_and_the_cli_on_a_dag_space(tmp_path, cli
         cli,
         [
             "search",
-            "--method",
-            "snas",
-            "--space",
-            "dsonas-small",
-            "--resolution",
-            "16",
-            "--width-mult",
-            "0.25",
-            "--table",
-            str(tmp_path / "table.json"),
-            "--latency",
-            f"{high}ms",
-            "--out",
-            str(tmp_path / "run"),
+            *flags(
+                method="snas",
+                space="dsonas-small",
+                resolution=16,
+                width_mult=0.25,
+                table=str(tmp_path / "table.json"),
+                latency=f"{high}ms",
+                out=str(tmp_path / "run"),
+            ),
         ],
     )
     assert refused.exit_code != 0 and "method snas searches chain spaces" in refused.output

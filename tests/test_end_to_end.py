@@ -15,6 +15,8 @@ from hwnas.arch import Arch, load_arch
 from hwnas.cli.main import cli
 from hwnas.latency import LatencyModel, LatencyTable
 
+from helpers import flags
+
 SHAPE = ["--resolution", "16", "--in-channels", "1", "--num-classes", "10", "--width-mult", "0.25"]
 FAST = ["--rounds", "1", "--min-time", "0.005", "--warmup-time", "0.005"]
 
@@ -33,16 +35,7 @@ def table(tmp_path_factory) -> Path:
             "tables",
             "validate",
             str(path),
-            "--n",
-            "6",
-            "--rounds",
-            "2",
-            "--min-time",
-            "0.005",
-            "--warmup-time",
-            "0.005",
-            "--no-progress",
-            "--json",
+            *flags(n=6, rounds=2, min_time=0.005, warmup_time=0.005, no_progress=True, json=True),
         ],
     )
     assert validated.exit_code == 0, validated.output
@@ -59,25 +52,9 @@ def test_profile_validate_search_train_export_agree(cli_runner, table, tmp_path,
         cli,
         [
             "search",
-            "--method",
-            method,
-            "--latency",
-            f"{budget}ms",
-            "--table",
-            str(table),
+            *flags(method=method, latency=f"{budget}ms", table=str(table)),
             *SHAPE,
-            "--epochs",
-            "2",
-            "--steps-per-epoch",
-            "3",
-            "--batch-size",
-            "16",
-            "--bn-batches",
-            "2",
-            "--out",
-            str(run),
-            "--quiet",
-            "--json",
+            *flags(epochs=2, steps_per_epoch=3, batch_size=16, bn_batches=2, out=str(run), quiet=True, json=True),
         ],
     )
     assert searched.exit_code == 0, searched.output

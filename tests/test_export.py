@@ -26,7 +26,7 @@ VERDICT_KEYS = {"budget_ms", "predicted_ms", "measured_ms", "measured_p90_ms", "
 @pytest.mark.parametrize("name", ["proxyless", "shufflenet"])
 def test_exported_onnx_matches_pytorch(tmp_path, name):
     space = get_space(name, resolution=32, num_classes=10, in_channels=3)
-    model = space.build(Arch.random(space, seed=11)).eval()
+    model = Arch.random(space, seed=11).build().eval()
     for module in model.modules():  # non-trivial BN statistics, so folding them is actually tested
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -45,7 +45,7 @@ def small_run(tmp_path) -> Path:
     run = tmp_path / "run"
     run.mkdir()
     arch.save(run / "arch.json")
-    save_torch_atomic(run / "child.pt", space.build(arch).state_dict())
+    save_torch_atomic(run / "child.pt", space.build(arch.choices).state_dict())
     write_json_atomic(run / "config.json", {"runtime": "onnxruntime", "device": "cpu"})
     write_json_atomic(run / "result.json", {"budget_ms": 1000.0})
     return run
@@ -116,7 +116,7 @@ def test_bad_inputs_give_clear_errors(cli_runner, small_run, tmp_path):
     (unfinished / "config.json").write_text("{}")
     other = get_space("shufflenet", **SMALL)
     foreign = tmp_path / "foreign.pt"
-    save_torch_atomic(foreign, other.build(Arch.random(other, 0)).state_dict())
+    save_torch_atomic(foreign, Arch.random(other, 0).build().state_dict())
     arch = Arch.from_json((small_run / "arch.json").read_text()).to_compact()
     cases = [
         (["--run", empty], "not a search run folder"),

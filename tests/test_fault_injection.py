@@ -28,44 +28,26 @@ from hwnas.search import STRATEGIES
 from hwnas.search.synthetic import write_synthetic_table
 from hwnas.spaces import get_space
 
-from helpers import budget_between, tiny_space
+from helpers import budget_between, flags, tiny_space
 
 HWNAS = [sys.executable, "-m", "hwnas"]
 DAG_SPACE = get_space("dsonas-small", resolution=16, in_channels=1, num_classes=10, width_mult=0.25)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SEARCH = [
-    "--width-mult",
-    "0.25",
-    "--resolution",
-    "16",
-    "--epochs",
-    "2",
-    "--steps-per-epoch",
-    "2",
-    "--batch-size",
-    "16",
-    "--bn-batches",
-    "2",
-    "--eval-images",
-    "64",
-    "--quiet",
-    "--json",
+    *flags(
+        width_mult=0.25,
+        resolution=16,
+        epochs=2,
+        steps_per_epoch=2,
+        batch_size=16,
+        bn_batches=2,
+        eval_images=64,
+        quiet=True,
+        json=True,
+    ),
 ]
 ONE_SHOT = [
-    "--population",
-    "6",
-    "--top-k",
-    "2",
-    "--mutations",
-    "2",
-    "--crossovers",
-    "2",
-    "--generations",
-    "2",
-    "--score-images",
-    "64",
-    "--score-bn-images",
-    "32",
+    *flags(population=6, top_k=2, mutations=2, crossovers=2, generations=2, score_images=64, score_bn_images=32),
 ]
 GREEDY = ["--paths-sampled", "3", "--paths-trained", "2", "--rank-images", "32"]
 #: result fields that are timings or paths: they differ between any two runs
@@ -77,37 +59,21 @@ ARCH = "proxyless,resolution=16,num_classes=10,in_channels=1,width_mult=0.25:" +
 )
 TRAIN = [
     "train",
-    "--arch",
-    ARCH,
-    "--from-scratch",
-    "--seed",
-    "3",
-    "--epochs",
-    "3",
-    "--batch-size",
-    "128",
-    "--bn-batches",
-    "2",
-    "--json",
+    *flags(arch=ARCH, from_scratch=True, seed=3, epochs=3, batch_size=128, bn_batches=2, json=True),
 ]
 PROFILE = [
     "profile",
-    "--space",
-    "shufflenet",
-    "--resolution",
-    "32",
-    "--in-channels",
-    "1",
-    "--num-classes",
-    "10",
-    "--rounds",
-    "1",
-    "--min-time",
-    "0.02",
-    "--warmup-time",
-    "0",
-    "--no-progress",
-    "--json",
+    *flags(
+        space="shufflenet",
+        resolution=32,
+        in_channels=1,
+        num_classes=10,
+        rounds=1,
+        min_time=0.02,
+        warmup_time=0,
+        no_progress=True,
+        json=True,
+    ),
 ]
 QUICK_TIMING = ["--rounds", "1", "--min-time", "0", "--warmup-time", "0", "--no-progress"]
 
@@ -181,12 +147,7 @@ def search_command(method: str, table_path: Path, out: Path, dag_table_path: Pat
     return [
         *HWNAS,
         "search",
-        "--method",
-        method,
-        "--latency",
-        f"{budget}ms",
-        "--table",
-        str(table_path),
+        *flags(method=method, latency=f"{budget}ms", table=str(table_path)),
         *SEARCH,
         *extra,
         "--out",

@@ -19,7 +19,7 @@ needs_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None
 
 def demo_net():
     space = get_space("proxyless", resolution=32, in_channels=1, num_classes=10)
-    return space.build(Arch.random(space, 0)), (1, *space.input_shape)
+    return Arch.random(space, 0).build(), (1, *space.input_shape)
 
 
 @needs_cuda

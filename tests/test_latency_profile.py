@@ -127,7 +127,7 @@ def test_torch_runtime_times_a_module_and_restores_threads():
     threads = torch.get_num_threads()
     runtime = get_runtime("torch", threads=1, protocol=TINY)
     space = get_space("proxyless", **DEMO)
-    timing = runtime.measure_module(space.build(Arch.random(space, 0)), (1, *space.input_shape))
+    timing = runtime.measure_module(Arch.random(space, 0).build(), (1, *space.input_shape))
     assert timing.median_ms > 0 and timing.n == 6 and torch.get_num_threads() == threads
     assert runtime.meta()["threads"] == 1 and runtime.meta()["runtime"] == "torch"
     with pytest.raises(HwnasError, match="not ONNX"):

@@ -17,7 +17,7 @@ from hwnas.cli.main import cli
 from hwnas.search.loop import SearchConfig, SearchRun
 from hwnas.search.synthetic import write_synthetic_table
 
-from helpers import budget_between, tiny_space
+from helpers import budget_between, flags, tiny_search, tiny_space
 
 SPACE_ARGS = {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}
 RUN_FILES = [
@@ -120,7 +120,7 @@ def test_child_weights_are_the_supernets_and_reproduce_child_acc(tmp_path, table
 
     arch = load_arch(tmp_path / "run" / "arch.json")
     assert arch.to_compact() == result["arch"]
-    child = arch.build_space().build(arch)
+    child = arch.build()
     child.load_state_dict(torch.load(tmp_path / "run" / "child.pt", weights_only=True))
     data = load_data("digits", 16, 1, seed=0)
     assert evaluate(child, make_loader(data.val, 256, False))[1] == pytest.approx(result["child_val_acc"])
@@ -139,16 +139,7 @@ def test_cli_refuses_a_budget_under_the_fastest_net_before_training(cli_runner, 
     out = tmp_path / "run"
     result = run_cli(
         cli_runner,
-        "--latency",
-        f"{fastest * 0.9}ms",
-        "--table",
-        str(table_path),
-        "--width-mult",
-        "0.25",
-        "--resolution",
-        "16",
-        "--out",
-        str(out),
+        *flags(latency=f"{fastest * 0.9}ms", table=str(table_path), width_mult=0.25, resolution=16, out=str(out)),
     )
     assert result.exit_code == 2
     assert f"({fastest:.4g} ms)" in result.output and "fastest" in result.output
@@ -159,27 +150,19 @@ def test_cli_warns_when_the_margin_does_not_fit_under_the_budget(cli_runner, tmp
     fastest = budget_between(table_path, 0.0)
     result = run_cli(
         cli_runner,
-        "--latency",
-        f"{fastest * 1.01}ms",
-        "--margin",
-        "0.2",
-        "--table",
-        str(table_path),
-        "--width-mult",
-        "0.25",
-        "--resolution",
-        "16",
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "1",
-        "--batch-size",
-        "16",
-        "--bn-batches",
-        "1",
-        "--out",
-        str(tmp_path / "run"),
-        "--json",
+        *flags(
+            latency=f"{fastest * 1.01}ms",
+            margin=0.2,
+            table=str(table_path),
+            width_mult=0.25,
+            resolution=16,
+            epochs=1,
+            steps_per_epoch=1,
+            batch_size=16,
+            bn_batches=1,
+            out=str(tmp_path / "run"),
+            json=True,
+        ),
     )
     assert result.exit_code == 0, result.output
     # the aim is the fastest net: 1 - 1 / 1.01 = 1.0 % of the budget is left as margin, not 20 %
@@ -206,6 +189,20 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_its_config(tmp_p
     assert "9.9" not in (early / "history.jsonl").read_text()
 
 
+@pytest.mark.parametrize("margin", [None, 0.2])
+def test_config_json_round_trips_exactly_and_keeps_what_was_resolved_apart(tmp_path, table_path, margin):
+    given = config("snas", table_path, margin=margin)
+    run = SearchRun(given, tmp_path / "run", progress=False)
+    run.start_fresh()
+    assert SearchConfig.load(tmp_path / "run") == given  # the options as given, margin None included
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    resolved = saved["resolved"]
+    assert saved["margin"] == margin and resolved["margin"] == run.target.margin > 0
+    assert resolved["aim_ms"] == pytest.approx(given.budget_ms * (1 - run.target.margin))
+    assert saved["space_args"] == SPACE_ARGS and resolved["space_args"] == run.space.args.to_dict()
+    assert resolved["method_options"] == run.strategy.options and saved["method_options"] == {}
+
+
 def test_cli_resume_of_a_missing_or_broken_run_says_why(cli_runner, tmp_path):
     missing = run_cli(cli_runner, "--resume", str(tmp_path / "nowhere"))
     assert missing.exit_code == 2 and missing.output == f"error: run folder {tmp_path / 'nowhere'} does not exist\n"
@@ -220,27 +217,7 @@ def test_cli_search_json_fills_space_from_data_and_refuses_non_empty_out(cli_run
     out = tmp_path / "run"
     budget = budget_between(table_path, 0.6)
     args = [
-        "--method",
-        "proxyless",
-        "--latency",
-        f"{budget}ms",
-        "--table",
-        str(table_path),
-        "--width-mult",
-        "0.25",
-        "--resolution",
-        "16",
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "2",
-        "--batch-size",
-        "16",
-        "--bn-batches",
-        "1",
-        "--out",
-        str(out),
-        "--json",
+        *tiny_search(table_path, budget, method="proxyless", out=str(out), json=True),
     ]
     result = run_cli(cli_runner, *args)
     assert result.exit_code == 0, result.output
@@ -248,7 +225,7 @@ def test_cli_search_json_fills_space_from_data_and_refuses_non_empty_out(cli_run
     assert data["predicted_ms"] <= data["budget_ms"] and data["run"] == str(out)
     saved = json.loads((out / "config.json").read_text())
     assert saved["space_args"]["in_channels"] == 1 and saved["space_args"]["num_classes"] == 10  # from the digits data
-    assert saved["method"] == "proxyless" and saved["budget_ms"] == pytest.approx(budget) and "aim_ms" in saved
+    assert saved["method"] == "proxyless" and saved["budget_ms"] == pytest.approx(budget) and "aim_ms" in saved["resolved"]
     again = run_cli(cli_runner, *args)
     assert again.exit_code == 2 and "--resume" in again.output and "--force" in again.output
     stale = {name: out / name for name in ("trained.pt", "train_result.json", "train_history.jsonl", "train_checkpoint.pt")}
@@ -269,26 +246,7 @@ def test_kill_9_mid_run_then_resume_loses_nothing(tmp_path, table_path):
         "-m",
         "hwnas",
         "search",
-        "--method",
-        "dsnas",
-        "--latency",
-        f"{budget}ms",
-        "--table",
-        str(table_path),
-        "--width-mult",
-        "0.25",
-        "--resolution",
-        "16",
-        "--epochs",
-        "3",
-        "--steps-per-epoch",
-        "3",
-        "--batch-size",
-        "16",
-        "--bn-batches",
-        "2",
-        "--quiet",
-        "--json",
+        *tiny_search(table_path, budget, method="dsnas", epochs=3, steps_per_epoch=3, bn_batches=2, quiet=True, json=True),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([*args, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -319,31 +277,9 @@ def test_cli_runs_every_loss_form(cli_runner, tmp_path, table_path, form):
     latency_loss = ["--latency-loss", form] if form != "lagrangian-one-sided" else ["--one-sided"]
     result = run_cli(
         cli_runner,
-        "--method",
-        "dsnas",
-        "--latency",
-        f"{budget}ms",
-        "--table",
-        str(table_path),
-        "--width-mult",
-        "0.25",
-        "--resolution",
-        "16",
-        "--epochs",
-        "2",
-        "--steps-per-epoch",
-        "2",
-        "--batch-size",
-        "16",
-        "--bn-batches",
-        "1",
-        "--warmup-epochs",
-        "0",
+        *tiny_search(table_path, budget, method="dsnas", epochs=2, warmup_epochs=0),
         *latency_loss,
-        "--out",
-        str(tmp_path / "run"),
-        "--quiet",
-        "--json",
+        *flags(out=str(tmp_path / "run"), quiet=True, json=True),
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -367,24 +303,18 @@ def test_search_without_table_uses_the_local_table_of_this_target(cli_runner, tm
     budget = budget_between(path, 0.5)
     result = run_cli(
         cli_runner,
-        "--latency",
-        f"{budget}ms",
-        "--width-mult",
-        "0.25",
-        "--resolution",
-        "16",
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "1",
-        "--batch-size",
-        "16",
-        "--bn-batches",
-        "1",
-        "--out",
-        "run",
-        "--quiet",
-        "--json",
+        *flags(
+            latency=f"{budget}ms",
+            width_mult=0.25,
+            resolution=16,
+            epochs=1,
+            steps_per_epoch=1,
+            batch_size=16,
+            bn_batches=1,
+            out="run",
+            quiet=True,
+            json=True,
+        ),
     )
     assert result.exit_code == 0, result.output
     assert Path(json.loads(result.stdout)["table"]).resolve() == path.resolve()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import random
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from hwnas.arch import Arch
 from hwnas.cli.main import cli
+from hwnas.errors import HwnasError
 from hwnas.spaces import SPACES, get_space
 from hwnas.spaces.base import adapt_strides
 from hwnas.spaces.cost import count_cost
@@ -44,7 +48,7 @@ def proxyless_mobile_arch() -> Arch:
 )
 def test_published_figures_within_3_percent(make_arch, published_flops, published_params):
     arch = make_arch()
-    cost = arch.build_space().cost(arch)
+    cost = arch.build_space().cost(arch.choices)
     assert abs(cost.flops - published_flops) / published_flops < 0.03, cost
     assert abs(cost.params - published_params) / published_params < 0.03, cost
 
@@ -62,8 +66,8 @@ def test_cost_counter_matches_a_hand_count():
 def test_whole_net_params_equal_the_built_module():
     arch = spos_arch()
     space = arch.build_space()
-    built = sum(p.numel() for p in space.build(arch).parameters())
-    assert space.cost(arch).params == built
+    built = sum(p.numel() for p in space.build(arch.choices).parameters())
+    assert space.cost(arch.choices).params == built
 
 
 def _every_candidate():
@@ -104,7 +108,7 @@ def test_child_nets_give_logits_and_keep_two_pixels_at_the_end(name, resolution)
     assert min(space.head_in_shape[1:]) >= 2
     arch = Arch.random(space, seed=resolution)
     with torch.no_grad():
-        out = space.build(arch).eval()(torch.randn(2, 1, resolution, resolution))
+        out = space.build(arch.choices).eval()(torch.randn(2, 1, resolution, resolution))
     assert out.shape == (2, 10)
 
 
@@ -117,7 +121,7 @@ def test_stride_rule_demotes_earliest_steps_first():
 
 def test_skip_layers_cost_nothing_in_the_child():
     arch = proxyless_mobile_arch()
-    child = arch.build_space().build(arch)
+    child = arch.build()
     assert isinstance(child.layers[2], torch.nn.Identity) and isinstance(child.layers[3], torch.nn.Identity)
 
 
@@ -132,7 +136,7 @@ def test_child_net_exports_to_onnx_with_dynamo(tmp_path):
     import onnxruntime
 
     space = get_space("proxyless", resolution=32, num_classes=10, in_channels=1)
-    child = space.build(Arch.random(space, seed=3)).eval()
+    child = Arch.random(space, seed=3).build().eval()
     x = torch.randn(1, 1, 32, 32)
     path = tmp_path / "child.onnx"
     torch.onnx.export(child, (x,), str(path), dynamo=True)
@@ -183,3 +187,14 @@ def test_op_costs_match_formulas_written_by_hand():
     for kernel in (3, 5, 7):
         cost = shuffle.op_cost(inner.index, f"shuffle_k{kernel}")
         assert (cost.flops, cost.params) == shuffle_by_hand(inner.c_in, inner.h, kernel)
+
+
+def test_spaces_work_on_choices_and_never_import_arch():
+    """``hwnas.spaces`` knows nothing of ``hwnas.arch`` (the dependency runs one way: Arch -> spaces)."""
+    code = "import sys, hwnas.spaces, hwnas.spaces.dag; assert 'hwnas.arch' not in sys.modules, 'spaces imported hwnas.arch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    space = get_space("proxyless", resolution=32, in_channels=1, num_classes=10, width_mult=0.25)
+    choices = space.random_choices(random.Random(0))
+    assert space.cost(choices) == Arch("proxyless", choices, space.args.to_dict()).build_space().cost(choices)
+    with pytest.raises(HwnasError, match="is for space 'proxyless', not 'shufflenet'"):
+        Arch("proxyless", choices, space.args.to_dict()).choices_in(get_space("shufflenet"))

@@ -27,7 +27,7 @@ def _net(seed: int = 0):
     space = get_space("proxyless", **SPACE_ARGS)
     arch = Arch.random(space, seed=1)
     torch.manual_seed(seed)
-    return arch, space.build(arch)
+    return arch, space.build(arch.choices)
 
 
 class Interrupted(Exception):

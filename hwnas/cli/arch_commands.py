@@ -151,7 +151,7 @@ def show(arch_source: str, space_overrides: dict, as_json: bool) -> None:
                 "params": cost.params,
             }
         )
-    total = space.cost(chosen)
+    total = space.cost(chosen.choices)
     if as_json:
         echo_json(
             {**chosen.to_dict(), "compact": chosen.to_compact(), "layers": rows, "flops": total.flops, "params": total.params}
@@ -175,7 +175,7 @@ def show(arch_source: str, space_overrides: dict, as_json: bool) -> None:
 def flops(arch_source: str, space_overrides: dict, as_json: bool) -> None:
     """FLOPs (multiply-adds, one sample) and parameters of an architecture's child net."""
     chosen = _arch_with_overrides(arch_source, space_overrides)
-    total = chosen.build_space().cost(chosen)
+    total = chosen.build_space().cost(chosen.choices)
     if as_json:
         echo_json({"flops": total.flops, "params": total.params})
     else:

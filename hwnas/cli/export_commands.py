@@ -116,7 +116,7 @@ def export(
     source: dict[str, Any]
     if arch_source:
         arch = load_arch(arch_source)
-        model = arch.build_space().build(arch)
+        model = arch.build()
         if weights:
             load_weights(model, weights)
         budget_ms = parse_latency(budget) if budget else None

@@ -96,7 +96,7 @@ def train(
             raise HwnasError("with --arch, say where to start: --from-scratch or --weights FILE")
         arch = load_arch(arch_source)
         torch.manual_seed(seed)  # --from-scratch: the initial weights are --seed's, whatever ran before in this process
-        model = arch.build_space().build(arch)
+        model = arch.build()
         if weights:
             load_weights(model, weights)
         folder = out or RUNS_ROOT / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-train"

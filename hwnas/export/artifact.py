@@ -157,7 +157,7 @@ def _export_staged(
             f"ONNX Runtime's outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, relative "
             f"{parity.max_rel_error:.3g} >= {PARITY_TOLERANCE:g}); nothing was exported, the file is kept as {kept}"
         )
-    reference_nets = [reference.arch.build_space().build(reference.arch) for reference in references]
+    reference_nets = [reference.arch.build() for reference in references]
     timing, reference_timings, runtime_meta = measure_artifact(request, shape, model, reference_nets)
     verdict = Verdict(budget_ms, predicted_ms, timing.median_ms, timing.p90_ms, parity.max_abs_error)
     drift = (

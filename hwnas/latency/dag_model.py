@@ -57,22 +57,22 @@ class DagLatencyModel:
         """Uncalibrated ms of each block of ``arch`` (the sum of its parts' entries)."""
         return [
             sum(self.part_ms[key] for key in self.space.block_parts(index, kept))
-            for index, kept in enumerate(self.space.masks(arch))
+            for index, kept in enumerate(self.space.masks(arch.choices_in(self.space)))
         ]
 
     # -- whole nets ----------------------------------------------------------------------
     def sum_ms(self, arch: Arch) -> float:
         """Uncalibrated sum of the table entries of ``arch``."""
-        return self.fixed_ms + sum(self.part_ms[key] for key in self.space.run_parts(arch))
+        return self.fixed_ms + sum(self.part_ms[key] for key in self.space.run_parts(arch.choices_in(self.space)))
 
     def predict(self, arch: Arch) -> float:
         """Predicted (calibrated) latency of ``arch`` in ms."""
-        return float(apply_calibration(self.calibration, self.sum_ms(arch), self.space.count_ops(arch)))
+        return float(apply_calibration(self.calibration, self.sum_ms(arch), self.space.count_ops(arch.choices)))
 
     def fastest(self) -> tuple[Arch, float]:
-        arch = self.space.empty_arch()
+        arch = Arch.of(self.space, self.space.empty_choices())
         return arch, self.predict(arch)
 
     def slowest(self) -> tuple[Arch, float]:
-        arch = self.space.full_arch()
+        arch = Arch.of(self.space, self.space.full_choices())
         return arch, self.predict(arch)

@@ -5,12 +5,11 @@ then mapped through the table's calibration ``a * sum + c * ops + b`` fitted on 
 measurements (``hwnas tables validate``), where ``ops`` counts the layers that run an op (not a
 skip). ``c`` is what an op costs inside a net beyond its time alone. Without it the intercept
 of the line absorbs the per-op cost of the 15-21 ops random archs run and charges it to every
-net: on this project's Intel VM the Theil-Sen line through ``sum`` alone predicted the space's
-fastest net (6 ops) 22 % and 25 % slower than measured, in two validations 30 minutes apart.
+net, so a line through ``sum`` alone over-predicts the space's fastest net (6 ops) by a
+fifth or more (measured: docs/DESIGN.md, section 8).
 
-Every part was timed as its own call, and each call pays the runtime's fixed cost (ONNX
-Runtime: about 9 us per ``session.run`` on this project's CPU, 15 % of a 32x32 net summed over
-its 23 parts), while the whole net pays it once. Where the table holds the ``overhead`` entry
+Every part was timed as its own call, and each call pays the runtime's fixed cost (with ONNX
+Runtime a sizeable share of a small net's summed parts: section 8), while the whole net pays it once. Where the table holds the ``overhead`` entry
 (an identity model timed the same way), it is taken off every part but one, so the sum counts
 it once and a net with more skipped layers is not favoured by the count of calls it saves. Because the sum is separable per layer, the fastest and slowest
 nets of the space are exact: the per-layer minimum and maximum. The calibration keeps it
@@ -31,7 +30,7 @@ from hwnas.spaces import SKIP_OPS, ChainSpace, Space
 
 def count_ops(arch: Arch) -> int:
     """The searchable parts ``arch`` runs (a chain space: layers that run an op, not a skip): the ``ops`` of the calibration."""
-    return arch.build_space().count_ops(arch)
+    return arch.build_space().count_ops(arch.choices)
 
 
 def apply_calibration(calibration: dict, sum_ms: float, ops: int) -> float:
@@ -156,11 +155,10 @@ class LatencyModel:
 
     def layer_ms(self, arch: Arch) -> list[float]:
         columns = self.space.candidates
-        return [float(self.latency_ms[i, columns.index(op)]) for i, op in enumerate(arch.choices)]
+        return [float(self.latency_ms[i, columns.index(op)]) for i, op in enumerate(arch.choices_in(self.space))]
 
     def sum_ms(self, arch: Arch) -> float:
         """Uncalibrated sum of the table entries of ``arch``."""
-        self.space.validate(arch)
         return self.fixed_ms + sum(self.layer_ms(arch))
 
     def predict(self, arch: Arch) -> float:

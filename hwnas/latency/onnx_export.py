@@ -4,11 +4,10 @@ The module is exported in eval mode, so BatchNorm is folded into the conv before
 fusions it gets inside the net"); ONNX Runtime then applies the same graph optimisations to
 an op alone as to the whole net.
 
-Exporter choice, measured on this project's machine (torch 2.14.1, ``proxyless`` at 32x32):
-the TorchScript-based exporter (``dynamo=False``) takes 0.03 s per MBConv block and 0.5 s per
-whole net; the ``torch.export``-based one (``dynamo=True``) takes 1.3 s and 10 s, and gives the
-same optimised graph once ONNX Runtime has folded constants. Profiling exports 68 ops, so
-the legacy exporter is used by default with its deprecation warning silenced; if a later torch
+Exporter choice: the TorchScript-based exporter (``dynamo=False``) is 20-40x faster than the
+``torch.export``-based one (``dynamo=True``) per op and per net, and gives the same optimised
+graph once ONNX Runtime has folded constants (measured: docs/DESIGN.md, section 8). Profiling
+exports every op of a space, so the legacy exporter is used by default with its deprecation warning silenced; if a later torch
 drops it, ``dynamo`` is used instead.
 """
 

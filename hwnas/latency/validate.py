@@ -69,7 +69,7 @@ def validate_table(
     batch = int(table.meta.get("batch_size", 1))
     rounds: list[list[Timing]] = [[] for _ in measured_archs]
     bar = _bar(len(measured_archs) * runtime.protocol.rounds, f"validate {space.name} ({runtime.name})", progress)
-    runners = [runtime.prepare_module(space.build(arch), (batch, *space.input_shape)) for arch in measured_archs]
+    runners = [runtime.prepare_module(space.build(arch.choices), (batch, *space.input_shape)) for arch in measured_archs]
 
     def record(index: int, round_index: int, timing: Timing) -> None:
         rounds[index].append(timing)

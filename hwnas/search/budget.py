@@ -117,8 +117,8 @@ class BudgetController:
     repair and fill, ``hwnas.search.derive``), so the controller measures that arch's
     predicted latency, ``x = argmax_ms / aim - 1``, after every arch step. Feeding back
     E[lat] instead holds the *mean* of the distribution at the aim while the argmax can sit
-    anywhere: 0.447 ms E[lat] against a 0.163 ms argmax in the demo that left 57 % of its
-    budget unused.
+    anywhere: in the README demo it left more than half of the budget unused (docs/DESIGN.md,
+    section 8).
 
     **The design: a bounded PI controller with conditional integration.** ``lambda = I + gain *
     x`` with ``I <- I + rate * x``, both clipped to ``[-bound, bound]`` (``[0, bound]`` when

@@ -244,7 +244,7 @@ class DsoNasStrategy(Strategy):
         masks = masks_of(lam, space)
         start_ms = self.latency.masks_ms(masks)
         masks, removals, saved = repair_to_limit(self.latency, masks, lam, aim_ms)
-        arch = space.arch_of(masks)
+        arch = Arch.of(space, space.choices_of(masks))
         predicted = self.latency.predict(arch)
         if predicted > aim_ms + 1e-6:
             raise HwnasError(f"internal error: derived arch predicted {predicted:.6g} ms over the aim {aim_ms:.6g} ms")

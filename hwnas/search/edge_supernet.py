@@ -33,7 +33,7 @@ class EdgeSupernet(nn.Module):
         if not isinstance(space, DagSpace):
             raise HwnasError(f"space {space.name!r} is not a DAG-block space: DSO-NAS searches the edges of dsonas spaces")
         self.space = space
-        self.net: DagNet = space.build(space.full_arch())
+        self.net: DagNet = space.build(space.full_choices())
         for module in self.net.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.weight.requires_grad_(False)
@@ -45,8 +45,8 @@ class EdgeSupernet(nn.Module):
         return self.net(x, None if lam is None else list(lam))
 
     def child_state_dict(self, arch: Arch, lam: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The state dict of ``space.build(arch)`` from the supernet's weights; each kept edge's scale is its lambda (else 1)."""
-        child = self.space.build(arch)
+        """The state dict of ``space.build(arch.choices)`` from the supernet's weights; each kept edge's scale is its lambda (else 1)."""
+        child = self.space.build(arch.choices_in(self.space))
         source = self.net.state_dict()
         state: dict[str, torch.Tensor] = {}
         searchable = 0
@@ -74,6 +74,6 @@ class EdgeSupernet(nn.Module):
 
     def extract_child(self, arch: Arch, lam: torch.Tensor | None = None) -> DagNet:
         """The net of ``arch`` with the supernet's weights and lambdas (loaded strictly)."""
-        child = self.space.build(arch)
+        child = self.space.build(arch.choices_in(self.space))
         child.load_state_dict(self.child_state_dict(arch, lam), strict=True)
         return child

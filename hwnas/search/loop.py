@@ -112,8 +112,6 @@ class SearchConfig:
         if not path.is_file():
             raise HwnasError(f"{folder} has no {CONFIG}: not a search run folder")
         data = load_json(path)
-        if "margin_given" in data:  # "margin" holds the resolved value; the option as given is kept beside it
-            data["margin"] = data["margin_given"]
         known = set(cls.__dataclass_fields__)
         missing = [name for name in ("method", "table", "budget_ms") if name not in data]
         if missing:
@@ -192,25 +190,23 @@ class SearchRun:
 
     # -- folder ----------------------------------------------------------------------------
     def resolved_config(self) -> dict[str, Any]:
-        """config.json: the options as given plus what was resolved from the table."""
+        """config.json: every option exactly as given (``SearchConfig.load`` reads them back unchanged),
+        what the run resolved from the table and the method's defaults under ``resolved``, and how it runs."""
         data = asdict(self.config)
-        data["method_options"] = dict(self.strategy.options)
-        data.update(
-            space_args=self.space.args.to_dict(),
-            table=str(self.table.path),
-            table_meta={
+        data["resolved"] = {
+            "space_args": self.space.args.to_dict(),
+            "method_options": dict(self.strategy.options),
+            "table": str(self.table.path),
+            "table_meta": {
                 k: self.table.meta.get(k) for k in ("runtime", "device", "device_name", "threads", "batch_size", "dtype")
             },
-            margin=self.target.margin,
-            margin_given=self.config.margin,
-            margin_source=self.target.margin_source,
-            aim_ms=self.target.aim_ms,
-            fastest_ms=self.target.fastest_ms,
-            slowest_ms=self.target.slowest_ms,
-            train_device=str(self.device),
-            **self.dist.describe(),
-            launches=[{"epoch": 0, **self.dist.describe()}],
-        )
+            "margin": self.target.margin,
+            "margin_source": self.target.margin_source,
+            "aim_ms": self.target.aim_ms,
+            "fastest_ms": self.target.fastest_ms,
+            "slowest_ms": self.target.slowest_ms,
+        }
+        data.update(train_device=str(self.device), **self.dist.describe(), launches=[{"epoch": 0, **self.dist.describe()}])
         return data
 
     def record_launch(self) -> None:

@@ -122,8 +122,8 @@ def write_report(
         f"* how it was derived: {_how_derived(result)}",
         f"* supernet val acc: {result['supernet_val_acc']:.4f}; child val acc (inherited weights, BN recalibrated): "
         f"{result['child_val_acc']:.4f}",
-        f"* table: `{result['table']}` ({config['table_meta']})",
-        f"* space: {config['space']} {config['space_args']}; data: {config['data']}; seed {config['seed']}; "
+        f"* table: `{result['table']}` ({config['resolved']['table_meta']})",
+        f"* space: {config['space']} {config['resolved']['space_args']}; data: {config['data']}; seed {config['seed']}; "
         f"epochs {config['epochs']}; latency loss {config['latency_loss']}",
         "",
         "## Derived arch",

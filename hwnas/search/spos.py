@@ -9,7 +9,7 @@ candidate scored with the supernet's weights on the held-out part of the trainin
 recalibrated on training batches first (``hwnas.search.oneshot``).
 
 Deviation: rejection draws uniform archs until one fits, which at a tight aim means thousands
-of draws per step (on the demo table not one of 200,000 uniform archs lies under 0.47 ms);
+of draws per step (on the demo table uniform draws never reached its aim: docs/DESIGN.md, section 8);
 the draw here is exact through the per-layer counts of ``hwnas.search.random_archs`` and
 gives the same distribution, uniform over the archs under the aim, in one pass. The share
 of uniform archs that rejection would accept is logged per epoch (``uniform_share``).

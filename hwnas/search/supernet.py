@@ -151,18 +151,17 @@ class Supernet(nn.Module):
 
     def arch_choices(self, arch: Arch) -> list[PathChoice]:
         """The single-path choices of ``arch``: the supernet then computes exactly its child net."""
-        self.space.validate(arch)
         columns = self.space.candidates
-        return [PathChoice.single(columns.index(op)) for op in arch.choices]
+        return [PathChoice.single(columns.index(op)) for op in arch.choices_in(self.space)]
 
     def child_state_dict(self, arch: Arch) -> dict[str, torch.Tensor]:
-        """The state dict of ``space.build(arch)`` filled with this supernet's shared weights."""
-        self.space.validate(arch)
+        """The state dict of ``space.build(arch.choices)`` filled with this supernet's shared weights."""
+        choices = arch.choices_in(self.space)
         state: dict[str, torch.Tensor] = {}
         for prefix in ("stem", "head"):
             for key, value in getattr(self, prefix).state_dict().items():
                 state[f"{prefix}.{key}"] = value.clone()
-        for index, (layer, op) in enumerate(zip(self.layers, arch.choices)):
+        for index, (layer, op) in enumerate(zip(self.layers, choices)):
             if op in SKIP_OPS:
                 continue
             for key, value in layer.ops[op].state_dict().items():
@@ -171,7 +170,7 @@ class Supernet(nn.Module):
 
     def extract_child(self, arch: Arch) -> ChildNet:
         """The child net of ``arch`` with inherited weights (loaded strictly: every key must match)."""
-        child = self.space.build(arch)
+        child = self.space.build(arch.choices_in(self.space))
         child.load_state_dict(self.child_state_dict(arch), strict=True)
         return child
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,9 +20,6 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.spaces.blocks import make_divisible
 from hwnas.spaces.cost import Cost, count_cost
-
-if TYPE_CHECKING:
-    from hwnas.arch import Arch
 
 #: Ops that make a layer the identity (through its shortcut) and cost nothing at run time.
 SKIP_OPS = frozenset({"zero", "identity"})
@@ -161,7 +158,9 @@ class Space:
 
     Two kinds exist: ``ChainSpace`` (one op chosen per layer) and ``hwnas.spaces.dag.DagSpace``
     (a set of kept edges per block). Both give ``random_choices``, ``validate``, ``build``,
-    ``cost``, ``parts`` (what a table must hold) and ``run_parts`` (the parts an arch runs).
+    ``cost``, ``parts`` (what a table must hold) and ``run_parts`` (the parts a net runs).
+    A net is named by its ``choices``, one string per searchable layer or block; a space knows
+    nothing of ``hwnas.arch.Arch``, which pairs choices with the space's name and options.
     """
 
     name: ClassVar[str]
@@ -215,13 +214,30 @@ class Space:
         """Every searchable part a net of the space can run, once each: what a latency table must hold."""
         raise NotImplementedError
 
-    def run_parts(self, arch: Arch) -> list[str]:
-        """The keys of the searchable parts ``arch``'s net runs (a key once per time it runs)."""
+    def validate(self, choices: Sequence[str]) -> None:
+        """Raise ``HwnasError`` unless ``choices`` name a net of this space (one legal choice per layer or block)."""
         raise NotImplementedError
 
-    def count_ops(self, arch: Arch) -> int:
-        """The parts ``arch`` runs: the ``ops`` of a table's calibration."""
-        return len(self.run_parts(arch))
+    def build(self, choices: Sequence[str]) -> nn.Module:
+        """The net of ``choices``."""
+        raise NotImplementedError
+
+    def cost(self, choices: Sequence[str]) -> Cost:
+        """FLOPs and params of the net of ``choices``."""
+        raise NotImplementedError
+
+    def run_parts(self, choices: Sequence[str]) -> list[str]:
+        """The keys of the searchable parts the net of ``choices`` runs (a key once per time it runs)."""
+        raise NotImplementedError
+
+    def count_ops(self, choices: Sequence[str]) -> int:
+        """The parts the net of ``choices`` runs: the ``ops`` of a table's calibration."""
+        return len(self.run_parts(choices))
+
+    def _check_length(self, choices: Sequence[str], what: str) -> None:
+        if isinstance(choices, str) or len(choices) != len(self.layers):
+            count = 1 if isinstance(choices, str) else len(choices)
+            raise HwnasError(f"arch has {count} choices but space {self.name!r} has {len(self.layers)} searchable {what}")
 
     def fixed_cost(self) -> Cost:
         """FLOPs and params of the stem plus the head."""
@@ -296,27 +312,22 @@ class ChainSpace(Space):
             raise HwnasError(f"layer {layer_index}: op {op!r} is not a candidate here; legal: {', '.join(layer.candidates)}")
         return self._build_op(layer, op)
 
-    def build(self, arch: Arch) -> ChildNet:
-        """The child net of ``arch``: only the chosen ops, skip layers as ``nn.Identity``."""
-        self.validate(arch)
+    def build(self, choices: Sequence[str]) -> ChildNet:
+        """The child net of ``choices``: only the chosen ops, skip layers as ``nn.Identity``."""
+        self.validate(choices)
         layers: list[nn.Module] = []
-        for layer, op in zip(self.layers, arch.choices):
+        for layer, op in zip(self.layers, choices):
             if op in SKIP_OPS:
                 layers.append(nn.Identity())
             else:
                 layers.append(Layer(self._build_op(layer, op), layer.shortcut))
         return ChildNet(self.build_stem(), layers, self.build_head())
 
-    def validate(self, arch: Arch) -> None:
+    def validate(self, choices: Sequence[str]) -> None:
         """Raise ``HwnasError`` naming the layer, the bad choice and the legal ones."""
-        if arch.space != self.name:
-            raise HwnasError(f"arch is for space {arch.space!r}, not {self.name!r}")
-        if len(arch.choices) != len(self.layers):
-            raise HwnasError(
-                f"arch has {len(arch.choices)} choices but space {self.name!r} has {len(self.layers)} searchable layers"
-            )
+        self._check_length(choices, "layers")
         offered = {op for layer in self.layers for op in layer.candidates}
-        for layer, op in zip(self.layers, arch.choices):
+        for layer, op in zip(self.layers, choices):
             if op not in layer.candidates:
                 shape = f"{layer.c_in}->{layer.c_out} channels, stride {layer.stride}"
                 why = ""
@@ -355,11 +366,11 @@ class ChainSpace(Space):
             cache[spec] = count_cost(module, (spec.c_in, spec.h, spec.w))
         return cache[spec]
 
-    def cost(self, arch: Arch) -> Cost:
-        """FLOPs and params of the whole child net of ``arch``."""
-        self.validate(arch)
+    def cost(self, choices: Sequence[str]) -> Cost:
+        """FLOPs and params of the whole child net of ``choices``."""
+        self.validate(choices)
         total = self.fixed_cost()
-        for i, op in enumerate(arch.choices):
+        for i, op in enumerate(choices):
             total = total + self.op_cost(i, op)
         return total
 
@@ -385,6 +396,6 @@ class ChainSpace(Space):
                 unique[spec.key] = Part(spec.key, build, (spec.c_in, spec.h, spec.w))
         return list(unique.values())
 
-    def run_parts(self, arch: Arch) -> list[str]:
+    def run_parts(self, choices: Sequence[str]) -> list[str]:
         """The op spec key of every layer that runs an op (skips run nothing)."""
-        return [layer.op_spec(op).key for layer, op in zip(self.layers, arch.choices) if op not in SKIP_OPS]
+        return [layer.op_spec(op).key for layer, op in zip(self.layers, choices) if op not in SKIP_OPS]

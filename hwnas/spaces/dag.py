@@ -24,7 +24,6 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +32,6 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.spaces.base import LayerSpec, OpSpec, Part, Space
 from hwnas.spaces.cost import Cost, count_cost
-
-if TYPE_CHECKING:
-    from hwnas.arch import Arch
 
 
 @dataclass(frozen=True)
@@ -338,34 +334,32 @@ class DagSpace(Space):
                 unique[key] = Part(key, lambda a=c_in, b=c_out, s=stride: self.build_reduction(a, b, s), (c_in, size, size))
         return list(unique.values())
 
-    def run_parts(self, arch: Arch) -> list[str]:
-        return [key for index, kept in enumerate(self.masks(arch)) for key in self.block_parts(index, kept)]
+    def run_parts(self, choices: Sequence[str]) -> list[str]:
+        return [key for index, kept in enumerate(self.masks(choices)) for key in self.block_parts(index, kept)]
 
-    # -- archs ----------------------------------------------------------------------------
-    def masks(self, arch: Arch) -> list[tuple[bool, ...]]:
-        """The edge mask of every searchable block of ``arch`` (validated)."""
-        self.validate(arch)
-        return [self.graph.decode(choice) for choice in arch.choices]
+    # -- choices: one edge mask per block -------------------------------------------------
+    def masks(self, choices: Sequence[str]) -> list[tuple[bool, ...]]:
+        """The edge mask of every searchable block (``choices`` validated)."""
+        self.validate(choices)
+        return [self.graph.decode(choice) for choice in choices]
 
-    def arch_of(self, masks: Sequence[Sequence[bool]], canonical: bool = True) -> Arch:
-        """The arch keeping edges ``masks`` (one per block), isolated ops' edges dropped unless ``canonical`` is False."""
-        from hwnas.arch import Arch
-
+    def choices_of(self, masks: Sequence[Sequence[bool]], canonical: bool = True) -> tuple[str, ...]:
+        """The choices keeping edges ``masks`` (one per block), isolated ops' edges dropped unless ``canonical`` is False."""
         if len(masks) != len(self.layers):
             raise HwnasError(f"{len(masks)} edge masks for {len(self.layers)} blocks")
-        choices = [self.graph.encode(self.graph.canonical(kept) if canonical else kept) for kept in masks]
-        return Arch(self.name, tuple(choices), self.args.to_dict())
+        return tuple(self.graph.encode(self.graph.canonical(kept) if canonical else kept) for kept in masks)
 
-    def canonical(self, arch: Arch) -> Arch:
-        """``arch`` with the edges of isolated ops removed: the same net, one spelling."""
-        return self.arch_of(self.masks(arch))
+    def canonical(self, choices: Sequence[str]) -> tuple[str, ...]:
+        """``choices`` with the edges of isolated ops removed: the same net, one spelling."""
+        return self.choices_of(self.masks(choices))
 
-    def full_arch(self) -> Arch:
-        return self.arch_of([[True] * len(self.graph.edges)] * len(self.layers))
+    def full_choices(self) -> tuple[str, ...]:
+        """Every edge kept: the supernet's net, the slowest."""
+        return self.choices_of([[True] * len(self.graph.edges)] * len(self.layers))
 
-    def empty_arch(self) -> Arch:
+    def empty_choices(self) -> tuple[str, ...]:
         """Every block the identity: the fastest net."""
-        return self.arch_of([[False] * len(self.graph.edges)] * len(self.layers))
+        return self.choices_of([[False] * len(self.graph.edges)] * len(self.layers))
 
     def random_choices(self, rng: random.Random) -> tuple[str, ...]:
         """Each edge kept with one probability drawn per arch from [0.05, 0.95] (so random archs span the space's sizes), canonical."""
@@ -376,20 +370,15 @@ class DagSpace(Space):
     def count_archs(self) -> float:
         return float(2 ** (len(self.graph.edges) * len(self.layers)))
 
-    def validate(self, arch: Arch) -> None:
-        if arch.space != self.name:
-            raise HwnasError(f"arch is for space {arch.space!r}, not {self.name!r}")
-        if len(arch.choices) != len(self.layers):
-            raise HwnasError(
-                f"arch has {len(arch.choices)} choices but space {self.name!r} has {len(self.layers)} searchable blocks"
-            )
-        for index, choice in enumerate(arch.choices):
+    def validate(self, choices: Sequence[str]) -> None:
+        self._check_length(choices, "blocks")
+        for index, choice in enumerate(choices):
             self.graph.decode(choice, f"block {index}")
 
     # -- nets -----------------------------------------------------------------------------
-    def build(self, arch: Arch) -> DagNet:
-        """The net of ``arch``: each block with only its live ops and kept edges, the projection as wide as its inputs."""
-        masks = self.masks(arch)
+    def build(self, choices: Sequence[str]) -> DagNet:
+        """The net of ``choices``: each block with only its live ops and kept edges, the projection as wide as its inputs."""
+        masks = self.masks(choices)
         blocks: list[nn.Module] = []
         index = 0
         for kind, c_in, c_out, stride, _ in self._plan:
@@ -427,10 +416,10 @@ class DagSpace(Space):
             total = total + self._part_cost(key)
         return total
 
-    def cost(self, arch: Arch) -> Cost:
-        """FLOPs and params of the net of ``arch``: the fixed parts plus every part it runs."""
+    def cost(self, choices: Sequence[str]) -> Cost:
+        """FLOPs and params of the net of ``choices``: the fixed parts plus every part it runs."""
         total = self.fixed_cost()
-        for key in self.run_parts(arch):
+        for key in self.run_parts(choices):
             total = total + self._part_cost(key)
         return total
 
