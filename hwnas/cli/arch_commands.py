@@ -8,7 +8,7 @@ import random
 import click
 
 from hwnas.arch import Arch, load_arch
-from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option, space_options
+from hwnas.cli.options import COUNT, FINITE, build_space, echo_json, echo_warnings, json_option, space_options
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable, latency_model
@@ -33,7 +33,7 @@ def arch() -> None:
 @arch.command()
 @space_options()
 @click.option("--seed", type=int, default=None, help="Random seed (same seed, same archs).")
-@click.option("-n", "count", type=int, default=1, show_default=True, help="How many archs (distinct ones within a --band).")
+@click.option("-n", "count", type=COUNT, default=1, show_default=True, help="How many archs (distinct ones within a --band).")
 @click.option(
     "--table", type=click.Path(dir_okay=False), help="Latency table: draw within a latency band; the space is the table's."
 )
@@ -41,11 +41,11 @@ def arch() -> None:
     "--latency",
     help="Budget the band is relative to (with --table), e.g. 1ms; the aim is budget x (1 - margin) as in hwnas search.",
 )
-@click.option("--margin", type=float, help="Aim at budget x (1 - margin) [the table's validated p90 error, else 0.05].")
+@click.option("--margin", type=FINITE, help="Aim at budget x (1 - margin) [the table's validated p90 error, else 0.05].")
 @click.option(
     "--band",
     nargs=2,
-    type=float,
+    type=FINITE,
     default=(0.9, 1.0),
     show_default=True,
     metavar="LO HI",

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from hwnas.arch import Arch, load_arch
-from hwnas.cli.options import echo_json, json_option
+from hwnas.cli.options import COUNT, echo_json, json_option
 from hwnas.errors import HwnasError
 from hwnas.export.artifact import ExportRequest, export_and_verify
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
@@ -62,16 +62,16 @@ def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
     help="Runtime that measures the artifact.",
 )
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads while measuring (pinned).")
+@click.option("--threads", type=COUNT, default=1, show_default=True, help="CPU threads while measuring (pinned).")
 @click.option("--fp16", is_flag=True, help="TensorRT: build a float16 engine.")
-@click.option("--batch-size", type=int, default=1, show_default=True, help="Batch of the measured input.")
+@click.option("--batch-size", type=COUNT, default=1, show_default=True, help="Batch of the measured input.")
 @click.option("--dynamic-batch", is_flag=True, help="Give the ONNX model a symbolic batch axis.")
 @click.option("--budget", help="Latency budget, e.g. 80ms [default: the run's budget].")
 @click.option(
     "--table", type=click.Path(dir_okay=False), help="Latency table for the prediction [default: the run's, else this target's]."
 )
 @click.option("--allow-foreign-table", is_flag=True, help="Use a table of another target with a warning.")
-@click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved measurement rounds.")
+@click.option("--rounds", type=COUNT, default=3, show_default=True, help="Interleaved measurement rounds.")
 @click.option(
     "--references",
     type=click.IntRange(min=0),

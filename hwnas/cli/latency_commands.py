@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hwnas.arch import load_arch
-from hwnas.cli.options import build_space, echo_json, echo_warnings, json_option, space_options
+from hwnas.cli.options import COUNT, COUNT0, FINITE, build_space, echo_json, echo_warnings, json_option, space_options
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency.lookup import default_table_path, expected_meta
@@ -24,21 +24,21 @@ def protocol_options(command):
     options = [
         click.option(
             "--rounds",
-            type=int,
+            type=COUNT,
             default=Protocol.rounds,
             show_default=True,
             help="Interleaved measurement rounds; each value is the median over rounds.",
         ),
         click.option(
             "--min-time",
-            type=float,
+            type=FINITE,
             default=Protocol.min_s,
             show_default=True,
             help="Seconds of timed runs per item and round (at least 20 runs).",
         ),
         click.option(
             "--warmup-time",
-            type=float,
+            type=FINITE,
             default=Protocol.warmup_s,
             show_default=True,
             help="Seconds of warm-up per item (at least 10 runs).",
@@ -90,10 +90,10 @@ def _show_warnings() -> None:
     show_default=True,
     help="Inference runtime to measure with.",
 )
-@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=COUNT, default=1, show_default=True)
 @click.option(
     "--threads",
-    type=int,
+    type=COUNT0,
     default=1,
     show_default=True,
     help="CPU threads, pinned and recorded (0: the runtime's default). On shared machines 1 is the most repeatable.",
@@ -153,7 +153,7 @@ def tables() -> None:
 
 @tables.command()
 @click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
-@click.option("--n", "n_archs", type=int, default=30, show_default=True, help="Random archs measured end to end.")
+@click.option("--n", "n_archs", type=COUNT, default=30, show_default=True, help="Random archs measured end to end.")
 @protocol_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random archs.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw predicted vs measured into this PNG.")

@@ -14,6 +14,24 @@ from hwnas.data import DATA_SETS
 from hwnas.spaces import SPACES, Space, get_space
 
 
+class FiniteFloat(click.ParamType):
+    """A number option that refuses nan and inf (click's float takes both), so the error names the flag."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+#: every float option of the CLI
+FINITE = FiniteFloat()
+#: counts that must be at least 1 (epochs, batches, rounds, ...) and at least 0 (worker processes, threads where 0 means the default)
+COUNT, COUNT0 = click.IntRange(min=1), click.IntRange(min=0)
+
+
 def space_options(with_space_name: bool = True, shape_from_data: bool = False) -> Callable:
     """``--space`` (optional) plus ``--resolution --num-classes --in-channels --width-mult``.
 
@@ -37,7 +55,7 @@ def space_options(with_space_name: bool = True, shape_from_data: bool = False) -
             click.option("--num-classes", type=int, help=f"Classes of the final linear layer {default('1000')}."),
             click.option("--in-channels", type=int, help=f"Input image channels {default('3')}."),
             click.option(
-                "--width-mult", type=float, help="Channel multiplier, channels rounded to multiples of 8 [default: 1.0]."
+                "--width-mult", type=FINITE, help="Channel multiplier, channels rounded to multiples of 8 [default: 1.0]."
             ),
         ]
         if with_space_name:

@@ -8,7 +8,18 @@ from typing import Any
 
 import click
 
-from hwnas.cli.options import build_space, data_option, echo_json, echo_warnings, given_options, json_option, space_options
+from hwnas.cli.options import (
+    COUNT,
+    COUNT0,
+    FINITE,
+    build_space,
+    data_option,
+    echo_json,
+    echo_warnings,
+    given_options,
+    json_option,
+    space_options,
+)
 from hwnas.data import natural_space_args
 from hwnas.distributed import launched
 from hwnas.errors import HwnasError
@@ -27,7 +38,11 @@ def _knob_option(name: str) -> Any:
     owners = {method: cls.knobs[name] for method, cls in STRATEGIES.items() if name in cls.knobs}
     first = next(iter(owners.values()))
     defaults = ", ".join(f"{method} {knob.default}" for method, knob in owners.items())
-    kind = click.Choice(first.choices) if first.choices else type(first.default)
+    kind = (
+        click.Choice(first.choices)
+        if first.choices
+        else {float: FINITE, int: COUNT0}.get(type(first.default), type(first.default))
+    )
     return click.option(f"--{name.replace('_', '-')}", name, type=kind, help=f"{first.help} [{defaults}].")
 
 
@@ -71,47 +86,49 @@ def _prepare_out(out: Path, force: bool) -> None:
 @click.option("--device", default="cpu", show_default=True, help="Device the table must have been measured on.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads the table must have been measured with.")
 @data_option
-@click.option("--arch-fraction", type=float, help="Share of the training set held out for arch steps [proxyless 0.2, others 0].")
-@click.option("--epochs", type=int, default=8, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--steps-per-epoch", type=int, help="Cap on weight steps per epoch (short runs, benchmarks).")
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Weight SGD learning rate, cosine to --lr-min.")
-@click.option("--lr-min", type=float, default=0.001, show_default=True)
-@click.option("--margin", type=float, help="Aim at budget x (1 - margin) [the table's validated p90 error, else 0.05].")
+@click.option("--arch-fraction", type=FINITE, help="Share of the training set held out for arch steps [proxyless 0.2, others 0].")
+@click.option("--epochs", type=COUNT, default=8, show_default=True)
+@click.option("--batch-size", type=COUNT, default=64, show_default=True)
+@click.option("--steps-per-epoch", type=COUNT, help="Cap on weight steps per epoch (short runs, benchmarks).")
+@click.option("--lr", type=FINITE, default=0.05, show_default=True, help="Weight SGD learning rate, cosine to --lr-min.")
+@click.option("--lr-min", type=FINITE, default=0.001, show_default=True)
+@click.option("--margin", type=FINITE, help="Aim at budget x (1 - margin) [the table's validated p90 error, else 0.05].")
 @click.option("--latency-loss", type=click.Choice(LOSS_FORMS), default="lagrangian", show_default=True)
 @click.option(
     "--multiplier-rate",
-    type=float,
+    type=FINITE,
     default=0.5,
     show_default=True,
     help="Lagrangian: integral gain of the multiplier controller, per arch step and unit of relative error.",
 )
 @click.option(
     "--multiplier-gain",
-    type=float,
+    type=FINITE,
     default=10.0,
     show_default=True,
     help="Lagrangian: proportional gain of the multiplier controller (damping).",
 )
 @click.option(
-    "--multiplier-bound", type=float, default=50.0, show_default=True, help="Lagrangian: the multiplier stays within +-this."
+    "--multiplier-bound", type=FINITE, default=50.0, show_default=True, help="Lagrangian: the multiplier stays within +-this."
 )
 @click.option(
     "--one-sided",
     is_flag=True,
     help="The budget as a ceiling only: the multiplier stays >= 0 and the derivation does not fill leftover slack.",
 )
-@click.option("--bn-batches", type=int, default=20, show_default=True, help="Training batches for the child's BN recalibration.")
+@click.option(
+    "--bn-batches", type=COUNT, default=20, show_default=True, help="Training batches for the child's BN recalibration."
+)
 @click.option(
     "--eval-images",
-    type=int,
+    type=COUNT,
     default=2048,
     show_default=True,
     help="Validation images for the supernet's accuracy each epoch (the child is scored on all).",
 )
 @_method_knobs
 @click.option("--seed", type=int, default=0, show_default=True, help="A fixed seed reproduces the run.")
-@click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
+@click.option("--workers", type=COUNT0, default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder [default: runs/<time>-<method>].")
 @click.option(
     "--resume", type=click.Path(file_okay=False), help="Continue the run in this folder (other options are read from it)."

@@ -9,7 +9,7 @@ import click
 import torch
 
 from hwnas.arch import load_arch
-from hwnas.cli.options import data_option, echo_json, given_options, json_option
+from hwnas.cli.options import COUNT, COUNT0, FINITE, data_option, echo_json, given_options, json_option
 from hwnas.data import load_data
 from hwnas.distributed import launched
 from hwnas.errors import HwnasError
@@ -31,16 +31,16 @@ from hwnas.train import TrainConfig, resumed_options, train_child
     "--out", type=click.Path(file_okay=False, path_type=Path), help="With --arch: the run folder [default: runs/<time>-train]."
 )
 @data_option
-@click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (SGD, Nesterov), cosine to 0.")
-@click.option("--weight-decay", type=float, default=4e-5, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--epochs", type=COUNT, default=5, show_default=True)
+@click.option("--batch-size", type=COUNT, default=64, show_default=True)
+@click.option("--lr", type=FINITE, default=0.05, show_default=True, help="Peak learning rate (SGD, Nesterov), cosine to 0.")
+@click.option("--weight-decay", type=FINITE, default=4e-5, show_default=True)
+@click.option("--label-smoothing", type=FINITE, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
+@click.option("--workers", type=COUNT0, default=0, show_default=True, help="Data loader worker processes.")
 @click.option(
     "--bn-batches",
-    type=int,
+    type=COUNT,
     default=20,
     show_default=True,
     help="Training batches that re-estimate the BN statistics before each evaluation.",
