@@ -263,6 +263,20 @@ MUTATIONS = (
         ("tests/test_dsonas.py",),
     ),
     Mutation(
+        "dsonas-lambda-grad-not-reduced",
+        "hwnas/search/dsonas.py",
+        "        self.dist.all_reduce_mean_(grad)",
+        "        pass",
+        ("tests/test_distributed.py::test_two_processes_search_dsonas_as_one_with_the_global_batch",),
+    ),
+    Mutation(
+        "dsonas-weight-step-outside-ddp",
+        "hwnas/search/dsonas.py",
+        "logits = self.net(images, self.lam.detach())",
+        "logits = self.supernet(images, self.lam.detach())",
+        ("tests/test_distributed.py::test_two_processes_search_dsonas_as_one_with_the_global_batch",),
+    ),
+    Mutation(
         "dag-isolated-ops-kept",
         "hwnas/spaces/dag.py",
         "live = set(self.live_ops(kept)) | {0, self.output}",

@@ -12,6 +12,11 @@ The search minimises ``CE(W, lambda) + delta |W|^2 + sum_e gamma_e |lambda_e|`` 
 * **derive**: drop every edge with lambda = 0 and every op it isolates (``DagSpace.canonical``);
   where the final pruned net is under the aim, from the last lambda whose pruned net was not.
 
+**Under torchrun** (``hwnas.distributed``) each rank takes its shard of both halves' global
+batches; the weight step runs through DDP, batch norm normalises over the global batch, and
+dL/dlambda is averaged over the ranks before APG-NAG steps, so lambda, the velocity, gamma
+and the pruned forward pass stay the same on every rank (``tests/test_distributed.py``).
+
 **Adaptive latency** (the paper's adaptive MAC, eq. 10, with milliseconds): the weight of an
 edge into an op is ``gamma * (ms(edge) + ms(op)) / ms_max``, ``ms(op)`` the op's calibrated
 latency at its block's shape (``DagLatencyModel.calibrated_part_ms``), ``ms(edge)`` the
@@ -207,7 +212,7 @@ class DsoNasStrategy(Strategy):
         return self.epoch >= self.options["pretrain_epochs"]
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, arch_batches: ArchBatches | None) -> StepResult:
-        logits = self.supernet(images, self.lam.detach())
+        logits = self.net(images, self.lam.detach())  # DDP under torchrun: the weight gradients are averaged over ranks
         loss = self.cross_entropy(logits, labels)
         self.weight_update(loss)
         if self.searching:
@@ -219,7 +224,10 @@ class DsoNasStrategy(Strategy):
     def lambda_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """One APG-NAG step on lambda with the budget-controlled, latency-weighted thresholds."""
         loss = self.cross_entropy(self.supernet(images, self.lam), labels)
-        (grad,) = torch.autograd.grad(loss, [self.lam])
+        (grad,) = torch.autograd.grad(loss, [self.lam], allow_unused=True)
+        if grad is None:  # every edge at 0: no lambda takes part in the forward pass
+            grad = torch.zeros_like(self.lam)
+        self.dist.all_reduce_mean_(grad)  # the global held-out batch's gradient: lambda, v and gamma stay equal on every rank
         self.apg.step(self.lam.data, grad, self.gamma_now * self.weights)
         self.control()
 
