@@ -277,6 +277,20 @@ MUTATIONS = (
         ("tests/test_distributed.py::test_two_processes_search_dsonas_as_one_with_the_global_batch",),
     ),
     Mutation(
+        "dsonas-no-floor",
+        "hwnas/search/dsonas.py",
+        "        self.hold_floor(before)\n",
+        "",
+        ("tests/test_dsonas.py",),
+    ),
+    Mutation(
+        "dsonas-floor-undoes-every-zeroed-edge",
+        "hwnas/search/dsonas.py",
+        "            if self.latency.masks_ms(masks_of(lam, space)) >= floor_ms:\n                break\n",
+        "",
+        ("tests/test_dsonas.py",),
+    ),
+    Mutation(
         "dag-isolated-ops-kept",
         "hwnas/spaces/dag.py",
         "live = set(self.live_ops(kept)) | {0, self.output}",
