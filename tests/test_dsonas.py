@@ -426,7 +426,7 @@ def test_a_lambda_step_never_prunes_the_net_under_the_floor_and_undoes_only_what
     held.lambda_step(*images(seed=3))
     assert bare.pruned_ms < 0.1 * aim  # the bare step prunes almost everything (momentum, thresholds far over lambda)
     assert 0.9 * aim <= held.pruned_ms <= aim
-    # undone: the edges the step zeroed, closest to surviving first (largest before + v), and no more than needed
+    # undone: the edges the step zeroed, the least pushed first (largest lambda before + new velocity), no more than needed
     target = before + bare.apg.velocity
     zeroed = sorted(((before > 0) & (bare.lam == 0)).nonzero().tolist(), key=lambda be: -float(target[be[0], be[1]]))
     restored = [be for be in zeroed if held.lam[be[0], be[1]] > 0]

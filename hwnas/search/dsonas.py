@@ -38,7 +38,7 @@ near 0 on past it, and an edge at lambda = 0 never returns (it leaves the forwar
 it gets no gradient). Without a floor a run at 50 % of the range pruned its net to 0.855 x
 aim in the last epoch. Each lambda step is therefore projected onto the nets not under
 ``floor`` x aim: where the step takes the pruned net under it, the step is undone for the
-edges it zeroed, the one it took least far below 0 first, until the net is back at or over
+edges it zeroed, the one it pushed least hard towards 0 first, until the net is back at or over
 the floor (``hold_floor``). Together with gamma, which stops pushing at the aim, this holds
 the pruned net within [floor, 1] x aim once it has come down to the aim: the budget
 controls the search in both directions, down by gamma and up by the floor. A negative gamma
@@ -175,7 +175,8 @@ class DsoNasStrategy(Strategy):
         "floor": Knob(
             0.9,
             "a lambda step never prunes the net under this share of the aim: the step of the edges it would zero is "
-            "undone, closest to surviving first, until the pruned net is back at or over it (0: no floor, as the paper)",
+            "undone, the least pushed first (largest lambda + velocity), until the pruned net is back at or over it "
+            "(0: no floor, as the paper)",
         ),
     }
 
@@ -258,8 +259,9 @@ class DsoNasStrategy(Strategy):
         be taken back, and APG-NAG's momentum carries lambdas on to 0 after gamma has dropped to
         0 at the aim. So the step is projected onto the nets not under the floor: the edges this
         step zeroed get their lambda before the step back, with no velocity, one at a time, the
-        one the step took least far below 0 (``before + v``, the step's target before the
-        projection to lambda >= 0) first, until the pruned net is at or over the floor.
+        one the step pushed least hard towards 0 first (the largest ``before + v``: lambda before
+        the step plus its new velocity, ``S(z) + mu v_old``, the step's target without the
+        momentum of this step itself), until the pruned net is at or over the floor.
         """
         floor_ms = self.options["floor"] * self.budget.aim_ms
         space = self.latency.space
