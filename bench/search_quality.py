@@ -119,15 +119,15 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        """Every method and both budgets, every step of the full run, each as short as still runs it (< 15 min on 2 cores)."""
+        """Every method (DSO-NAS at one budget, the others at both), every step of the full run, each as short as still runs it."""
         small = {**ONE_SHOT, "population": 10, "top_k": 3, "mutations": 4, "crossovers": 4, "generations": 3, "score_images": 200}
         return cls(
             seeds=(0,),
-            search={"epochs": 2, "steps_per_epoch": 8, "batch_size": 16, "eval_images": 256},
+            search={"epochs": 2, "steps_per_epoch": 6, "batch_size": 16, "eval_images": 256},
             method_options={"spos": small, "random": small, "greedynas": {**small, "rank_images": 100}, "dsonas": DSONAS_OPTIONS},
             recipe={
                 "epochs": 1,
-                "train_images": 1200,
+                "train_images": 800,
                 "val_images": 1000,
                 "batch_size": 64,
                 "lr": 0.05,
@@ -137,7 +137,7 @@ class Plan:
             },
             finetune={
                 "epochs": 1,
-                "train_images": 500,
+                "train_images": 400,
                 "batch_size": 64,
                 "lr": 0.05,
                 "weight_decay": 4e-5,
