@@ -2,24 +2,29 @@
 
     python bench/search_quality.py [--quick] [--table TABLE] [--work DIR] [--out DIR] [--workers 2] [--methods M,...]
 
-On Fashion-MNIST at 32x32 (Debian's ``dataset-fashion-mnist``), for the ``proxyless`` space:
+On Fashion-MNIST at 32x32 (Debian's ``dataset-fashion-mnist``), for the ``proxyless`` space, and
+for DSO-NAS (which searches the edges of a DAG space) on ``dsonas-small`` at width 0.25, each
+space with its own table, budgets and random nets (every row and net says its space):
 
-1. **table**: ``--table``, or one profiled and validated on this machine into the work folder;
+1. **table**: ``--table`` (``--dag-table``), or one profiled and validated on this machine into the
+   work folder (``table.json``, ``table-dsonas-small.json``);
 2. **budgets**: the space's fastest net + 25 % and + 60 % of its range to the slowest;
 3. **searches**: every method of the registry x budget x seed, with the search settings below;
 4. **training**: each derived arch from scratch with one fixed recipe and the search's seed,
    and again from its inherited supernet weights (``hwnas train``'s fine-tune) with the
    same recipe; random archs drawn uniformly from the band [0.9, 1.0] x aim of each budget
-   (``hwnas.search.random_archs``), each trained from scratch with the recipe and every seed:
+   (``hwnas.search.random_archs``; on the DAG space random edge sets rejected outside the band,
+   ``DagBandSampler``), each trained from scratch with the recipe and every seed:
    their spread over seeds is the seed noise, and a one-way analysis of variance per band says
    whether the recipe tells archs of one latency apart at all (if it does not, no search can
    beat random on it);
-5. **ranking**: every supernet of the first seed scores all random archs (inherited weights,
+5. **ranking**: every chain supernet of the first seed scores all random archs of its space (inherited weights,
    BN recalibrated on training batches, accuracy on held-out images); Kendall's tau against
    their from-scratch accuracy (the mean over seeds) says whether it ranks nets as training does;
 6. **latency**: every net exported to ONNX (``hwnas export``'s exporter) and measured with
-   the profiler's protocol on ONNX Runtime, all files in the same interleaved rounds, at the end
-   and alone, so the machine's drift hits all alike;
+   the profiler's protocol on ONNX Runtime, all files of a space in the same interleaved rounds,
+   at the end and alone, so the machine's drift hits all alike (``latency.json``,
+   ``latency-dsonas-small.json``: a space added later leaves the other's measurements as they were);
 7. **report**: ``results.md`` (the table, the recipe, the seed noise, the machine, the commit,
    the wall time), ``results.json`` (the same figures; ``rows``: one per method and budget)
    and ``results.png`` (accuracy against measured latency, every net a point).
@@ -27,7 +32,7 @@ On Fashion-MNIST at 32x32 (Debian's ``dataset-fashion-mnist``), for the ``proxyl
 Every search, training and measurement is cached in the work folder, keyed by what it
 computes (arch, recipe, seed, settings), so an interrupted run goes on where it stopped and
 a rerun only reports. ``--quick``: one seed, short searches and a short recipe, two random
-archs per budget; it writes into the work folder, not ``docs/``.
+archs per budget, DSO-NAS at one budget (+ 60 %); it writes into the work folder, not ``docs/``.
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ONE_SHOT = {"population": 16, "top_k": 4, "mutations": 6, "crossovers": 6, "generations": 6, "score_images": 300}
 #: GreedyNAS ranks its 10 paths per step on 200 held-out images (its default 1,000 makes a step cost 10,000 image passes)
 METHOD_OPTIONS = {"spos": ONE_SHOT, "random": ONE_SHOT, "greedynas": {**ONE_SHOT, "rank_images": 200}}
+#: DSO-NAS: its one pre-train epoch leaves one epoch of lambda steps here; gamma 4x its default to prune within it
+#: (its floor keeps a strong gamma from pruning past the aim)
+DSONAS_OPTIONS = {"gamma": 0.2}
 
 
 @dataclass(frozen=True)
@@ -102,19 +110,24 @@ class Plan:
     ranking_bn_batches: int = 20
     rounds: int = 5
     #: per-method options (the search's other settings are the same for every method)
-    method_options: dict = field(default_factory=lambda: dict(METHOD_OPTIONS))
+    method_options: dict = field(default_factory=lambda: {**METHOD_OPTIONS, "dsonas": DSONAS_OPTIONS})
+    #: DSO-NAS searches the edges of a DAG space, not ``space``: its own space (at this width), its own table (profiled
+    #: and validated like ``space``'s), budgets from its own range, random nets of that space
+    dag_space: str = "dsonas-small"
+    dag_width_mult: float = 0.25
+    dag_fractions: tuple[float, ...] = (0.25, 0.60)
 
     @classmethod
     def quick(cls) -> Plan:
-        """Every method and both budgets, every step of the full run, each as short as still runs it (< 15 min on 2 cores)."""
+        """Every method (DSO-NAS at one budget, the others at both), every step of the full run, each as short as still runs it."""
         small = {**ONE_SHOT, "population": 10, "top_k": 3, "mutations": 4, "crossovers": 4, "generations": 3, "score_images": 200}
         return cls(
             seeds=(0,),
-            search={"epochs": 2, "steps_per_epoch": 8, "batch_size": 16, "eval_images": 256},
-            method_options={"spos": small, "random": small, "greedynas": {**small, "rank_images": 100}},
+            search={"epochs": 2, "steps_per_epoch": 6, "batch_size": 16, "eval_images": 256},
+            method_options={"spos": small, "random": small, "greedynas": {**small, "rank_images": 100}, "dsonas": DSONAS_OPTIONS},
             recipe={
                 "epochs": 1,
-                "train_images": 1200,
+                "train_images": 800,
                 "val_images": 1000,
                 "batch_size": 64,
                 "lr": 0.05,
@@ -124,7 +137,7 @@ class Plan:
             },
             finetune={
                 "epochs": 1,
-                "train_images": 500,
+                "train_images": 400,
                 "batch_size": 64,
                 "lr": 0.05,
                 "weight_decay": 4e-5,
@@ -132,6 +145,7 @@ class Plan:
                 "bn_batches": 5,
             },
             random_per_budget=2,
+            dag_fractions=(0.60,),
             ranking_images=300,
             ranking_bn_batches=5,
             rounds=3,
@@ -255,43 +269,35 @@ def run_jobs(function, jobs: list[dict], workers: int, label: str) -> list[dict]
 
 
 # -- steps ------------------------------------------------------------------------------------------
-def ensure_table(args: argparse.Namespace, plan: Plan, work: Path) -> Path:
-    if args.table:
-        return Path(args.table)
-    table = work / "table.json"
+def ensure_table(given: str | None, space: str, args: dict, table: Path, rounds: int) -> Path:
+    """``given``, or a table of ``space`` (options ``args``) profiled and validated on this machine at ``table``."""
+    if given:
+        return Path(given)
     if not table.is_file() or "calibration" not in json.loads(table.read_text()):
-        sa = space_args(plan)
-        shape = [
-            "--resolution",
-            str(sa["resolution"]),
-            "--in-channels",
-            str(sa["in_channels"]),
-            "--num-classes",
-            str(sa["num_classes"]),
-        ]
+        shape = [f"--{name.replace('_', '-')}={value}" for name, value in sorted(args.items())]
         hwnas = [sys.executable, "-m", "hwnas"]
-        print("profiling the space on this machine (hwnas profile, hwnas tables validate)", file=sys.stderr, flush=True)
+        print(f"profiling {space} on this machine (hwnas profile, hwnas tables validate)", file=sys.stderr, flush=True)
         subprocess.run(
-            [*hwnas, "profile", "--space", plan.space, *shape, "-o", str(table), "--rounds", str(plan.rounds)],
+            [*hwnas, "profile", "--space", space, *shape, "-o", str(table), "--rounds", str(rounds)],
             check=True,
             stdout=subprocess.DEVNULL,
         )
         subprocess.run(
-            [*hwnas, "tables", "validate", str(table), "--n", "20" if plan.rounds > 3 else "10"],
+            [*hwnas, "tables", "validate", str(table), "--n", "20" if rounds > 3 else "10"],
             check=True,
             stdout=subprocess.DEVNULL,
         )
     return table
 
 
-def measure_latencies(archs: list[str], plan: Plan, work: Path) -> dict[str, float]:
-    """Export every arch to ONNX and time all files in the same interleaved rounds (cached as a whole)."""
+def measure_latencies(archs: list[str], plan: Plan, work: Path, name: str = "latency.json") -> dict[str, float]:
+    """Export every arch to ONNX and time all files in the same interleaved rounds (cached as a whole, in ``name``)."""
     from hwnas.arch import Arch
     from hwnas.export.onnx_file import export_onnx
     from hwnas.latency.protocol import Protocol
     from hwnas.latency.runtimes import get_runtime
 
-    cache = work / "latency.json"
+    cache = work / name
     known = json.loads(cache.read_text()) if cache.is_file() else {}
     if all(a in known for a in archs):
         return known
@@ -400,30 +406,33 @@ def commit() -> str:
         return "unknown"
 
 
-def write_plot(path: Path, nets: list[dict], budgets: list[float]) -> None:
+def write_plot(path: Path, nets: list[dict], budgets: list[dict]) -> None:
+    """Accuracy against measured latency, one panel per space (their nets span different latencies)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colours = {}
-    for net in nets:
-        if net["kind"] == "random":
-            ax.scatter(net["measured_ms"], net["acc"], color="0.6", marker="o", s=30, label="random (band)")
-        else:
-            colour = colours.setdefault(net["method"], f"C{len(colours)}")
-            ax.scatter(net["measured_ms"], net["acc"], color=colour, marker="D", s=40, label=net["method"])
-    for budget in budgets:
-        ax.axvline(budget, color="red", linestyle="--", linewidth=1)
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys())
-    ax.set(
-        xlabel="measured latency (ms, ONNX Runtime, 1 thread)",
-        ylabel="accuracy, trained from scratch",
-        title="searched vs random nets (red: budgets)",
-    )
+    spaces = list(dict.fromkeys(net.get("space", "proxyless") for net in nets))
+    fig, axes = plt.subplots(1, len(spaces), figsize=(8 * len(spaces), 5), squeeze=False)
+    colours: dict[str, str] = {}
+    for ax, space in zip(axes[0], spaces):
+        for net in (n for n in nets if n.get("space", "proxyless") == space):
+            if net["kind"] == "random":
+                ax.scatter(net["measured_ms"], net["acc"], color="0.6", marker="o", s=30, label="random (band)")
+            else:
+                colour = colours.setdefault(net["method"], f"C{len(colours)}")
+                ax.scatter(net["measured_ms"], net["acc"], color=colour, marker="D", s=40, label=net["method"])
+        for budget in (b["budget_ms"] for b in budgets if b.get("space", "proxyless") == space):
+            ax.axvline(budget, color="red", linestyle="--", linewidth=1)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys())
+        ax.set(
+            xlabel="measured latency (ms, ONNX Runtime, 1 thread)",
+            ylabel="accuracy, trained from scratch",
+            title=f"space {space}: searched vs random nets (red: budgets)",
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -432,7 +441,7 @@ def write_plot(path: Path, nets: list[dict], budgets: list[float]) -> None:
 def report(out: Path, summary: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2))
-    write_plot(out / "results.png", summary["nets"], [b["budget_ms"] for b in summary["budgets"]])
+    write_plot(out / "results.png", summary["nets"], summary["budgets"])
     plan, recipe, search = summary["plan"], summary["plan"]["recipe"], summary["plan"]["search"]
     lines = [
         "# Search quality: searched nets against random nets of the same latency",
@@ -441,11 +450,18 @@ def report(out: Path, summary: dict) -> None:
         f"{summary['commit']}: {summary['span_s'] / 60:.0f} min of wall time from the first search's start to the last "
         f"measurement (pauses between invocations included; {summary['wall_s'] / 60:.1f} min in the last one); its searches and "
         f"trainings took {summary['jobs_s'] / 60:.0f} min of process time together (run {summary['plan_workers']} at a time).",
-        f"Machine: {summary['machine']}. Table: `{summary['table']}` (fastest {summary['fastest_ms']:.4g} ms, slowest "
-        f"{summary['slowest_ms']:.4g} ms predicted).",
+        f"Machine: {summary['machine']}. "
+        + " ".join(
+            f"Space `{x['space']}` ({', '.join(x['methods'])}): table `{x['table']}` (fastest {x['fastest_ms']:.4g} ms, slowest "
+            f"{x['slowest_ms']:.4g} ms predicted)."
+            for x in summary["spaces"]
+        ),
         "",
-        f"* data: {plan['data']} at 32x32, space `{plan['space']}`; budgets at the fastest net + "
-        f"{', '.join(f'{100 * f:g} %' for f in plan['fractions'])} of the range to the slowest; aim = budget x (1 - {plan['margin']})",
+        f"* data: {plan['data']} at 32x32; space `{plan['space']}` for the chain methods, budgets at its fastest net + "
+        f"{', '.join(f'{100 * f:g} %' for f in plan['fractions'])} of the range to its slowest; DSO-NAS searches the edges "
+        f"of `{plan['dag_space']}` (width {plan['dag_width_mult']}), budgets at + "
+        f"{', '.join(f'{100 * f:g} %' for f in plan['dag_fractions'])} of that space's range, its own table; "
+        f"aim = budget x (1 - {plan['margin']})",
         f"* searches: {search['epochs']} epochs x {search['steps_per_epoch']} steps x batch {search['batch_size']}, "
         f"seeds {', '.join(map(str, plan['seeds']))}, supernet scored on {search.get('eval_images', 'all')} held-out images; "
         f"one-shot selection {json.dumps(plan['method_options'])}; every other option at its default",
@@ -455,13 +471,14 @@ def report(out: Path, summary: dict) -> None:
         f"scoring on {summary['val_images']} held-out images",
         f"* fine-tune (`hwnas train` from the inherited weights): {plan['finetune']['epochs']} epoch(s) on the first "
         f"{plan['finetune']['train_images']} images of that subset, otherwise the same recipe and held-out images",
-        f"* random nets: {plan['random_per_budget']} per budget, drawn uniformly from the archs predicted within "
-        f"[{plan['band'][0]}, {plan['band'][1]}] x aim, each trained with every seed; a random net's accuracy is its mean "
+        f"* random nets: {plan['random_per_budget']} per budget, of the budget's space, drawn from the archs predicted within "
+        f"[{plan['band'][0]}, {plan['band'][1]}] x aim (chain spaces: uniformly; the DAG space: random edge sets, rejected "
+        "outside the band), each trained with every seed; a random net's accuracy is its mean "
         "over seeds (so 'random best' is the best arch, not a lucky seed)",
         f"* seed noise (accuracy std over seeds, pooled over {summary['seed_noise']['archs']} arch(s), "
         f"{summary['seed_noise']['df']} degrees of freedom): {summary['seed_noise']['std']:.4f}",
         *[
-            f"* do the random archs at {b['budget_ms']:.4g} ms differ beyond seed noise? their means spread "
+            f"* do the random archs of `{b.get('space', plan['space'])}` at {b['budget_ms']:.4g} ms differ beyond seed noise? their means spread "
             f"{b['arch_spread']['means_std']:.4f} (std); one-way ANOVA F = {b['arch_spread']['f']:.2f}, p = {b['arch_spread']['p']:.2f}; "
             f"estimated std of their true accuracies {b['arch_spread']['between_std']:.4f}"
             for b in summary["budgets"]
@@ -469,16 +486,16 @@ def report(out: Path, summary: dict) -> None:
         f"* latency: every net exported to ONNX and timed on ONNX Runtime (CPU, 1 thread, batch 1), {plan['rounds']} interleaved "
         "rounds over all files",
         "",
-        "| method | budget ms | aim ms | from scratch acc (mean +- std) | fine-tuned acc (inherited) | random mean | random best | "
-        "method - random mean [95 % CI] | measured ms (predicted) | search wall s | supernet tau |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | space | budget ms | aim ms | from scratch acc (mean +- std) | fine-tuned acc (inherited) | random mean | "
+        "random best | method - random mean [95 % CI] | measured ms (predicted) | search wall s | supernet tau |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["rows"]:
         ci = "" if math.isnan(row["diff_low"]) else f" [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
         tau = "" if row["ranking_tau"] is None or math.isnan(row["ranking_tau"]) else f"{row['ranking_tau']:+.2f}"
         std = "" if math.isnan(row["search_acc_std"]) else f" +- {row['search_acc_std']:.4f}"
         lines.append(
-            f"| {row['method']} | {row['budget_ms']:.4g} | {row['aim_ms']:.4g} | {row['search_acc_mean']:.4f}{std} | "
+            f"| {row['method']} | {row.get('space', plan['space'])} | {row['budget_ms']:.4g} | {row['aim_ms']:.4g} | {row['search_acc_mean']:.4f}{std} | "
             f"{row['finetuned_acc_mean']:.4f} | {row['random_acc_mean']:.4f} | {row['random_acc_best']:.4f} | "
             f"{row['diff']:+.4f}{ci} | {row['measured_ms_mean']:.4g} ({row['predicted_ms_mean']:.4g}) | "
             f"{row['search_wall_s_mean']:.0f} | {tau} |"
@@ -487,26 +504,26 @@ def report(out: Path, summary: dict) -> None:
         "",
         "Random nets:",
         "",
-        "| budget ms | arch | seed | predicted ms | measured ms | acc |",
-        "|---|---|---|---|---|---|",
+        "| space | budget ms | arch | seed | predicted ms | measured ms | acc |",
+        "|---|---|---|---|---|---|---|",
     ]
     for net in summary["nets"]:
         if net["kind"] == "random":
             lines.append(
-                f"| {net['budget_ms']:.4g} | `{net['arch'].split(':')[1]}` | {net['seed']} | {net['predicted_ms']:.4g} | "
+                f"| {net.get('space', plan['space'])} | {net['budget_ms']:.4g} | `{net['arch'].split(':')[1]}` | {net['seed']} | {net['predicted_ms']:.4g} | "
                 f"{net['measured_ms']:.4g} | {net['acc']:.4f} |"
             )
     lines += [
         "",
         "Searched nets:",
         "",
-        "| method | budget ms | seed | arch | predicted ms | measured ms | from scratch | fine-tuned |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | space | budget ms | seed | arch | predicted ms | measured ms | from scratch | fine-tuned |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for net in summary["nets"]:
         if net["kind"] == "search":
             lines.append(
-                f"| {net['method']} | {net['budget_ms']:.4g} | {net['seed']} | `{net['arch'].split(':')[1]}` | "
+                f"| {net['method']} | {net.get('space', plan['space'])} | {net['budget_ms']:.4g} | {net['seed']} | `{net['arch'].split(':')[1]}` | "
                 f"{net['predicted_ms']:.4g} | {net['measured_ms']:.4g} | {net['acc']:.4f} | {net['finetuned_acc']:.4f} |"
             )
     if summary["one_shot"]:
@@ -530,10 +547,27 @@ def report(out: Path, summary: dict) -> None:
 
 
 # -- main -------------------------------------------------------------------------------------------
+@dataclass
+class Section:
+    """One space of the benchmark: its methods, table, budgets and random nets (``proxyless``; DSO-NAS's DAG space)."""
+
+    space: str
+    space_args: dict
+    methods: list[str]
+    table: Path
+    #: where its nets' measured latencies are cached (the nets of one space are timed in the same rounds)
+    latency_file: str
+    #: the supernets of the first seed score the random nets (chain supernets only)
+    ranking: bool
+    model: Any = None
+    budgets: list[dict] = field(default_factory=list)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, short searches and recipe (< 15 min on 2 cores)")
     parser.add_argument("--table", help="latency table of this machine [default: profile one into the work folder]")
+    parser.add_argument("--dag-table", help="DSO-NAS's table (its DAG space) [default: profile one into the work folder]")
     parser.add_argument("--work", type=Path, help="cache folder [runs/search_quality, or runs/search_quality-quick]")
     parser.add_argument("--out", type=Path, help="where results.md/.json/.png go [docs/, or the work folder with --quick]")
     parser.add_argument("--workers", type=int, default=2, help="processes for searches and trainings (one torch thread each)")
@@ -547,67 +581,84 @@ def main() -> int:
 
     from hwnas.arch import Arch
     from hwnas.data import load_data
-    from hwnas.latency import LatencyModel, LatencyTable
+    from hwnas.latency import LatencyTable, latency_model
     from hwnas.search import STRATEGIES
     from hwnas.search.budget import make_target
-    from hwnas.search.random_archs import BandSampler
+    from hwnas.search.random_archs import band_sampler
     from hwnas.spaces import get_space
 
     sa = space_args(plan)
+    dag_sa = {**sa, "width_mult": plan.dag_width_mult}
     load_data(plan.data, sa["resolution"], sa["in_channels"])  # a missing data set fails here, before any work
-    table_path = ensure_table(args, plan, work)
-    table = LatencyTable.load(table_path)
-    model = LatencyModel(table, get_space(plan.space, **sa))
-    fastest, slowest = model.fastest()[1], model.slowest()[1]
     plan_dict = asdict(plan)
-    space = get_space(plan.space, **sa)
-    # every method that can search the plan's space (DSO-NAS searches the edges of DAG spaces: not this plan's)
-    methods = args.methods.split(",") if args.methods else [m for m, cls in STRATEGIES.items() if cls.supports(space)]
+    space, dag_space = get_space(plan.space, **sa), get_space(plan.dag_space, **dag_sa)
+    # every method of the registry, each on the space it can search (DSO-NAS: the edges of the DAG space)
+    methods = args.methods.split(",") if args.methods else list(STRATEGIES)
     unknown = [m for m in methods if m not in STRATEGIES]
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
-    unfit = [m for m in methods if not STRATEGIES[m].supports(space)]
+    unfit = [m for m in methods if not (STRATEGIES[m].supports(space) or STRATEGIES[m].supports(dag_space))]
     if unfit:
-        parser.error(f"method(s) {', '.join(unfit)} cannot search space {plan.space}")
+        parser.error(f"method(s) {', '.join(unfit)} cannot search space {plan.space} or {plan.dag_space}")
+    sections = []
+    chain_methods = [m for m in methods if STRATEGIES[m].supports(space)]
+    dag_methods = [m for m in methods if not STRATEGIES[m].supports(space)]
+    if chain_methods:
+        table = ensure_table(args.table, plan.space, sa, work / "table.json", plan.rounds)
+        sections.append(Section(plan.space, sa, chain_methods, table, "latency.json", True))
+    if dag_methods:
+        table = ensure_table(args.dag_table, plan.dag_space, dag_sa, work / f"table-{plan.dag_space}.json", plan.rounds)
+        sections.append(Section(plan.dag_space, dag_sa, dag_methods, table, f"latency-{plan.dag_space}.json", False))
 
-    budgets = []
-    for fraction in plan.fractions:
-        budget = fastest + fraction * (slowest - fastest)
-        target = make_target(budget, fastest, slowest, plan.margin, None)
-        randoms = BandSampler(model, plan.band[0] * target.aim_ms, plan.band[1] * target.aim_ms).sample(
-            plan.random_per_budget, seed=int(1000 * fraction)
-        )
-        budgets.append(
-            {"fraction": fraction, "budget_ms": budget, "aim_ms": target.aim_ms, "random": [a.to_compact() for a in randoms]}
-        )
+    for section in sections:
+        section.model = latency_model(LatencyTable.load(section.table), get_space(section.space, **section.space_args))
+        fastest, slowest = section.model.fastest()[1], section.model.slowest()[1]
+        for fraction in plan.fractions if section.space == plan.space else plan.dag_fractions:
+            budget = fastest + fraction * (slowest - fastest)
+            target = make_target(budget, fastest, slowest, plan.margin, None)
+            randoms = band_sampler(section.model, plan.band[0] * target.aim_ms, plan.band[1] * target.aim_ms).sample(
+                plan.random_per_budget, seed=int(1000 * fraction)
+            )
+            section.budgets.append(
+                {
+                    "space": section.space,
+                    "fraction": fraction,
+                    "budget_ms": budget,
+                    "aim_ms": target.aim_ms,
+                    "random": [a.to_compact() for a in randoms],
+                }
+            )
+    budgets = [b for section in sections for b in section.budgets]
 
     # 1. searches
     searches = []
-    for b in budgets:
-        for method in methods:
-            for seed in plan.seeds:
-                config = dict(
-                    method=method,
-                    table=str(table_path),
-                    budget_ms=b["budget_ms"],
-                    space=plan.space,
-                    space_args=sa,
-                    data=plan.data,
-                    margin=plan.margin,
-                    seed=seed,
-                    **plan.search,
-                )
-                if method in plan.method_options:  # only where set, so the other methods' cache keys stay as they were
-                    config["method_options"] = plan.method_options[method]
-                searches.append(
-                    {
-                        "method": method,
-                        "seed": seed,
-                        "budget": b,
-                        "config": config,
-                        "folder": str(work / "search" / key("search", config)),
-                    }
-                )
+    for section in sections:
+        for b in section.budgets:
+            for method in section.methods:
+                for seed in plan.seeds:
+                    config = dict(
+                        method=method,
+                        table=str(section.table),
+                        budget_ms=b["budget_ms"],
+                        space=section.space,
+                        space_args=section.space_args,
+                        data=plan.data,
+                        margin=plan.margin,
+                        seed=seed,
+                        **plan.search,
+                    )
+                    if method in plan.method_options:  # only where set, so the other methods' cache keys stay as they were
+                        config["method_options"] = plan.method_options[method]
+                    searches.append(
+                        {
+                            "method": method,
+                            "seed": seed,
+                            "budget": b,
+                            "section": section,
+                            "config": config,
+                            "folder": str(work / "search" / key("search", config)),
+                        }
+                    )
     search_results = run_jobs(
         search_job, [{"folder": s["folder"], "config": s["config"]} for s in searches], args.workers, "searches"
     )
@@ -643,36 +694,46 @@ def main() -> int:
     unique = {j["folder"]: j for j in jobs + [r[2] for r in random_jobs]}
     trained = dict(zip(unique, run_jobs(train_job, list(unique.values()), args.workers, "trainings")))
 
-    # 3. ranking: each first-seed supernet scores every random arch
-    all_random = [a for b in budgets for a in b["random"]]
-    rank_runs = [s for s in searches if s["seed"] == plan.seeds[0]]
-    rank_scores = run_jobs(
-        ranking_job,
-        [
-            {
-                "run": s["folder"],
-                "archs": all_random,
-                "plan": plan_dict,
-                "file": str(Path(s["folder"]) / f"ranking-{key(all_random, plan.ranking_images, plan.ranking_bn_batches)}.json"),
-            }
-            for s in rank_runs
-        ],
-        args.workers,
-        "supernet rankings",
-    )
+    # 3. ranking: each first-seed chain supernet scores every random arch of its space
+    taus = {}
+    rank_runs, rank_scores, all_random = [], [], []
     random_accs: dict[str, list[float]] = {}  # arch -> its accuracy with each seed
     for _, arch, job in random_jobs:
         random_accs.setdefault(arch, []).append(trained[job["folder"]]["val_acc"])
-    taus = {
-        (s["method"], s["budget"]["fraction"]): kendall(
-            [scores[a] for a in all_random], [statistics.fmean(random_accs[a]) for a in all_random]
+    for section in (x for x in sections if x.ranking):
+        all_random = [a for b in section.budgets for a in b["random"]]
+        rank_runs = [s for s in searches if s["seed"] == plan.seeds[0] and s["section"] is section]
+        rank_scores = run_jobs(
+            ranking_job,
+            [
+                {
+                    "run": s["folder"],
+                    "archs": all_random,
+                    "plan": plan_dict,
+                    "file": str(
+                        Path(s["folder"]) / f"ranking-{key(all_random, plan.ranking_images, plan.ranking_bn_batches)}.json"
+                    ),
+                }
+                for s in rank_runs
+            ],
+            args.workers,
+            "supernet rankings",
         )
-        for s, scores in zip(rank_runs, rank_scores)
-    }
+        taus.update(
+            {
+                (s["method"], s["budget"]["fraction"]): kendall(
+                    [scores[a] for a in all_random], [statistics.fmean(random_accs[a]) for a in all_random]
+                )
+                for s, scores in zip(rank_runs, rank_scores)
+            }
+        )
 
-    # 4. latency of every net, measured alone at the end
-    searched_archs = [r["arch"] for r in search_results]
-    measured = measure_latencies(list(dict.fromkeys(searched_archs + all_random)), plan, work)
+    # 4. latency of every net, measured alone at the end (the nets of one space in the same rounds)
+    measured: dict[str, float] = {}
+    for section in sections:
+        searched_archs = [r["arch"] for s, r in zip(searches, search_results) if s["section"] is section]
+        randoms = [a for b in section.budgets for a in b["random"]]
+        measured.update(measure_latencies(list(dict.fromkeys(searched_archs + randoms)), plan, work, section.latency_file))
 
     # 5. figures
     nets = []
@@ -680,6 +741,7 @@ def main() -> int:
         nets.append(
             {
                 "kind": "search",
+                "space": s["section"].space,
                 "method": s["method"],
                 "seed": s["seed"],
                 "budget_ms": s["budget"]["budget_ms"],
@@ -693,49 +755,60 @@ def main() -> int:
                 "search_wall_s": json.loads((Path(s["folder"]) / "wall_s.json").read_text()),
             }
         )
+    models = {section.space: section.model for section in sections}
     for b, arch, job in random_jobs:
         nets.append(
             {
                 "kind": "random",
+                "space": b["space"],
                 "budget_ms": b["budget_ms"],
                 "arch": arch,
                 "seed": job["seed"],
-                "predicted_ms": model.predict(Arch.from_compact(arch)),
+                "predicted_ms": models[b["space"]].predict(Arch.from_compact(arch)),
                 "measured_ms": measured[arch],
                 "acc": trained[job["folder"]]["val_acc"],
             }
         )
     rows = []
-    for b in budgets:
-        randoms = [statistics.fmean(random_accs[a]) for a in b["random"]]  # each arch's mean over its seeds
-        b["arch_spread"] = arch_spread([random_accs[a] for a in b["random"]])
-        for method in methods:
-            mine = [n for n in nets if n["kind"] == "search" and n["method"] == method and n["budget_ms"] == b["budget_ms"]]
-            accs = [n["acc"] for n in mine]
-            acc_mean, acc_std = mean_std(accs)
-            diff, low, high = welch_interval(accs, randoms)
-            rows.append(
-                {
-                    "method": method,
-                    "budget_ms": b["budget_ms"],
-                    "aim_ms": b["aim_ms"],
-                    "fraction": b["fraction"],
-                    "search_acc_mean": acc_mean,
-                    "search_acc_std": acc_std,
-                    "search_accs": accs,
-                    "finetuned_acc_mean": statistics.fmean(n["finetuned_acc"] for n in mine),
-                    "random_acc_mean": statistics.fmean(randoms),
-                    "random_acc_best": max(randoms),
-                    "random_accs": randoms,
-                    "diff": diff,
-                    "diff_low": low,
-                    "diff_high": high,
-                    "measured_ms_mean": statistics.fmean(n["measured_ms"] for n in mine),
-                    "predicted_ms_mean": statistics.fmean(n["predicted_ms"] for n in mine),
-                    "search_wall_s_mean": statistics.fmean(n["search_wall_s"] for n in mine),
-                    "ranking_tau": taus.get((method, b["fraction"])),
-                }
-            )
+    for section in sections:
+        for b in section.budgets:
+            randoms = [statistics.fmean(random_accs[a]) for a in b["random"]]  # each arch's mean over its seeds
+            b["arch_spread"] = arch_spread([random_accs[a] for a in b["random"]])
+            for method in section.methods:
+                mine = [
+                    n
+                    for n in nets
+                    if n["kind"] == "search"
+                    and n["method"] == method
+                    and n["space"] == section.space
+                    and n["budget_ms"] == b["budget_ms"]
+                ]
+                accs = [n["acc"] for n in mine]
+                acc_mean, acc_std = mean_std(accs)
+                diff, low, high = welch_interval(accs, randoms)
+                rows.append(
+                    {
+                        "method": method,
+                        "space": section.space,
+                        "budget_ms": b["budget_ms"],
+                        "aim_ms": b["aim_ms"],
+                        "fraction": b["fraction"],
+                        "search_acc_mean": acc_mean,
+                        "search_acc_std": acc_std,
+                        "search_accs": accs,
+                        "finetuned_acc_mean": statistics.fmean(n["finetuned_acc"] for n in mine),
+                        "random_acc_mean": statistics.fmean(randoms),
+                        "random_acc_best": max(randoms),
+                        "random_accs": randoms,
+                        "diff": diff,
+                        "diff_low": low,
+                        "diff_high": high,
+                        "measured_ms_mean": statistics.fmean(n["measured_ms"] for n in mine),
+                        "predicted_ms_mean": statistics.fmean(n["predicted_ms"] for n in mine),
+                        "search_wall_s_mean": statistics.fmean(n["search_wall_s"] for n in mine),
+                        "ranking_tau": taus.get((method, b["fraction"])) if section.ranking else None,
+                    }
+                )
     one_shot = []
     for s, scores in zip(rank_runs, rank_scores):
         if not STRATEGIES[s["method"]].one_shot:
@@ -756,17 +829,31 @@ def main() -> int:
                 "child_acc_inherited": statistics.fmean(r["child_val_acc"] for _, r in mine),
             }
         )
-    # the run's span across invocations: the first search folder made, to the latency measurement written
-    span_s = (work / "latency.json").stat().st_mtime - min((Path(x["folder"]) / "config.json").stat().st_mtime for x in searches)
+    # the run's span across invocations: the first search folder made, to the last latency measurement written
+    span_s = max((work / section.latency_file).stat().st_mtime for section in sections) - min(
+        (Path(x["folder"]) / "config.json").stat().st_mtime for x in searches
+    )
     job_seconds = [json.loads((Path(j) / "wall_s.json").read_text()) for j in [s["folder"] for s in searches] + list(unique)]
+    main_section = sections[0]
     summary = {
         "quick": args.quick,
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
         "commit": commit(),
-        "table": str(table_path),
-        "fastest_ms": fastest,
-        "slowest_ms": slowest,
+        "table": str(main_section.table),
+        "fastest_ms": main_section.model.fastest()[1],
+        "slowest_ms": main_section.model.slowest()[1],
+        "spaces": [
+            {
+                "space": section.space,
+                "space_args": section.space_args,
+                "methods": section.methods,
+                "table": str(section.table),
+                "fastest_ms": section.model.fastest()[1],
+                "slowest_ms": section.model.slowest()[1],
+            }
+            for section in sections
+        ],
         "plan": plan_dict,
         "val_images": plan.recipe["val_images"] or len(load_data(plan.data, sa["resolution"], sa["in_channels"]).val),
         "seed_noise": seed_noise(random_accs),

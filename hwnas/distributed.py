@@ -29,7 +29,7 @@ to rounding (``tests/test_distributed.py`` checks 1e-5):
   (``step_seed``), never from the rank or the world size, so the supernet runs one graph on
   every rank and a resume with another N draws what the uninterrupted run drew.
 * **Arch gradients.** Reduced by mean across ranks before the arch optimiser steps (DSNAS: its
-  per-layer rewards dL/dZ); alpha, the Adam state and the budget controller then stay
+  per-layer rewards dL/dZ; DSO-NAS: dL/dlambda before APG-NAG's step); alpha, the Adam state and the budget controller then stay
   identical on every rank. The latency term is computed whole on every rank: the mean keeps it
   counted once.
 

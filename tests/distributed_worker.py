@@ -2,7 +2,7 @@
 
     [torchrun --nproc-per-node N] tests/distributed_worker.py SPEC.json
 
-SPEC: {"table", "budget_ms", "out", "searches": [method, ...], "epochs": {method: epochs} (default 1), "train": bool,
+SPEC: {"table", "budget_ms", "out", "searches": [method, ...] (dsonas searches dsonas-small, the others proxyless), "epochs": {method: epochs} (default 1), "train": bool,
 "resume": bool}. Everything runs in
 float64, so the comparison with one process tests the arithmetic of the distribution, not how float32 rounding
 (1e-7) grows through a few chaotic search steps (a 1e-7 change of one BN weight moved a stem gradient by 1e-3).
@@ -34,12 +34,19 @@ from helpers import tiny_space  # noqa: E402  (this script runs from tests/)
 SPACE_ARGS = {"resolution": 16, "in_channels": 1, "num_classes": 10, "width_mult": 0.25}
 
 
+#: DSO-NAS: lambda steps from the first step, strong enough that edges reach 0 and ops leave the forward pass within 4 steps
+DSONAS_OPTIONS = {"pretrain_epochs": 0, "gamma": 0.5, "lambda_lr": 0.3}
+
+
 def search_config(method: str, table: str, budget_ms: float, epochs: int) -> SearchConfig:
     options = {} if method == "snas" else {"warmup_epochs": 0}  # arch steps from the first step
+    if method == "dsonas":
+        options = DSONAS_OPTIONS
     return SearchConfig(
         method=method,
         table=table,
         budget_ms=budget_ms,
+        space="dsonas-small" if method == "dsonas" else "proxyless",
         space_args=SPACE_ARGS,
         epochs=epochs,
         batch_size=16,
@@ -70,7 +77,12 @@ def main() -> None:
                 run.run()
             if dist.is_main:
                 torch.save(
-                    {"alpha": run.arch.alpha.detach(), "weights": run.supernet.state_dict(), "budget": run.budget.state_dict()},
+                    {
+                        "alpha": run.arch.alpha.detach(),
+                        "weights": run.supernet.state_dict(),
+                        "budget": run.budget.state_dict(),
+                        "strategy": run.strategy.extra_state(),
+                    },
                     out / f"{method}.pt",
                 )
                 print(method, f"{time.perf_counter() - started:.1f} s", flush=True)

@@ -247,3 +247,55 @@ def test_the_shards_of_each_step_make_up_the_one_process_batch(shuffle):
             assert sorted(parts[0][k] + parts[1][k]) == sorted(batch)
         # the last batch (103 = 6 x 16 + 7) is cut to a multiple of 2: one image of the epoch is left out
         assert len(parts[0][-1]) == len(parts[1][-1]) == 3 and set(parts[0][-1] + parts[1][-1]) < set(batches[-1])
+
+
+# -- DSO-NAS: lambda by APG-NAG on the held-out half, its gamma controller, the pruned forward -----------------------------
+def dsonas_space():
+    from hwnas.spaces import get_space
+
+    return get_space("dsonas-small", resolution=16, in_channels=1, num_classes=10, width_mult=0.25)
+
+
+@pytest.fixture(scope="module")
+def dsonas_runs(tmp_path_factory) -> dict:
+    """DSO-NAS on dsonas-small (width 0.25, 16x16) for 2 epochs of 2 steps, lambda steps from the first, in 1 and 2 processes."""
+    from hwnas.latency import LatencyTable, latency_model
+    from hwnas.search.synthetic import write_synthetic_table
+
+    root = tmp_path_factory.mktemp("dsonas")
+    table = write_synthetic_table(dsonas_space(), root / "synthetic.json")
+    model = latency_model(LatencyTable.load(table), dsonas_space())
+    fastest, slowest = model.fastest()[1], model.slowest()[1]
+    spec = {
+        "table": str(table),
+        "budget_ms": fastest + 0.5 * (slowest - fastest),
+        "searches": ["dsonas"],
+        "epochs": {"dsonas": 2},
+    }
+    runs: dict = {"failed": {}}
+    for processes in (1, 2):
+        try:
+            run_worker({**spec, "out": str(root / str(processes))}, root, processes)
+        except AssertionError as error:  # a rank that diverged stops at its checkpoint ("alpha differs between ...")
+            runs["failed"][processes] = str(error)
+        runs[processes] = root / str(processes)
+    return runs
+
+
+def test_two_processes_search_dsonas_as_one_with_the_global_batch(dsonas_runs):
+    """lambda, the weights and BN buffers, APG-NAG's velocity, gamma and the pruned net's latency agree with one process."""
+    assert not dsonas_runs["failed"], dsonas_runs["failed"]
+    one, two = (torch.load(dsonas_runs[n] / "dsonas.pt", weights_only=True) for n in (1, 2))
+    assert_close({"lambda": one["alpha"]}, {"lambda": two["alpha"]})
+    assert_close(one["weights"], two["weights"])  # the state dict: weights and BN running statistics
+    a, b = one["strategy"], two["strategy"]
+    assert_close(
+        {"velocity": a["apg"]["velocity"], "at_aim": a["at_aim"]}, {"velocity": b["apg"]["velocity"], "at_aim": b["at_aim"]}
+    )
+    assert (a["gamma_now"], a["pruned_ms"]) == pytest.approx((b["gamma_now"], b["pruned_ms"]), rel=TOL, abs=TOL)
+    # the search moved: edges reached 0 (their ops left the forward pass) and the pruned net is below the full net
+    assert int((one["alpha"] == 0).sum()) > 0 and int((one["alpha"] > 0).sum()) > 0
+    config = json.loads((dsonas_runs[2] / "dsonas" / "config.json").read_text())
+    assert (config["world_size"], config["backend"], config["space"]) == (2, "gloo", "dsonas-small")
+    r1, r2 = (json.loads((dsonas_runs[n] / "dsonas" / "result.json").read_text()) for n in (1, 2))
+    assert r1["arch"] == r2["arch"] and r1["predicted_ms"] == pytest.approx(r2["predicted_ms"], rel=1e-9)

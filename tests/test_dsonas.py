@@ -370,7 +370,7 @@ def per_ms_weights_by_hand(space, table):
 
 
 def test_a_lambda_step_is_apg_nag_on_the_held_out_batch_with_gamma_per_ms():
-    strategy, table = dsonas_strategy(gamma=0.3, lambda_lr=0.2, lambda_momentum=0.5)
+    strategy, table = dsonas_strategy(gamma=0.3, lambda_lr=0.2, lambda_momentum=0.5, floor=0.0)  # no floor: the bare step
     strategy.control()  # the full net is far over the aim: gamma at full strength
     assert strategy.gamma_now == 0.3
     with torch.no_grad():
@@ -415,6 +415,40 @@ def test_gamma_follows_the_pruned_nets_distance_to_the_aim():
         strategy.latency.masks_ms = lambda masks, ms=pruned: ms
         strategy.control()
         assert strategy.gamma_now == pytest.approx(0.2 * share)
+
+
+def test_a_lambda_step_never_prunes_the_net_under_the_floor_and_undoes_only_what_it_must():
+    from hwnas.search.dsonas import masks_of
+
+    bare, held = (dsonas_strategy(aim_share=0.5, gamma=0.5, lambda_lr=0.3, floor=floor)[0] for floor in (0.0, 0.9))
+    aim, space = held.budget.aim_ms, held.latency.space
+    for strategy in (bare, held):
+        strategy.control()  # the full net: gamma at full strength
+    for k in range(3):  # over the floor all along: the floor changes nothing
+        bare.lambda_step(*images(seed=k))
+        held.lambda_step(*images(seed=k))
+        assert torch.equal(bare.lam, held.lam) and held.pruned_ms > aim
+    before = held.lam.detach().clone()
+    bare.lambda_step(*images(seed=3))
+    held.lambda_step(*images(seed=3))
+    assert bare.pruned_ms < 0.1 * aim  # the bare step prunes almost everything (momentum, thresholds far over lambda)
+    assert 0.9 * aim <= held.pruned_ms <= aim
+    # undone: the edges the step zeroed, the least pushed first (largest lambda before + new velocity), no more than needed
+    target = before + bare.apg.velocity
+    zeroed = sorted(((before > 0) & (bare.lam == 0)).nonzero().tolist(), key=lambda be: -float(target[be[0], be[1]]))
+    restored = [be for be in zeroed if held.lam[be[0], be[1]] > 0]
+    assert restored == zeroed[: len(restored)] and 0 < len(restored) < len(zeroed)
+    for b, e in restored:
+        assert held.lam[b, e] == before[b, e] and held.apg.velocity[b, e] == 0
+    one_fewer = bare.lam.detach().clone()
+    for b, e in restored[:-1]:
+        one_fewer[b, e] = before[b, e]
+    assert held.latency.masks_ms(masks_of(one_fewer, space)) < 0.9 * aim
+    for k in range(4, 6):  # gamma is 0 now; momentum alone never takes the net under the floor either
+        held.lambda_step(*images(seed=k))
+        assert held.pruned_ms >= 0.9 * aim
+    arch, predicted, figures = held.derive(aim, spend=True)
+    assert figures["derived_from"] == "final lambda" and 0.9 * aim <= predicted <= aim
 
 
 def test_repair_removes_the_edge_of_least_lambda_per_ms_and_ends_under_the_limit():

@@ -9,8 +9,15 @@ The search minimises ``CE(W, lambda) + delta |W|^2 + sum_e gamma_e |lambda_e|`` 
   0.5, the paper's CIFAR split), alternating 1:1. The lambda step is APG-NAG (eqs. 6-8,
   ``hwnas.search.apg``): ``z = lambda - eta grad``, ``v = S_{eta gamma}(z) - lambda + mu v``,
   ``lambda = max(0, S_{eta gamma}(z) + mu v)``; no weight decay on lambda;
-* **derive**: drop every edge with lambda = 0 and every op it isolates (``DagSpace.canonical``);
-  where the final pruned net is under the aim, from the last lambda whose pruned net was not.
+* **derive**: drop every edge with lambda = 0 and every op it isolates (``DagSpace.canonical``)
+  from the final lambda (the search holds its pruned net within [``floor``, 1] x aim, below);
+  where that net is under the floor after all, from the last lambda whose pruned net was not
+  under the aim.
+
+**Under torchrun** (``hwnas.distributed``) each rank takes its shard of both halves' global
+batches; the weight step runs through DDP, batch norm normalises over the global batch, and
+dL/dlambda is averaged over the ranks before APG-NAG steps, so lambda, the velocity, gamma
+and the pruned forward pass stay the same on every rank (``tests/test_distributed.py``).
 
 **Adaptive latency** (the paper's adaptive MAC, eq. 10, with milliseconds): the weight of an
 edge into an op is ``gamma * (ms(edge) + ms(op)) / ms_max``, ``ms(op)`` the op's calibrated
@@ -26,10 +33,17 @@ than ``settle_band`` over the aim, less as it nears the aim, none at or under it
 the paper's adaptive FLOPs (eq. 9: gamma proportional to the block's kept FLOPs) turned
 towards a target: the sparsity pressure follows how much latency is still to be removed.
 
-**Overshoot**: at the aim gamma is 0, but APG-NAG's momentum carries lambdas near 0 on past
-it (a run at 50 % of the range derived 0.855 x aim so). The search keeps the last lambda
-whose pruned net was not under the aim, and the derivation starts there when the final one
-is under it; the repair then takes that net down to the aim.
+**The floor** (``floor``, 0.9): at the aim gamma is 0, but APG-NAG's momentum carries lambdas
+near 0 on past it, and an edge at lambda = 0 never returns (it leaves the forward pass, so
+it gets no gradient). Without a floor a run at 50 % of the range pruned its net to 0.855 x
+aim in the last epoch. Each lambda step is therefore projected onto the nets not under
+``floor`` x aim: where the step takes the pruned net under it, the step is undone for the
+edges it zeroed, the one it pushed least hard towards 0 first, until the net is back at or over
+the floor (``hold_floor``). Together with gamma, which stops pushing at the aim, this holds
+the pruned net within [floor, 1] x aim once it has come down to the aim: the budget
+controls the search in both directions, down by gamma and up by the floor. A negative gamma
+(the other methods' two-sided multiplier) cannot do that part here: it only raises lambdas
+that are still above 0, which changes no latency, and never restores a pruned edge.
 
 **Repair**: a pruned net still over the aim loses, one at a time, the edge whose removal
 gives up the least lambda per ms saved (lambda summed over the removed edge and any edge
@@ -39,9 +53,11 @@ Deviations from the paper, and why:
 
 * The overall gamma is controlled (above) rather than fixed at 0.001 / 0.01: a fixed gamma
   yields a net of whatever latency it yields; this project derives under a latency budget.
-  The controller is one-sided (no negative gamma, no pull back up): an op whose every input
-  edge reached 0 is removed from the forward pass, its lambdas get no gradient and it never
-  returns, so the pruning must approach the aim from above and stop there.
+  gamma is never negative (an edge at 0 is out of the forward pass and cannot be pulled back):
+  the pruning approaches the aim from above, and the floor stops it under the aim.
+* The floor is not in the paper: it projects the lambda step onto the nets predicted at or
+  over ``floor`` x aim, so the searched net lands within [floor, 1] x aim instead of wherever
+  momentum stops (``floor`` 0: the paper's unconstrained step, derived from the final lambda).
 * An edge's weight is its target op's cost, not a shared per-op weight on edges leaving it:
   the paper does not say which edges of an op ``gamma_(m,n)`` applies to; an op disappears
   when its input edges are all 0, so they carry its cost.
@@ -156,6 +172,12 @@ class DsoNasStrategy(Strategy):
             "each edge gets gamma x its ms share",
         ),
         "settle_band": Knob(0.1, "gamma falls linearly to 0 as the pruned net comes within this share over the aim"),
+        "floor": Knob(
+            0.9,
+            "a lambda step never prunes the net under this share of the aim: the step of the edges it would zero is "
+            "undone, the least pushed first (largest lambda + velocity), until the pruned net is back at or over it "
+            "(0: no floor, as the paper)",
+        ),
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -165,6 +187,8 @@ class DsoNasStrategy(Strategy):
         for name in ("lambda_lr", "gamma", "settle_band"):
             if not self.options[name] > 0:
                 raise HwnasError(f"method dsonas's option {name} must be > 0, got {self.options[name]}")
+        if not 0 <= self.options["floor"] < 1:
+            raise HwnasError(f"method dsonas's option floor must be in [0, 1), got {self.options['floor']}")
         self.apg = ApgNag(self.options["lambda_lr"], self.options["lambda_momentum"])
         self.weights = adaptive_weights(self.latency).float()
         self.gamma_now = 0.0
@@ -207,7 +231,7 @@ class DsoNasStrategy(Strategy):
         return self.epoch >= self.options["pretrain_epochs"]
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, arch_batches: ArchBatches | None) -> StepResult:
-        logits = self.supernet(images, self.lam.detach())
+        logits = self.net(images, self.lam.detach())  # DDP under torchrun: the weight gradients are averaged over ranks
         loss = self.cross_entropy(logits, labels)
         self.weight_update(loss)
         if self.searching:
@@ -219,9 +243,44 @@ class DsoNasStrategy(Strategy):
     def lambda_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """One APG-NAG step on lambda with the budget-controlled, latency-weighted thresholds."""
         loss = self.cross_entropy(self.supernet(images, self.lam), labels)
-        (grad,) = torch.autograd.grad(loss, [self.lam])
+        (grad,) = torch.autograd.grad(loss, [self.lam], allow_unused=True)
+        if grad is None:  # every edge at 0: no lambda takes part in the forward pass
+            grad = torch.zeros_like(self.lam)
+        self.dist.all_reduce_mean_(grad)  # the global held-out batch's gradient: lambda, v and gamma stay equal on every rank
+        before = self.lam.detach().clone()
         self.apg.step(self.lam.data, grad, self.gamma_now * self.weights)
+        self.hold_floor(before)
         self.control()
+
+    def hold_floor(self, before: torch.Tensor) -> int:
+        """Undo the last step of edges it zeroed while the pruned net is under ``floor`` x aim; returns how many.
+
+        An edge at lambda = 0 leaves the forward pass and gets no gradient again: pruning cannot
+        be taken back, and APG-NAG's momentum carries lambdas on to 0 after gamma has dropped to
+        0 at the aim. So the step is projected onto the nets not under the floor: the edges this
+        step zeroed get their lambda before the step back, with no velocity, one at a time, the
+        one the step pushed least hard towards 0 first (the largest ``before + v``: lambda before
+        the step plus its new velocity, ``S(z) + mu v_old``, the step's target without the
+        momentum of this step itself), until the pruned net is at or over the floor.
+        """
+        floor_ms = self.options["floor"] * self.budget.aim_ms
+        space = self.latency.space
+        lam = self.lam.data
+        if self.latency.masks_ms(masks_of(lam, space)) >= floor_ms:
+            return 0
+        zeroed = ((before > 0) & (lam == 0)).nonzero().tolist()
+        velocity = self.apg.velocity
+        assert velocity is not None
+        target = before + velocity
+        zeroed.sort(key=lambda be: -float(target[be[0], be[1]]))
+        restored = 0
+        for b, e in zeroed:
+            lam[b, e] = before[b, e]
+            velocity[b, e] = 0.0
+            restored += 1
+            if self.latency.masks_ms(masks_of(lam, space)) >= floor_ms:
+                break
+        return restored
 
     def control(self) -> None:
         """Predict the net pruning would derive now and set the overall gamma from its distance to the aim."""
@@ -234,13 +293,13 @@ class DsoNasStrategy(Strategy):
     def derive(self, aim_ms: float, spend: bool) -> tuple[Arch, float, dict[str, Any]]:
         """Prune (lambda = 0 and isolated ops), then repair to the aim by the least lambda per ms.
 
-        Where the final lambda's pruned net is under the aim (APG-NAG's momentum carries lambdas
-        past 0 after gamma has dropped to 0), the pruning starts from ``at_aim``, the last lambda
-        whose pruned net was not under the aim, and the repair takes it down to the aim.
+        Where the final lambda's pruned net is under ``floor`` x aim (the search ended there
+        after all: a floor of 0), the pruning starts from ``at_aim``, the last lambda whose
+        pruned net was not under the aim, and the repair takes it down to the aim.
         """
         space = self.latency.space
         pruned_ms = self.latency.masks_ms(masks_of(self.lam, space))
-        lam = self.lam.detach() if pruned_ms >= aim_ms else self.at_aim
+        lam = self.lam.detach() if pruned_ms >= self.options["floor"] * aim_ms else self.at_aim
         masks = masks_of(lam, space)
         start_ms = self.latency.masks_ms(masks)
         masks, removals, saved = repair_to_limit(self.latency, masks, lam, aim_ms)
