@@ -145,16 +145,11 @@ def test_cli_warns_when_the_margin_does_not_fit_under_the_budget(cli_runner, tmp
     fastest = budget_between(table_path, 0.0)
     result = run_cli(
         cli_runner,
-        *flags(
-            latency=f"{fastest * 1.01}ms",
+        *tiny_search(
+            table_path,
+            fastest * 1.01,
             margin=0.2,
-            table=str(table_path),
-            width_mult=0.25,
-            resolution=16,
-            epochs=1,
             steps_per_epoch=1,
-            batch_size=16,
-            bn_batches=1,
             out=str(tmp_path / "run"),
             json=True,
         ),

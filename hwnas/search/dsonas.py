@@ -35,8 +35,8 @@ towards a target: the sparsity pressure follows how much latency is still to be 
 
 **The floor** (``floor``, 0.9): at the aim gamma is 0, but APG-NAG's momentum carries lambdas
 near 0 on past it, and an edge at lambda = 0 never returns (it leaves the forward pass, so
-it gets no gradient). Without a floor a run at 50 % of the range pruned its net to 0.855 x
-aim in the last epoch. Each lambda step is therefore projected onto the nets not under
+it gets no gradient). Without a floor the measured run of ``docs/dsonas.md`` pruned its net
+well under the aim in its last epoch. Each lambda step is therefore projected onto the nets not under
 ``floor`` x aim: where the step takes the pruned net under it, the step is undone for the
 edges it zeroed, the one it pushed least hard towards 0 first, until the net is back at or over
 the floor (``hold_floor``). Together with gamma, which stops pushing at the aim, this holds
