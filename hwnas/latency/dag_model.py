@@ -63,11 +63,15 @@ class DagLatencyModel:
     # -- whole nets ----------------------------------------------------------------------
     def sum_ms(self, arch: Arch) -> float:
         """Uncalibrated sum of the table entries of ``arch``."""
-        return self.fixed_ms + sum(self.part_ms[key] for key in self.space.run_parts(arch.choices_in(self.space)))
+        return self._sum(self.space.run_parts(arch.choices_in(self.space)))
 
     def predict(self, arch: Arch) -> float:
-        """Predicted (calibrated) latency of ``arch`` in ms."""
-        return float(apply_calibration(self.calibration, self.sum_ms(arch), self.space.count_ops(arch.choices)))
+        """Predicted (calibrated) latency of ``arch`` in ms: the calibration over its parts' sum and count."""
+        parts = self.space.run_parts(arch.choices_in(self.space))
+        return float(apply_calibration(self.calibration, self._sum(parts), len(parts)))
+
+    def _sum(self, parts: list[str]) -> float:
+        return self.fixed_ms + sum(self.part_ms[key] for key in parts)
 
     def fastest(self) -> tuple[Arch, float]:
         arch = Arch.of(self.space, self.space.empty_choices())

@@ -163,7 +163,7 @@ class LatencyModel:
 
     def predict(self, arch: Arch) -> float:
         """Predicted (calibrated) latency of ``arch`` in ms."""
-        return float(apply_calibration(self.calibration, self.sum_ms(arch), count_ops(arch)))
+        return float(apply_calibration(self.calibration, self.sum_ms(arch), self.space.count_ops(arch.choices)))
 
     def columns_ms(self, columns: list[int]) -> float:
         """Predicted ms of the arch that runs candidate column ``columns[l]`` at layer ``l``.
