@@ -30,7 +30,7 @@ space with its own table, budgets and random nets (every row and net says its sp
    and ``results.png`` (accuracy against measured latency, every net a point).
 
 Every search, training and measurement is cached in the work folder, keyed by what it
-computes (arch, recipe, seed, settings), so an interrupted run goes on where it stopped and
+computes (arch, recipe, seed, settings, ``CODE_VERSION``), so an interrupted run goes on where it stopped and
 a rerun only reports. ``--quick``: one seed, short searches and a short recipe, two random
 archs per budget, DSO-NAS at one budget (+ 60 %); it writes into the work folder, not ``docs/``.
 """
@@ -64,6 +64,8 @@ METHOD_OPTIONS = {"spos": ONE_SHOT, "random": ONE_SHOT, "greedynas": {**ONE_SHOT
 #: DSO-NAS: its one pre-train epoch leaves one epoch of lambda steps here; gamma 4x its default to prune within it
 #: (its floor keeps a strong gamma from pruning past the aim)
 DSONAS_OPTIONS = {"gamma": 0.2}
+#: the optimiser every from-scratch training and fine-tune shares (SGD Nesterov, cosine to 0, no augmentation)
+OPTIMISER = {"batch_size": 64, "lr": 0.05, "weight_decay": 4e-5, "label_smoothing": 0.1}
 
 
 @dataclass(frozen=True)
@@ -80,29 +82,10 @@ class Plan:
     search: dict = field(default_factory=lambda: {"epochs": 2, "steps_per_epoch": 30, "batch_size": 32, "eval_images": 1024})
     #: from scratch, every net alike (its held-out images are also the fine-tune's)
     recipe: dict = field(
-        default_factory=lambda: {
-            "epochs": 2,
-            "train_images": 4000,
-            "val_images": 3000,
-            "batch_size": 64,
-            "lr": 0.05,
-            "weight_decay": 4e-5,
-            "label_smoothing": 0.1,
-            "bn_batches": 20,
-        }
+        default_factory=lambda: {"epochs": 2, "train_images": 4000, "val_images": 3000, **OPTIMISER, "bn_batches": 20}
     )
     #: ``hwnas train``'s fine-tune of each derived child from its inherited weights (its defaults, one epoch, fewer images)
-    finetune: dict = field(
-        default_factory=lambda: {
-            "epochs": 1,
-            "train_images": 2000,
-            "batch_size": 64,
-            "lr": 0.05,
-            "weight_decay": 4e-5,
-            "label_smoothing": 0.1,
-            "bn_batches": 20,
-        }
-    )
+    finetune: dict = field(default_factory=lambda: {"epochs": 1, "train_images": 2000, **OPTIMISER, "bn_batches": 20})
     random_per_budget: int = 5
     band: tuple[float, float] = (0.9, 1.0)
     ranking_images: int = 2000
@@ -125,25 +108,8 @@ class Plan:
             seeds=(0,),
             search={"epochs": 2, "steps_per_epoch": 6, "batch_size": 16, "eval_images": 256},
             method_options={"spos": small, "random": small, "greedynas": {**small, "rank_images": 100}, "dsonas": DSONAS_OPTIONS},
-            recipe={
-                "epochs": 1,
-                "train_images": 800,
-                "val_images": 1000,
-                "batch_size": 64,
-                "lr": 0.05,
-                "weight_decay": 4e-5,
-                "label_smoothing": 0.1,
-                "bn_batches": 5,
-            },
-            finetune={
-                "epochs": 1,
-                "train_images": 400,
-                "batch_size": 64,
-                "lr": 0.05,
-                "weight_decay": 4e-5,
-                "label_smoothing": 0.1,
-                "bn_batches": 5,
-            },
+            recipe={"epochs": 1, "train_images": 800, "val_images": 1000, **OPTIMISER, "bn_batches": 5},
+            finetune={"epochs": 1, "train_images": 400, **OPTIMISER, "bn_batches": 5},
             random_per_budget=2,
             dag_fractions=(0.60,),
             ranking_images=300,
@@ -152,8 +118,14 @@ class Plan:
         )
 
 
+#: part of every cache key: raise it when a change of hwnas changes what a search or a training computes, so a rerun
+#: computes them again rather than report another code's figures under this commit (2: training and searching
+#: channels-last on the CPU; the first version keyed without it)
+CODE_VERSION = 2
+
+
 def key(*parts: Any) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha1(json.dumps((CODE_VERSION, *parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def space_args(plan: Plan) -> dict:

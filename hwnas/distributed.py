@@ -172,10 +172,34 @@ def train_device(name: str, dist: Dist) -> torch.device:
     return torch.device("cpu")
 
 
+def layout(device: torch.device) -> torch.memory_format:
+    """The memory layout nets train and run in on ``device``: channels-last on the CPU, contiguous elsewhere.
+
+    PyTorch's CPU (oneDNN) convolutions, the depthwise ones above all, run about twice as fast
+    channels-last: training steps, every method's search step and a selection's scoring alike
+    (``bench/search_cost.py``; the figures in docs/DESIGN.md section 8). The layout changes the
+    order of float32 sums, not the function: outputs agree with the contiguous layout's to
+    float32 rounding, and a training takes another rounding path, as another thread count would
+    (its accuracy is the same within seed noise, ``bench/recipe_check.py``). On a GPU the layout
+    stays contiguous: not measured there.
+    """
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def place(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` on ``device``, its weights in the device's ``layout``."""
+    return module.to(device=device, memory_format=layout(device))
+
+
 def like_module(images: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """``images`` on the device and in the precision of ``module``'s first parameter (unchanged for a module without any)."""
+    """``images`` on the device and in the precision of ``module``'s first parameter, a batch of images in that
+    device's ``layout`` (unchanged for a module without parameters)."""
     first = next(module.parameters(), None)
-    return images if first is None else images.to(first.device, first.dtype)
+    if first is None:
+        return images
+    if images.dim() != 4:
+        return images.to(first.device, first.dtype)
+    return images.to(first.device, first.dtype, memory_format=layout(first.device))
 
 
 def step_seed(seed: int, epoch: int, step: int) -> int:

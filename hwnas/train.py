@@ -36,7 +36,7 @@ from hwnas.arch import Arch
 from hwnas.batchnorm import batch_statistics, recalibrate_bn
 from hwnas.config_checks import check_field_types
 from hwnas.data import DataSplits, make_loader
-from hwnas.distributed import SINGLE, Dist, like_module, train_device, wrap
+from hwnas.distributed import SINGLE, Dist, like_module, place, train_device, wrap
 from hwnas.errors import HwnasError
 from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.run_folder import ARCH, TRAIN_CHECKPOINT, TRAIN_HISTORY, TRAIN_RESULT, TRAINED
@@ -155,7 +155,7 @@ def train_child(
         folder.mkdir(parents=True, exist_ok=True)
     start_epoch = 0
     torch.manual_seed(config.seed)
-    model.to(train_device(device, dist))
+    place(model, train_device(device, dist))
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
     )

@@ -49,6 +49,13 @@ MUTATIONS = (
         ("tests/test_spaces.py",),
     ),
     Mutation(
+        "contiguous-layout-on-the-cpu",
+        "hwnas/distributed.py",
+        '    return torch.channels_last if device.type == "cpu" else torch.contiguous_format\n',
+        "    return torch.contiguous_format\n",
+        ("tests/test_train.py", "tests/test_search_run.py"),
+    ),
+    Mutation(
         "detach-latency",
         "hwnas/search/strategy.py",
         "return self.latency.expected(self.effective_probs() if probs is None else probs)",

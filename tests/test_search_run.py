@@ -107,6 +107,31 @@ def test_resume_after_an_interrupt_equals_the_uninterrupted_run(tmp_path, table_
     assert straight["derived_share_of_aim"] == pytest.approx(straight["predicted_ms"] / straight["aim_ms"])
 
 
+@pytest.mark.parametrize("method", ["dsnas", "spos"])
+def test_the_supernet_trains_and_scores_channels_last_on_the_cpu(tmp_path, table_path, method):
+    """Every convolution runs channels-last, as in ``hwnas train`` (the CPU's faster layout, ``bench/search_cost.py``):
+    weight steps, the supernet's evaluation, and a one-shot method's selection alike. (A 1 x 1 or depthwise kernel
+    lies alike in both layouts, so a convolution's input says which layout it runs in.)"""
+    small = {"population": 4, "top_k": 2, "mutations": 1, "crossovers": 1, "generations": 1, "score_images": 32}
+    options = {"method_options": small} if method == "spos" else {}
+    run = SearchRun(config(method, table_path, epochs=1, eval_images=64, **options), tmp_path / "run", progress=False)
+    seen = []
+
+    def record(module: torch.nn.Module, inputs: tuple) -> None:
+        if inputs[0].shape[1] > 1 and inputs[0].shape[-1] > 1:  # else both layouts are the same
+            seen.append(is_channels_last(inputs[0]))
+
+    for conv in run.supernet.modules():
+        if isinstance(conv, torch.nn.Conv2d):
+            conv.register_forward_pre_hook(record)
+    run.run()
+    assert len(seen) > 100 and set(seen) == {True}
+
+
+def is_channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+
+
 def test_child_weights_are_the_supernets_and_reproduce_child_acc(tmp_path, table_path):
     result = SearchRun(config("dsnas", table_path, epochs=1), tmp_path / "run", progress=False).run()
     from hwnas.arch import load_arch

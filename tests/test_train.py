@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import hwnas.distributed
 from hwnas.arch import Arch
 from hwnas.batchnorm import recalibrate_bn
 from hwnas.cli.main import EXIT_ERROR, cli
@@ -64,6 +65,32 @@ def test_trained_weights_carry_bn_statistics_of_their_final_weights(tmp_path, fa
     _, again = _net(seed=5)
     again.load_state_dict(saved)
     assert evaluate(again, make_loader(fake_data.val, 256, shuffle=False))[1] == result["val_acc"]  # scored = saved
+
+
+def is_channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+
+
+def test_training_runs_channels_last_on_the_cpu_and_its_net_scores_alike_in_both_layouts(tmp_path, fake_data, monkeypatch):
+    """The CPU trains channels-last (about twice as fast, ``bench/search_cost.py``): the weights and every batch the
+    net sees, training and scoring, are in that layout; the trained net scores the same contiguous (float32 rounding)."""
+    config = TrainConfig(epochs=1, batch_size=64, seed=3, bn_batches=2)
+    arch, model = _net()
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    seen = []
+    conv.register_forward_pre_hook(
+        lambda module, inputs: seen.append((is_channels_last(module.weight), is_channels_last(inputs[0])))
+    )
+    result = train_child(arch, model, fake_data, tmp_path / "run", config, progress=False)
+    assert len(seen) > len(fake_data.train) // config.batch_size and set(seen) == {(True, True)}
+
+    monkeypatch.setattr(hwnas.distributed, "layout", lambda device: torch.contiguous_format)
+    _, plain = _net(seed=5)
+    plain.load_state_dict(torch.load(tmp_path / "run" / "trained.pt", weights_only=True))
+    assert not is_channels_last(next(plain.parameters()))
+    loss, acc = evaluate(plain, make_loader(fake_data.val, 256, shuffle=False))
+    assert loss == pytest.approx(result["val_loss"], rel=1e-5)
+    assert abs(acc - result["val_acc"]) <= 1 / len(fake_data.val)
 
 
 def test_resume_continues_exactly(tmp_path, fake_data):

@@ -112,7 +112,7 @@ class GreedyNasStrategy(SposStrategy):
         if self.rank_batch is None:
             if self.held_out_set is None:
                 raise HwnasError("greedynas ranks paths on held-out images: --arch-fraction must be > 0")
-            self.rank_batch = held_out_tensors(self.held_out_set, self.options["rank_images"], seed=0)
+            self.rank_batch = held_out_tensors(self.held_out_set, self.options["rank_images"], 0, self.supernet)
         images, labels = self.rank_batch
         with batch_statistics(self.supernet):
             return [float(self.cross_entropy(self.supernet(images, [PathChoice.single(c) for c in p]), labels)) for p in paths]

@@ -29,7 +29,7 @@ from hwnas.arch import Arch
 from hwnas.batchnorm import recalibrate_bn
 from hwnas.config_checks import check_field_types
 from hwnas.data import load_data, make_loader, split_for_arch
-from hwnas.distributed import SINGLE, Dist, like_module, split_batch, step_seed, train_device, wrap
+from hwnas.distributed import SINGLE, Dist, like_module, place, split_batch, step_seed, train_device, wrap
 from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyTable, latency_model
@@ -165,7 +165,7 @@ class SearchRun:
 
         torch.manual_seed(config.seed)
         strategy_class = STRATEGIES[config.method]
-        self.supernet = strategy_class.build_supernet(self.space).to(self.device)
+        self.supernet = place(strategy_class.build_supernet(self.space), self.device)
         self.arch = strategy_class.build_arch(self.space)  # alpha, the latency model and the controller stay on the CPU
         #: what a weight step calls: the supernet, or DDP over it (batch norm over the global batch) in several processes
         self.net = wrap(self.supernet, dist, self.device)

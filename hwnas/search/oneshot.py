@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from hwnas.arch import Arch
 from hwnas.batchnorm import batch_norms, recalibrate_bn
 from hwnas.data import make_loader
+from hwnas.distributed import like_module
 from hwnas.files import write_text_atomic
 from hwnas.latency import LatencyModel
 from hwnas.run_folder import SCORES
@@ -108,10 +109,12 @@ class Selection:
         }
 
 
-def held_out_tensors(dataset: Dataset, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``count`` images (at most all) of a seeded shuffle of ``dataset``, as two tensors."""
+def held_out_tensors(dataset: Dataset, count: int, seed: int, module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` images (at most all) of a seeded shuffle of ``dataset``, as two tensors on ``module``'s
+    device, the images in its precision and layout (``hwnas.distributed.like_module``)."""
     images, labels = next(iter(make_loader(dataset, min(count, len(dataset)), True, 0, seed=seed)))
-    return images, labels
+    images = like_module(images, module)
+    return images, labels.to(images.device)
 
 
 def select(
@@ -131,11 +134,9 @@ def select(
     The supernet's weights and BN statistics are as they were when it returns; it is left in eval mode.
     """
     saved = {k: v.clone() for k, v in supernet.state_dict().items()}
-    bn_images, _ = held_out_tensors(train_set, options["score_bn_images"], seed + 11)
-    images, labels = held_out_tensors(held_out, options["score_images"], seed + 13)
-    # channels-last: PyTorch's CPU depthwise convolutions run several times faster in it (bench/selection_cost.py)
-    supernet.eval().to(memory_format=torch.channels_last)
-    bn_images, images = (x.contiguous(memory_format=torch.channels_last) for x in (bn_images, images))
+    bn_images, _ = held_out_tensors(train_set, options["score_bn_images"], seed + 11, supernet)
+    images, labels = held_out_tensors(held_out, options["score_images"], seed + 13, supernet)
+    supernet.eval()
     score = ScoreLog(folder / SCORES).wrap(PathScorer(supernet, bn_images, images, labels))
     sampler = BandSampler(latency, 0.0, aim_ms)
     legal = legal_columns(latency.mask)
@@ -164,7 +165,7 @@ def select(
                 progress=progress,
             )
     finally:
-        supernet.to(memory_format=torch.contiguous_format).load_state_dict(saved)
+        supernet.load_state_dict(saved)
     names = latency.space.candidates
     arch = Arch(latency.space.name, tuple(names[c] for c in outcome.columns), latency.space.args.to_dict())
     return Selection(arch, latency.predict(arch), outcome, options["selection"])

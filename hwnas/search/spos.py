@@ -56,9 +56,6 @@ class SposStrategy(Strategy):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # channels-last weights: PyTorch's CPU depthwise convolutions run faster in it (bench/selection_cost.py times
-        # the selection's forward passes); only the memory layout changes, not a value
-        self.supernet.to(memory_format=torch.channels_last)
         self.sampler = BandSampler(self.latency, 0.0, self.budget.aim_ms)
         self.epoch_ms: list[float] = []
 
