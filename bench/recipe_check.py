@@ -15,6 +15,8 @@ accuracies), the pooled seed noise, and the gap between the bands' means (capaci
 slower band's nets should win once the recipe trains them far enough). Run with the results
 file's own recipe, it also prints this checkout's accuracy minus the file's for the same nets and
 seeds, paired, with a 95 % interval: what a change of the training code did to the figures.
+``--fractions`` draws the bands anew on the file's table, at other budgets (as ``search_quality``
+draws its own: ``draw_band``), to ask where in the range capacity starts to tell nets apart.
 Every training is cached in ``--work``, keyed like ``search_quality``'s, so a rerun only reports.
 """
 
@@ -41,6 +43,10 @@ def main() -> int:
     parser.add_argument("--val-images", type=int, default=3000, help="held-out images scored; 0: all of them")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--archs", type=int, default=5, help="random archs per band (the first ones of the file)")
+    parser.add_argument(
+        "--fractions",
+        help="draw the bands anew at these shares of the range above the fastest net, on the file's table (e.g. 0.05,0.25)",
+    )
     parser.add_argument("--work", default="runs/recipe_check")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -52,8 +58,17 @@ def main() -> int:
     recipe = {**base.recipe, "epochs": args.epochs, "train_images": args.train_images, "val_images": args.val_images or None}
     plan = asdict(sq.Plan(data=results["plan"]["data"], space=results["plan"]["space"], recipe=recipe))
     work = Path(args.work)
+    if args.fractions:
+        from hwnas.latency import LatencyTable, latency_model
+        from hwnas.spaces import get_space
+
+        space = get_space(base.space, **sq.space_args(base))
+        model = latency_model(LatencyTable.load(results["table"]), space)
+        source = [sq.draw_band(model, float(f), base, args.archs) for f in args.fractions.split(",")]
+    else:
+        source = [band for band in results["budgets"] if band.get("space", base.space) == base.space]
     jobs = []
-    for band in results["budgets"]:
+    for band in source:
         for arch in band["random"][: args.archs]:
             for seed in seeds:
                 folder = work / sq.key("train", arch, seed, None, {"plan_recipe": recipe, "data": plan["data"]})
@@ -66,7 +81,7 @@ def main() -> int:
     for job, result in zip(jobs, trained):
         accs.setdefault(job["arch"], []).append(result["val_acc"])
     bands = []
-    for band in results["budgets"]:
+    for band in source:
         groups = [accs[arch] for arch in band["random"][: args.archs]]
         means = [statistics.fmean(g) for g in groups]
         bands.append(

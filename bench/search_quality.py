@@ -226,6 +226,21 @@ def ranking_job(job: dict) -> dict:
     return json.loads(out.read_text())
 
 
+def draw_band(model, fraction: float, plan: Plan, count: int | None = None) -> dict:
+    """The budget at ``fraction`` of ``model``'s range above its fastest net, its aim, and ``count`` (the plan's
+    ``random_per_budget``) random archs drawn uniformly from the band ``plan.band`` x aim (seeded by the fraction)."""
+    from hwnas.search.budget import make_target
+    from hwnas.search.random_archs import band_sampler
+
+    fastest, slowest = model.fastest()[1], model.slowest()[1]
+    budget = fastest + fraction * (slowest - fastest)
+    target = make_target(budget, fastest, slowest, plan.margin, None)
+    randoms = band_sampler(model, plan.band[0] * target.aim_ms, plan.band[1] * target.aim_ms).sample(
+        plan.random_per_budget if count is None else count, seed=int(1000 * fraction)
+    )
+    return {"fraction": fraction, "budget_ms": budget, "aim_ms": target.aim_ms, "random": [a.to_compact() for a in randoms]}
+
+
 def run_jobs(function, jobs: list[dict], workers: int, label: str) -> list[dict]:
     """Run ``function`` over ``jobs`` in ``workers`` processes (one torch thread each), in order; prints progress."""
     if not jobs:
@@ -555,8 +570,6 @@ def main() -> int:
     from hwnas.data import load_data
     from hwnas.latency import LatencyTable, latency_model
     from hwnas.search import STRATEGIES
-    from hwnas.search.budget import make_target
-    from hwnas.search.random_archs import band_sampler
     from hwnas.spaces import get_space
 
     sa = space_args(plan)
@@ -584,22 +597,8 @@ def main() -> int:
 
     for section in sections:
         section.model = latency_model(LatencyTable.load(section.table), get_space(section.space, **section.space_args))
-        fastest, slowest = section.model.fastest()[1], section.model.slowest()[1]
         for fraction in plan.fractions if section.space == plan.space else plan.dag_fractions:
-            budget = fastest + fraction * (slowest - fastest)
-            target = make_target(budget, fastest, slowest, plan.margin, None)
-            randoms = band_sampler(section.model, plan.band[0] * target.aim_ms, plan.band[1] * target.aim_ms).sample(
-                plan.random_per_budget, seed=int(1000 * fraction)
-            )
-            section.budgets.append(
-                {
-                    "space": section.space,
-                    "fraction": fraction,
-                    "budget_ms": budget,
-                    "aim_ms": target.aim_ms,
-                    "random": [a.to_compact() for a in randoms],
-                }
-            )
+            section.budgets.append({"space": section.space, **draw_band(section.model, fraction, plan)})
     budgets = [b for section in sections for b in section.budgets]
 
     # 1. searches
