@@ -50,7 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -559,9 +559,18 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="where results.md/.json/.png go [docs/, or the work folder with --quick]")
     parser.add_argument("--workers", type=int, default=2, help="processes for searches and trainings (one torch thread each)")
     parser.add_argument("--methods", help="comma-separated methods [every method of the registry]")
+    parser.add_argument("--fractions", help="the proxyless budgets, as shares of its range above the fastest net [0.25,0.60]")
     args = parser.parse_args()
     started = time.perf_counter()
     plan = Plan.quick() if args.quick else Plan()
+    if args.fractions:
+        try:
+            fractions = tuple(float(f) for f in args.fractions.split(","))
+        except ValueError:
+            fractions = ()
+        if not fractions or not all(0 < f <= 1 for f in fractions):
+            parser.error(f"--fractions {args.fractions!r}: give shares of the range in (0, 1], comma-separated")
+        plan = replace(plan, fractions=fractions)
     work = args.work or ROOT / "runs" / ("search_quality-quick" if args.quick else "search_quality")
     out = args.out or (work if args.quick else ROOT / "docs")
     work.mkdir(parents=True, exist_ok=True)
