@@ -122,10 +122,19 @@ class Plan:
 #: computes them again rather than report another code's figures under this commit (2: training and searching
 #: channels-last on the CPU; the first version keyed without it)
 CODE_VERSION = 2
+#: the same for one method's searches only, where a change of hwnas changed what that method's search computes and
+#: nothing else (dsonas 3: the DAG latency model counts shared partial sums, so its edge weights and pruning changed;
+#: the built DAG nets compute what they did, so their trainings stand)
+SEARCH_VERSION = {"dsonas": 3}
 
 
 def key(*parts: Any) -> str:
     return hashlib.sha1(json.dumps((CODE_VERSION, *parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def search_key(method: str, config: dict) -> str:
+    version = SEARCH_VERSION.get(method)
+    return key("search", config) if version is None else key("search", config, version)
 
 
 def space_args(plan: Plan) -> dict:
@@ -560,6 +569,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes for searches and trainings (one torch thread each)")
     parser.add_argument("--methods", help="comma-separated methods [every method of the registry]")
     parser.add_argument("--fractions", help="the proxyless budgets, as shares of its range above the fastest net [0.25,0.60]")
+    parser.add_argument("--search-steps", type=int, help="weight steps per search epoch, every method alike [30; 6 with --quick]")
     args = parser.parse_args()
     started = time.perf_counter()
     plan = Plan.quick() if args.quick else Plan()
@@ -571,6 +581,10 @@ def main() -> int:
         if not fractions or not all(0 < f <= 1 for f in fractions):
             parser.error(f"--fractions {args.fractions!r}: give shares of the range in (0, 1], comma-separated")
         plan = replace(plan, fractions=fractions)
+    if args.search_steps is not None:
+        if args.search_steps < 1:
+            parser.error(f"--search-steps {args.search_steps}: give at least 1 step per epoch")
+        plan = replace(plan, search={**plan.search, "steps_per_epoch": args.search_steps})
     work = args.work or ROOT / "runs" / ("search_quality-quick" if args.quick else "search_quality")
     out = args.out or (work if args.quick else ROOT / "docs")
     work.mkdir(parents=True, exist_ok=True)
@@ -636,7 +650,7 @@ def main() -> int:
                             "budget": b,
                             "section": section,
                             "config": config,
-                            "folder": str(work / "search" / key("search", config)),
+                            "folder": str(work / "search" / search_key(method, config)),
                         }
                     )
     search_results = run_jobs(

@@ -319,10 +319,24 @@ MUTATIONS = (
         ("tests/test_dsonas.py",),
     ),
     Mutation(
-        "dag-edges-cost-nothing",
+        "dag-adds-cost-nothing",
         "hwnas/spaces/dag.py",
-        "keys += [self.edge_key(layer.c_in, layer.h)] * sum(canonical)",
+        "keys += [self.add_key(layer.c_in, layer.h)] * self.graph.sums(canonical)",
         "keys += []",
+        ("tests/test_dsonas.py",),
+    ),
+    Mutation(
+        "dag-partial-sums-not-shared",
+        "hwnas/spaces/dag.py",
+        "                if prefix not in shared:",
+        "                if True:",
+        ("tests/test_dsonas.py",),
+    ),
+    Mutation(
+        "dag-add-chain-taken-for-one-add",
+        "hwnas/latency/dag_model.py",
+        "        repeats = self.repeats.get(key, 1)",
+        "        repeats = 1",
         ("tests/test_dsonas.py",),
     ),
 )

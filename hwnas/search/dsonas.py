@@ -20,9 +20,10 @@ dL/dlambda is averaged over the ranks before APG-NAG steps, so lambda, the veloc
 and the pruned forward pass stay the same on every rank (``tests/test_distributed.py``).
 
 **Adaptive latency** (the paper's adaptive MAC, eq. 10, with milliseconds): the weight of an
-edge into an op is ``gamma * (ms(edge) + ms(op)) / ms_max``, ``ms(op)`` the op's calibrated
-latency at its block's shape (``DagLatencyModel.calibrated_part_ms``), ``ms(edge)`` the
-edge's own multiply-add; an edge into the block output weighs its own cost plus what one
+edge into an op is ``gamma * (ms(add) + ms(op)) / ms_max``, ``ms(op)`` the op's calibrated
+latency at its block's shape (``DagLatencyModel.calibrated_part_ms``), ``ms(add)`` the add
+that takes its term into the op's input (at most one: ops whose inputs begin alike share
+their partial sums, ``BlockGraph.sums``); an edge into the block output weighs what one
 more input costs the 1x1 projection (the mean step of its entries over the widths
 1..M*N). ``ms_max`` is the largest of these weights in the net.
 
@@ -64,6 +65,11 @@ Deviations from the paper, and why:
 * The paper stops the search "until convergence" (120 CIFAR epochs) and retrains with a
   width multiplier to fit the budget; here the search runs ``--epochs``, the budget is met
   by the pruning and the repair, and ``hwnas train`` retrains the derived net from scratch.
+* The derived child (its inherited weights, for ``hwnas train``'s fine-tune) runs every kept
+  edge at scale 1, as the paper's retrained net does; a lambda is folded into the child only
+  where that is exact (an edge into the block output: its columns of the 1x1 projection).
+  Keeping every lambda would cost the deployed net a multiply per edge and the sharing of
+  partial sums, several times the latency of a dense derived net (measured in ``docs/dsonas.md``).
 * Weights use the shared loop's SGD with Nesterov momentum and cosine learning rate (the
   paper: constant 0.1); the pre-training is short (paper: 120 CIFAR epochs).
 """
@@ -87,7 +93,7 @@ _EPS = 1e-9
 
 
 def edge_costs(model: DagLatencyModel) -> torch.Tensor:
-    """[blocks, edges] calibrated ms each edge carries: its own, plus its target op's or one projection input's (float64)."""
+    """[blocks, edges] calibrated ms each edge carries (float64): into an op, one add plus the op; into the output, one projection input."""
     space = model.space
     graph = space.graph
     costs = torch.zeros(len(space.layers), len(graph.edges), dtype=torch.float64)
@@ -97,12 +103,12 @@ def edge_costs(model: DagLatencyModel) -> torch.Tensor:
         step = (
             model.calibrated_part_ms[space.concat_key(widths, c, size)] - model.calibrated_part_ms[space.concat_key(1, c, size)]
         ) / max(widths - 1, 1)
-        own = model.calibrated_part_ms[space.edge_key(c, size)]
+        add = model.calibrated_part_ms[space.add_key(c, size)]
         for e, (_, dst) in enumerate(graph.edges):
             if dst == graph.output:
-                costs[layer.index, e] = own + max(step, 0.0)
+                costs[layer.index, e] = max(step, 0.0)
             else:
-                costs[layer.index, e] = own + model.calibrated_part_ms[space.op_key(space.ops[graph.op_slot(dst)], c, size)]
+                costs[layer.index, e] = add + model.calibrated_part_ms[space.op_key(space.ops[graph.op_slot(dst)], c, size)]
     return costs
 
 
@@ -192,7 +198,7 @@ class DsoNasStrategy(Strategy):
         self.apg = ApgNag(self.options["lambda_lr"], self.options["lambda_momentum"])
         self.weights = adaptive_weights(self.latency).float()
         self.gamma_now = 0.0
-        self.pruned_ms = self.latency.slowest()[1]
+        self.pruned_ms = self.latency.full()[1]
         #: lambda at the last step whose pruned net was not under the aim (where the derivation starts after an overshoot)
         self.at_aim = torch.ones_like(self.lam.detach())
         self.epoch = 0
@@ -331,7 +337,7 @@ class DsoNasStrategy(Strategy):
         )
 
     def extract_child(self, arch: Arch) -> torch.nn.Module:
-        """The child with the supernet's weights; each kept edge scaled by its lambda (by ``at_aim``'s where it has since reached 0)."""
+        """The child with the supernet's weights, each kept edge's lambda (``at_aim``'s where it has since reached 0) folded where exact."""
         lam = self.lam.detach()
         return self.supernet.extract_child(arch, torch.where(lam > 0, lam, self.at_aim))
 

@@ -45,7 +45,14 @@ class EdgeSupernet(nn.Module):
         return self.net(x, None if lam is None else list(lam))
 
     def child_state_dict(self, arch: Arch, lam: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The state dict of ``space.build(arch.choices)`` from the supernet's weights; each kept edge's scale is its lambda (else 1)."""
+        """The state dict of ``space.build(arch.choices)`` from the supernet's weights.
+
+        The built net runs every edge at scale 1 (``DagBlock``). Where that can be exact, the
+        edge's lambda (``lam[b]``, None: 1) is folded into the child's weights: an edge into the
+        block output scales its slice of the concatenation, so its lambda multiplies those
+        input columns of the 1x1 projection. An edge into an op shares its sum with others and
+        has no weight of its own: it runs at 1 in the child (the paper retrains the pruned net).
+        """
         child = self.space.build(arch.choices_in(self.space))
         source = self.net.state_dict()
         state: dict[str, torch.Tensor] = {}
@@ -56,24 +63,23 @@ class EdgeSupernet(nn.Module):
                 state.update({prefix + k: v.clone() for k, v in full.state_dict().items()})
                 continue
             assert isinstance(full, DagBlock)
-            for key, value in small.state_dict().items():
-                if key == "scales":
-                    row = lam[searchable] if lam is not None else torch.ones(len(full.edge_ids))
-                    value = row.detach()[small.edge_ids].clone().to(value.dtype)
-                elif key == "project.0.weight":
+            for key in small.state_dict():
+                value = source[prefix + key]
+                if key == "project.0.weight":
                     slots = [full.concat.index(e) for e in small.concat]
                     columns = torch.cat([torch.arange(s * full.channels, (s + 1) * full.channels) for s in slots])
-                    value = source[prefix + key].index_select(1, columns).clone()
-                else:
-                    value = source[prefix + key].clone()
-                state[prefix + key] = value
+                    value = value.index_select(1, columns)
+                    if lam is not None:
+                        scale = lam[searchable].detach()[small.concat].to(value.dtype)
+                        value = value * scale.repeat_interleave(full.channels).view(1, -1, 1, 1)
+                state[prefix + key] = value.clone()
             searchable += 1
         for name in ("stem", "head"):
             state.update({k: v.clone() for k, v in source.items() if k.startswith(name + ".")})
         return state
 
     def extract_child(self, arch: Arch, lam: torch.Tensor | None = None) -> DagNet:
-        """The net of ``arch`` with the supernet's weights and lambdas (loaded strictly)."""
+        """The net of ``arch`` with the supernet's weights, lambdas folded where exact (``child_state_dict``)."""
         child = self.space.build(arch.choices_in(self.space))
         child.load_state_dict(self.child_state_dict(arch, lam), strict=True)
         return child

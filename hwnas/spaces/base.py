@@ -151,6 +151,9 @@ class Part:
     key: str
     build: Callable[[], nn.Module]
     input_shape: tuple[int, int, int]
+    #: copies of the part the built module runs in a chain: its entry, less the runtime's per-call cost, is divided by
+    #: this (a part too small to time apart from that cost is timed as a chain: the DAG spaces' add)
+    repeats: int = 1
 
 
 class Space:

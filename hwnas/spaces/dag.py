@@ -15,6 +15,14 @@ An op is *live* when a path of kept edges runs from the block input through it t
 output; every other op is isolated and removed, with its edges. The latency and the cost of an
 arch count live parts only, and ``canonical`` drops the edges of isolated ops, so two masks that
 build the same net have one canonical form.
+
+A built net runs every kept edge at scale 1 (DSO-NAS's lambdas are search variables: the paper
+prunes, then retrains the pruned net). An op's input is the sum of its sources in edge order,
+and ops whose sources begin alike share those partial sums (``BlockGraph.sums``): the level-3
+ops of a dense block, for instance, extend the very sum their level-2 neighbours took. The
+ONNX exporter would merge these equal sums anyway (common subexpressions); the net computes
+them once itself, so eager PyTorch runs the adds the exported graph runs, and the latency
+model counts those adds, not one per edge.
 """
 
 from __future__ import annotations
@@ -101,6 +109,21 @@ class BlockGraph:
         live = set(self.live_ops(kept)) | {0, self.output}
         return tuple(bool(k) and src in live and dst in live for k, (src, dst) in zip(kept, self.edges))
 
+    def sums(self, kept: Sequence[bool]) -> int:
+        """The adds a built block runs: each distinct partial sum over its live ops' inputs, plus the residual add.
+
+        Op ``n`` sums its kept sources ``s1, s2, ...`` in edge order as ``((s1 + s2) + s3) ...``;
+        one add per distinct prefix of two or more sources, shared by every op whose sources
+        begin with it (``DagBlock`` computes each such prefix once). A block with any edge into
+        its output adds the input to the projection (one more add); an empty block adds nothing.
+        """
+        canonical = self.canonical(kept)
+        prefixes = set()
+        for node in self.live_ops(canonical):
+            sources = tuple(self.edges[e][0] for e in self.in_edges[node] if canonical[e])
+            prefixes.update(sources[:end] for end in range(2, len(sources) + 1))
+        return len(prefixes) + (1 if self.concat_edges(canonical) else 0)
+
     def concat_edges(self, kept: Sequence[bool]) -> list[int]:
         """The kept edges into the block output, in edge order (the concatenation's order)."""
         return [e for e in self.in_edges[self.output] if kept[e]]
@@ -124,12 +147,13 @@ class BlockGraph:
 class DagBlock(nn.Module):
     """One block built with the given (canonical) edges: only live ops, a 1x1 projection as wide as its inputs.
 
-    ``forward(x)`` runs the block as built, each edge scaled by its ``scales`` buffer (1 in a
-    fresh net, the searched lambda in a child extracted from the DSO-NAS supernet).
-    ``forward(x, scales)`` with a tensor over the built edges is the search's form: edges
-    whose scale is 0 are dropped and the ops they isolate are skipped, so the result is
-    exactly the block built without them; the projection then uses the columns of its weight
-    that belong to the live concatenation.
+    ``forward(x)`` runs the block as built: every edge at scale 1, each partial sum of op
+    inputs computed once and shared (``BlockGraph.sums`` counts its adds).
+    ``forward(x, scales)`` with a tensor over the built edges is the search's form: each edge's
+    term is scaled by its lambda, edges whose scale is 0 are dropped and the ops they isolate
+    are skipped, so the result is exactly the block built without them; the projection then
+    uses the columns of its weight that belong to the live concatenation. At scales of 1 both
+    forms add the same terms in the same order: the same values, to the bit.
     """
 
     def __init__(self, graph: BlockGraph, kept: Sequence[bool], channels: int, build_op: Callable[[int], nn.Module]) -> None:
@@ -145,25 +169,35 @@ class DagBlock(nn.Module):
             self.project = nn.Sequential(
                 nn.Conv2d(len(self.concat) * channels, channels, 1, bias=False), nn.BatchNorm2d(channels)
             )
-        self.register_buffer("scales", torch.ones(len(self.edge_ids)))
 
-    def _run(self, x: torch.Tensor, scales: torch.Tensor, edges: list[int], concat: list[int]) -> torch.Tensor:
-        """The block over ``edges`` (global edge ids, each with its scale at its position in ``self.edge_ids``)."""
+    def _run(self, x: torch.Tensor, scales: torch.Tensor | None, edges: list[int], concat: list[int]) -> torch.Tensor:
+        """The block over ``edges`` (global edge ids); ``scales`` over ``self.edge_ids``, or None for every edge at 1."""
         position = {e: i for i, e in enumerate(self.edge_ids)}
         graph, wanted = self.graph, set(edges)
         values: dict[int, torch.Tensor] = {0: x}
+        shared: dict[tuple[int, ...], torch.Tensor] = {}  # partial sums at scale 1, by their sources
+
+        def term(e: int) -> torch.Tensor:
+            value = values[graph.edges[e][0]]
+            return value if scales is None else value * scales[position[e]]
+
         for node in range(1, graph.n_ops + 1):
             inputs = [e for e in graph.in_edges[node] if e in wanted]
             if not inputs:
                 continue
-            total = None
-            for e in inputs:
-                term = values[graph.edges[e][0]] * scales[position[e]]
-                total = term if total is None else total + term
+            total = term(inputs[0])
+            for end in range(2, len(inputs) + 1):
+                if scales is not None:
+                    total = total + term(inputs[end - 1])
+                    continue
+                prefix = tuple(graph.edges[e][0] for e in inputs[:end])
+                if prefix not in shared:
+                    shared[prefix] = total + term(inputs[end - 1])
+                total = shared[prefix]
             values[node] = self.ops[f"n{node}"](total)
         if not concat:
             return x
-        parts = [values[graph.edges[e][0]] * scales[position[e]] for e in concat]
+        parts = [term(e) for e in concat]
         conv, norm = self.project
         weight = conv.weight
         if len(concat) != len(self.concat):
@@ -174,7 +208,7 @@ class DagBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
         if scales is None:
-            return self._run(x, self.scales, self.edge_ids, self.concat)
+            return self._run(x, None, self.edge_ids, self.concat)
         if scales.shape != (len(self.edge_ids),):
             raise HwnasError(f"block has {len(self.edge_ids)} edges, got scales of shape {tuple(scales.shape)}")
         kept = [False] * len(self.graph.edges)
@@ -290,9 +324,9 @@ class DagSpace(Space):
         return OpSpec(f"cat{width}_1x1", width * channels, channels, 1, size, size).key
 
     @staticmethod
-    def edge_key(channels: int, size: int) -> str:
-        """One kept edge: its lambda multiply and the add (or concatenation) that takes its term in."""
-        return OpSpec("edge", channels, channels, 1, size, size).key
+    def add_key(channels: int, size: int) -> str:
+        """One add of two tensors at a block's shape (a partial sum of op inputs, or the residual)."""
+        return OpSpec("add", channels, channels, 1, size, size).key
 
     @staticmethod
     def reduction_key(c_in: int, c_out: int, stride: int, size: int) -> str:
@@ -305,23 +339,23 @@ class DagSpace(Space):
         ]
 
     def block_parts(self, index: int, kept: Sequence[bool]) -> list[str]:
-        """The keys block ``index`` runs with edges ``kept``: each live op, the projection at its width, each kept edge."""
+        """The keys block ``index`` runs with edges ``kept``: each live op, the projection at its width, each add."""
         layer = self.layers[index]
         canonical = self.graph.canonical(kept)
         keys = [self.op_key(self.ops[self.graph.op_slot(node)], layer.c_in, layer.h) for node in self.graph.live_ops(kept)]
         width = len(self.graph.concat_edges(canonical))
         if width:
             keys.append(self.concat_key(width, layer.c_in, layer.h))
-        keys += [self.edge_key(layer.c_in, layer.h)] * sum(canonical)
+        keys += [self.add_key(layer.c_in, layer.h)] * self.graph.sums(canonical)
         return keys
 
     def parts(self) -> list[Part]:
-        """Every op and an edge at every block shape, the projection at every concatenation width 1..M*N, the reductions."""
+        """Every op and an add at every block shape, the projection at every concatenation width 1..M*N, the reductions."""
         unique: dict[str, Part] = {}
         shapes = dict.fromkeys((layer.c_in, layer.h) for layer in self.layers)
         for channels, size in shapes:
-            key = self.edge_key(channels, size)
-            unique[key] = Part(key, EdgeTerm, (channels, size, size))
+            key = self.add_key(channels, size)
+            unique[key] = Part(key, AddChain, (channels, size, size), repeats=AddChain.adds)
             for op in self.ops:
                 key = self.op_key(op, channels, size)
                 unique[key] = Part(key, lambda op=op, c=channels: self.build_op(op, c), (channels, size, size))
@@ -424,15 +458,21 @@ class DagSpace(Space):
         return total
 
 
-class EdgeTerm(nn.Module):
-    """What one kept edge adds to a block at run time, timed alone: a scale multiply and an add (``x * s + x``)."""
+class AddChain(nn.Module):
+    """What a block's partial sums cost, timed alone: ``adds`` adds in a chain, each of the running sum and the input.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("scale", torch.full((1,), 0.5))
+    One add alone is timed at less than half of what it costs in a net: beside the runtime's
+    per-call cost (taken off once per entry) it is too small to time apart. A chain spreads
+    that cost over ``adds`` (``Part.repeats``), as a block spreads it over its sums.
+    """
+
+    adds = 8
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + x
+        total = x
+        for _ in range(self.adds):
+            total = total + x
+        return total
 
 
 def _projection(c_in: int, c_out: int) -> nn.Module:
