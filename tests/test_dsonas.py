@@ -667,7 +667,7 @@ def test_after_an_overshoot_the_derivation_starts_from_the_last_lambda_not_under
 
 
 @pytest.mark.parametrize("seed", range(2))
-def test_the_slowest_net_is_one_no_single_edge_flip_slows_and_no_slower_than_random_nets(seed):
+def test_the_slowest_net_is_a_local_maximum_slower_than_the_full_net_and_random_nets(seed):
     """The full net shares its partial sums, so a sparser net can be slower: ``slowest`` climbs from the full net."""
     space = small_space()
     table = random_table(space, seed)
