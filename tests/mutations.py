@@ -321,7 +321,7 @@ MUTATIONS = (
     Mutation(
         "dag-adds-cost-nothing",
         "hwnas/spaces/dag.py",
-        "keys += [self.add_key(layer.c_in, layer.h)] * self.graph.sums(canonical)",
+        "keys += [self.add_key(layer.c_in, layer.h)] * self.graph.sums_of(live, canonical)",
         "keys += []",
         ("tests/test_dsonas.py",),
     ),

@@ -106,8 +106,13 @@ class BlockGraph:
 
     def canonical(self, kept: Sequence[bool]) -> tuple[bool, ...]:
         """``kept`` without the edges of isolated ops: only edges between live nodes (input, live ops, output)."""
-        live = set(self.live_ops(kept)) | {0, self.output}
-        return tuple(bool(k) and src in live and dst in live for k, (src, dst) in zip(kept, self.edges))
+        return self.pruned(kept)[1]
+
+    def pruned(self, kept: Sequence[bool]) -> tuple[list[int], tuple[bool, ...]]:
+        """``live_ops(kept)`` and ``canonical(kept)``, the live ops found once."""
+        live = self.live_ops(kept)
+        nodes = set(live) | {0, self.output}
+        return live, tuple(bool(k) and src in nodes and dst in nodes for k, (src, dst) in zip(kept, self.edges))
 
     def sums(self, kept: Sequence[bool]) -> int:
         """The adds a built block runs: each distinct partial sum over its live ops' inputs, plus the residual add.
@@ -117,9 +122,12 @@ class BlockGraph:
         begin with it (``DagBlock`` computes each such prefix once). A block with any edge into
         its output adds the input to the projection (one more add); an empty block adds nothing.
         """
-        canonical = self.canonical(kept)
+        return self.sums_of(*self.pruned(kept))
+
+    def sums_of(self, live: Sequence[int], canonical: Sequence[bool]) -> int:
+        """``sums`` of a block already pruned (``pruned``: its live ops and canonical edges)."""
         prefixes = set()
-        for node in self.live_ops(canonical):
+        for node in live:
             sources = tuple(self.edges[e][0] for e in self.in_edges[node] if canonical[e])
             prefixes.update(sources[:end] for end in range(2, len(sources) + 1))
         return len(prefixes) + (1 if self.concat_edges(canonical) else 0)
@@ -341,12 +349,12 @@ class DagSpace(Space):
     def block_parts(self, index: int, kept: Sequence[bool]) -> list[str]:
         """The keys block ``index`` runs with edges ``kept``: each live op, the projection at its width, each add."""
         layer = self.layers[index]
-        canonical = self.graph.canonical(kept)
-        keys = [self.op_key(self.ops[self.graph.op_slot(node)], layer.c_in, layer.h) for node in self.graph.live_ops(kept)]
+        live, canonical = self.graph.pruned(kept)
+        keys = [self.op_key(self.ops[self.graph.op_slot(node)], layer.c_in, layer.h) for node in live]
         width = len(self.graph.concat_edges(canonical))
         if width:
             keys.append(self.concat_key(width, layer.c_in, layer.h))
-        keys += [self.add_key(layer.c_in, layer.h)] * self.graph.sums(canonical)
+        keys += [self.add_key(layer.c_in, layer.h)] * self.graph.sums_of(live, canonical)
         return keys
 
     def parts(self) -> list[Part]:
