@@ -335,8 +335,8 @@ MUTATIONS = (
     Mutation(
         "dag-add-chain-taken-for-one-add",
         "hwnas/latency/dag_model.py",
-        "        repeats = self.repeats.get(key, 1)",
-        "        repeats = 1",
+        "        return max(self.table.ms(key) - self.call_overhead_ms, 0.0) / repeats",
+        "        return max(self.table.ms(key) - self.call_overhead_ms, 0.0)",
         ("tests/test_dsonas.py",),
     ),
 )

@@ -34,8 +34,7 @@ class DagLatencyModel:
         check_covers(table, space)
         overhead = overhead_key(space)
         self.call_overhead_ms = table.ms(overhead) if overhead in table.entries else 0.0
-        self.repeats = {part.key: part.repeats for part in space.parts()}
-        self.part_ms = {part.key: self._part_ms(part.key) for part in space.parts()}
+        self.part_ms = {part.key: self._part_ms(part.key, part.repeats) for part in space.parts()}
         self.fixed_ms = (
             table.ms(stem_key(space))
             + self._part_ms(head_key(space))
@@ -48,9 +47,8 @@ class DagLatencyModel:
         self.calibrated_fixed_ms = scale * self.fixed_ms + float(self.calibration["b"])
         self._slowest: tuple[Arch, float] | None = None
 
-    def _part_ms(self, key: str) -> float:
+    def _part_ms(self, key: str, repeats: int = 1) -> float:
         """A part's entry without the per-call cost, per copy where the entry times a chain (``Part.repeats``)."""
-        repeats = self.repeats.get(key, 1)
         return max(self.table.ms(key) - self.call_overhead_ms, 0.0) / repeats
 
     # -- per block -----------------------------------------------------------------------

@@ -193,14 +193,14 @@ class DagBlock(nn.Module):
             inputs = [e for e in graph.in_edges[node] if e in wanted]
             if not inputs:
                 continue
-            total = term(inputs[0])
-            for end in range(2, len(inputs) + 1):
+            total, prefix = term(inputs[0]), (graph.edges[inputs[0]][0],)
+            for e in inputs[1:]:
                 if scales is not None:
-                    total = total + term(inputs[end - 1])
+                    total = total + term(e)
                     continue
-                prefix = tuple(graph.edges[e][0] for e in inputs[:end])
+                prefix += (graph.edges[e][0],)
                 if prefix not in shared:
-                    shared[prefix] = total + term(inputs[end - 1])
+                    shared[prefix] = total + term(e)
                 total = shared[prefix]
             values[node] = self.ops[f"n{node}"](total)
         if not concat:
