@@ -62,8 +62,8 @@ ONE_SHOT = {"population": 16, "top_k": 4, "mutations": 6, "crossovers": 6, "gene
 #: GreedyNAS ranks its 10 paths per step on 200 held-out images (its default 1,000 makes a step cost 10,000 image passes)
 METHOD_OPTIONS = {"spos": ONE_SHOT, "random": ONE_SHOT, "greedynas": {**ONE_SHOT, "rank_images": 200}}
 #: DSO-NAS: its one pre-train epoch leaves one epoch of lambda steps here; gamma 4x its default to prune within it
-#: (its floor keeps a strong gamma from pruning past the aim)
-DSONAS_OPTIONS = {"gamma": 0.2}
+#: (its floor keeps a strong gamma from pruning past the aim); its adaptive weights named (the default) so the rows say which
+DSONAS_OPTIONS = {"gamma": 0.2, "adaptive": "block"}
 #: the optimiser every from-scratch training and fine-tune shares (SGD Nesterov, cosine to 0, no augmentation)
 OPTIMISER = {"batch_size": 64, "lr": 0.05, "weight_decay": 4e-5, "label_smoothing": 0.1}
 

@@ -270,6 +270,13 @@ MUTATIONS = (
         ("tests/test_dsonas.py",),
     ),
     Mutation(
+        "dsonas-block-weights-fixed",
+        "hwnas/search/dsonas.py",
+        "self.latency.block_ms(b, kept) / full if full > 0 else 0.0",
+        "1.0 if full > 0 else 0.0",
+        ("tests/test_dsonas.py",),
+    ),
+    Mutation(
         "dsonas-gamma-ignores-budget",
         "hwnas/search/dsonas.py",
         'self.gamma_now = self.options["gamma"] * min(',

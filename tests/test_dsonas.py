@@ -437,7 +437,7 @@ def per_ms_weights_by_hand(space, table):
 
 
 def test_a_lambda_step_is_apg_nag_on_the_held_out_batch_with_gamma_per_ms():
-    strategy, table = dsonas_strategy(gamma=0.3, lambda_lr=0.2, lambda_momentum=0.5, floor=0.0)  # no floor: the bare step
+    strategy, table = dsonas_strategy(gamma=0.3, lambda_lr=0.2, lambda_momentum=0.5, floor=0.0, adaptive="latency")  # no floor
     strategy.control()  # the full net is far over the aim: gamma at full strength
     assert strategy.gamma_now == 0.3
     with torch.no_grad():
@@ -464,6 +464,43 @@ def test_a_lambda_step_is_apg_nag_on_the_held_out_batch_with_gamma_per_ms():
             assert torch.equal(value, weights_before[key]), key
 
 
+def test_adaptive_block_weighs_every_edge_of_a_block_by_the_share_of_its_ms_still_kept():
+    """Eq. 9 in ms: an emptied block gets no pressure, a whole block all of it, a partial block its kept share."""
+    from hwnas.search.dsonas import masks_of
+
+    strategy, _ = dsonas_strategy(gamma=0.3, lambda_lr=0.2, lambda_momentum=0.5, floor=0.0, adaptive="block")
+    assert torch.equal(strategy.edge_weights(), torch.ones_like(strategy.lam))  # every block whole
+    space, model = strategy.latency.space, strategy.latency
+    full = [tuple([True] * len(space.graph.edges))] * len(space.layers)
+    with torch.no_grad():
+        strategy.lam[0] = 0.0  # block 0 empty
+        strategy.lam[1, ::2] = 0.0  # block 1 partly pruned
+    partial = masks_of(strategy.lam, space)[1]
+    empty = tuple([False] * len(space.graph.edges))
+    # block 1's kept share from whole-net predictions (its ms = the net with it minus the net without it)
+    share = (model.masks_ms([full[0], partial, *full[2:]]) - model.masks_ms([full[0], empty, *full[2:]])) / (
+        model.masks_ms(full) - model.masks_ms([full[0], empty, *full[2:]])
+    )
+    assert 0 < share < 1
+    want = torch.ones_like(strategy.lam)
+    want[0], want[1] = 0.0, share
+    assert torch.allclose(strategy.edge_weights().double(), want.double(), atol=1e-6)
+    # the lambda step thresholds with these weights
+    strategy.control()
+    assert strategy.gamma_now > 0  # still over the aim: the thresholds bite
+    lam0 = strategy.lam.detach().clone().double()
+    x, y = images(seed=5)
+    import copy
+
+    lam = lam0.float().clone().requires_grad_(True)
+    grad = torch.autograd.grad(torch.nn.functional.cross_entropy(copy.deepcopy(strategy.supernet)(x, lam), y), lam)[0].double()
+    z = lam0 - 0.2 * grad
+    shrunk = torch.sign(z) * torch.clamp(z.abs() - 0.2 * strategy.gamma_now * want.double(), min=0)
+    want_lam = torch.clamp(shrunk + 0.5 * (shrunk - lam0), min=0)
+    strategy.lambda_step(x, y)
+    assert torch.allclose(strategy.lam.detach().double(), want_lam, atol=1e-6)
+
+
 def test_weight_steps_keep_lambda_and_bn_scales_fixed():
     strategy, _ = dsonas_strategy(pretrain_epochs=1)
     lam0 = strategy.lam.detach().clone()
@@ -487,7 +524,9 @@ def test_gamma_follows_the_pruned_nets_distance_to_the_aim():
 def test_a_lambda_step_never_prunes_the_net_under_the_floor_and_undoes_only_what_it_must():
     from hwnas.search.dsonas import masks_of
 
-    bare, held = (dsonas_strategy(aim_share=0.5, gamma=0.5, lambda_lr=0.3, floor=floor)[0] for floor in (0.0, 0.9))
+    # the steps below are sized for the per-ms weights (they prune to under the floor in the 4th step)
+    options = {"aim_share": 0.5, "gamma": 0.5, "lambda_lr": 0.3, "adaptive": "latency"}
+    bare, held = (dsonas_strategy(floor=floor, **options)[0] for floor in (0.0, 0.9))
     aim, space = held.budget.aim_ms, held.latency.space
     for strategy in (bare, held):
         strategy.control()  # the full net: gamma at full strength

@@ -19,20 +19,28 @@ batches; the weight step runs through DDP, batch norm normalises over the global
 dL/dlambda is averaged over the ranks before APG-NAG steps, so lambda, the velocity, gamma
 and the pruned forward pass stay the same on every rank (``tests/test_distributed.py``).
 
-**Adaptive latency** (the paper's adaptive MAC, eq. 10, with milliseconds): the weight of an
-edge into an op is ``gamma * (ms(add) + ms(op)) / ms_max``, ``ms(op)`` the op's calibrated
-latency at its block's shape (``DagLatencyModel.calibrated_part_ms``), ``ms(add)`` the add
-that takes its term into the op's input (at most one: ops whose inputs begin alike share
-their partial sums, ``BlockGraph.sums``); an edge into the block output weighs what one
-more input costs the 1x1 projection (the mean step of its entries over the widths
-1..M*N). ``ms_max`` is the largest of these weights in the net.
+**Adaptive weights** (``adaptive``), each edge's share of gamma, in milliseconds:
+
+* ``block`` (default; the paper's adaptive FLOPs, eq. 9, which its CIFAR search used): every
+  edge of a block weighs ``ms(block kept) / ms(block full)``, the block's predicted ms with
+  its edges of lambda > 0 (isolated ops removed) over its ms with every edge; a block loses
+  pressure as it is pruned, so no block is emptied for being expensive;
+* ``latency`` (the paper's adaptive MAC, eq. 10): the weight of an edge into an op is
+  ``(ms(add) + ms(op)) / ms_max``, ``ms(op)`` the op's calibrated latency at its block's shape
+  (``DagLatencyModel.calibrated_part_ms``), ``ms(add)`` the add that takes its term into the
+  op's input (at most one: ops whose inputs begin alike share their partial sums,
+  ``BlockGraph.sums``); an edge into the block output weighs what one more input costs the
+  1x1 projection (the mean step of its entries over the widths 1..M*N). ``ms_max`` is the
+  largest of these weights in the net. It prunes the 32x32 blocks first and hardest, and its
+  derived nets trained worse from scratch than random nets of their latency
+  (``docs/dsonas.md``).
 
 **The budget sets the overall gamma.** After every lambda step the net that pruning would
 derive now (lambda > 0, isolated ops removed) is predicted; with ``e = pruned / aim - 1``,
 ``gamma_t = gamma * clip(e / settle_band, 0, 1)``: full strength while the pruned net is more
-than ``settle_band`` over the aim, less as it nears the aim, none at or under it. This is
-the paper's adaptive FLOPs (eq. 9: gamma proportional to the block's kept FLOPs) turned
-towards a target: the sparsity pressure follows how much latency is still to be removed.
+than ``settle_band`` over the aim, less as it nears the aim, none at or under it: the
+sparsity pressure follows how much latency is still to be removed (eq. 9 does this per
+block, for the share of its cost; this does it for the whole net, for the budget).
 
 **The floor** (``floor``, 0.9): at the aim gamma is 0, but APG-NAG's momentum carries lambdas
 near 0 on past it, and an edge at lambda = 0 never returns (it leaves the forward pass, so
@@ -59,9 +67,10 @@ Deviations from the paper, and why:
 * The floor is not in the paper: it projects the lambda step onto the nets predicted at or
   over ``floor`` x aim, so the searched net lands within [floor, 1] x aim instead of wherever
   momentum stops (``floor`` 0: the paper's unconstrained step, derived from the final lambda).
-* An edge's weight is its target op's cost, not a shared per-op weight on edges leaving it:
-  the paper does not say which edges of an op ``gamma_(m,n)`` applies to; an op disappears
-  when its input edges are all 0, so they carry its cost.
+* The adaptive weights count milliseconds from the latency table, not FLOPs or MAC. With
+  ``latency``, an edge's weight is its target op's cost, not a shared per-op weight on edges
+  leaving it: the paper does not say which edges of an op ``gamma_(m,n)`` applies to; an op
+  disappears when its input edges are all 0, so they carry its cost.
 * The paper stops the search "until convergence" (120 CIFAR epochs) and retrains with a
   width multiplier to fit the budget; here the search runs ``--epochs``, the budget is met
   by the pruning and the repair, and ``hwnas train`` retrains the derived net from scratch.
@@ -177,6 +186,12 @@ class DsoNasStrategy(Strategy):
             "sparsity weight gamma at full strength (paper 0.001 CIFAR, 0.01 ImageNet, over 120 epochs); "
             "each edge gets gamma x its ms share",
         ),
+        "adaptive": Knob(
+            "block",
+            "each edge's share of gamma: 'latency' (eq. 10 in ms: the edge's cost over the largest) or 'block' "
+            "(eq. 9 in ms: every edge of a block alike, the block's kept ms over its full ms)",
+            choices=("latency", "block"),
+        ),
         "settle_band": Knob(0.1, "gamma falls linearly to 0 as the pruned net comes within this share over the aim"),
         "floor": Knob(
             0.9,
@@ -196,9 +211,12 @@ class DsoNasStrategy(Strategy):
         if not 0 <= self.options["floor"] < 1:
             raise HwnasError(f"method dsonas's option floor must be in [0, 1), got {self.options['floor']}")
         self.apg = ApgNag(self.options["lambda_lr"], self.options["lambda_momentum"])
-        self.weights = adaptive_weights(self.latency).float()
         self.gamma_now = 0.0
         self.pruned_ms = self.latency.full()[1]
+        full_masks = self.latency.space.masks(self.latency.space.full_choices())
+        #: each block's ms with every edge kept (adaptive FLOPs' FLOPs_block)
+        self.full_block_ms = [self.latency.block_ms(index, kept) for index, kept in enumerate(full_masks)]
+        self.weights = adaptive_weights(self.latency).float()
         #: lambda at the last step whose pruned net was not under the aim (where the derivation starts after an overshoot)
         self.at_aim = torch.ones_like(self.lam.detach())
         self.epoch = 0
@@ -254,9 +272,20 @@ class DsoNasStrategy(Strategy):
             grad = torch.zeros_like(self.lam)
         self.dist.all_reduce_mean_(grad)  # the global held-out batch's gradient: lambda, v and gamma stay equal on every rank
         before = self.lam.detach().clone()
-        self.apg.step(self.lam.data, grad, self.gamma_now * self.weights)
+        self.apg.step(self.lam.data, grad, self.gamma_now * self.edge_weights())
         self.hold_floor(before)
         self.control()
+
+    def edge_weights(self) -> torch.Tensor:
+        """Each edge's share of gamma now: fixed by its cost ('latency'), or its block's kept share of its full ms ('block')."""
+        if self.options["adaptive"] == "latency":
+            return self.weights
+        masks = masks_of(self.lam, self.latency.space)
+        shares = [
+            self.latency.block_ms(b, kept) / full if full > 0 else 0.0
+            for b, (kept, full) in enumerate(zip(masks, self.full_block_ms))
+        ]
+        return torch.tensor(shares, dtype=self.lam.dtype).unsqueeze(1).expand_as(self.lam)
 
     def hold_floor(self, before: torch.Tensor) -> int:
         """Undo the last step of edges it zeroed while the pruned net is under ``floor`` x aim; returns how many.
