@@ -184,7 +184,7 @@ class DsoNasStrategy(Strategy):
         "gamma": Knob(
             0.05,
             "sparsity weight gamma at full strength (paper 0.001 CIFAR, 0.01 ImageNet, over 120 epochs); "
-            "each edge gets gamma x its ms share",
+            "each edge gets gamma x its adaptive weight (adaptive)",
         ),
         "adaptive": Knob(
             "block",
