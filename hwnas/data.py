@@ -26,10 +26,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets, transforms
+from torchvision.datasets import CIFAR10
 
 from hwnas.distributed import SINGLE, Dist, ShardSampler, split_batch
 from hwnas.errors import HwnasError
+from hwnas.registry import Registry
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -149,8 +153,6 @@ def _seeded_split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
 
 # -- the sources ------------------------------------------------------------------------------
 def _digits(seed: int) -> tuple[tuple, tuple]:
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     # values 0..16 -> 0..255
     images = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round().to(torch.uint8).unsqueeze(1)
@@ -198,8 +200,6 @@ def _fashion_mnist(folder: Path) -> tuple[tuple, tuple]:
 
 
 def _cifar10(folder: Path) -> tuple[tuple, tuple]:
-    from torchvision.datasets import CIFAR10
-
     parts = []
     for train in (True, False):
         try:
@@ -232,8 +232,6 @@ def _imagefolder_classes(folder: Path) -> list[str]:
 
 
 def _imagefolder(folder: Path, resolution: int, in_channels: int, seed: int) -> DataSplits:
-    from torchvision import datasets, transforms
-
     steps: list[Any] = [transforms.Resize((resolution, resolution))]
     if in_channels == 1:
         steps.append(transforms.Grayscale(1))
@@ -263,9 +261,9 @@ def load_data(spec: str, resolution: int, in_channels: int, seed: int = 0) -> Da
 
 
 #: every ``--data`` name; the only list of them
-DATA_SETS: dict[str, DataSet] = {
-    d.name: d
-    for d in (
+DATA_SETS: Registry[DataSet] = Registry(
+    "data set",
+    (
         DataSet("digits", "none", 1, 10, 32, lambda folder, seed: _digits(seed)),
         DataSet(
             "fashion-mnist",
@@ -278,8 +276,8 @@ DATA_SETS: dict[str, DataSet] = {
         DataSet("cifar10", "required", 3, 10, 32, lambda folder, seed: _cifar10(Path(folder))),
         DataSet("imagefolder", "required", 3, None, None, None),
         DataSet("fake", "none", 3, 10, 32, lambda folder, seed: _fake(seed)),
-    )
-}
+    ),
+)
 
 
 def split_for_arch(dataset: Dataset, arch_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:

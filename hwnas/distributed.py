@@ -51,6 +51,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.nn.functional import all_reduce
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from hwnas.errors import HwnasError
@@ -270,7 +272,6 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
 
         self._check_input_dim(x)
         dims = [0, 2, 3]
@@ -327,7 +328,6 @@ def wrap(module: nn.Module, dist: Dist, device: torch.device, find_unused: bool 
     """
     if not dist.active:
         return module
-    from torch.nn.parallel import DistributedDataParallel
 
     convert_batchnorm(module)
     # device_ids=None: the loop moves each batch itself, and the path choices (dataclasses holding CPU tensors of the arch

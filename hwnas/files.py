@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import re
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from hwnas.errors import HwnasError
 
@@ -45,8 +50,6 @@ def _alive(pid: int) -> bool:
 def check_writable(path: str | Path, folder: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written: a file where a folder must be, or a place that
     takes no files (read-only, /proc). ``folder``: ``path`` is a folder to be made. Leaves nothing behind."""
-    import tempfile
-
     path = Path(path).absolute()
     existing = path if folder else path.parent
     while not existing.exists():
@@ -99,9 +102,6 @@ def refuse_overwrite(path: str | Path, force: bool) -> None:
 
 def save_torch_atomic(path: str | Path, obj: Any) -> None:
     """``torch.save`` of a state dict (or a dict of them), written atomically."""
-    import io
-
-    import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -110,8 +110,6 @@ def save_torch_atomic(path: str | Path, obj: Any) -> None:
 
 def load_torch(path: str | Path, what: str = "file", expected: str = "a torch file") -> Any:
     """``torch.load`` with ``weights_only=True`` onto the CPU; a missing or unreadable file is a clear error."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise HwnasError(f"{what} {path} does not exist")
@@ -124,8 +122,6 @@ def load_torch(path: str | Path, what: str = "file", expected: str = "a torch fi
 
 def _cut_short_zip(path: Path) -> bool:
     """A file that starts as a zip archive (torch.save's format) but has no end: truncated."""
-    import zipfile
-
     try:
         with open(path, "rb") as handle:
             starts_as_zip = handle.read(4) == b"PK\x03\x04"

@@ -13,9 +13,10 @@ import torch
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.latency.lookup import expected_meta
-from hwnas.latency.model import LatencyModel, head_key, overhead_key, required_keys, stem_key
+from hwnas.latency.model import LatencyModel, head_key, latency_model, overhead_key, required_keys, stem_key
+from hwnas.latency.predictor import LatencyPredictor
 from hwnas.latency.table import ForeignTableWarning, LatencyTable
-from hwnas.spaces import SKIP_OPS, get_space
+from hwnas.spaces import SKIP_OPS, SPACES, get_space
 from hwnas.spaces.base import SpaceArgs
 from hwnas.spaces.proxyless import ProxylessSpace
 
@@ -208,3 +209,26 @@ def test_predict_equals_a_sum_written_out_by_hand():
     parts = 0.30 + (0.20 - 0.01) + (0.11 - 0.01) + (0.05 - 0.01) + 0.0  # 0.63 ms
     assert LatencyModel(table, space).predict(arch) == pytest.approx(1.1 * parts + 0.02 * 2 + 0.04)  # 0.773 ms
     assert LatencyModel(table, space).predict(arch) == pytest.approx(0.773)
+
+
+# -- one interface ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_every_space_s_latency_model_implements_the_predictor_interface(name):
+    from hwnas.search.synthetic import synthetic_table as flops_table
+
+    space = get_space(name, **DEMO, width_mult=0.25)
+    model = latency_model(flops_table(space), space)
+    assert isinstance(model, LatencyPredictor)
+    (fastest, fastest_ms), (slowest, slowest_ms) = model.fastest(), model.slowest()
+    assert model.predict(fastest) == pytest.approx(fastest_ms) and model.predict(slowest) == pytest.approx(slowest_ms)
+    assert fastest_ms < slowest_ms
+    for arch in (fastest, slowest, Arch.random(space, seed=1)):
+        assert model.fixed_ms + sum(model.layer_ms(arch)) == pytest.approx(model.sum_ms(arch))
+
+
+def test_an_object_without_predict_is_no_latency_predictor():
+    space = ProxylessSpace(SpaceArgs(**DEMO))
+    model = LatencyModel(synthetic_table(space), space)
+    assert isinstance(model, LatencyPredictor)
+    stripped = type("NoPredict", (), {name: getattr(model, name) for name in ("table", "space", "fastest", "slowest")})()
+    assert not isinstance(stripped, LatencyPredictor)

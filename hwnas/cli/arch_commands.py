@@ -11,7 +11,7 @@ from hwnas.arch import Arch, load_arch
 from hwnas.cli.options import COUNT, FINITE, build_space, echo_json, echo_warnings, json_option, space_options
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
-from hwnas.latency import LatencyModel, LatencyTable, latency_model
+from hwnas.latency import LatencyPredictor, LatencyTable, latency_model
 from hwnas.search.budget import make_target, parse_latency
 from hwnas.search.random_archs import band_sampler
 from hwnas.spaces import DagSpace
@@ -110,7 +110,7 @@ def sample(
         click.echo(a.to_compact() if ms is None else f"{ms:.4g} ms  {a.to_compact()}")
 
 
-def _table_model(table_path: str, space: str | None, overrides: dict) -> LatencyModel:
+def _table_model(table_path: str, space: str | None, overrides: dict) -> LatencyPredictor:
     """The latency model of the table's own space; a --space or space option that contradicts the table is refused."""
     table = LatencyTable.load(table_path)
     if "space" not in table.meta or "space_args" not in table.meta:

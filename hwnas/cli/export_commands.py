@@ -14,7 +14,7 @@ from hwnas.errors import HwnasError
 from hwnas.export.artifact import ExportRequest, export_and_verify
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
 from hwnas.files import check_writable, refuse_overwrite
-from hwnas.latency import LatencyModel, LatencyTable, latency_model
+from hwnas.latency import LatencyPredictor, LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta, find_table
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.run_folder import RunFolder, load_weights
@@ -24,7 +24,7 @@ from hwnas.search.budget import parse_latency
 EXIT_FAIL = 1
 
 
-def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool) -> LatencyModel | None:
+def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool) -> LatencyPredictor | None:
     """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space."""
     space = arch.build_space()
     if table is None:

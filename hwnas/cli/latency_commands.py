@@ -13,9 +13,11 @@ from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency.lookup import default_table_path, expected_meta
 from hwnas.latency.model import calibration_formula, latency_model
+from hwnas.latency.profiler import profile_space
 from hwnas.latency.protocol import Protocol
-from hwnas.latency.runtimes import DEVICES, RUNTIMES
+from hwnas.latency.runtimes import DEVICES, RUNTIMES, get_runtime
 from hwnas.latency.table import LatencyTable
+from hwnas.latency.validate import format_report, plot_validation, store_validation, summary, validate_table
 from hwnas.spaces import Space, get_space
 
 
@@ -64,8 +66,6 @@ def _threads(value: int) -> int | None:
 
 
 def _runtime(name: str, device: str, threads: int | None, fp16: bool, protocol: Protocol):
-    from hwnas.latency.runtimes import get_runtime
-
     return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=protocol)
 
 
@@ -128,8 +128,6 @@ def profile(
     as_json: bool,
 ) -> None:
     """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one)."""
-    from hwnas.latency.profiler import profile_space
-
     chosen = build_space(space, space_overrides)
     runtime = _runtime(runtime_name, device, _threads(threads), fp16, _protocol(rounds, min_time, warmup_time))
     path = Path(output) if output else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, fp16)
@@ -175,8 +173,6 @@ def validate(
     as_json: bool,
 ) -> None:
     """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
-    from hwnas.latency.validate import format_report, plot_validation, store_validation, summary, validate_table
-
     _show_warnings()
     if plot:
         refuse_overwrite(plot, force)

@@ -7,6 +7,8 @@ import sys
 import click
 
 from hwnas import __version__
+from hwnas.cli import arch_commands, export_commands, search_commands, spaces_commands, train_commands
+from hwnas.cli.latency_commands import register_latency_commands
 from hwnas.errors import HwnasError
 from hwnas.files import os_reason
 
@@ -45,8 +47,6 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from hwnas.cli import arch_commands, export_commands, search_commands, spaces_commands, train_commands
-    from hwnas.cli.latency_commands import register_latency_commands
 
     cli.add_command(spaces_commands.spaces)
     cli.add_command(arch_commands.arch)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from hwnas.data import DATA_SETS
 from hwnas.spaces import SPACES, Space, get_space
@@ -111,8 +112,6 @@ data_option = click.option(
 
 def given_options(ctx: click.Context, keep: set[str]) -> list[str]:
     """The flags typed on the command line (not left at their defaults), except the parameters named in ``keep``."""
-    from click.core import ParameterSource
-
     return [
         param.opts[0]
         for param in ctx.command.params

@@ -24,6 +24,7 @@ from hwnas.data import natural_space_args
 from hwnas.distributed import launched
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable
+from hwnas.latency.lookup import find_table
 from hwnas.run_folder import CONFIG, RUNS_ROOT, SEARCH_FILES, TRAIN_FILES
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import LOSS_FORMS, parse_latency
@@ -175,8 +176,6 @@ def search(
         space_args = {**natural_space_args(options["data"]), **space_overrides}
         built = build_space(space, space_args)
         if table is None:
-            from hwnas.latency.lookup import find_table
-
             table = str(find_table(built, options["device"], options["runtime"], options["threads"], 1))
         config = SearchConfig(
             table=table,

@@ -20,7 +20,7 @@ from typing import Any
 
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
-from hwnas.latency import LatencyModel
+from hwnas.latency import LatencyPredictor
 
 #: a drift beyond this (either way) makes the export say the table should be re-validated
 DRIFT_WARNING = 0.10
@@ -35,7 +35,7 @@ class Reference:
     validated_ms: float
 
 
-def pick_references(model: LatencyModel, predicted_ms: float, count: int = DEFAULT_REFERENCES) -> list[Reference]:
+def pick_references(model: LatencyPredictor, predicted_ms: float, count: int = DEFAULT_REFERENCES) -> list[Reference]:
     """The ``count`` validation nets of the model's table predicted nearest to ``predicted_ms``.
 
     An empty list when the table was never validated (there is nothing to compare with) or

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime
 import torch
 from torch import nn
 
@@ -25,8 +27,6 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     The artifact goes through the ``torch.export``-based exporter at ``OPSET``; ``input_shape``
     includes the batch, and with ``dynamic_batch`` the batch axis is symbolic.
     """
-    import onnx
-
     try:
         data = export_onnx_bytes(model, input_shape, exporter="dynamo", opset=OPSET, dynamic_batch=dynamic_batch)
         onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
@@ -51,8 +51,6 @@ class Parity:
 
 def check_parity(model: nn.Module, onnx_path: str | Path, input_shape: tuple[int, ...], trials: int = 3, seed: int = 0) -> Parity:
     """Run ONNX Runtime (CPU) and PyTorch on the same random inputs and compare the outputs."""
-    import onnxruntime
-
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from hwnas.errors import HwnasError
 from hwnas.latency.protocol import Clock
 
 
 def require_cuda() -> None:
     """Raise with the reason when CUDA cannot be used here."""
-    import torch
-
     if not torch.cuda.is_available():
         raise HwnasError(f"device cuda: no CUDA GPU is available (torch {torch.__version__}, CUDA build {torch.version.cuda})")
 
@@ -24,8 +24,6 @@ class CudaEventClock(Clock):
     """Per-run elapsed GPU time between two ``torch.cuda.Event`` s on the current stream."""
 
     def time_runs(self, fn: Callable[[], object], count: int) -> list[float]:
-        import torch
-
         pairs = []
         for _ in range(count):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -41,8 +39,6 @@ class SynchronisedClock(Clock):
     """Host clock around a run followed by ``torch.cuda.synchronize()``: for work on streams events do not see."""
 
     def time_runs(self, fn: Callable[[], object], count: int) -> list[float]:
-        import torch
-
         def synchronised() -> None:
             fn()
             torch.cuda.synchronize()

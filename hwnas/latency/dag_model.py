@@ -5,7 +5,7 @@ every live op (an entry per op at the block's shape), the 1x1 projection at the 
 its concatenation (an entry per width, 1 .. M*N) and its adds: one per distinct partial sum
 of op inputs (``BlockGraph.sums``), not one per edge, since ops whose inputs begin alike
 share their sums; the add entry times a chain of adds (``AddChain``), taken per add. The
-prediction is, as for the chain spaces, ``a * sum + c * ops + b`` (``hwnas.latency.model``),
+prediction is, as for the chain spaces, ``a * sum + c * ops + b`` (``hwnas.latency.calibration``),
 ``ops`` the searchable parts the net runs (live ops, projections and adds), and the
 runtime's per-call cost is counted once per net. Because the calibration is linear and the
 sum separable over blocks, each block's calibrated cost adds up to the prediction
@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hwnas.arch import Arch
-from hwnas.latency.model import apply_calibration, check_covers, head_key, overhead_key, stem_key
+from hwnas.latency.calibration import apply_calibration
+from hwnas.latency.keys import check_covers, head_key, overhead_key, stem_key
 from hwnas.latency.table import LatencyTable
 from hwnas.spaces.dag import DagSpace
 

@@ -1,107 +1,47 @@
-"""A latency table bound to a search space: ``T[l, k]`` in ms, expected and predicted latency.
+"""A latency table bound to a chain space: ``T[l, k]`` in ms, expected and predicted latency.
 
-The latency of a chain net is modelled as the sum of its parts (stem, one op per layer, head),
-then mapped through the table's calibration ``a * sum + c * ops + b`` fitted on whole-net
-measurements (``hwnas tables validate``), where ``ops`` counts the layers that run an op (not a
-skip). ``c`` is what an op costs inside a net beyond its time alone. Without it the intercept
-of the line absorbs the per-op cost of the 15-21 ops random archs run and charges it to every
-net, so a line through ``sum`` alone over-predicts the space's fastest net (6 ops) by a
-fifth or more (measured: docs/DESIGN.md, section 8).
-
-Every part was timed as its own call, and each call pays the runtime's fixed cost (with ONNX
-Runtime a sizeable share of a small net's summed parts: section 8), while the whole net pays it once. Where the table holds the ``overhead`` entry
-(an identity model timed the same way), it is taken off every part but one, so the sum counts
-it once and a net with more skipped layers is not favoured by the count of calls it saves. Because the sum is separable per layer, the fastest and slowest
-nets of the space are exact: the per-layer minimum and maximum. The calibration keeps it
-separable: each op's calibrated cost is ``a * ms + c`` (``LatencyModel.calibrated_ms``).
+A chain net's latency is modelled as the sum of its parts (stem, one op per layer, head)
+through the table's calibration ``a * sum + c * ops + b`` (``hwnas.latency.calibration``),
+``ops`` the layers that run an op (not a skip): ``c`` is what an op costs inside a net beyond its
+time alone, which a line through ``sum`` alone would charge to every net. Each part was timed
+as its own call; where the table holds the ``overhead`` entry (an identity model), that per-call
+cost is taken off every part and counted once per net, so skipping layers saves no phantom calls.
+The sum stays separable per layer, so the fastest and slowest nets are exact (per-layer minimum
+and maximum). Measurements behind this: docs/latency_models.md.
 """
 
 from __future__ import annotations
-
-import shlex
 
 import torch
 
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
+from hwnas.latency.calibration import apply_calibration, calibration_formula, count_ops
+from hwnas.latency.dag_model import DagLatencyModel
+from hwnas.latency.keys import check_covers, head_key, overhead_key, profile_command, required_keys, stem_key
+from hwnas.latency.predictor import LatencyPredictor
 from hwnas.latency.table import LatencyTable
-from hwnas.spaces import SKIP_OPS, ChainSpace, Space
+from hwnas.spaces import SKIP_OPS, ChainSpace, DagSpace, Space
+
+# Kept importable from here, where they lived before their own modules (keys, calibration).
+__all__ = [
+    "LatencyModel",
+    "LatencyPredictor",
+    "apply_calibration",
+    "calibration_formula",
+    "check_covers",
+    "count_ops",
+    "head_key",
+    "latency_model",
+    "overhead_key",
+    "profile_command",
+    "required_keys",
+    "stem_key",
+]
 
 
-def count_ops(arch: Arch) -> int:
-    """The searchable parts ``arch`` runs (a chain space: layers that run an op, not a skip): the ``ops`` of the calibration."""
-    return arch.build_space().count_ops(arch.choices)
-
-
-def apply_calibration(calibration: dict, sum_ms: float, ops: int) -> float:
-    """``a * sum + c * ops + b``: the predicted latency of a net whose entries sum to ``sum_ms`` over ``ops`` ops."""
-    return calibration["a"] * sum_ms + calibration.get("per_op_ms", 0.0) * ops + calibration["b"]
-
-
-def calibration_formula(calibration: dict) -> str:
-    """A calibration in words: ``measured ~ 1.1030 * sum + 0.0058 * ops + 0.0364 ms``."""
-    per_op = float(calibration.get("per_op_ms", 0.0))
-    ops = f" + {per_op:.4f} * ops" if per_op else ""
-    return f"measured ~ {calibration['a']:.4f} * sum{ops} + {calibration['b']:.4f} ms"
-
-
-def stem_key(space: Space) -> str:
-    """Table key of the fixed stem (input shape included)."""
-    c, h, w = space.input_shape
-    return f"stem:{space.name}:c{c}-{space.stem_out_channels}:h{h}w{w}"
-
-
-def head_key(space: Space) -> str:
-    """Table key of the fixed head (its input shape and the number of classes)."""
-    c, h, w = space.head_in_shape
-    return f"head:{space.name}:c{c}-{space.args.num_classes}:h{h}w{w}"
-
-
-def overhead_key(space: Space) -> str:
-    """Table key of the per-call cost of the runtime (an identity model at the net's input shape)."""
-    c, h, w = space.input_shape
-    return f"overhead:identity:c{c}:h{h}w{w}"
-
-
-def required_keys(space: Space) -> list[str]:
-    """Every key a table needs to cover ``space``: every part its nets can run, the stem and the head."""
-    return [part.key for part in space.parts()] + [stem_key(space), head_key(space)]
-
-
-def profile_command(space: Space, meta: dict) -> str:
-    """The ``hwnas profile`` call that measures ``space`` on the target ``meta`` describes."""
-    parts = ["hwnas", "profile", "--space", space.name]
-    defaults = {"resolution": 224, "num_classes": 1000, "in_channels": 3, "width_mult": 1.0}
-    for name, value in space.args.to_dict().items():
-        if defaults.get(name) != value:
-            parts += [f"--{name.replace('_', '-')}", str(value)]
-    for name in ("device", "runtime", "threads", "batch_size"):
-        if meta.get(name) is not None:
-            parts += [f"--{name.replace('_', '-')}", str(meta[name])]
-    if meta.get("dtype") == "float16":
-        parts.append("--fp16")
-    if meta.get("path"):
-        parts += ["-o", str(meta["path"])]
-    return shlex.join(parts)
-
-
-def check_covers(table: LatencyTable, space: Space) -> None:
-    """An error naming the missing entries and the ``hwnas profile`` call that fills them, unless ``table`` covers ``space``."""
-    missing = table.missing(required_keys(space))
-    if missing:
-        meta = dict(table.meta, path=table.path)
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise HwnasError(
-            f"latency table {table.path or ''} lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} "
-            f"for space {space.name} ({shown}); fill them with: {profile_command(space, meta)}"
-        )
-
-
-def latency_model(table: LatencyTable, space: Space):
+def latency_model(table: LatencyTable, space: Space) -> LatencyPredictor:
     """The latency model of ``space`` under ``table``: ``LatencyModel`` for a chain space, ``DagLatencyModel`` for a DAG space."""
-    from hwnas.latency.dag_model import DagLatencyModel
-    from hwnas.spaces import DagSpace
-
     if isinstance(space, DagSpace):
         return DagLatencyModel(table, space)
     return LatencyModel(table, space)

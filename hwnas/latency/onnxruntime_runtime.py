@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
+import torch
 
 from hwnas.errors import HwnasError
 from hwnas.latency.cuda_clock import SynchronisedClock, require_cuda
@@ -21,14 +23,6 @@ from hwnas.latency.runtime_base import Runtime
 
 #: hwnas provider name -> ONNX Runtime execution provider
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-
-
-def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise HwnasError(f"the onnxruntime runtime needs the onnxruntime package: {error}") from None
-    return onnxruntime
 
 
 class OnnxRuntime(Runtime):
@@ -45,17 +39,17 @@ class OnnxRuntime(Runtime):
             raise HwnasError(
                 "--fp16 with onnxruntime needs --device cuda (the CPU provider runs float16 models slower, not faster)"
             )
-        available = _onnxruntime().get_available_providers()
+        available = onnxruntime.get_available_providers()
         if PROVIDERS[self.provider] not in available:
             raise HwnasError(
-                f"ONNX Runtime {_onnxruntime().__version__} here has no {PROVIDERS[self.provider]} "
+                f"ONNX Runtime {onnxruntime.__version__} here has no {PROVIDERS[self.provider]} "
                 f"(available: {', '.join(available)})"
             )
         if self.device == "cuda":
             require_cuda()
 
     def session_options(self):
-        ort = _onnxruntime()
+        ort = onnxruntime
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -71,7 +65,7 @@ class OnnxRuntime(Runtime):
         return [chosen]
 
     def session(self, onnx_model: bytes | str | Path):
-        ort = _onnxruntime()
+        ort = onnxruntime
         source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
         try:
             return ort.InferenceSession(source, sess_options=self.session_options(), providers=self._providers())
@@ -101,8 +95,6 @@ class OnnxRuntime(Runtime):
 
     def _cuda_runner(self, session, input_name: str, input_shape: tuple[int, ...], dtype) -> Runner:
         """I/O bound to torch CUDA tensors so no host copy is timed."""
-        import torch
-
         torch_dtype = torch.float16 if dtype == np.float16 else torch.float32
         example = torch.randn(*input_shape, device="cuda", dtype=torch_dtype)
         binding = session.io_binding()
@@ -118,7 +110,7 @@ class OnnxRuntime(Runtime):
     def meta(self) -> dict[str, Any]:
         return {
             "runtime": self.name,
-            "runtime_version": _onnxruntime().__version__,
+            "runtime_version": onnxruntime.__version__,
             "provider": PROVIDERS[self.provider],
             "device": self.device,
             "threads": self.threads,

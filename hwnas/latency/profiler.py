@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from tqdm import tqdm
 
 from hwnas import __version__
 from hwnas.errors import HwnasError
@@ -178,6 +179,4 @@ def _prepare(runtime: Runtime, todo: list[ProfileItem], bar) -> list:
 
 
 def _progress_bar(total: int, description: str, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=description, unit="meas", disable=not enabled or total == 0, leave=True, dynamic_ncols=True)

@@ -16,12 +16,16 @@ from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
 from hwnas.latency.runtime_base import DEVICES, Runtime
 from hwnas.latency.tensorrt import TensorRtRuntime, build_engine
 from hwnas.latency.torch_runtime import TorchRuntime
+from hwnas.registry import Registry
 
-RUNTIMES: dict[str, type[Runtime]] = {
-    TorchRuntime.name: TorchRuntime,
-    OnnxRuntime.name: OnnxRuntime,
-    TensorRtRuntime.name: TensorRtRuntime,
-}
+RUNTIMES: Registry[type[Runtime]] = Registry(
+    "runtime",
+    [
+        TorchRuntime,
+        OnnxRuntime,
+        TensorRtRuntime,
+    ],
+)
 
 
 def get_runtime(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
 from hwnas.latency.cuda_clock import CudaEventClock, require_cuda
@@ -98,8 +100,6 @@ class EngineRunner:
     """A deserialised engine with one execution context and torch-owned buffers for every I/O tensor."""
 
     def __init__(self, engine_bytes: bytes, input_shape: tuple[int, ...]) -> None:
-        import torch
-
         trt = import_tensorrt()
         self.engine = trt.Runtime(_logger(trt)).deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
@@ -122,15 +122,11 @@ class EngineRunner:
             self.context.set_tensor_address(name, tensor.data_ptr())
 
     def __call__(self) -> None:
-        import torch
-
         if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
             raise HwnasError("TensorRT execution failed")
 
 
 def _torch_dtype(trt, dtype):
-    import torch
-
     table = {
         trt.float32: torch.float32,
         trt.float16: torch.float16,

@@ -17,10 +17,14 @@ nets there. ``hwnas export`` uses every validated net as a reference for the mac
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
@@ -234,12 +238,6 @@ def format_report(report: dict[str, Any]) -> str:
 
 def plot_validation(report: dict[str, Any], path: str | Path, title: str) -> None:
     """Predicted (raw sum and calibrated) against measured, with the y = x line."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     def calibrated(point: dict[str, Any]) -> float:
         return apply_calibration(report["calibration"], point["predicted_sum_ms"], count_ops(Arch.from_compact(point["arch"])))
@@ -249,7 +247,8 @@ def plot_validation(report: dict[str, Any], path: str | Path, title: str) -> Non
     raw = [p["predicted_sum_ms"] for p in points + anchors]
     predicted = [calibrated(p) for p in points + anchors]
     half = report["calibration"]["fit_n"]
-    figure, axes = plt.subplots(figsize=(5.5, 5))
+    figure = Figure(figsize=(5.5, 5))
+    axes = figure.subplots()
     axes.scatter(raw, measured, s=14, marker="x", color="0.55", label=f"sum of entries (MAPE {report['mape']:.1%})")
     axes.scatter(predicted[:half], measured[:half], s=16, color="tab:blue", label="calibrated, fit half")
     axes.scatter(
@@ -278,11 +277,8 @@ def plot_validation(report: dict[str, Any], path: str | Path, title: str) -> Non
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
     write_bytes_atomic(path, buffer.getvalue())
 
 
 def _bar(total: int, description: str, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=description, unit="meas", disable=not enabled, dynamic_ncols=True)

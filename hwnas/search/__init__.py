@@ -1,11 +1,12 @@
 """Searches under a latency budget: differentiable (alpha) and one-shot (evolution over a trained supernet).
 
 ``STRATEGIES`` maps a method name to its strategy class; adding a method (SPOS, GreedyNAS,
-DSO-NAS) is adding one module and one line here.
+DSO-NAS) is adding one module and one line here; a name registered twice is an error.
 """
 
 from __future__ import annotations
 
+from hwnas.registry import Registry
 from hwnas.search.dsnas import DsnasStrategy
 from hwnas.search.dsonas import DsoNasStrategy
 from hwnas.search.greedynas import GreedyNasStrategy
@@ -14,14 +15,17 @@ from hwnas.search.snas import SnasStrategy
 from hwnas.search.spos import RandomSearchStrategy, SposStrategy
 from hwnas.search.strategy import Strategy
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    ProxylessStrategy.name: ProxylessStrategy,
-    SnasStrategy.name: SnasStrategy,
-    DsnasStrategy.name: DsnasStrategy,
-    SposStrategy.name: SposStrategy,
-    GreedyNasStrategy.name: GreedyNasStrategy,
-    RandomSearchStrategy.name: RandomSearchStrategy,
-    DsoNasStrategy.name: DsoNasStrategy,
-}
+STRATEGIES: Registry[type[Strategy]] = Registry(
+    "method",
+    [
+        ProxylessStrategy,
+        SnasStrategy,
+        DsnasStrategy,
+        SposStrategy,
+        GreedyNasStrategy,
+        RandomSearchStrategy,
+        DsoNasStrategy,
+    ],
+)
 
 __all__ = ["STRATEGIES", "Strategy"]

@@ -32,11 +32,13 @@ from hwnas.data import load_data, make_loader, split_for_arch
 from hwnas.distributed import SINGLE, Dist, like_module, place, split_batch, step_seed, train_device, wrap
 from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
-from hwnas.latency import LatencyTable, latency_model
+from hwnas.latency import LatencyPredictor, LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta
 from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SELECTION_PLOT, SUPERNET
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import BudgetController, Target, make_target
+from hwnas.search.oneshot import select
+from hwnas.search.report import write_plot, write_report, write_selection_plot
 from hwnas.spaces import get_space
 from hwnas.train import cosine_lr, evaluate
 
@@ -142,7 +144,7 @@ class SearchRun:
         if config.threads is not None:
             expect["threads"] = config.threads
         self.table = LatencyTable.load(config.table, expect=expect, allow_foreign=config.allow_foreign_table)
-        self.latency = latency_model(self.table, self.space)
+        self.latency: LatencyPredictor = latency_model(self.table, self.space)
         self.fastest_arch, fastest_ms = self.latency.fastest()
         _, slowest_ms = self.latency.slowest()
         self.target: Target = make_target(config.budget_ms, fastest_ms, slowest_ms, config.margin, self.table.p90_relative_error)
@@ -362,8 +364,6 @@ class SearchRun:
 
     # -- the result ------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
-        from hwnas.search.report import write_plot, write_report, write_selection_plot
-
         self.supernet.cpu()  # the selection and the child run on the CPU, as they always have
         if self.strategy.one_shot:
             arch, predicted, derived = self.select()
@@ -405,8 +405,6 @@ class SearchRun:
 
     def select(self) -> tuple[Arch, float, dict[str, Any]]:
         """A one-shot method's arch: evolution or random search over the trained supernet (``hwnas.search.oneshot``)."""
-        from hwnas.search.oneshot import select
-
         started = time.perf_counter()
         self.selection = select(
             self.supernet,

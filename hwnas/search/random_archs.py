@@ -19,12 +19,14 @@ high] leaves an exact uniform draw from the band itself.
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.latency import LatencyModel
+from hwnas.spaces import DagSpace
 
 
 class BandSampler:
@@ -153,8 +155,6 @@ class DagBandSampler:
 
     def sample(self, n: int, seed: int = 0, max_draws: int | None = None) -> list[Arch]:
         """``n`` distinct archs in the band, the same ones for the same seed."""
-        import random
-
         if n < 1:
             raise HwnasError(f"the number of archs must be at least 1, got {n}")
         rng, space = random.Random(seed), self.model.space
@@ -174,6 +174,4 @@ class DagBandSampler:
 
 def band_sampler(model, low_ms: float, high_ms: float):
     """The sampler of random archs in a latency band for the model's space: ``BandSampler`` (chain) or ``DagBandSampler``."""
-    from hwnas.spaces import DagSpace
-
     return DagBandSampler(model, low_ms, high_ms) if isinstance(model.space, DagSpace) else BandSampler(model, low_ms, high_ms)

@@ -6,9 +6,11 @@ import io
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from hwnas.arch import Arch
 from hwnas.files import write_bytes_atomic, write_text_atomic
-from hwnas.latency import LatencyModel
+from hwnas.latency import LatencyPredictor
 from hwnas.run_folder import PLOT, SELECTION_PLOT
 from hwnas.search.budget import Target
 from hwnas.search.evolution import SearchOutcome
@@ -42,16 +44,13 @@ def _how_derived(result: dict[str, Any]) -> str:
 
 def write_plot(path: Path, history: list[dict[str, Any]], target: Target, method: str) -> None:
     """Two panels over epochs: supernet train/val accuracy; E[lat] and argmax latency against budget and aim."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     def series(name: str) -> list[float]:
         return [float("nan") if row.get(name) is None else row[name] for row in history]
 
     epochs = [row["epoch"] + 1 for row in history]
-    fig, (acc_ax, lat_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    acc_ax, lat_ax = fig.subplots(1, 2)
     acc_ax.plot(epochs, [row["train_acc"] for row in history], marker="o", label="train (supernet)")
     acc_ax.plot(epochs, [row["val_acc"] for row in history], marker="o", label="val (supernet)")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title=f"{method}: accuracy")
@@ -66,24 +65,17 @@ def write_plot(path: Path, history: list[dict[str, Any]], target: Target, method
     _save(fig, path)
 
 
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
+def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_selection_plot(path: Path, outcome: SearchOutcome, target: Target, selection: str) -> None:
     """A one-shot selection: the best score per generation, and every scored arch's predicted latency against its score."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (best_ax, cloud_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    best_ax, cloud_ax = fig.subplots(1, 2)
     best_ax.plot([row["scored"] for row in outcome.history], [row["best_score"] for row in outcome.history], marker="o")
     best_ax.set(xlabel="archs scored", ylabel="best held-out accuracy (supernet weights)", title=f"{selection}: best so far")
     cloud_ax.scatter(
@@ -108,7 +100,7 @@ def write_report(
     target: Target,
     config: dict[str, Any],
     arch: Arch,
-    latency: LatencyModel,
+    latency: LatencyPredictor,
 ) -> None:
     aim_note = f" ({target.clamp_note()})" if target.aim_clamped else ""
     lines = [

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from hwnas.arch import Arch
 from hwnas.distributed import SINGLE, Dist
 from hwnas.errors import HwnasError
-from hwnas.latency import LatencyModel
+from hwnas.latency import LatencyPredictor
 from hwnas.search.budget import BudgetController
 from hwnas.search.derive import derive_under_budget
 from hwnas.search.supernet import ArchParameters, PathChoice, Supernet
+from hwnas.spaces import DagSpace
 
 #: gives one held-out (images, labels) batch for an arch step; only bi-level methods call it
 ArchBatches = Callable[[], tuple[torch.Tensor, torch.Tensor]]
@@ -69,7 +70,7 @@ class Strategy:
         self,
         supernet: Supernet,
         arch: ArchParameters,
-        latency: LatencyModel,
+        latency: LatencyPredictor,
         budget: BudgetController,
         weight_optimizer: torch.optim.Optimizer,
         options: dict[str, Any],
@@ -98,8 +99,6 @@ class Strategy:
     @classmethod
     def supports(cls, space: Any) -> bool:
         """Whether the method can search ``space`` (the chain methods: chain spaces; DSO-NAS: DAG spaces)."""
-        from hwnas.spaces import DagSpace
-
         return not isinstance(space, DagSpace)
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.registry import Registry
 from hwnas.spaces.base import SKIP_OPS, ChainSpace, LayerSpec, OpSpec, Part, Space, SpaceArgs
 from hwnas.spaces.cost import Cost
 from hwnas.spaces.dag import DagSpace
@@ -12,13 +13,16 @@ from hwnas.spaces.dsonas import DsoNasSmallSpace, DsoNasSpace
 from hwnas.spaces.proxyless import ProxylessGreedySpace, ProxylessSpace
 from hwnas.spaces.shufflenet import ShuffleNetSpace
 
-SPACES: dict[str, type[Space]] = {
-    ProxylessSpace.name: ProxylessSpace,
-    ProxylessGreedySpace.name: ProxylessGreedySpace,
-    ShuffleNetSpace.name: ShuffleNetSpace,
-    DsoNasSpace.name: DsoNasSpace,
-    DsoNasSmallSpace.name: DsoNasSmallSpace,
-}
+SPACES: Registry[type[Space]] = Registry(
+    "space",
+    [
+        ProxylessSpace,
+        ProxylessGreedySpace,
+        ShuffleNetSpace,
+        DsoNasSpace,
+        DsoNasSmallSpace,
+    ],
+)
 
 
 def get_space(name: str, **space_args: Any) -> Space:

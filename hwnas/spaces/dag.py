@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.spaces.base import LayerSpec, OpSpec, Part, Space
+from hwnas.spaces.base import LayerSpec, OpSpec, Part, Space, adapt_strides, conv_out
 from hwnas.spaces.cost import Cost, count_cost
 
 
@@ -281,8 +281,6 @@ class DagSpace(Space):
     @cached_property
     def _plan(self) -> list[tuple[str, int, int, int, int]]:
         """Every block in order: (kind 'dag' or 'reduce', c_in, c_out, stride, input size)."""
-        from hwnas.spaces.base import conv_out
-
         size = conv_out(self.args.resolution, self._stem_stride())
         plan = []
         layout = self._stage_layout()
@@ -299,8 +297,6 @@ class DagSpace(Space):
         return self._strides()[1:]
 
     def _strides(self) -> list[int]:
-        from hwnas.spaces.base import adapt_strides
-
         return adapt_strides(self.args.resolution, self._published_strides())
 
     def _published_strides(self) -> list[int]:
@@ -316,8 +312,6 @@ class DagSpace(Space):
 
     @property
     def head_in_shape(self) -> tuple[int, int, int]:
-        from hwnas.spaces.base import conv_out
-
         _, _, c_out, stride, size = self._plan[-1]
         return (c_out, conv_out(size, stride), conv_out(size, stride))
 
