@@ -1,42 +1,18 @@
 """Many processes through PyTorch's own engine: ``torchrun`` + ``torch.distributed`` (NCCL on GPUs, Gloo on CPUs).
 
 ``torchrun --nproc-per-node N -m hwnas search ...`` (or ``hwnas train``) starts N processes;
-this module owns what they share: the process group (``launched``), who they are (``Dist``:
-rank, world size, local rank, backend), the all-reduce helpers, the sampler that gives each
-rank its shard of every batch (``ShardSampler``), the per-step seed (``step_seed``) and a
-batch norm whose statistics cover the global batch (``GlobalBatchNorm2d``). A plain ``hwnas
-search`` never touches ``torch.distributed``: ``launched`` hands back ``SINGLE`` unless
-torchrun's ``WORLD_SIZE`` says more than one process runs.
+this module owns what they share: the process group (``launched``), who they are (``Dist``),
+the all-reduce helpers, the sampler that gives each rank its shard of every global batch
+(``ShardSampler``), the per-step seed (``step_seed``) and a batch norm over the global batch
+(``GlobalBatchNorm2d``: ``SyncBatchNorm`` refuses CPU tensors). A plain ``hwnas search`` never
+touches ``torch.distributed``: ``launched`` hands back ``SINGLE`` unless torchrun's
+``WORLD_SIZE`` says more than one process runs.
 
-What a run of N processes computes is what one process computes with the same global batch,
-to rounding (``tests/test_distributed.py`` checks 1e-5):
-
-* **Data.** Each epoch has one global order (the order one process's loader would visit,
-  ``global_order``); rank r takes every N-th index from position r, so the union of the N
-  local batches of step k is the global batch k. The order is cut to a multiple of N
-  (DistributedSampler's ``drop_last``): every rank's shard of every batch, the last one
-  included, has the same size, so the mean loss over a shard, averaged over ranks by DDP, is
-  the mean over the global batch. At most N - 1 images an epoch are left out; with
-  ``len % N == 0`` none are. The global batch must split evenly (``batch_size % N == 0``).
-* **Batch norm.** Statistics of the global batch: per-shard statistics would make N ranks
-  compute another function than one process. ``torch.nn.SyncBatchNorm`` refuses CPU tensors
-  in this PyTorch ("SyncBatchNorm expected input tensor to be on GPU"), so Gloo runs could
-  not use it; ``GlobalBatchNorm2d`` all-reduces the batch sum and the sum of squared
-  deviations with ``torch.distributed.nn.functional.all_reduce`` (autograd flows through),
-  one module for NCCL and Gloo alike. Used only when the world size is above 1.
-* **Paths and noise.** Every rank samples the same paths and Gumbel noise: the search loop
-  reseeds the strategy's generator before each step from (run seed, epoch, step)
-  (``step_seed``), never from the rank or the world size, so the supernet runs one graph on
-  every rank and a resume with another N draws what the uninterrupted run drew.
-* **Arch gradients.** Reduced by mean across ranks before the arch optimiser steps (DSNAS: its
-  per-layer rewards dL/dZ; DSO-NAS: dL/dlambda before APG-NAG's step); alpha, the Adam state and the budget controller then stay
-  identical on every rank. The latency term is computed whole on every rank: the mean keeps it
-  counted once.
-
-One-shot methods (SPOS, GreedyNAS, random) refuse a world size above 1 for now: their
-selection stage scores candidates in one process. Their supernet training would sample the
-same path on every rank (the shared per-step seed), because DDP averages the gradients of one
-graph; a path per rank would be another method (several paths per batch).
+N processes compute what one process computes with the same global batch and seed, to
+rounding: one global order per epoch cut to a multiple of N, global-batch statistics in batch
+norm, the same paths and noise on every rank (seeded from run seed, epoch and step, never the
+rank), and arch gradients averaged over the ranks before the arch step. One-shot methods run in
+one process. Why each of these, and what it costs: ``docs/distributed.md``.
 """
 
 from __future__ import annotations

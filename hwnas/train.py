@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from hwnas.arch import Arch
 from hwnas.batchnorm import batch_statistics, recalibrate_bn
@@ -39,6 +38,7 @@ from hwnas.data import DataSplits, make_loader
 from hwnas.distributed import SINGLE, Dist, like_module, place, train_device, wrap
 from hwnas.errors import HwnasError
 from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
+from hwnas.progress import progress_bar
 from hwnas.run_folder import ARCH, TRAIN_CHECKPOINT, TRAIN_HISTORY, TRAIN_RESULT, TRAINED
 
 
@@ -182,12 +182,8 @@ def train_child(
         )
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(
-            loader,
-            desc=f"train epoch {epoch + 1}/{config.epochs}",
-            leave=False,
-            disable=not (progress and dist.is_main),
-            unit="batch",
+        bar = progress_bar(
+            loader, desc=f"train epoch {epoch + 1}/{config.epochs}", unit="batch", enabled=progress and dist.is_main
         )
         for step, (images, labels) in enumerate(bar):
             lr = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from hwnas.arch import Arch, load_arch
 from hwnas.cli.main import EXIT_ERROR, cli
@@ -105,6 +106,22 @@ def test_bad_arch_fails_the_cli_with_a_message(cli_runner, tmp_path):
     assert result.exit_code == EXIT_ERROR and result.output.startswith(f"error: {binary}: ") and "Traceback" not in result.output
 
 
+def counted_by_hand(arch: Arch) -> dict[str, int]:
+    """Multiply-adds of the built child's convs and linears (each weight once per output position), on a real forward."""
+    net, flops = arch.build().eval(), 0
+
+    def hook(module, _inputs, output):
+        nonlocal flops
+        flops += module.weight.numel() * (output.shape[2] * output.shape[3] if output.dim() == 4 else 1)
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        net(torch.zeros(1, *arch.build_space().input_shape))
+    for handle in handles:
+        handle.remove()
+    return {"flops": flops, "params": sum(p.numel() for p in net.parameters())}
+
+
 def test_arch_cli_sample_show_flops(cli_runner, tmp_path):
     out = tmp_path / "a.json"
     sampled = cli_runner.invoke(
@@ -114,7 +131,7 @@ def test_arch_cli_sample_show_flops(cli_runner, tmp_path):
     arch = load_arch(out)
     flops = cli_runner.invoke(cli, ["arch", "flops", str(out), "--json"])
     cost = arch.build_space().cost(arch.choices)
-    assert json.loads(flops.output) == {"flops": cost.flops, "params": cost.params}
+    assert json.loads(flops.output) == {"flops": cost.flops, "params": cost.params} == counted_by_hand(arch)
     shown = json.loads(cli_runner.invoke(cli, ["arch", "show", arch.to_compact(), "--json"]).output)
     assert shown["choices"] == list(arch.choices) and sum(row["flops"] for row in shown["layers"]) < cost.flops
     # the same space options override the arch's own args on every command

@@ -13,7 +13,7 @@ import torch
 from hwnas.arch import Arch
 from hwnas.cli.main import cli
 from hwnas.errors import HwnasError
-from hwnas.spaces import SPACES, get_space
+from hwnas.spaces import SKIP_OPS, SPACES, Cost, get_space
 from hwnas.spaces.base import adapt_strides
 from hwnas.spaces.cost import count_cost
 
@@ -119,10 +119,16 @@ def test_stride_rule_demotes_earliest_steps_first():
     assert adapt_strides(8, strides) == [1, 1, 1, 2, 1, 2]  # 8 / 4 = 2
 
 
-def test_skip_layers_cost_nothing_in_the_child():
+def test_skip_layers_are_identities_with_no_flops_or_params_in_the_child():
     arch = proxyless_mobile_arch()
-    child = arch.build()
-    assert isinstance(child.layers[2], torch.nn.Identity) and isinstance(child.layers[3], torch.nn.Identity)
+    space, child = arch.build_space(), arch.build()
+    skips = [i for i, op in enumerate(arch.choices) if op in SKIP_OPS]
+    assert skips and all(isinstance(child.layers[i], torch.nn.Identity) for i in skips)
+    assert all(space.op_cost(i, arch.choices[i]) == Cost(0, 0) for i in skips)
+    # the whole net costs its fixed parts and its other layers, nothing more
+    assert space.cost(arch.choices) == space.fixed_cost() + sum(
+        (space.op_cost(i, op) for i, op in enumerate(arch.choices) if i not in skips), Cost(0, 0)
+    )
 
 
 def test_width_mult_rounds_channels_to_multiples_of_8():

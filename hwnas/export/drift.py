@@ -1,15 +1,13 @@
 """Has the machine changed since the table was validated? Reference nets timed beside the artifact.
 
-A table's calibration describes the machine as it ran while the table was validated. Shared
-and throttled machines drift: the same ONNX file can time 1.7x apart minutes later (measured:
-docs/DESIGN.md, section 8). So the export also times a few of the nets the validation
-measured (the ones whose prediction is nearest the artifact's), interleaved with the artifact
-in the same rounds. The median of their ``now / at validation`` ratios is the drift; the
-prediction times the drift is what the table predicts for the machine as it runs now. A
-drift beyond ``DRIFT_WARNING`` is reported with the command that re-validates the table.
-The validation's nets are random archs plus the space's fastest and slowest nets: random archs
-never come near the fastest, and drift does not carry over across sizes (large nets slowed
-while small ones beside them did not: section 8 again).
+A table's calibration describes the machine as it ran while the table was validated, and shared
+or throttled machines drift (measured: ``docs/latency_models.md``). So the export also times a
+few of the nets the validation measured, those whose prediction is nearest the artifact's (drift
+does not carry over across net sizes), interleaved with the artifact in the same rounds. The
+median of their ``now / at validation`` ratios is the drift; the prediction times the drift is
+what the table predicts for the machine as it runs now. A drift beyond ``DRIFT_WARNING`` is
+reported with the command that re-validates the table. The validation's nets are random archs
+plus the space's fastest and slowest nets, since random archs never come near the fastest.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from tqdm import tqdm
 
 from hwnas import __version__
 from hwnas.errors import HwnasError
@@ -30,6 +29,7 @@ from hwnas.latency.model import head_key, overhead_key, stem_key
 from hwnas.latency.protocol import Timing, combine_rounds
 from hwnas.latency.runtime_base import Runtime
 from hwnas.latency.table import MATCHED_META, LatencyTable
+from hwnas.progress import progress_bar
 from hwnas.spaces import Space
 
 #: meta fields that must agree before a rerun may resume an existing table
@@ -179,4 +179,4 @@ def _prepare(runtime: Runtime, todo: list[ProfileItem], bar) -> list:
 
 
 def _progress_bar(total: int, description: str, enabled: bool):
-    return tqdm(total=total, desc=description, unit="meas", disable=not enabled or total == 0, leave=True, dynamic_ncols=True)
+    return progress_bar(total=total, desc=description, unit="meas", enabled=enabled and total > 0, leave=True)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
@@ -35,6 +34,7 @@ from hwnas.latency.model import apply_calibration, count_ops, latency_model
 from hwnas.latency.protocol import Timing
 from hwnas.latency.runtime_base import Runtime
 from hwnas.latency.table import LatencyTable
+from hwnas.progress import progress_bar
 from hwnas.spaces import Space
 
 MIN_ARCHS = 4
@@ -281,4 +281,4 @@ def plot_validation(report: dict[str, Any], path: str | Path, title: str) -> Non
 
 
 def _bar(total: int, description: str, enabled: bool):
-    return tqdm(total=total, desc=description, unit="meas", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total=total, desc=description, unit="meas", enabled=enabled, leave=True)

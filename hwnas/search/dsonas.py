@@ -1,86 +1,31 @@
 """DSO-NAS (Zhang et al., https://arxiv.org/abs/1811.01567): search by pruning the edges of a completely connected net.
 
-Every edge of every block of the ``dsonas`` space is scaled by its lambda (``EdgeSupernet``).
-The search minimises ``CE(W, lambda) + delta |W|^2 + sum_e gamma_e |lambda_e|`` (eq. 5):
+Every edge of every block of the ``dsonas`` space is scaled by its lambda (``EdgeSupernet``); the
+search minimises ``CE(W, lambda) + delta |W|^2 + sum_e gamma_e |lambda_e|`` (eq. 5): weight steps
+only while pre-training, then per step one weight step on the weight half of the training set
+and one APG-NAG step on lambda (eqs. 6-8, ``hwnas.search.apg``) on the other half. The derived
+net drops every edge at lambda = 0 and the ops it isolates; a net still over the aim loses the
+edges that give up the least lambda per ms saved (``repair_to_limit``), so it is never over.
+Each edge's share of gamma (``adaptive``) is counted in calibrated ms: ``block`` (default; eq. 9)
+weighs a block's edges by its kept share of its full ms, ``latency`` (eq. 10) each edge by the
+ms of the op and add it feeds. Under torchrun dL/dlambda is averaged over the ranks.
 
-* **pre-train** (``pretrain_epochs``): weight steps only, every lambda at 1, BN scales fixed to 1;
-* **search**: per training step one weight step (NAG with weight decay, on the weight half of
-  the training set) and one lambda step on a batch of the other half (``--arch-fraction``
-  0.5, the paper's CIFAR split), alternating 1:1. The lambda step is APG-NAG (eqs. 6-8,
-  ``hwnas.search.apg``): ``z = lambda - eta grad``, ``v = S_{eta gamma}(z) - lambda + mu v``,
-  ``lambda = max(0, S_{eta gamma}(z) + mu v)``; no weight decay on lambda;
-* **derive**: drop every edge with lambda = 0 and every op it isolates (``DagSpace.canonical``)
-  from the final lambda (the search holds its pruned net within [``floor``, 1] x aim, below);
-  where that net is under the floor after all, from the last lambda whose pruned net was not
-  under the aim.
+Deviations from the paper, and why (the full account and the measurements: ``docs/dsonas.md``):
 
-**Under torchrun** (``hwnas.distributed``) each rank takes its shard of both halves' global
-batches; the weight step runs through DDP, batch norm normalises over the global batch, and
-dL/dlambda is averaged over the ranks before APG-NAG steps, so lambda, the velocity, gamma
-and the pruned forward pass stay the same on every rank (``tests/test_distributed.py``).
-
-**Adaptive weights** (``adaptive``), each edge's share of gamma, in milliseconds:
-
-* ``block`` (default; the paper's adaptive FLOPs, eq. 9, which its CIFAR search used): every
-  edge of a block weighs ``ms(block kept) / ms(block full)``, the block's predicted ms with
-  its edges of lambda > 0 (isolated ops removed) over its ms with every edge; a block loses
-  pressure as it is pruned, so no block is emptied for being expensive;
-* ``latency`` (the paper's adaptive MAC, eq. 10): the weight of an edge into an op is
-  ``(ms(add) + ms(op)) / ms_max``, ``ms(op)`` the op's calibrated latency at its block's shape
-  (``DagLatencyModel.calibrated_part_ms``), ``ms(add)`` the add that takes its term into the
-  op's input (at most one: ops whose inputs begin alike share their partial sums,
-  ``BlockGraph.sums``); an edge into the block output weighs what one more input costs the
-  1x1 projection (the mean step of its entries over the widths 1..M*N). ``ms_max`` is the
-  largest of these weights in the net. It prunes the 32x32 blocks first and hardest, and its
-  derived nets trained worse from scratch than random nets of their latency
-  (``docs/dsonas.md``).
-
-**The budget sets the overall gamma.** After every lambda step the net that pruning would
-derive now (lambda > 0, isolated ops removed) is predicted; with ``e = pruned / aim - 1``,
-``gamma_t = gamma * clip(e / settle_band, 0, 1)``: full strength while the pruned net is more
-than ``settle_band`` over the aim, less as it nears the aim, none at or under it: the
-sparsity pressure follows how much latency is still to be removed (eq. 9 does this per
-block, for the share of its cost; this does it for the whole net, for the budget).
-
-**The floor** (``floor``, 0.9): at the aim gamma is 0, but APG-NAG's momentum carries lambdas
-near 0 on past it, and an edge at lambda = 0 never returns (it leaves the forward pass, so
-it gets no gradient). Without a floor the measured run of ``docs/dsonas.md`` pruned its net
-well under the aim in its last epoch. Each lambda step is therefore projected onto the nets not under
-``floor`` x aim: where the step takes the pruned net under it, the step is undone for the
-edges it zeroed, the one it pushed least hard towards 0 first, until the net is back at or over
-the floor (``hold_floor``). Together with gamma, which stops pushing at the aim, this holds
-the pruned net within [floor, 1] x aim once it has come down to the aim: the budget
-controls the search in both directions, down by gamma and up by the floor. A negative gamma
-(the other methods' two-sided multiplier) cannot do that part here: it only raises lambdas
-that are still above 0, which changes no latency, and never restores a pruned edge.
-
-**Repair**: a pruned net still over the aim loses, one at a time, the edge whose removal
-gives up the least lambda per ms saved (lambda summed over the removed edge and any edge
-it isolates); the derived net is never over the aim.
-
-Deviations from the paper, and why:
-
-* The overall gamma is controlled (above) rather than fixed at 0.001 / 0.01: a fixed gamma
-  yields a net of whatever latency it yields; this project derives under a latency budget.
-  gamma is never negative (an edge at 0 is out of the forward pass and cannot be pulled back):
-  the pruning approaches the aim from above, and the floor stops it under the aim.
-* The floor is not in the paper: it projects the lambda step onto the nets predicted at or
-  over ``floor`` x aim, so the searched net lands within [floor, 1] x aim instead of wherever
-  momentum stops (``floor`` 0: the paper's unconstrained step, derived from the final lambda).
-* The adaptive weights count milliseconds from the latency table, not FLOPs or MAC. With
-  ``latency``, an edge's weight is its target op's cost, not a shared per-op weight on edges
-  leaving it: the paper does not say which edges of an op ``gamma_(m,n)`` applies to; an op
-  disappears when its input edges are all 0, so they carry its cost.
-* The paper stops the search "until convergence" (120 CIFAR epochs) and retrains with a
-  width multiplier to fit the budget; here the search runs ``--epochs``, the budget is met
-  by the pruning and the repair, and ``hwnas train`` retrains the derived net from scratch.
-* The derived child (its inherited weights, for ``hwnas train``'s fine-tune) runs every kept
-  edge at scale 1, as the paper's retrained net does; a lambda is folded into the child only
-  where that is exact (an edge into the block output: its columns of the 1x1 projection).
-  Keeping every lambda would cost the deployed net a multiply per edge and the sharing of
-  partial sums, several times the latency of a dense derived net (measured in ``docs/dsonas.md``).
-* Weights use the shared loop's SGD with Nesterov momentum and cosine learning rate (the
-  paper: constant 0.1); the pre-training is short (paper: 120 CIFAR epochs).
+* gamma is set by the budget, ``gamma * clip((pruned / aim - 1) / settle_band, 0, 1)``, not
+  fixed: a fixed gamma yields a net of whatever latency it yields, and this project derives under
+  a budget. It is never negative: an edge at 0 has left the forward pass and cannot return.
+* a floor (not in the paper): a lambda step that would prune the net under ``floor`` x aim is
+  undone for just enough of the edges it zeroed (``hold_floor``), so momentum cannot carry the
+  net far under the aim; with gamma at 0 at the aim this holds it within [floor, 1] x aim.
+* the adaptive weights count table milliseconds, not FLOPs or MAC; with ``latency`` an op's cost
+  sits on its input edges (the paper does not say which edges ``gamma_(m,n)`` applies to).
+* the search runs ``--epochs`` (not to convergence), the budget is met by pruning and repair (not
+  by a width multiplier), and ``hwnas train`` retrains the derived net.
+* the child runs every kept edge at scale 1, as the paper's retrained net does; a lambda is folded
+  in only where exact (edges into the block output), since a multiply per edge would cost the
+  deployed net its shared partial sums.
+* weights use the shared loop's SGD with Nesterov momentum and a cosine rate (paper: constant 0.1).
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from hwnas.errors import HwnasError
+from hwnas.progress import progress_bar
 
 Columns = tuple[int, ...]
 
@@ -172,7 +172,7 @@ def evolve(
     if not population:
         raise HwnasError(f"no arch under the aim {aim_ms:.4g} ms to start the evolution from")
     history: list[dict[str, Any]] = []
-    bar = tqdm(total=options.generations, desc="evolution", disable=not progress, leave=False)
+    bar = progress_bar(total=options.generations, desc="evolution", unit="generations", enabled=progress)
     for generation in range(options.generations):
         for columns in population:
             scorer(columns)
@@ -214,7 +214,7 @@ def random_search(
     rng = np.random.default_rng(seed)
     scorer = Scorer(score, latency_ms, aim_ms)
     history: list[dict[str, Any]] = []
-    bar = tqdm(total=evaluations, desc="random search", disable=not progress, leave=False)
+    bar = progress_bar(total=evaluations, desc="random search", unit="archs", enabled=progress)
     misses = 0
     while len(scorer.cache) < evaluations and misses < 10 * evaluations:
         candidate = sample(rng)

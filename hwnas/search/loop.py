@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import Subset
-from tqdm import tqdm
 
 from hwnas.arch import Arch
 from hwnas.batchnorm import recalibrate_bn
@@ -34,6 +33,7 @@ from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyPredictor, LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta
+from hwnas.progress import progress_bar
 from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SELECTION_PLOT, SUPERNET
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import BudgetController, Target, make_target
@@ -290,7 +290,9 @@ class SearchRun:
         self.supernet.train()
         loss_sum = correct = count = 0
         expected = float("nan")
-        bar = tqdm(total=steps, desc=f"{config.method} epoch {epoch + 1}/{config.epochs}", disable=not self.progress, leave=False)
+        bar = progress_bar(
+            total=steps, desc=f"{config.method} epoch {epoch + 1}/{config.epochs}", unit="steps", enabled=self.progress
+        )
         for step, (images, labels) in enumerate(loader):
             if step >= steps:
                 break
