@@ -89,6 +89,7 @@ def assert_close(one: dict[str, torch.Tensor], two: dict[str, torch.Tensor]) -> 
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_two_processes_search_as_one_with_the_global_batch(runs, method):
     one, two = (torch.load(runs[n] / f"{method}.pt", weights_only=True) for n in (1, 2))
@@ -104,6 +105,7 @@ def test_two_processes_search_as_one_with_the_global_batch(runs, method):
     assert not list((runs[2] / method).glob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_with_the_global_batch(runs):
     one, two = (torch.load(runs[n] / "train.pt", weights_only=True) for n in (1, 2))
     assert_close(one["weights"], two["weights"])
@@ -133,6 +135,7 @@ def _rank_of(pid: int) -> int | None:
     return int(ranks[0]) if ranks else None
 
 
+@pytest.mark.slow
 def test_kill_a_rank_mid_run_then_resume_with_one_process(runs, tmp_path, table_path):
     """SIGKILL to rank 1 after the first epoch's checkpoint; --resume in one process ends as the uninterrupted run."""
     spec = {
@@ -172,6 +175,7 @@ def test_kill_a_rank_mid_run_then_resume_with_one_process(runs, tmp_path, table_
     assert (config["world_size"], config["backend"]) == (1, None)
 
 
+@pytest.mark.slow
 def test_torchrun_runs_the_cli_search_and_only_rank_0_prints(tmp_path, table_path):
     out = tmp_path / "run"
     command = [
@@ -282,6 +286,7 @@ def dsonas_runs(tmp_path_factory) -> dict:
     return runs
 
 
+@pytest.mark.slow
 def test_two_processes_search_dsonas_as_one_with_the_global_batch(dsonas_runs):
     """lambda, the weights and BN buffers, APG-NAG's velocity, gamma and the pruned net's latency agree with one process."""
     assert not dsonas_runs["failed"], dsonas_runs["failed"]

@@ -30,6 +30,8 @@ from hwnas.spaces import get_space
 
 from helpers import budget_between, flags, tiny_space
 
+pytestmark = pytest.mark.slow  # every case starts real processes and kills them with kill -9
+
 HWNAS = [sys.executable, "-m", "hwnas"]
 DAG_SPACE = get_space("dsonas-small", resolution=16, in_channels=1, num_classes=10, width_mult=0.25)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

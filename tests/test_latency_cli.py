@@ -171,6 +171,7 @@ def test_errors_exit_2_with_a_message(cli_runner, table_path, tmp_path):
     assert result.exit_code == EXIT_ERROR and "--n must be at least" in result.output
 
 
+@pytest.mark.slow
 def test_kill_9_mid_profile_then_rerun_measures_only_the_rest(tmp_path):
     path = tmp_path / "killed.json"
     command = [

@@ -10,6 +10,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +22,7 @@ def test_every_subpackage_is_listed_in_pyproject():
     assert "hwnas.latency_tables" in listed
 
 
+@pytest.mark.slow
 def test_a_built_wheel_carries_the_tables_and_finds_them_installed(tmp_path):
     """Build the wheel for real, install it into a folder of its own, and load every shipped table from there."""
     built = subprocess.run(

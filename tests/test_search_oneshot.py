@@ -323,6 +323,7 @@ def test_one_shot_methods_run_on_the_other_spaces(tmp_path, space_name, method):
     assert result["arch"].startswith(space_name)
 
 
+@pytest.mark.slow
 def test_greedynas_killed_mid_supernet_and_mid_selection_resumes_to_the_uninterrupted_result(tmp_path, table_path):
     """Real processes, killed with SIGKILL once after the first checkpoint and once while the evolution scores."""
     budget = budget_between(table_path, 0.4)
