@@ -559,7 +559,8 @@ class Section:
     budgets: list[dict] = field(default_factory=list)
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace, Plan]:
+    """The options, and the plan they make (``--quick``, ``--fractions``, ``--search-steps`` applied)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, short searches and recipe (< 15 min on 2 cores)")
     parser.add_argument("--table", help="latency table of this machine [default: profile one into the work folder]")
@@ -570,8 +571,7 @@ def main() -> int:
     parser.add_argument("--methods", help="comma-separated methods [every method of the registry]")
     parser.add_argument("--fractions", help="the proxyless budgets, as shares of its range above the fastest net [0.25,0.60]")
     parser.add_argument("--search-steps", type=int, help="weight steps per search epoch, every method alike [30; 6 with --quick]")
-    args = parser.parse_args()
-    started = time.perf_counter()
+    args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
     if args.fractions:
         try:
@@ -585,11 +585,11 @@ def main() -> int:
         if args.search_steps < 1:
             parser.error(f"--search-steps {args.search_steps}: give at least 1 step per epoch")
         plan = replace(plan, search={**plan.search, "steps_per_epoch": args.search_steps})
-    work = args.work or ROOT / "runs" / ("search_quality-quick" if args.quick else "search_quality")
-    out = args.out or (work if args.quick else ROOT / "docs")
-    work.mkdir(parents=True, exist_ok=True)
+    return parser, args, plan
 
-    from hwnas.arch import Arch
+
+def make_sections(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: Plan, work: Path) -> list[Section]:
+    """Stages 1-2: the spaces the chosen methods search, each with its table (profiled if not given) and budgets."""
     from hwnas.data import load_data
     from hwnas.latency import LatencyTable, latency_model
     from hwnas.search import STRATEGIES
@@ -598,7 +598,6 @@ def main() -> int:
     sa = space_args(plan)
     dag_sa = {**sa, "width_mult": plan.dag_width_mult}
     load_data(plan.data, sa["resolution"], sa["in_channels"])  # a missing data set fails here, before any work
-    plan_dict = asdict(plan)
     space, dag_space = get_space(plan.space, **sa), get_space(plan.dag_space, **dag_sa)
     # every method of the registry, each on the space it can search (DSO-NAS: the edges of the DAG space)
     methods = args.methods.split(",") if args.methods else list(STRATEGIES)
@@ -622,9 +621,11 @@ def main() -> int:
         section.model = latency_model(LatencyTable.load(section.table), get_space(section.space, **section.space_args))
         for fraction in plan.fractions if section.space == plan.space else plan.dag_fractions:
             section.budgets.append({"space": section.space, **draw_band(section.model, fraction, plan)})
-    budgets = [b for section in sections for b in section.budgets]
+    return sections
 
-    # 1. searches
+
+def plan_searches(sections: list[Section], plan: Plan, work: Path) -> list[dict]:
+    """Stage 3's jobs: every method of each section x budget x seed, each with its cache folder."""
     searches = []
     for section in sections:
         for b in section.budgets:
@@ -653,11 +654,31 @@ def main() -> int:
                             "folder": str(work / "search" / search_key(method, config)),
                         }
                     )
-    search_results = run_jobs(
-        search_job, [{"folder": s["folder"], "config": s["config"]} for s in searches], args.workers, "searches"
-    )
+    return searches
 
-    # 2. trainings: searched archs from scratch and fine-tuned, random archs from scratch with every seed
+
+@dataclass
+class Trainings:
+    """Stage 4's outcome: the random nets' jobs (budget, arch, job), every job by folder, and what each trained to."""
+
+    random_jobs: list[tuple[dict, str, dict]]
+    unique: dict[str, dict]
+    trained: dict[str, dict]
+
+    def random_accs(self) -> dict[str, list[float]]:
+        """arch -> its accuracy with each seed."""
+        accs: dict[str, list[float]] = {}
+        for _, arch, job in self.random_jobs:
+            accs.setdefault(arch, []).append(self.trained[job["folder"]]["val_acc"])
+        return accs
+
+
+def run_trainings(
+    searches: list[dict], search_results: list[dict], budgets: list[dict], plan: Plan, work: Path, workers: int
+) -> Trainings:
+    """Stage 4: searched archs from scratch and fine-tuned, random archs from scratch with every seed."""
+    plan_dict = asdict(plan)
+
     def train(arch: str, seed: int, weights: str | None = None) -> dict:
         recipe_key = {
             "plan_recipe": plan.finetune if weights else plan.recipe,
@@ -686,14 +707,24 @@ def main() -> int:
         for seed in (noise_seeds if i == 0 and b is budgets[0] else plan.seeds)
     ]
     unique = {j["folder"]: j for j in jobs + [r[2] for r in random_jobs]}
-    trained = dict(zip(unique, run_jobs(train_job, list(unique.values()), args.workers, "trainings")))
+    trained = dict(zip(unique, run_jobs(train_job, list(unique.values()), workers, "trainings")))
+    return Trainings(random_jobs, unique, trained)
 
-    # 3. ranking: each first-seed chain supernet scores every random arch of its space
-    taus = {}
-    rank_runs, rank_scores, all_random = [], [], []
-    random_accs: dict[str, list[float]] = {}  # arch -> its accuracy with each seed
-    for _, arch, job in random_jobs:
-        random_accs.setdefault(arch, []).append(trained[job["folder"]]["val_acc"])
+
+@dataclass
+class Rankings:
+    """Stage 5's outcome: Kendall's tau per (method, budget fraction), the ranking runs and their scores."""
+
+    taus: dict = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)
+    scores: list[dict] = field(default_factory=list)
+    all_random: list[str] = field(default_factory=list)
+
+
+def rank_supernets(sections: list[Section], searches: list[dict], random_accs: dict, plan: Plan, workers: int) -> Rankings:
+    """Stage 5: each first-seed chain supernet scores every random arch of its space."""
+    plan_dict = asdict(plan)
+    rankings = Rankings()
     for section in (x for x in sections if x.ranking):
         all_random = [a for b in section.budgets for a in b["random"]]
         rank_runs = [s for s in searches if s["seed"] == plan.seeds[0] and s["section"] is section]
@@ -710,10 +741,10 @@ def main() -> int:
                 }
                 for s in rank_runs
             ],
-            args.workers,
+            workers,
             "supernet rankings",
         )
-        taus.update(
+        rankings.taus.update(
             {
                 (s["method"], s["budget"]["fraction"]): kendall(
                     [scores[a] for a in all_random], [statistics.fmean(random_accs[a]) for a in all_random]
@@ -721,15 +752,28 @@ def main() -> int:
                 for s, scores in zip(rank_runs, rank_scores)
             }
         )
+        rankings.runs, rankings.scores, rankings.all_random = rank_runs, rank_scores, all_random
+    return rankings
 
-    # 4. latency of every net, measured alone at the end (the nets of one space in the same rounds)
+
+def measure_all(
+    sections: list[Section], searches: list[dict], search_results: list[dict], plan: Plan, work: Path
+) -> dict[str, float]:
+    """Stage 6: the latency of every net, measured alone at the end (the nets of one space in the same rounds)."""
     measured: dict[str, float] = {}
     for section in sections:
         searched_archs = [r["arch"] for s, r in zip(searches, search_results) if s["section"] is section]
         randoms = [a for b in section.budgets for a in b["random"]]
         measured.update(measure_latencies(list(dict.fromkeys(searched_archs + randoms)), plan, work, section.latency_file))
+    return measured
 
-    # 5. figures
+
+def collect_nets(
+    sections: list[Section], searches: list[dict], search_results: list[dict], trainings: Trainings, measured: dict[str, float]
+) -> list[dict]:
+    """Every net, searched and random, with its prediction, measurement and accuracies."""
+    from hwnas.arch import Arch
+
     nets = []
     for s, result in zip(searches, search_results):
         nets.append(
@@ -742,15 +786,15 @@ def main() -> int:
                 "arch": result["arch"],
                 "predicted_ms": result["predicted_ms"],
                 "measured_ms": measured[result["arch"]],
-                "acc": trained[s["scratch"]["folder"]]["val_acc"],
-                "finetuned_acc": trained[s["finetune"]["folder"]]["val_acc"],
+                "acc": trainings.trained[s["scratch"]["folder"]]["val_acc"],
+                "finetuned_acc": trainings.trained[s["finetune"]["folder"]]["val_acc"],
                 "supernet_acc": result["supernet_val_acc"],
                 "child_acc_inherited": result["child_val_acc"],
                 "search_wall_s": json.loads((Path(s["folder"]) / "wall_s.json").read_text()),
             }
         )
     models = {section.space: section.model for section in sections}
-    for b, arch, job in random_jobs:
+    for b, arch, job in trainings.random_jobs:
         nets.append(
             {
                 "kind": "random",
@@ -760,9 +804,14 @@ def main() -> int:
                 "seed": job["seed"],
                 "predicted_ms": models[b["space"]].predict(Arch.from_compact(arch)),
                 "measured_ms": measured[arch],
-                "acc": trained[job["folder"]]["val_acc"],
+                "acc": trainings.trained[job["folder"]]["val_acc"],
             }
         )
+    return nets
+
+
+def method_rows(sections: list[Section], nets: list[dict], random_accs: dict[str, list[float]], taus: dict) -> list[dict]:
+    """Stage 7's table: one row per method and budget, against the random nets of its band."""
     rows = []
     for section in sections:
         for b in section.budgets:
@@ -803,8 +852,15 @@ def main() -> int:
                         "ranking_tau": taus.get((method, b["fraction"])) if section.ranking else None,
                     }
                 )
+    return rows
+
+
+def one_shot_rows(rankings: Rankings, searches: list[dict], search_results: list[dict]) -> list[dict]:
+    """The one-shot methods' supernet time, selection time and ranking."""
+    from hwnas.search import STRATEGIES
+
     one_shot = []
-    for s, scores in zip(rank_runs, rank_scores):
+    for s, scores in zip(rankings.runs, rankings.scores):
         if not STRATEGIES[s["method"]].one_shot:
             continue
         mine = [(x, r) for x, r in zip(searches, search_results) if x["method"] == s["method"] and x["budget"] is s["budget"]]
@@ -817,18 +873,46 @@ def main() -> int:
                 "method": s["method"],
                 "budget_ms": s["budget"]["budget_ms"],
                 "supernet_s": statistics.fmean(map(sum, epochs)),
-                "random_score_mean": statistics.fmean(scores[a] for a in all_random),
-                "ranking_tau": taus[(s["method"], s["budget"]["fraction"])],
+                "random_score_mean": statistics.fmean(scores[a] for a in rankings.all_random),
+                "ranking_tau": rankings.taus[(s["method"], s["budget"]["fraction"])],
                 "selection_s": statistics.fmean(r["selection_seconds"] for _, r in mine),
                 "child_acc_inherited": statistics.fmean(r["child_val_acc"] for _, r in mine),
             }
         )
+    return one_shot
+
+
+def main() -> int:
+    parser, args, plan = parse_args()
+    started = time.perf_counter()
+    work = args.work or ROOT / "runs" / ("search_quality-quick" if args.quick else "search_quality")
+    out = args.out or (work if args.quick else ROOT / "docs")
+    work.mkdir(parents=True, exist_ok=True)
+
+    from hwnas.data import load_data
+
+    sections = make_sections(parser, args, plan, work)
+    budgets = [b for section in sections for b in section.budgets]
+    searches = plan_searches(sections, plan, work)
+    search_results = run_jobs(
+        search_job, [{"folder": s["folder"], "config": s["config"]} for s in searches], args.workers, "searches"
+    )
+    trainings = run_trainings(searches, search_results, budgets, plan, work, args.workers)
+    random_accs = trainings.random_accs()
+    rankings = rank_supernets(sections, searches, random_accs, plan, args.workers)
+    measured = measure_all(sections, searches, search_results, plan, work)
+    nets = collect_nets(sections, searches, search_results, trainings, measured)
+    rows = method_rows(sections, nets, random_accs, rankings.taus)
+    one_shot = one_shot_rows(rankings, searches, search_results)
+
     # the run's span across invocations: the first search folder made, to the last latency measurement written
     span_s = max((work / section.latency_file).stat().st_mtime for section in sections) - min(
         (Path(x["folder"]) / "config.json").stat().st_mtime for x in searches
     )
-    job_seconds = [json.loads((Path(j) / "wall_s.json").read_text()) for j in [s["folder"] for s in searches] + list(unique)]
-    main_section = sections[0]
+    job_seconds = [
+        json.loads((Path(j) / "wall_s.json").read_text()) for j in [s["folder"] for s in searches] + list(trainings.unique)
+    ]
+    main_section, sa = sections[0], space_args(plan)
     summary = {
         "quick": args.quick,
         "date": datetime.date.today().isoformat(),
@@ -848,7 +932,7 @@ def main() -> int:
             }
             for section in sections
         ],
-        "plan": plan_dict,
+        "plan": asdict(plan),
         "val_images": plan.recipe["val_images"] or len(load_data(plan.data, sa["resolution"], sa["in_channels"]).val),
         "seed_noise": seed_noise(random_accs),
         "budgets": budgets,

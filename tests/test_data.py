@@ -8,7 +8,7 @@ import struct
 import pytest
 import torch
 
-from hwnas.data import load_data, make_loader, natural_space_args, split_for_arch
+from hwnas.data import FASHION_MNIST_DIR, load_data, make_loader, natural_space_args, split_for_arch
 from hwnas.errors import HwnasError
 
 
@@ -70,6 +70,17 @@ def test_fashion_mnist_idx_files(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc"))
     with pytest.raises(HwnasError, match="cannot read IDX"):
         load_data(f"fashion-mnist:{tmp_path}", 32, 1)
+
+
+@pytest.mark.skipif(
+    not FASHION_MNIST_DIR.is_dir(), reason=f"no Fashion-MNIST in {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)"
+)
+def test_the_real_fashion_mnist_has_its_published_sizes():
+    """Debian's package, as CI installs it: 60,000 training and 10,000 test images of 28x28, 6,000 and 1,000 per class."""
+    data = load_data("fashion-mnist", 28, 1)
+    assert (len(data.train), len(data.val), data.num_classes) == (60000, 10000, 10)
+    assert data.train[0][0].shape == (1, 28, 28)
+    assert torch.bincount(torch.tensor([int(label) for _, label in data.val])).tolist() == [1000] * 10
 
 
 def test_imagefolder_counts_classes_and_holds_out_validation(tmp_path):
