@@ -8,7 +8,7 @@ import struct
 import pytest
 import torch
 
-from hwnas.data import FASHION_MNIST_DIR, load_data, make_loader, natural_space_args, split_for_arch
+from hwnas.data import DATA_SETS, FASHION_MNIST_DIR, load_data, make_loader, natural_space_args, split_for_arch
 from hwnas.errors import HwnasError
 
 
@@ -51,6 +51,25 @@ def test_natural_space_args():
 def test_bad_specs_are_clear_errors(spec, message):
     with pytest.raises(HwnasError, match=message):
         load_data(spec, 32, 1)
+
+
+@pytest.mark.parametrize("name", list(DATA_SETS))
+def test_every_data_set_loads_as_it_says_or_asks_for_its_folder(name, tmp_path):
+    """Each registered data set keeps its promise about the folder after ':' and the shape it has."""
+    data_set = DATA_SETS[name]
+    if data_set.folder == "none":
+        data = load_data(name, 16, data_set.in_channels)
+        assert data.num_classes == data_set.num_classes and data.train[0][0].shape == (data_set.in_channels, 16, 16)
+        assert len(data.train) > len(data.val) > 0
+        assert natural_space_args(name)["num_classes"] == data_set.num_classes
+        with pytest.raises(HwnasError, match="takes no folder"):
+            load_data(f"{name}:{tmp_path}", 16, 1)
+    else:
+        if data_set.folder == "required":
+            with pytest.raises(HwnasError, match="needs a folder"):
+                load_data(name, 16, 1)
+        with pytest.raises(HwnasError, match=str(tmp_path / "missing")):
+            load_data(f"{name}:{tmp_path / 'missing'}", 16, data_set.in_channels)
 
 
 def write_idx(path, data: torch.Tensor) -> None:

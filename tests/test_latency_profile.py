@@ -13,7 +13,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency.model import LatencyModel, required_keys
 from hwnas.latency.profiler import profile_items, profile_space
 from hwnas.latency.protocol import Protocol
-from hwnas.latency.runtimes import get_runtime
+from hwnas.latency.runtimes import DEVICES, RUNTIMES, get_runtime
 from hwnas.latency.table import LatencyTable
 from hwnas.spaces import get_space
 
@@ -159,6 +159,24 @@ def test_exported_block_has_batchnorm_folded():
     model = onnx.load_from_string(export_onnx_bytes(space.build_op(3, "mb6_k5"), (1, layer.c_in, layer.h, layer.w)))
     kinds = {node.op_type for node in model.graph.node}
     assert "Conv" in kinds and "BatchNormalization" not in kinds
+
+
+@pytest.mark.parametrize("name", list(RUNTIMES))
+def test_every_runtime_times_a_module_here_or_says_why_it_cannot(name):
+    """Each registered runtime measures on the first device it can use here; one that can use none says why (a skip)."""
+    reasons = []
+    for device in DEVICES:
+        try:
+            runtime = get_runtime(name, device=device, protocol=TINY)
+        except HwnasError as error:
+            reasons.append(f"{device}: {error}")
+            continue
+        timing = runtime.measure_module(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU()), (1, 1, 16, 16))
+        assert timing.median_ms > 0 and timing.n == 6
+        assert runtime.meta()["runtime"] == name and runtime.meta()["device"] == device
+        return
+    assert all(len(reason) > 20 for reason in reasons), reasons
+    pytest.skip(f"runtime {name} cannot run here: {'; '.join(reasons)}")
 
 
 def test_unknown_and_unavailable_runtimes_say_why():
