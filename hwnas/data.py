@@ -26,10 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision import datasets, transforms
-from torchvision.datasets import CIFAR10
 
 from hwnas.distributed import SINGLE, Dist, ShardSampler, split_batch
 from hwnas.errors import HwnasError
@@ -153,6 +150,8 @@ def _seeded_split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
 
 # -- the sources ------------------------------------------------------------------------------
 def _digits(seed: int) -> tuple[tuple, tuple]:
+    from sklearn.datasets import load_digits  # seconds to import: only where the digits are read (tests/test_imports.py)
+
     digits = load_digits()
     # values 0..16 -> 0..255
     images = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round().to(torch.uint8).unsqueeze(1)
@@ -200,6 +199,8 @@ def _fashion_mnist(folder: Path) -> tuple[tuple, tuple]:
 
 
 def _cifar10(folder: Path) -> tuple[tuple, tuple]:
+    from torchvision.datasets import CIFAR10  # seconds to import (it loads torch._dynamo): only where CIFAR-10 is read
+
     parts = []
     for train in (True, False):
         try:
@@ -232,6 +233,8 @@ def _imagefolder_classes(folder: Path) -> list[str]:
 
 
 def _imagefolder(folder: Path, resolution: int, in_channels: int, seed: int) -> DataSplits:
+    from torchvision import datasets, transforms  # as in _cifar10
+
     steps: list[Any] = [transforms.Resize((resolution, resolution))]
     if in_channels == 1:
         steps.append(transforms.Grayscale(1))
