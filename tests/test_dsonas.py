@@ -609,6 +609,7 @@ def dsonas_config(table_path, budget_ms, **overrides):
     return SearchConfig(**options)
 
 
+@pytest.mark.slow  # long training or real timing: the whole suite (CI) runs it
 def test_a_run_derives_under_the_aim_writes_its_folder_and_resumes_to_the_same_result(tmp_path):
     from hwnas.latency import LatencyTable
     from hwnas.run_folder import load_weights  # noqa: F401  (the loader export and train use)

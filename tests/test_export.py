@@ -207,6 +207,7 @@ def test_drift_is_the_median_ratio_of_references():
     assert "now: 1.400 ms (measured -25.0% vs this)" in lines  # (1.05 - 1.4) / 1.4
 
 
+@pytest.mark.slow  # long training or real timing: the whole suite (CI) runs it
 def test_export_times_reference_nets_beside_the_artifact(cli_runner, small_run, tmp_path):
     space = get_space("proxyless", **SMALL)
     archs = [Arch.random(space, seed) for seed in (1, 2)]

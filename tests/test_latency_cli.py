@@ -43,6 +43,7 @@ def test_show_json(cli_runner, table_path):
     assert shown["entries"] == 35 and 0 < shown["fastest_ms"] < shown["slowest_ms"]
 
 
+@pytest.mark.slow  # long training or real timing: the whole suite (CI) runs it
 def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_path, tmp_path):
     copy = tmp_path / "t.json"
     copy.write_text(table_path.read_text())

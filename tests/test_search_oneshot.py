@@ -240,6 +240,7 @@ def test_greedynas_trains_the_k_paths_of_lowest_held_out_loss(table_path, monkey
             assert changed == ((layer, op) in trained), f"layer {layer} op {op}"
 
 
+@pytest.mark.slow  # long training or real timing: the whole suite (CI) runs it
 def test_greedynas_resumes_with_its_pool_and_stops_once_the_pool_is_steady(tmp_path, table_path):
     options = {**SMALL, "paths_sampled": 4, "paths_trained": 2, "rank_images": 64}
     straight = SearchRun(

@@ -75,6 +75,7 @@ def final_state(folder: Path) -> dict:
     return torch.load(folder / "checkpoint.pt", weights_only=True)
 
 
+@pytest.mark.slow  # long training or real timing: the whole suite (CI) runs it
 @pytest.mark.parametrize("method", ["proxyless", "snas", "dsnas"])
 def test_resume_after_an_interrupt_equals_the_uninterrupted_run(tmp_path, table_path, method):
     straight = SearchRun(config(method, table_path), tmp_path / "straight", progress=False).run()

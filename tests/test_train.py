@@ -221,6 +221,7 @@ def test_cli_trains_an_arch_from_scratch_or_from_given_weights(cli_runner, tmp_p
     assert warm_acc >= json.loads(scratch.stdout)["val_acc"] - 0.1 and warm_acc > cold_acc + 0.2
 
 
+@pytest.mark.slow  # long training or real timing: the whole suite (CI) runs it
 def test_cli_resume_of_an_arch_training_keeps_its_seed_and_data(cli_runner, tmp_path, monkeypatch):
     """``train --arch A --out O --resume`` continues on the data and the seeded split the training started with, though
     neither --seed nor --data is repeated: the digits' validation split depends on the seed."""
