@@ -16,7 +16,7 @@ import torch
 
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
-from hwnas.latency.calibration import apply_calibration, calibration_formula, count_ops
+from hwnas.latency.calibration import apply_calibration, calibration_formula, calibration_record, count_ops
 from hwnas.latency.dag_model import DagLatencyModel
 from hwnas.latency.keys import check_covers, head_key, overhead_key, profile_command, required_keys, stem_key
 from hwnas.latency.predictor import LatencyPredictor
@@ -29,6 +29,7 @@ __all__ = [
     "LatencyPredictor",
     "apply_calibration",
     "calibration_formula",
+    "calibration_record",
     "check_covers",
     "count_ops",
     "head_key",
