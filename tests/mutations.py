@@ -360,6 +360,27 @@ MUTATIONS = (
         "    if False:\n",
         ("tests/test_calibration.py",),
     ),
+    Mutation(
+        "registry-takes-a-name-twice",
+        "hwnas/registry.py",
+        "        if name in self:\n",
+        "        if False:\n",
+        ("tests/test_registry.py",),
+    ),
+    Mutation(
+        "progress-bars-in-logs",
+        "hwnas/progress.py",
+        "    if interactive():\n",
+        "    if True:\n",
+        ("tests/test_progress.py",),
+    ),
+    Mutation(
+        "progress-line-per-update",
+        "hwnas/progress.py",
+        "        if not self.disable and not finished and self.clock() - self.last_line >= self.interval_s:\n",
+        "        if not self.disable:\n",
+        ("tests/test_progress.py",),
+    ),
 )
 
 
