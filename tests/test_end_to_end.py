@@ -28,7 +28,7 @@ FAST = ["--rounds", "1", "--min-time", "0.005", "--warmup-time", "0.005"]
 
 pytestmark = pytest.mark.slow  # profiles, searches, trains and exports for real, once per method
 #: the spaces the methods search: the tiny chain space, and a DAG space for the methods that search edges
-SPACES = {
+SEARCHED_SPACES = {
     "proxyless": tiny_space(),
     "dsonas-small": get_space("dsonas-small", resolution=16, in_channels=1, num_classes=10, width_mult=0.25),
 }
@@ -37,7 +37,7 @@ GREEDY = flags(paths_sampled=3, paths_trained=2, rank_images=32)
 
 
 def space_of(method: str) -> str:
-    return next(name for name, space in SPACES.items() if STRATEGIES[method].supports(space))
+    return next(name for name, space in SEARCHED_SPACES.items() if STRATEGIES[method].supports(space))
 
 
 @pytest.fixture(scope="module")
