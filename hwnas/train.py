@@ -39,7 +39,7 @@ from hwnas.data import DataSplits, make_loader
 from hwnas.distributed import SINGLE, Dist, like_module, place, train_device, wrap
 from hwnas.errors import HwnasError
 from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
-from hwnas.run_folder import ARCH, TRAIN_CHECKPOINT, TRAIN_HISTORY, TRAIN_RESULT, TRAINED
+from hwnas.run_folder import ARCH, TRAIN_CHECKPOINT, TRAIN_HISTORY, TRAIN_RESULT, TRAINED, keep_space_copy
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,7 @@ def train_child(
         start_epoch = int(state["epoch"]) + 1
     if dist.is_main:
         arch.save(folder / ARCH)
+        keep_space_copy(folder, arch.build_space())
     history = _history(folder, start_epoch)
     net = wrap(model, dist, train_device(device, dist), find_unused=False)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from hwnas.arch import Arch, load_arch
-from hwnas.cli.options import COUNT, echo_json, json_option
+from hwnas.cli.options import COUNT, echo_json, json_option, read_space_file_option, space_file_option
 from hwnas.errors import HwnasError
 from hwnas.export.artifact import ExportRequest, export_and_verify
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
@@ -53,6 +53,7 @@ def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
     help="Search run to export [default: the newest run under runs/].",
 )
 @click.option("--arch", "arch_source", help="Export this arch (JSON file or compact string) instead of a run's child.")
+@space_file_option
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="State dict for --arch [default: fresh init].")
 @click.option(
     "--runtime",
@@ -85,6 +86,7 @@ def export(
     output: Path,
     run_dir: Path | None,
     arch_source: str | None,
+    space_file: str | None,
     weights: Path | None,
     runtime: str,
     device: str,
@@ -107,14 +109,15 @@ def export(
     """
     if run_dir and arch_source:
         raise HwnasError("give --run or --arch, not both")
-    if weights and not arch_source:
-        raise HwnasError("--weights goes with --arch (a run brings its own weights)")
+    if (weights or space_file) and not arch_source:
+        raise HwnasError("--weights and --space go with --arch (a run brings its own weights and space file)")
     request = ExportRequest(output, runtime, device, threads, fp16, batch_size, dynamic_batch, rounds, force)
     for path in request.outputs():
         refuse_overwrite(path, force)
         check_writable(path)
     source: dict[str, Any]
     if arch_source:
+        read_space_file_option(space_file)
         arch = load_arch(arch_source)
         model = arch.build()
         if weights:

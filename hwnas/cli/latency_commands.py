@@ -8,15 +8,26 @@ from pathlib import Path
 import click
 
 from hwnas.arch import load_arch
-from hwnas.cli.options import COUNT, COUNT0, FINITE, build_space, echo_json, echo_warnings, json_option, space_options
+from hwnas.cli.options import (
+    COUNT,
+    COUNT0,
+    FINITE,
+    build_space,
+    echo_json,
+    echo_warnings,
+    json_option,
+    read_space_file_option,
+    space_file_option,
+    space_options,
+)
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
-from hwnas.latency.lookup import default_table_path, expected_meta
+from hwnas.latency.lookup import default_table_path, expected_meta, table_space
 from hwnas.latency.model import calibration_formula, latency_model
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.latency.table import LatencyTable
-from hwnas.spaces import Space, get_space
+from hwnas.spaces import user_space_file
 
 
 def protocol_options(command):
@@ -67,10 +78,6 @@ def _runtime(name: str, device: str, threads: int | None, fp16: bool, protocol: 
     from hwnas.latency.runtimes import get_runtime
 
     return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=protocol)
-
-
-def _table_space(table: LatencyTable) -> Space:
-    return get_space(table.meta["space"], **table.meta["space_args"])
 
 
 def _show_warnings() -> None:
@@ -183,7 +190,7 @@ def validate(
         check_writable(plot)
     table = LatencyTable.load(table_path)
     meta = table.meta
-    space = _table_space(table)
+    space = table_space(table)
     table.check_matches(
         expected_meta(meta["device"], meta["runtime"], meta["batch_size"], meta.get("dtype") == "float16", space),
         allow_foreign_table,
@@ -232,7 +239,7 @@ def _calibration_line(table: LatencyTable) -> str | None:
 def show(table_path: str, as_json: bool) -> None:
     """Print a table's meta, entry count and the fastest / slowest latency of its space."""
     table = LatencyTable.load(table_path)
-    model = latency_model(table, _table_space(table))
+    model = latency_model(table, table_space(table))
     fastest, fastest_ms = model.fastest()
     slowest, slowest_ms = model.slowest()
     if as_json:
@@ -257,15 +264,24 @@ def show(table_path: str, as_json: bool) -> None:
 @click.command()
 @click.argument("arch_source", metavar="ARCH")
 @click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False), help="Latency table.")
+@space_file_option
 @json_option
-def predict(arch_source: str, table_path: str, as_json: bool) -> None:
+def predict(arch_source: str, table_path: str, space_file: str | None, as_json: bool) -> None:
     """Predicted latency of one arch (calibrated where the table has been validated)."""
-    arch = load_arch(arch_source)
     table = LatencyTable.load(table_path)
-    space = _table_space(table)
-    if arch.space != space.name or arch.build_space().args != space.args:
+    space = table_space(table)  # a table of a space file brings its copy, so the arch's space is known
+    read_space_file_option(space_file)
+    arch = load_arch(arch_source)
+    arch_space = arch.build_space()
+    if arch.space != space.name or arch_space.args != space.args:
         raise HwnasError(
             f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}"
+        )
+    given, measured = user_space_file(arch_space), user_space_file(space)
+    if given is not None and measured is not None and given.sha256 != measured.sha256:
+        raise HwnasError(
+            f"--space {given.source} (sha256 {given.sha256}) is not the space file table {table_path} measured "
+            f"(sha256 {measured.sha256}); leave out --space to use the table's copy"
         )
     latency_ms = latency_model(table, space).predict(arch)
     if as_json:

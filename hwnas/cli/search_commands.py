@@ -28,6 +28,7 @@ from hwnas.run_folder import CONFIG, RUNS_ROOT, SEARCH_FILES, TRAIN_FILES
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import LOSS_FORMS, parse_latency
 from hwnas.search.loop import SearchConfig, SearchRun
+from hwnas.spaces import user_space_file
 
 #: --force removes these first, so a rerun never mixes with an old result (nor export with an old run's fine-tuned weights)
 RUN_FILES = SEARCH_FILES + TRAIN_FILES
@@ -178,11 +179,13 @@ def search(
             from hwnas.latency.lookup import find_table
 
             table = str(find_table(built, options["device"], options["runtime"], options["threads"], 1))
+        source = user_space_file(built)
         config = SearchConfig(
             table=table,
             budget_ms=parse_latency(latency),
             space=space,
             space_args=built.args.to_dict(),
+            space_sha256=source.sha256 if source else None,
             method_options={k: v for k, v in knobs.items() if v is not None},
             **options,
         )

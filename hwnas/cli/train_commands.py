@@ -9,7 +9,17 @@ import click
 import torch
 
 from hwnas.arch import load_arch
-from hwnas.cli.options import COUNT, COUNT0, FINITE, data_option, echo_json, given_options, json_option
+from hwnas.cli.options import (
+    COUNT,
+    COUNT0,
+    FINITE,
+    data_option,
+    echo_json,
+    given_options,
+    json_option,
+    read_space_file_option,
+    space_file_option,
+)
 from hwnas.data import load_data
 from hwnas.distributed import launched
 from hwnas.errors import HwnasError
@@ -25,6 +35,7 @@ from hwnas.train import TrainConfig, resumed_options, train_child
     help="Fine-tune this search run's child, in place [default: the newest run under runs/].",
 )
 @click.option("--arch", "arch_source", help="Train this arch (JSON file or compact string) instead.")
+@space_file_option
 @click.option("--from-scratch", is_flag=True, help="With --arch: start from a fresh initialisation.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="With --arch: start from this state dict.")
 @click.option(
@@ -58,6 +69,7 @@ from hwnas.train import TrainConfig, resumed_options, train_child
 def train(
     run_dir: Path | None,
     arch_source: str | None,
+    space_file: str | None,
     from_scratch: bool,
     weights: Path | None,
     out: Path | None,
@@ -94,6 +106,7 @@ def train(
             raise HwnasError("--from-scratch and --weights: give one of them, not both")
         if not (from_scratch or weights or resume):
             raise HwnasError("with --arch, say where to start: --from-scratch or --weights FILE")
+        read_space_file_option(space_file)
         arch = load_arch(arch_source)
         torch.manual_seed(seed)  # --from-scratch: the initial weights are --seed's, whatever ran before in this process
         model = arch.build()
@@ -101,8 +114,8 @@ def train(
             load_weights(model, weights)
         folder = out or RUNS_ROOT / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-train"
     else:
-        if from_scratch or weights or out:
-            raise HwnasError("--from-scratch, --weights and --out go with --arch; a run is fine-tuned in place")
+        if from_scratch or weights or out or space_file:
+            raise HwnasError("--from-scratch, --weights, --out and --space go with --arch; a run is fine-tuned in place")
         run = RunFolder.open(run_dir) if run_dir else RunFolder.newest()
         arch, model, _ = run.child()
         folder = run.path

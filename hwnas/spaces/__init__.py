@@ -69,6 +69,11 @@ def space_class(name: str | Path) -> type[Space]:
     raise HwnasError(f"unknown space {name!r}; known: {', '.join(SPACES)}, or a space file (FILE.toml)")
 
 
+def is_known_space(name: str) -> bool:
+    """Whether an arch naming space ``name`` can be built here: a built-in space, or a space file read before."""
+    return name in SPACES or name in _FILE_SPACES
+
+
 def user_space_file(space: Space) -> SpaceFile | None:
     """The space file of a user's space (None for the built-in spaces, known by their name alone)."""
     if isinstance(space, FileSpace) and not space.builtin:
@@ -103,6 +108,7 @@ __all__ = [
     "SpaceArgs",
     "SpaceFile",
     "get_space",
+    "is_known_space",
     "is_space_file",
     "load_space_file",
     "register_space_file",
