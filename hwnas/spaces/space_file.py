@@ -291,7 +291,8 @@ def _check_keys(data: dict, known: dict[str, Any], at: tuple, label: str, fail: 
         )
     missing = [key for key, default in known.items() if default is REQUIRED and key not in data]
     if missing:
-        raise fail(at, f"{label} lacks {', '.join(map(repr, missing))}; add {missing[0]} = ...")
+        sections = {"stem": "a [stem] section", "head": "a [head] section", "stages": "a [[stages]] section per stage"}
+        raise fail(at, f"{label} lacks {', '.join(map(repr, missing))}; add {sections.get(missing[0], f'{missing[0]} = ...')}")
 
 
 def _string(data: dict, key: str, at: tuple, fail: Any) -> str:
