@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import click
 
-from hwnas.arch import load_arch
+from hwnas import api
 from hwnas.cli.options import (
     COUNT,
     COUNT0,
     FINITE,
-    build_space,
     echo_json,
     echo_warnings,
     json_option,
-    read_space_file_option,
     space_file_option,
     space_options,
 )
-from hwnas.errors import HwnasError
-from hwnas.files import check_writable, refuse_overwrite
-from hwnas.latency.lookup import default_table_path, expected_meta, table_space
-from hwnas.latency.model import calibration_formula, latency_model
+from hwnas.latency.lookup import table_space
+from hwnas.latency.model import latency_model
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.latency.table import LatencyTable
-from hwnas.spaces import user_space_file
 
 
 def protocol_options(command):
@@ -60,24 +54,9 @@ def protocol_options(command):
     return command
 
 
-def _protocol(rounds: int, min_time: float, warmup_time: float) -> Protocol:
-    return Protocol(warmup_s=warmup_time, min_s=min_time, rounds=rounds)
-
-
 allow_foreign_option = click.option(
     "--allow-foreign-table", is_flag=True, help="Use a table measured on another device/runtime/shape, with a warning."
 )
-
-
-def _threads(value: int) -> int | None:
-    """``--threads 0`` means the runtime's own default (recorded as null)."""
-    return None if value == 0 else value
-
-
-def _runtime(name: str, device: str, threads: int | None, fp16: bool, protocol: Protocol):
-    from hwnas.latency.runtimes import get_runtime
-
-    return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=protocol)
 
 
 def _show_warnings() -> None:
@@ -135,19 +114,27 @@ def profile(
     as_json: bool,
 ) -> None:
     """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one)."""
-    from hwnas.latency.profiler import profile_space
-
-    chosen = build_space(space, space_overrides)
-    runtime = _runtime(runtime_name, device, _threads(threads), fp16, _protocol(rounds, min_time, warmup_time))
-    path = Path(output) if output else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, fp16)
-    check_writable(path)
-    result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
+    result = api.profile(
+        space,
+        **space_overrides,
+        device=device,
+        runtime=runtime_name,
+        batch_size=batch_size,
+        threads=threads,
+        fp16=fp16,
+        rounds=rounds,
+        min_time=min_time,
+        warmup_time=warmup_time,
+        output=output,
+        force=force,
+        progress=not no_progress,
+    )
     if as_json:
         echo_json(result.to_dict())
     else:
         what = "resumed" if result.resumed else "new"
         click.echo(
-            f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
+            f"{result.path}: {result.entries} entries ({what}; measured {result.measured} in "
             f"{result.measurements} measurements, {result.wall_s:.1f} s)"
         )
     echo_warnings(*result.warnings)
@@ -182,55 +169,29 @@ def validate(
     as_json: bool,
 ) -> None:
     """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
-    from hwnas.latency.validate import format_report, plot_validation, store_validation, summary, validate_table
+    from hwnas.latency.validate import format_report
 
     _show_warnings()
-    if plot:
-        refuse_overwrite(plot, force)
-        check_writable(plot)
-    table = LatencyTable.load(table_path)
-    meta = table.meta
-    space = table_space(table)
-    table.check_matches(
-        expected_meta(meta["device"], meta["runtime"], meta["batch_size"], meta.get("dtype") == "float16", space),
-        allow_foreign_table,
+    result = api.validate(
+        table_path,
+        n=n_archs,
+        rounds=rounds,
+        min_time=min_time,
+        warmup_time=warmup_time,
+        seed=seed,
+        plot=plot,
+        force=force,
+        allow_foreign_table=allow_foreign_table,
+        progress=not no_progress,
     )
-    runtime = _runtime(
-        meta["runtime"],
-        meta["device"],
-        meta.get("threads"),
-        meta.get("dtype") == "float16",
-        _protocol(rounds, min_time, warmup_time),
-    )
-    report = validate_table(table, space, runtime, n_archs, seed, progress=not no_progress)
-    replaced = _calibration_line(table)
-    store_validation(table, report)
-    try:
-        table.save()
-    except OSError as error:  # e.g. a shipped table inside a read-only site-packages
-        raise HwnasError(
-            f"cannot store the calibration in {table_path}: {error}; copy the table to ./latency_tables/ and validate the copy"
-        ) from None
-    if plot:
-        plot_validation(report, plot, f"{Path(table_path).name}\n{meta.get('device_name')}, {meta['runtime']}")
     if as_json:
-        echo_json({**summary(report), "replaced": replaced})
+        echo_json({**result.summary, "replaced": result.replaced})
     else:
-        click.echo(format_report(report))
-        click.echo(f"calibration stored in {table_path}: {_calibration_line(table)}")
-        if replaced:
-            click.echo(f"it replaces: {replaced}")
-    echo_warnings(*report["warnings"])
-
-
-def _calibration_line(table: LatencyTable) -> str | None:
-    """The table's calibration in words, with when it was fitted and how noisy the machine was then."""
-    fit = table.calibration
-    if not fit:
-        return None
-    floor = (table.validation or {}).get("noise_floor", {}).get("mape")
-    noise = f", noise floor {floor:.1%}" if floor is not None else ""
-    return f"{calibration_formula(fit)} [{fit.get('fit', 'fit')}], fitted {fit.get('fitted', '?')}{noise}"
+        click.echo(format_report(result.report))
+        click.echo(f"calibration stored in {table_path}: {api.calibration_line(result.table)}")
+        if result.replaced:
+            click.echo(f"it replaces: {result.replaced}")
+    echo_warnings(*result.warnings)
 
 
 @tables.command()
@@ -268,26 +229,11 @@ def show(table_path: str, as_json: bool) -> None:
 @json_option
 def predict(arch_source: str, table_path: str, space_file: str | None, as_json: bool) -> None:
     """Predicted latency of one arch (calibrated where the table has been validated)."""
-    table = LatencyTable.load(table_path)
-    space = table_space(table)  # a table of a space file brings its copy, so the arch's space is known
-    read_space_file_option(space_file)
-    arch = load_arch(arch_source)
-    arch_space = arch.build_space()
-    if arch.space != space.name or arch_space.args != space.args:
-        raise HwnasError(
-            f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}"
-        )
-    given, measured = user_space_file(arch_space), user_space_file(space)
-    if given is not None and measured is not None and given.sha256 != measured.sha256:
-        raise HwnasError(
-            f"--space {given.source} (sha256 {given.sha256}) is not the space file table {table_path} measured "
-            f"(sha256 {measured.sha256}); leave out --space to use the table's copy"
-        )
-    latency_ms = latency_model(table, space).predict(arch)
+    result = api.predict(arch_source, table=table_path, space=space_file)
     if as_json:
-        echo_json({"latency_ms": latency_ms})
+        echo_json({"latency_ms": result.latency_ms})
         return
-    click.echo(f"{latency_ms:.3f} ms ({table.meta['runtime']} on {table.meta.get('device_name')})")
+    click.echo(f"{result.latency_ms:.3f} ms ({result.table.meta['runtime']} on {result.table.meta.get('device_name')})")
 
 
 def register_latency_commands(group: click.Group) -> None:
