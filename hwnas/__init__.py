@@ -22,7 +22,7 @@ from hwnas.errors import HwnasError
 __version__ = "0.1.0"
 
 #: the names ``hwnas`` lends from ``hwnas.api``
-API = ("profile", "validate", "predict", "search", "train", "export", "read_space")
+API = ("profile", "validate", "show_table", "predict", "search", "train", "export", "read_space")
 
 
 class _Package(types.ModuleType):

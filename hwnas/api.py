@@ -198,6 +198,28 @@ def calibration_line(table: LatencyTable) -> str | None:
     return f"{calibration_formula(fit)} [{fit.get('fit', 'fit')}], fitted {fit.get('fitted', '?')}{noise}"
 
 
+# -- show_table -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TableInfo:
+    """A table and the extremes of its space as it predicts them (what ``hwnas tables show`` prints)."""
+
+    table: LatencyTable
+    space: Space
+    fastest: Arch
+    fastest_ms: float
+    slowest: Arch
+    slowest_ms: float
+
+
+def show_table(table: str | Path) -> TableInfo:
+    """Load ``table`` and find the fastest and the slowest net of its space (calibrated where it was validated)."""
+    loaded = LatencyTable.load(table)
+    space = table_space(loaded)
+    model = latency_model(loaded, space)
+    (fastest, fastest_ms), (slowest, slowest_ms) = model.fastest(), model.slowest()
+    return TableInfo(loaded, space, fastest, fastest_ms, slowest, slowest_ms)
+
+
 # -- predict ------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Prediction:
@@ -281,7 +303,7 @@ def search(
     """Search ``space`` for the most accurate net whose predicted latency meets ``latency`` (``"80ms"`` or a number of ms).
 
     ``options``: the search options of ``hwnas search`` (``data``, ``epochs``, ``batch_size``, ``steps_per_epoch``,
-    ``lr``, ``margin``, ``seed``, ...; ``SearchConfig``'s defaults) and the method's own (``tau``, ...). With ``resume``
+    ``lr``, ``margin``, ``seed``, ...; ``SearchConfig``'s defaults) and the method's own (``tau0``, ...). With ``resume``
     (a run folder) nothing else is given: the run continues with the options it saved. Under torchrun, ranks other
     than 0 return None.
     """
@@ -539,6 +561,7 @@ __all__ = [
     "Prediction",
     "ProfileResult",
     "SearchResult",
+    "TableInfo",
     "TrainResult",
     "ValidationResult",
     "export",
@@ -546,6 +569,7 @@ __all__ = [
     "profile",
     "read_space",
     "search",
+    "show_table",
     "train",
     "validate",
 ]

@@ -17,11 +17,8 @@ from hwnas.cli.options import (
     space_file_option,
     space_options,
 )
-from hwnas.latency.lookup import table_space
-from hwnas.latency.model import latency_model
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
-from hwnas.latency.table import LatencyTable
 
 
 def protocol_options(command):
@@ -199,10 +196,8 @@ def validate(
 @json_option
 def show(table_path: str, as_json: bool) -> None:
     """Print a table's meta, entry count and the fastest / slowest latency of its space."""
-    table = LatencyTable.load(table_path)
-    model = latency_model(table, table_space(table))
-    fastest, fastest_ms = model.fastest()
-    slowest, slowest_ms = model.slowest()
+    info = api.show_table(table_path)
+    table, fastest_ms, slowest_ms = info.table, info.fastest_ms, info.slowest_ms
     if as_json:
         echo_json({"meta": table.meta, "entries": len(table.entries), "fastest_ms": fastest_ms, "slowest_ms": slowest_ms})
         return
