@@ -295,3 +295,29 @@ def test_a_search_run_keeps_the_space_file_and_exports_after_the_file_changed(cl
     exported = cli_runner.invoke(cli, ["export", str(tmp_path / "m.onnx"), "--run", str(run), *flags(rounds=1, references=0)])
     assert exported.exit_code in (0, 1), exported.output  # PASS or a measured FAIL: either way a verdict
     assert "verdict" in exported.stdout
+
+
+def test_commands_that_read_an_arch_take_the_space_file(cli_runner, profiled, tmp_path):
+    space, table = profiled
+    arch = "thumbs64,resolution=16,num_classes=10,in_channels=1:mb3_k3-zero-mb6_k7-identity-mb3_k3"
+    shown = cli_runner.invoke(cli, ["spaces", str(space), "--json"])
+    assert json.loads(shown.stdout)["space_file"]["sha256"] == LatencyTable.load(table).meta["space_sha256"]
+    flops = cli_runner.invoke(cli, ["arch", "flops", arch, "--space", str(space), "--json"])
+    assert flops.exit_code == 0, flops.output
+    choices = arch.split(":")[1].split("-")
+    assert (
+        json.loads(flops.stdout)["flops"]
+        == get_space(str(space), resolution=16, in_channels=1, num_classes=10).cost(choices).flops
+    )
+    trained = cli_runner.invoke(
+        cli,
+        ["train", "--arch", arch, "--space", str(space), "--from-scratch", "--out", str(tmp_path / "t"), "--epochs", "1"]
+        + ["--batch-size", "256", "--bn-batches", "1", "--json"],
+    )
+    assert trained.exit_code == 0, trained.output
+    assert (tmp_path / "t" / "space.toml").read_text() == space.read_text()
+    space.write_text(space.read_text().replace("channels = 512", "channels = 256"))
+    refused = cli_runner.invoke(cli, ["predict", arch, "--table", str(table), "--space", str(space)])
+    assert refused.exit_code == 2
+    assert LatencyTable.load(table).meta["space_sha256"] in refused.stderr
+    assert load_space_file(space).definition.sha256 in refused.stderr
