@@ -351,9 +351,7 @@ def search(
         config = SearchConfig(
             method=method,
             table=str(table),
-            budget_ms=latency
-            if isinstance(latency, (int, float)) and not isinstance(latency, bool)
-            else parse_latency(str(latency)),
+            budget_ms=parse_latency(str(latency)),  # a bare number is milliseconds
             space=str(space),
             space_args=built.args.to_dict(),
             space_sha256=source.sha256 if source else None,
@@ -532,7 +530,7 @@ def export(
     for path in request.outputs():
         refuse_overwrite(path, force)
         check_writable(path)
-    budget_ms = None if budget is None else float(budget) if isinstance(budget, (int, float)) else parse_latency(budget)
+    budget_ms = None if budget is None else parse_latency(str(budget))  # a bare number is milliseconds
     source: dict[str, Any]
     if arch is not None:
         read_space(space)
