@@ -27,7 +27,17 @@ from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable, latency_model
 from hwnas.latency.lookup import default_table_path, expected_meta, find_table, table_space
+from hwnas.latency.model import calibration_formula, calibration_record
+from hwnas.latency.profiler import profile_space
 from hwnas.latency.protocol import Protocol
+from hwnas.latency.validate import (
+    PROFILE_NETS,
+    calibrate_profiled,
+    plot_validation,
+    store_validation,
+    summary,
+    validate_table,
+)
 from hwnas.run_folder import RUNS_ROOT, SEARCH_FILES, TRAIN_FILES, TRAINED, RunFolder, load_weights
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import parse_latency
@@ -75,10 +85,19 @@ class ProfileResult:
     measurements: int
     resumed: bool
     wall_s: float
+    #: what could not be controlled while measuring the ops (also in the table)
     warnings: list[str]
+    #: the calibration on whole nets this call made (``validate``'s report: ``calibrated``, ``wall_s``, ``warnings``,
+    #: ...), or None where it kept the table's own or was told not to calibrate
+    calibration: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.table.calibration is not None
 
     def to_dict(self) -> dict[str, Any]:
         """What ``hwnas profile --json`` prints."""
+        report = self.calibration
         return {
             "table": str(self.path),
             "entries": self.entries,
@@ -87,6 +106,8 @@ class ProfileResult:
             "resumed": self.resumed,
             "wall_s": self.wall_s,
             "warnings": self.warnings,
+            "calibration": None if report is None else {**summary(report), "wall_s": report["wall_s"]},
+            "calibrated": self.calibrated,
         }
 
 
@@ -113,11 +134,15 @@ def profile(
     warmup_time: float = Protocol.warmup_s,
     output: str | Path | None = None,
     force: bool = False,
+    calibration_nets: int = PROFILE_NETS,
+    no_validate: bool = False,
     progress: bool = False,
 ) -> ProfileResult:
-    """Measure every candidate op of ``space`` (a built-in name or a space file) into a latency table; resumes one."""
-    from hwnas.latency.profiler import profile_space
+    """Measure every candidate op of ``space`` (a built-in name or a space file) into a latency table; resumes one.
 
+    Then time ``calibration_nets`` random whole nets, the fastest and the slowest, and store the calibration
+    (unless ``no_validate``); a table calibrated before, with nothing measured now, keeps its own.
+    """
     chosen = get_space(space, **_space_args(resolution, num_classes, in_channels, width_mult))
     measuring = _runtime(
         runtime, device, None if threads == 0 else threads, fp16, Protocol(warmup_s=warmup_time, min_s=min_time, rounds=rounds)
@@ -125,8 +150,12 @@ def profile(
     path = Path(output) if output else default_table_path(chosen, device, runtime, measuring.threads, batch_size, fp16)
     check_writable(path)
     done = profile_space(chosen, measuring, path, batch_size, force=force, progress=progress)
+    table = LatencyTable.load(path)
+    report = None
+    if not no_validate and (table.calibration is None or done.measured):
+        report = calibrate_profiled(table, chosen, measuring, calibration_nets, progress=progress)
     return ProfileResult(
-        path, LatencyTable.load(path), done.entries, done.measured, done.measurements, done.resumed, done.wall_s, done.warnings
+        path, table, done.entries, done.measured, done.measurements, done.resumed, done.wall_s, done.warnings, report
     )
 
 
@@ -159,8 +188,6 @@ def validate(
     progress: bool = False,
 ) -> ValidationResult:
     """Measure ``n`` random archs end to end, score the table's predictions and store the calibration in it."""
-    from hwnas.latency.validate import plot_validation, store_validation, summary, validate_table
-
     if plot:
         refuse_overwrite(plot, force)
         check_writable(plot)
@@ -188,8 +215,6 @@ def validate(
 
 def calibration_line(table: LatencyTable) -> str | None:
     """The table's calibration in words, with when it was fitted and how noisy the machine was then."""
-    from hwnas.latency.model import calibration_formula
-
     fit = table.calibration
     if not fit:
         return None
@@ -226,6 +251,11 @@ class Prediction:
     latency_ms: float
     arch: Arch
     table: LatencyTable
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether ``latency_ms`` is calibrated on whole nets (else a raw sum of the table's entries)."""
+        return self.table.calibration is not None
 
 
 def predict(arch: str | Path | Arch, *, table: str | Path, space: str | Path | None = None) -> Prediction:
@@ -478,8 +508,13 @@ def train(
 
 
 # -- export -------------------------------------------------------------------------------------------------------------
-def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool) -> LatencyModel | None:
-    """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space."""
+def prediction_model(
+    arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool, uncalibrated: bool = False
+) -> LatencyModel | None:
+    """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space.
+
+    A table without a calibration is refused unless ``uncalibrated`` (its prediction is then a raw sum).
+    """
     space = arch.build_space()
     if table is None:
         try:
@@ -487,7 +522,9 @@ def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allo
         except HwnasError:
             return None
     expect = expected_meta(request.device, request.runtime, request.batch_size, request.fp16, space)
-    return latency_model(LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign), space)
+    loaded = LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign)
+    loaded.require_calibration(uncalibrated)
+    return latency_model(loaded, space)
 
 
 def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
@@ -514,13 +551,15 @@ def export(
     budget: str | float | None = None,
     table: str | Path | None = None,
     allow_foreign_table: bool = False,
+    uncalibrated: bool = False,
     rounds: int = 3,
     references: int = DEFAULT_REFERENCES,
     force: bool = False,
 ) -> ExportReport:
     """Export a child net (a run's, default the newest, or ``arch``'s), measure the artifact and judge it against the budget.
 
-    The report (``verdict.verdict`` is ``"PASS"`` or ``"FAIL"``) is saved beside the artifact as ``OUTPUT.report.json``.
+    The report (``verdict.verdict`` is ``"PASS"`` or ``"FAIL"``) is saved beside the artifact as ``OUTPUT.report.json``;
+    its ``details["source"]["calibration"]`` is None where the prediction is a raw sum (an uncalibrated table).
     """
     if run and arch is not None:
         raise HwnasError("give --run or --arch, not both")
@@ -546,9 +585,11 @@ def export(
         budget_ms = budget_ms if budget is not None else opened.result().get("budget_ms")
         source = {"run": str(opened.path), "arch": chosen.to_compact(), "weights": str(weights_path)}
         run_table = str(table) if table is not None else _run_table(opened, request)
-    latency = prediction_model(chosen, request, run_table, allow_foreign_table)
+        uncalibrated = uncalibrated or bool(opened.config().get("uncalibrated"))
+    latency = prediction_model(chosen, request, run_table, allow_foreign_table, uncalibrated)
     predicted_ms = None if latency is None else latency.predict(chosen)
     source["table"] = None if latency is None else str(latency.table.path)
+    source["calibration"] = None if latency is None else calibration_record(latency.table)
     reference_nets = [] if latency is None else pick_references(latency, predicted_ms, references)
     space_built: Space = chosen.build_space()
     return export_and_verify(model, space_built.input_shape, request, budget_ms, predicted_ms, source, reference_nets)

@@ -45,6 +45,11 @@ EXIT_FAIL = 1
     "--table", type=click.Path(dir_okay=False), help="Latency table for the prediction [default: the run's, else this target's]."
 )
 @click.option("--allow-foreign-table", is_flag=True, help="Use a table of another target with a warning.")
+@click.option(
+    "--uncalibrated",
+    is_flag=True,
+    help="Predict from a table that was never calibrated (a raw sum) [default: as the run was searched].",
+)
 @click.option("--rounds", type=COUNT, default=3, show_default=True, help="Interleaved measurement rounds.")
 @click.option(
     "--references",
@@ -70,6 +75,7 @@ def export(
     budget: str | None,
     table: str | None,
     allow_foreign_table: bool,
+    uncalibrated: bool,
     rounds: int,
     references: int,
     force: bool,
@@ -95,6 +101,7 @@ def export(
         budget=budget,
         table=table,
         allow_foreign_table=allow_foreign_table,
+        uncalibrated=uncalibrated,
         rounds=rounds,
         references=references,
         force=force,
@@ -109,6 +116,8 @@ def export(
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
         for line in report.verdict.lines():
             click.echo(line)
+        if report.details["source"]["table"] is not None and report.details["source"]["calibration"] is None:
+            click.echo("           predicted is a raw sum of the table's entries: the table has no calibration (--uncalibrated)")
         if report.drift is not None:
             for line in report.drift.lines(
                 report.verdict.predicted_ms, report.verdict.measured_ms, report.details["source"]["table"]

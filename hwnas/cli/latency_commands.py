@@ -19,6 +19,7 @@ from hwnas.cli.options import (
 )
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
+from hwnas.latency.validate import PROFILE_NETS, format_report, noise_warnings
 
 
 def protocol_options(command):
@@ -92,6 +93,16 @@ def _show_warnings() -> None:
 @click.option(
     "--force", is_flag=True, help="Replace an existing table of another target (or an unreadable one) instead of refusing."
 )
+@click.option(
+    "--calibration-nets",
+    type=click.IntRange(2),
+    default=PROFILE_NETS,
+    show_default=True,
+    help="Random whole nets timed after the ops (beside the fastest and slowest) to calibrate the table.",
+)
+@click.option(
+    "--no-validate", is_flag=True, help="Skip the calibration: the table predicts raw sums until `hwnas tables validate`."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 def profile(
@@ -107,10 +118,16 @@ def profile(
     warmup_time: float,
     output: str | None,
     force: bool,
+    calibration_nets: int,
+    no_validate: bool,
     no_progress: bool,
     as_json: bool,
 ) -> None:
-    """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one)."""
+    """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one).
+
+    Then time a few whole nets and store the calibration that maps the table's sums onto them
+    (unless --no-validate); a table calibrated before, with nothing measured now, keeps its calibration.
+    """
     result = api.profile(
         space,
         **space_overrides,
@@ -124,8 +141,11 @@ def profile(
         warmup_time=warmup_time,
         output=output,
         force=force,
+        calibration_nets=calibration_nets,
+        no_validate=no_validate,
         progress=not no_progress,
     )
+    report, table = result.calibration, result.table
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -134,7 +154,18 @@ def profile(
             f"{result.path}: {result.entries} entries ({what}; measured {result.measured} in "
             f"{result.measurements} measurements, {result.wall_s:.1f} s)"
         )
-    echo_warnings(*result.warnings)
+        if report is not None:
+            held = report["calibrated"]
+            click.echo(
+                f"calibrated on {calibration_nets + 2} whole nets (the fastest, the slowest, {calibration_nets} random) in "
+                f"{report['wall_s']:.1f} s: {api.calibration_line(table)}; leave-one-out error MAPE {held['mape']:.1%}, "
+                f"p90 {held['p90_relative_error']:.1%}"
+            )
+        elif table.calibration is None:
+            click.echo(f"not calibrated (--no-validate): predictions are raw sums until hwnas tables validate {result.path}")
+        else:
+            click.echo(f"calibration kept: {api.calibration_line(table)}")
+    echo_warnings(*result.warnings, *(noise_warnings(report) if report else []))
 
 
 @click.group()
@@ -166,8 +197,6 @@ def validate(
     as_json: bool,
 ) -> None:
     """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
-    from hwnas.latency.validate import format_report
-
     _show_warnings()
     result = api.validate(
         table_path,
@@ -226,9 +255,15 @@ def predict(arch_source: str, table_path: str, space_file: str | None, as_json: 
     """Predicted latency of one arch (calibrated where the table has been validated)."""
     result = api.predict(arch_source, table=table_path, space=space_file)
     if as_json:
-        echo_json({"latency_ms": result.latency_ms})
+        echo_json({"latency_ms": result.latency_ms, "calibrated": result.calibrated})
         return
-    click.echo(f"{result.latency_ms:.3f} ms ({result.table.meta['runtime']} on {result.table.meta.get('device_name')})")
+    how = (
+        "calibrated"
+        if result.calibrated
+        else f"a raw sum of the table's entries: not calibrated, run hwnas tables validate {table_path}"
+    )
+    meta = result.table.meta
+    click.echo(f"{result.latency_ms:.3f} ms ({meta['runtime']} on {meta.get('device_name')}; {how})")
 
 
 def register_latency_commands(group: click.Group) -> None:
