@@ -19,7 +19,7 @@ def test_the_own_space_example_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("profiled ") and "of thumbs64" in lines[0]
+    assert lines[0].startswith("profiled ") and "of thumbs64" in lines[0] and lines[1].startswith("calibrated on whole nets")
     assert lines[2].startswith("derived thumbs64,resolution=32,num_classes=5:")
     assert lines[3].endswith(("PASS", "FAIL"))
     table = json.loads((tmp_path / "table.json").read_text())
