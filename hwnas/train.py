@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from hwnas import lend_api_call
 from hwnas.arch import Arch
 from hwnas.batchnorm import batch_statistics, recalibrate_bn
 from hwnas.config_checks import check_field_types
@@ -238,3 +239,6 @@ def train_child(
     save_torch_atomic(folder / TRAINED, model.state_dict())
     write_json_atomic(folder / TRAIN_RESULT, result)
     return result
+
+
+lend_api_call(__name__)  # hwnas.train(...) is hwnas.api.train (docs/python_api.md)

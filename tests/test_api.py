@@ -24,12 +24,16 @@ QUICK = {"rounds": 1, "min_time": 0.005, "warmup_time": 0.005}
 RESULTS = [api.ProfileResult, api.ValidationResult, api.TableInfo, api.Prediction, api.SearchResult, api.TrainResult]
 
 
-def test_import_hwnas_lends_the_functions_even_where_a_submodule_has_the_name():
+def test_import_hwnas_lends_the_functions_and_the_modules_of_the_same_names_call_them():
     code = (
-        "import hwnas, hwnas.search.loop, hwnas.train, hwnas.export.artifact; from hwnas import search; "
-        "assert all(callable(getattr(hwnas, n)) and getattr(hwnas, n).__module__ == 'hwnas.api' for n in hwnas.API); "
-        "assert search is hwnas.api.search and hwnas.HwnasError.__module__ == 'hwnas.errors'; "
-        "from hwnas.search import STRATEGIES; import sys; assert sys.modules['hwnas.train'].TrainConfig"
+        "import inspect, sys, hwnas, hwnas.api; "
+        "assert all(callable(getattr(hwnas, n)) for n in hwnas.API); "
+        "assert hwnas.profile is hwnas.api.profile and hwnas.HwnasError.__module__ == 'hwnas.errors'; "
+        "import hwnas.search.loop, hwnas.train; from hwnas import search; from hwnas.search import STRATEGIES; "
+        "assert search is hwnas.search is sys.modules['hwnas.search'] and hwnas.train.TrainConfig and STRATEGIES; "
+        "assert inspect.signature(hwnas.export) == inspect.signature(hwnas.api.export); "
+        "hwnas.api.train = lambda *a, **k: ('called', a, k); "
+        "assert hwnas.train(1, epochs=2) == ('called', (1,), {'epochs': 2})"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -245,6 +245,8 @@ def test_cli_resume_of_an_arch_training_keeps_its_seed_and_data(cli_runner, tmp_
     ]
     whole = cli_runner.invoke(cli, [*start, "--out", str(tmp_path / "whole")])
     assert whole.exit_code == 0, whole.output
+    import hwnas.train
+
     calls = []
 
     def interrupted(*args, **kwargs):  # the second epoch's BN pass: epoch 1 is checkpointed, epoch 2 never ends
@@ -253,7 +255,7 @@ def test_cli_resume_of_an_arch_training_keeps_its_seed_and_data(cli_runner, tmp_
             raise Interrupted
         return recalibrate_bn(*args, **kwargs)
 
-    monkeypatch.setattr("hwnas.train.recalibrate_bn", interrupted)  # the module: hwnas.train is the API function
+    monkeypatch.setattr(hwnas.train, "recalibrate_bn", interrupted)
     cut = cli_runner.invoke(cli, [*start, "--out", str(tmp_path / "cut")])
     assert isinstance(cut.exception, Interrupted)
     monkeypatch.undo()
