@@ -7,6 +7,7 @@ import random
 
 import click
 
+from hwnas import api
 from hwnas.arch import Arch, load_arch
 from hwnas.cli.options import (
     COUNT,
@@ -15,7 +16,6 @@ from hwnas.cli.options import (
     echo_json,
     echo_warnings,
     json_option,
-    read_space_file_option,
     space_file_option,
     space_options,
 )
@@ -150,7 +150,7 @@ def _table_model(table_path: str, space: str | None, overrides: dict) -> Latency
 @json_option
 def show(arch_source: str, space_file: str | None, space_overrides: dict, as_json: bool) -> None:
     """Show an architecture layer by layer with the cost of each chosen op."""
-    read_space_file_option(space_file)
+    api.read_space(space_file)
     chosen = _arch_with_overrides(arch_source, space_overrides)
     space = chosen.build_space()
     rows = []
@@ -196,7 +196,7 @@ def show(arch_source: str, space_file: str | None, space_overrides: dict, as_jso
 @json_option
 def flops(arch_source: str, space_file: str | None, space_overrides: dict, as_json: bool) -> None:
     """FLOPs (multiply-adds, one sample) and parameters of an architecture's child net."""
-    read_space_file_option(space_file)
+    api.read_space(space_file)
     chosen = _arch_with_overrides(arch_source, space_overrides)
     total = chosen.build_space().cost(chosen.choices)
     if as_json:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from hwnas.data import DATA_SETS
-from hwnas.spaces import SPACES, Space, get_space, load_space_file
+from hwnas.spaces import SPACES, Space, get_space
 
 
 class FiniteFloat(click.ParamType):
@@ -59,12 +59,6 @@ space_file_option = click.option(
     type=click.Path(dir_okay=False),
     help="The space file (FILE.toml) of the arch's space, where it is not a built-in space.",
 )
-
-
-def read_space_file_option(space_file: str | None) -> None:
-    """Read and register ``--space FILE.toml``, so that an arch naming its space builds (a built-in name is a no-op)."""
-    if space_file is not None and space_file not in SPACES:
-        load_space_file(space_file)
 
 
 def space_options(with_space_name: bool = True, shape_from_data: bool = False) -> Callable:
