@@ -6,6 +6,7 @@ DSO-NAS) is adding one module and one line here; a name registered twice is an e
 
 from __future__ import annotations
 
+from hwnas import lend_api_call
 from hwnas.registry import Registry
 from hwnas.search.dsnas import DsnasStrategy
 from hwnas.search.dsonas import DsoNasStrategy
@@ -29,3 +30,5 @@ STRATEGIES: Registry[type[Strategy]] = Registry(
 )
 
 __all__ = ["STRATEGIES", "Strategy"]
+
+lend_api_call(__name__)  # hwnas.search(...) is hwnas.api.search (docs/python_api.md)
