@@ -19,7 +19,7 @@ from hwnas.cli.options import (
 )
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
-from hwnas.latency.validate import PROFILE_NETS, format_report, noise_warnings
+from hwnas.latency.validate import MIN_ARCHS, PROFILE_NETS, format_report, noise_warnings
 
 
 def protocol_options(command):
@@ -175,7 +175,14 @@ def tables() -> None:
 
 @tables.command()
 @click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
-@click.option("--n", "n_archs", type=COUNT, default=30, show_default=True, help="Random archs measured end to end.")
+@click.option(
+    "--n",
+    "n_archs",
+    type=click.IntRange(MIN_ARCHS),
+    default=30,
+    show_default=True,
+    help="Random archs measured end to end (half fit the calibration, half test it).",
+)
 @protocol_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random archs.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw predicted vs measured into this PNG.")
