@@ -23,12 +23,15 @@ LOCAL_TABLES = Path("latency_tables")
 
 
 def expected_meta(
-    device: str, runtime: str, batch_size: int = 1, fp16: bool = False, space: Space | None = None
+    device: str, runtime: str, batch_size: int = 1, fp16: bool = False, space: Space | None = None, name: str | None = None
 ) -> dict[str, Any]:
-    """Meta values a table must match to describe this machine, runtime, precision and shape."""
+    """Meta values a table must match to describe this machine, runtime, precision and shape.
+
+    ``name``: the device's name where the caller read it (a phone's, over adb); else this machine's.
+    """
     meta: dict[str, Any] = {
         "device": device,
-        "device_name": device_name(device),
+        "device_name": name or device_name(device),
         "runtime": runtime,
         "batch_size": batch_size,
         "dtype": "float16" if fp16 else "float32",
@@ -49,9 +52,11 @@ def shipped_tables_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "latency_tables"  # source checkout / editable install
 
 
-def default_table_path(space: Space, device: str, runtime: str, threads: int | None, batch_size: int, fp16: bool = False) -> Path:
+def default_table_path(
+    space: Space, device: str, runtime: str, threads: int | None, batch_size: int, fp16: bool = False, name: str | None = None
+) -> Path:
     """``latency_tables/<device>_<runtime>_t<threads>_b<batch>[_fp16]_<space>_r<res>_c<in>_n<classes>_w<width>.json``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")[:40]
+    slug = re.sub(r"[^a-z0-9]+", "-", (name or device_name(device)).lower()).strip("-")[:40]
     args = space.args
     parts = [f"{device}-{slug}", runtime, f"t{threads or 0}", f"b{batch_size}"]
     if fp16:

@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -104,11 +105,16 @@ class Clock:
 
 @dataclass
 class Runner:
-    """A prepared item: ``fn`` runs it once (inputs bound, session built); ``clock`` times it."""
+    """A prepared item: ``fn`` runs it once (inputs bound, session built); ``clock`` times it.
+
+    ``info`` is what the runtime found out while preparing it that a table entry records
+    beside its timing (ExecuTorch: whether the delegate took all of it).
+    """
 
     fn: Callable[[], object]
     clock: Clock = field(default_factory=Clock)
     label: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def _as_runner(item: Runner | Callable[[], object]) -> Runner:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.latency.executorch_runtime import ExecuTorchRuntime
 from hwnas.latency.onnxruntime_runtime import OnnxRuntime
 from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
 from hwnas.latency.runtime_base import DEVICES, Runtime
@@ -21,6 +22,7 @@ RUNTIMES: dict[str, type[Runtime]] = {
     TorchRuntime.name: TorchRuntime,
     OnnxRuntime.name: OnnxRuntime,
     TensorRtRuntime.name: TensorRtRuntime,
+    ExecuTorchRuntime.name: ExecuTorchRuntime,
 }
 
 
@@ -32,7 +34,8 @@ def get_runtime(
     protocol: Protocol | None = None,
     **options: Any,
 ) -> Runtime:
-    """The runtime ``name`` on ``device``; ``options`` go to it (``provider=`` for onnxruntime)."""
+    """The runtime ``name`` on ``device``; ``options`` go to it (``provider=`` for onnxruntime; ``adb=``, ``serial=``,
+    ``runner=`` for executorch on android)."""
     if name not in RUNTIMES:
         raise HwnasError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
     return RUNTIMES[name](device, threads, fp16, protocol, **options)

@@ -26,7 +26,7 @@ from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
 from hwnas.latency.accuracy import error_metrics, fit_linear, fit_per_op_line
-from hwnas.latency.fingerprint import measurement_warnings
+from hwnas.latency.executorch_runtime import delegation_warnings
 from hwnas.latency.model import apply_calibration, count_ops, latency_model
 from hwnas.latency.protocol import Timing
 from hwnas.latency.runtime_base import Runtime
@@ -104,8 +104,8 @@ def validate_table(
     }
     if runtime.protocol.rounds >= 2:
         report["noise_floor"] = error_metrics(*split_half(rounds))
-    report["warnings"] = measurement_warnings(runtime.device) + noise_warnings(
-        report
+    report["warnings"] = (
+        runtime.warnings() + noise_warnings(report) + delegation_warnings(table.entries)
     )  # this validation's, beside the table's own
     report["wall_s"] = time.perf_counter() - started
     report["points"] = points[: len(archs)]
