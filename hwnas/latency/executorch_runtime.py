@@ -11,8 +11,9 @@ In process (``--device cpu``) a program runs through the wheel's pybindings, tim
 host clock per call (that includes ~0.1 ms of Python call per run, the same for every entry,
 and taken off the parts like every runtime's fixed cost by the table's ``overhead`` entry).
 Threads: XNNPACK uses ExecuTorch's own process-wide thread pool, which Python can resize only
-through a private call (``_unsafe_reset_threadpool``); ``threads=1`` sets it to one thread while
-measuring and restores the previous size after, ``threads=None`` leaves the pool as it is.
+through a private call (``_unsafe_reset_threadpool``); ``threads=N`` sizes it while measuring and
+restores the previous size after (programs loaded before keep running: checked), ``threads=None``
+leaves the pool as it is (one thread per core).
 
 On a phone (``--device android``) the same programs go to the device over adb and run under
 ``executor_runner`` (``hwnas.latency.android``).
@@ -166,7 +167,10 @@ def lowered_program(module: Any, input_shape: tuple[int, ...]) -> Lowered:
 
 
 def load_program(program: bytes | str | Path):
-    """The program's ``forward`` loaded by the wheel's runtime (pybindings)."""
+    """The program's ``forward`` loaded by the wheel's runtime (pybindings).
+
+    The loaded program does not copy ``program``'s bytes: the caller keeps them alive while it runs.
+    """
     import_executorch()
     from executorch.extension.pybindings import portable_lib
 
@@ -234,7 +238,12 @@ class ExecuTorchRuntime(Runtime):
             loaded.forward(inputs)  # a wrong shape fails here, not in the middle of a measurement
         except Exception as error:
             raise HwnasError(f"the ExecuTorch program does not run at input shape {list(input_shape)}: {error}") from None
-        return Runner(lambda: loaded.forward(inputs), label="forward")
+
+        def run() -> None:
+            loaded.forward(inputs)
+
+        run.program = data  # the loaded program reads its weights from this buffer: it must live as long as the runner
+        return Runner(run, label="forward")
 
     def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
         raise HwnasError("the executorch runtime runs .pte programs, not ONNX files; use --runtime onnxruntime for .onnx")
@@ -242,6 +251,7 @@ class ExecuTorchRuntime(Runtime):
     # -- measuring ------------------------------------------------------------------------
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:
+        """ExecuTorch's process-wide pool at ``threads`` while measuring, its size restored after."""
         if self.target is not None or self.threads is None:
             yield
             return
