@@ -11,9 +11,9 @@ In process (``--device cpu``) a program runs through the wheel's pybindings, tim
 host clock per call (that includes ~0.1 ms of Python call per run, the same for every entry,
 and taken off the parts like every runtime's fixed cost by the table's ``overhead`` entry).
 Threads: XNNPACK uses ExecuTorch's own process-wide thread pool, which Python can resize only
-through a private call (``_unsafe_reset_threadpool``); ``threads=N`` sizes it while measuring and
-restores the previous size after (programs loaded before keep running: checked), ``threads=None``
-leaves the pool as it is (one thread per core).
+through a private call (``set_threads``); ``threads=N`` sizes it when the runtime is created,
+``threads=None`` leaves the pool as it is (one thread per core). Unlike the other runtimes the
+size is not restored afterwards (see ``set_threads``).
 
 On a phone (``--device android``) the same programs go to the device over adb and run under
 ``executor_runner`` (``hwnas.latency.android``).
@@ -28,14 +28,13 @@ from its own weights.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import inspect
 import json
 import operator
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,6 +187,20 @@ def _read(path: str | Path) -> bytes:
     return path.read_bytes()
 
 
+def set_threads(threads: int) -> None:
+    """Size ExecuTorch's process-wide thread pool (XNNPACK runs on it) before programs are loaded.
+
+    Python can resize the pool only through a private call, and resizing it under a loaded
+    XNNPACK program crashed the next run of that program (a segfault here, with executorch
+    1.5.1: measured). So the pool is sized when a runtime is created, before it loads anything,
+    and left so; programs loaded earlier in the process must not run afterwards.
+    """
+    from executorch.extension.pybindings import portable_lib
+
+    if portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
+
+
 def run_program(loaded: Any, inputs: Sequence[Any]) -> list[Any]:
     """Run a loaded program's ``forward`` on ``inputs`` (torch tensors); its outputs."""
     return list(loaded.forward(tuple(inputs)))
@@ -216,6 +229,8 @@ class ExecuTorchRuntime(Runtime):
             self.target = AndroidTarget(adb, serial, runner, self.threads, self.protocol)
         elif any(value is not None for value in (adb, serial, runner)):
             raise HwnasError("--adb, --serial and --runner go with --device android")
+        elif self.threads is not None:
+            set_threads(self.threads)
 
     # -- preparing ------------------------------------------------------------------------
     def prepare_module(self, module: Any, input_shape: tuple[int, ...]) -> Runner:
@@ -249,23 +264,6 @@ class ExecuTorchRuntime(Runtime):
         raise HwnasError("the executorch runtime runs .pte programs, not ONNX files; use --runtime onnxruntime for .onnx")
 
     # -- measuring ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def pinned(self) -> Iterator[None]:
-        """ExecuTorch's process-wide pool at ``threads`` while measuring, its size restored after."""
-        if self.target is not None or self.threads is None:
-            yield
-            return
-        from executorch.extension.pybindings import portable_lib
-
-        previous = portable_lib._threadpool_get_thread_count()
-        if previous != self.threads:
-            portable_lib._unsafe_reset_threadpool(self.threads)
-        try:
-            yield
-        finally:
-            if portable_lib._threadpool_get_thread_count() != previous:
-                portable_lib._unsafe_reset_threadpool(previous)
-
     def measure(
         self,
         runners: Sequence[Runner],
