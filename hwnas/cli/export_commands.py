@@ -1,4 +1,4 @@
-"""``hwnas export OUTPUT.onnx``: the derived child as a deployable file, measured against the budget."""
+"""``hwnas export OUTPUT.onnx|.engine|.pte``: the derived child as a deployable file, measured against the budget."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from typing import Any
 import click
 
 from hwnas.arch import Arch, load_arch
+from hwnas.cli.mobile_options import android_options, android_runtime_options
 from hwnas.cli.options import COUNT, echo_json, json_option
 from hwnas.errors import HwnasError
-from hwnas.export.artifact import ExportRequest, export_and_verify
+from hwnas.export.artifact import FORMATS, ExportRequest, export_and_verify
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable, latency_model
+from hwnas.latency.android import AndroidTarget
 from hwnas.latency.lookup import expected_meta, find_table
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.run_folder import RunFolder, load_weights
@@ -24,15 +26,22 @@ from hwnas.search.budget import parse_latency
 EXIT_FAIL = 1
 
 
-def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool) -> LatencyModel | None:
-    """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space."""
+def prediction_model(
+    arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool, name: str | None = None
+) -> LatencyModel | None:
+    """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space.
+
+    ``name``: the device's name where it was read from the device (a phone's).
+    """
     space = arch.build_space()
     if table is None:
         try:
-            table = str(find_table(space, request.device, request.runtime, request.threads, request.batch_size, request.fp16))
+            table = str(
+                find_table(space, request.device, request.runtime, request.threads, request.batch_size, request.fp16, name=name)
+            )
         except HwnasError:
             return None
-    expect = expected_meta(request.device, request.runtime, request.batch_size, request.fp16, space)
+    expect = expected_meta(request.device, request.runtime, request.batch_size, request.fp16, space, name)
     return latency_model(LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign), space)
 
 
@@ -42,6 +51,32 @@ def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
     same_target = config.get("runtime") == request.runtime and config.get("device") == request.device
     path = config.get("table")
     return path if same_target and path and Path(path).exists() else None
+
+
+def output_format(output: Path, runtime: str | None) -> tuple[Path, str]:
+    """The output file and the runtime that measures it, from OUTPUT's suffix and ``--runtime``.
+
+    ``m.engine`` is the ONNX file ``m.onnx`` plus its TensorRT engine ``m.engine``.
+    """
+    if output.suffix == ".engine":
+        if runtime not in (None, "tensorrt"):
+            raise HwnasError(f"{output}: a TensorRT engine is measured with --runtime tensorrt, not {runtime}")
+        return output.with_suffix(".onnx"), "tensorrt"
+    return output, runtime or FORMATS.get(output.suffix, ("onnxruntime",))[0]
+
+
+def phone_name(android: dict[str, Any], threads: int | None) -> str | None:
+    """The attached phone's name (it finds the phone's table), or None when not measuring on one."""
+    if not android:
+        return None
+    return AndroidTarget(android["adb"], android["serial"], android["runner"], threads, check_runner=False).device_name
+
+
+def _format_line(details: dict[str, Any]) -> str:
+    if details.get("format") == "pte":
+        delegated = "all delegated" if details.get("delegated") else f"portable: {', '.join(details.get('portable_ops', []))}"
+        return f"ExecuTorch {details.get('executorch')}, {details.get('delegate')}, {delegated}"
+    return f"opset {details.get('opset')}"
 
 
 @click.command()
@@ -57,11 +92,10 @@ def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
 @click.option(
     "--runtime",
     type=click.Choice(list(RUNTIMES)),
-    default="onnxruntime",
-    show_default=True,
-    help="Runtime that measures the artifact.",
+    help="Runtime that measures the artifact [default: from OUTPUT's suffix: .onnx onnxruntime, .engine tensorrt, .pte executorch].",
 )
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@android_options
 @click.option("--threads", type=COUNT, default=1, show_default=True, help="CPU threads while measuring (pinned).")
 @click.option("--fp16", is_flag=True, help="TensorRT: build a float16 engine.")
 @click.option("--batch-size", type=COUNT, default=1, show_default=True, help="Batch of the measured input.")
@@ -86,8 +120,11 @@ def export(
     run_dir: Path | None,
     arch_source: str | None,
     weights: Path | None,
-    runtime: str,
+    runtime: str | None,
     device: str,
+    adb: str | None,
+    serial: str | None,
+    runner: str | None,
     threads: int,
     fp16: bool,
     batch_size: int,
@@ -100,7 +137,7 @@ def export(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Export a child net to ONNX (and a TensorRT engine), measure the artifact, and judge it against the budget.
+    """Export a child net (OUTPUT's suffix: .onnx, .engine, .pte), measure the artifact, and judge it against the budget.
 
     Prints budget, predicted and measured latency and PASS or FAIL; exits 1 on FAIL. The report
     is saved beside the artifact as OUTPUT.report.json.
@@ -109,7 +146,9 @@ def export(
         raise HwnasError("give --run or --arch, not both")
     if weights and not arch_source:
         raise HwnasError("--weights goes with --arch (a run brings its own weights)")
-    request = ExportRequest(output, runtime, device, threads, fp16, batch_size, dynamic_batch, rounds, force)
+    output, runtime = output_format(output, runtime)
+    android = android_runtime_options(device, adb, serial, runner)
+    request = ExportRequest(output, runtime, device, threads, fp16, batch_size, dynamic_batch, rounds, force, android)
     for path in request.outputs():
         refuse_overwrite(path, force)
         check_writable(path)
@@ -128,7 +167,7 @@ def export(
         budget_ms = parse_latency(budget) if budget else run.result().get("budget_ms")
         source = {"run": str(run.path), "arch": arch.to_compact(), "weights": str(weights_path)}
         run_table = table or _run_table(run, request)
-    latency = prediction_model(arch, request, run_table, allow_foreign_table)
+    latency = prediction_model(arch, request, run_table, allow_foreign_table, phone_name(android, threads))
     predicted_ms = None if latency is None else latency.predict(arch)
     source["table"] = None if latency is None else str(latency.table.path)
     reference_nets = [] if latency is None else pick_references(latency, predicted_ms, references)
@@ -138,7 +177,7 @@ def export(
         echo_json(report.to_dict())
     else:
         click.echo(f"exported {arch.to_compact()}")
-        click.echo(f"  -> {', '.join(report.files)} (opset {report.details['opset']}, report {request.report_path})")
+        click.echo(f"  -> {', '.join(report.files)} ({_format_line(report.details)}, report {request.report_path})")
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
         for line in report.verdict.lines():
             click.echo(line)

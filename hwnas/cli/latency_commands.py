@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from hwnas.arch import load_arch
+from hwnas.cli.mobile_options import android_options, android_runtime_options, default_runtime
 from hwnas.cli.options import COUNT, COUNT0, FINITE, build_space, echo_json, echo_warnings, json_option, space_options
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
+from hwnas.latency.executorch_runtime import delegation_warnings, partly_delegated
 from hwnas.latency.lookup import default_table_path, expected_meta
 from hwnas.latency.model import calibration_formula, latency_model
 from hwnas.latency.protocol import Protocol
@@ -63,10 +65,10 @@ def _threads(value: int) -> int | None:
     return None if value == 0 else value
 
 
-def _runtime(name: str, device: str, threads: int | None, fp16: bool, protocol: Protocol):
+def _runtime(name: str, device: str, threads: int | None, fp16: bool, protocol: Protocol, **options):
     from hwnas.latency.runtimes import get_runtime
 
-    return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=protocol)
+    return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=protocol, **options)
 
 
 def _table_space(table: LatencyTable) -> Space:
@@ -86,10 +88,9 @@ def _show_warnings() -> None:
     "--runtime",
     "runtime_name",
     type=click.Choice(list(RUNTIMES)),
-    default="onnxruntime",
-    show_default=True,
-    help="Inference runtime to measure with.",
+    help="Inference runtime to measure with [default: onnxruntime; executorch with --device android].",
 )
+@android_options
 @click.option("--batch-size", type=COUNT, default=1, show_default=True)
 @click.option(
     "--threads",
@@ -115,7 +116,10 @@ def profile(
     space: str,
     space_overrides: dict,
     device: str,
-    runtime_name: str,
+    runtime_name: str | None,
+    adb: str | None,
+    serial: str | None,
+    runner: str | None,
     batch_size: int,
     threads: int,
     fp16: bool,
@@ -131,8 +135,14 @@ def profile(
     from hwnas.latency.profiler import profile_space
 
     chosen = build_space(space, space_overrides)
-    runtime = _runtime(runtime_name, device, _threads(threads), fp16, _protocol(rounds, min_time, warmup_time))
-    path = Path(output) if output else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, fp16)
+    runtime_name = default_runtime(runtime_name, device)
+    android = android_runtime_options(device, adb, serial, runner)
+    runtime = _runtime(runtime_name, device, _threads(threads), fp16, _protocol(rounds, min_time, warmup_time), **android)
+    path = (
+        Path(output)
+        if output
+        else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, fp16, runtime.device_name())
+    )
     check_writable(path)
     result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
     if as_json:
@@ -159,6 +169,7 @@ def tables() -> None:
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw predicted vs measured into this PNG.")
 @click.option("--force", is_flag=True, help="Overwrite --plot if it exists.")
 @allow_foreign_option
+@android_options
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 def validate(
@@ -171,6 +182,9 @@ def validate(
     plot: str | None,
     force: bool,
     allow_foreign_table: bool,
+    adb: str | None,
+    serial: str | None,
+    runner: str | None,
     no_progress: bool,
     as_json: bool,
 ) -> None:
@@ -184,17 +198,25 @@ def validate(
     table = LatencyTable.load(table_path)
     meta = table.meta
     space = _table_space(table)
-    table.check_matches(
-        expected_meta(meta["device"], meta["runtime"], meta["batch_size"], meta.get("dtype") == "float16", space),
-        allow_foreign_table,
-    )
+    android = android_runtime_options(meta["device"], adb, serial, runner)
+    if not android:  # a phone's name is read from the phone, once it is reached
+        table.check_matches(
+            expected_meta(meta["device"], meta["runtime"], meta["batch_size"], meta.get("dtype") == "float16", space),
+            allow_foreign_table,
+        )
     runtime = _runtime(
         meta["runtime"],
         meta["device"],
         meta.get("threads"),
         meta.get("dtype") == "float16",
         _protocol(rounds, min_time, warmup_time),
+        **android,
     )
+    if android:
+        table.check_matches(
+            expected_meta(meta["device"], meta["runtime"], meta["batch_size"], False, space, runtime.device_name()),
+            allow_foreign_table,
+        )
     report = validate_table(table, space, runtime, n_archs, seed, progress=not no_progress)
     replaced = _calibration_line(table)
     store_validation(table, report)
@@ -236,7 +258,16 @@ def show(table_path: str, as_json: bool) -> None:
     fastest, fastest_ms = model.fastest()
     slowest, slowest_ms = model.slowest()
     if as_json:
-        echo_json({"meta": table.meta, "entries": len(table.entries), "fastest_ms": fastest_ms, "slowest_ms": slowest_ms})
+        partly = partly_delegated(table.entries)
+        echo_json(
+            {
+                "meta": table.meta,
+                "entries": len(table.entries),
+                "fastest_ms": fastest_ms,
+                "slowest_ms": slowest_ms,
+                "partly_delegated": partly,
+            }
+        )
         return
     meta = table.meta
     click.echo(
@@ -252,6 +283,8 @@ def show(table_path: str, as_json: bool) -> None:
         click.echo(f"  validated: held-out p90 relative error {table.p90_relative_error:.1%}")
     for warning in meta.get("warnings", []):
         click.echo(f"  measured with warning: {warning}")
+    for warning in delegation_warnings(table.entries):
+        click.echo(f"  {warning}")
 
 
 @click.command()

@@ -22,10 +22,15 @@ from hwnas import __version__
 from hwnas.errors import HwnasError
 from hwnas.export.drift import Drift, Reference
 from hwnas.export.onnx_file import OPSET, PARITY_TOLERANCE, check_parity, export_onnx
+from hwnas.export.pte_file import check_pte_parity, export_pte
 from hwnas.export.verdict import Verdict
 from hwnas.files import refuse_overwrite, remove_stale_temps, write_json_atomic
 from hwnas.latency.protocol import Protocol, Timing
 from hwnas.latency.runtimes import build_engine, get_runtime
+
+#: output suffix -> the runtimes that measure that format (the first is the default); ``.engine`` exports the
+#: ONNX file and builds the engine from it (``hwnas export m.engine`` is ``hwnas export m.onnx --runtime tensorrt``)
+FORMATS = {".onnx": ("onnxruntime", "tensorrt", "torch"), ".pte": ("executorch",)}
 
 
 @dataclass
@@ -39,18 +44,32 @@ class ExportRequest:
     dynamic_batch: bool = False
     rounds: int = 3
     force: bool = False
+    #: options of the measuring runtime (``adb``, ``serial``, ``runner`` for executorch on android)
+    runtime_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise HwnasError(f"threads must be at least 1 (or None for the runtime's default), got {self.threads}")
         if self.rounds < 1 or self.batch_size < 1:
             raise HwnasError(f"rounds and batch size must be at least 1, got {self.rounds} and {self.batch_size}")
-        if self.output.suffix != ".onnx":
-            raise HwnasError(f"{self.output}: the output must be an .onnx file")
+        if self.output.suffix not in FORMATS:
+            raise HwnasError(f"{self.output}: the output must be a {', '.join(FORMATS)} file (its suffix chooses the format)")
+        if self.runtime not in FORMATS[self.output.suffix]:
+            raise HwnasError(
+                f"{self.output}: a {self.output.suffix} file is measured with --runtime "
+                f"{' or '.join(FORMATS[self.output.suffix])}, not {self.runtime}"
+            )
+        if self.device == "android" and self.runtime != "executorch":
+            raise HwnasError(
+                f"--device android measures .pte programs with --runtime executorch; name the output {self.output.stem}.pte"
+            )
+        if self.output.suffix == ".pte" and self.dynamic_batch:
+            raise HwnasError("--dynamic-batch: a .pte program is exported at a fixed batch (--batch-size)")
 
     def staged(self) -> ExportRequest:
         """The same request writing to temporary names beside the outputs (``commit`` moves them into place)."""
-        return replace(self, output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp.onnx"), force=True)
+        suffix = self.output.suffix
+        return replace(self, output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp{suffix}"), force=True)
 
     def commit(self, staged: ExportRequest) -> None:
         """Move the staged set over the outputs: the report last, so a report always describes the files beside it."""
@@ -89,8 +108,12 @@ def measure_artifact(
     ``references`` (modules) are prepared by the same runtime and timed in the same
     interleaved rounds, so they see the machine exactly as the artifact does.
     """
-    runtime = get_runtime(request.runtime, request.device, request.threads, request.fp16, Protocol(rounds=request.rounds))
-    if request.runtime == "torch":
+    runtime = get_runtime(
+        request.runtime, request.device, request.threads, request.fp16, Protocol(rounds=request.rounds), **request.runtime_options
+    )
+    if request.runtime == "executorch":
+        artifact = runtime.prepare_pte(request.output, input_shape)
+    elif request.runtime == "torch":
         artifact = runtime.prepare_module(model, input_shape)
     elif request.runtime == "tensorrt":
         assert request.engine_path is not None
@@ -148,13 +171,18 @@ def _export_staged(
 ) -> ExportReport:
     shape = (request.batch_size, *input_shape)
     model = model.eval()
-    export_onnx(model, shape, request.output, request.dynamic_batch)
-    parity = check_parity(model, request.output, shape)
+    if request.output.suffix == ".pte":
+        written = export_pte(model, shape, request.output)
+        parity, checker = check_pte_parity(model, request.output, shape), "ExecuTorch"
+    else:
+        export_onnx(model, shape, request.output, request.dynamic_batch)
+        written = {"format": "onnx", "opset": OPSET, "dynamic_batch": request.dynamic_batch}
+        parity, checker = check_parity(model, request.output, shape), "ONNX Runtime"
     if not parity.ok:
-        kept = final.with_name(f"{final.stem}.parity-failed.onnx")
+        kept = final.with_name(f"{final.stem}.parity-failed{final.suffix}")
         os.replace(request.output, kept)
         raise HwnasError(
-            f"ONNX Runtime's outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, relative "
+            f"{checker}'s outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, relative "
             f"{parity.max_rel_error:.3g} >= {PARITY_TOLERANCE:g}); nothing was exported, the file is kept as {kept}"
         )
     reference_nets = [reference.arch.build() for reference in references]
@@ -167,9 +195,8 @@ def _export_staged(
     )
     files = [str(p) for p in (request.output, request.engine_path) if p is not None]
     details = {
-        "opset": OPSET,
+        **written,
         "input_shape": list(shape),
-        "dynamic_batch": request.dynamic_batch,
         "measured_p10_ms": timing.p10_ms,
         "measured_runs": timing.n,
         "rounds": request.rounds,
@@ -181,6 +208,7 @@ def _export_staged(
             "torch": torch.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
+            **({"executorch": written["executorch"]} if "executorch" in written else {}),
         },
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

@@ -127,6 +127,8 @@ class AndroidTarget:
     runner: str | None = None
     threads: int | None = 1
     protocol: Protocol = field(default_factory=Protocol)
+    #: False: reach the device and read its facts only (its name, for finding its table), no runner checks
+    check_runner: bool = True
     facts: dict[str, Any] = field(default_factory=dict)
     output: str = "stdout"
 
@@ -136,8 +138,9 @@ class AndroidTarget:
         self.runner = self.runner or DEFAULT_RUNNER
         self.programs_dir = posixpath.join(posixpath.dirname(self.runner), "programs")
         self.facts = self._read_facts()
-        self._check_runner()
-        self.output = self._probe()
+        if self.check_runner:
+            self._check_runner()
+            self.output = self._probe()
 
     # -- adb ------------------------------------------------------------------------------
     def _adb(self, *args: str, timeout: float = ADB_TIMEOUT_S, device: bool = True) -> subprocess.CompletedProcess:

@@ -83,12 +83,14 @@ def find_table(
     batch_size: int = 1,
     fp16: bool = False,
     dirs: list[Path] | None = None,
+    name: str | None = None,
 ) -> Path:
     """The first table in ``dirs`` (default: local, then shipped) made for this target and space.
 
-    None found is an error naming the ``hwnas profile`` command that makes one.
+    ``name``: the device's name where the caller read it (a phone's). None found is an error
+    naming the ``hwnas profile`` command that makes one.
     """
-    wanted = expected_meta(device, runtime, batch_size, fp16, space)
+    wanted = expected_meta(device, runtime, batch_size, fp16, space, name)
     folders = dirs if dirs is not None else [LOCAL_TABLES, shipped_tables_dir()]
     for folder in folders:
         if Path(folder).is_dir():

@@ -34,7 +34,10 @@ class Runtime:
         if device not in DEVICES:
             raise HwnasError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
         if device not in self.devices:
-            raise HwnasError(f"the {self.name} runtime does not run on --device {device} (it runs on {', '.join(self.devices)})")
+            hint = "; a phone is measured with --runtime executorch" if device == "android" else ""
+            raise HwnasError(
+                f"the {self.name} runtime does not run on --device {device} (it runs on {', '.join(self.devices)}){hint}"
+            )
         if threads is not None and threads < 1:
             raise HwnasError(f"--threads must be >= 1 (or left out for the runtime's default), got {threads}")
         self.device = device
