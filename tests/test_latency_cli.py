@@ -131,9 +131,9 @@ def test_foreign_table_refused_then_allowed_with_a_warning(cli_runner, table_pat
 
 
 def test_profile_prints_what_it_could_not_control(cli_runner, table_path, tmp_path, monkeypatch):
-    import hwnas.latency.profiler as profiler
+    import hwnas.latency.runtime_base as runtime_base
 
-    monkeypatch.setattr(profiler, "measurement_warnings", lambda device: ["the test's own warning"])
+    monkeypatch.setattr(runtime_base, "measurement_warnings", lambda device: ["the test's own warning"])
     copy = tmp_path / "t.json"
     copy.write_text(table_path.read_text())  # complete: the rerun measures nothing
     result = cli_runner.invoke(cli, ["profile", *SPACE, *QUICK, "-o", str(copy), "--no-progress"])

@@ -49,6 +49,8 @@ INSTALL = "pip install -e '.[mobile]'"
 DELEGATE = "XnnpackPartitioner"
 #: where lowered programs are cached (override with $HWNAS_CACHE)
 CACHE_ENV = "HWNAS_CACHE"
+#: part of every cache key: bumped when what is cached beside a program changes
+CACHE_FORMAT = 2
 
 
 def import_executorch():
@@ -115,7 +117,10 @@ def lower(module: Any, input_shape: tuple[int, ...]) -> Lowered:
 
 def _op_name(target: Any) -> str:
     """``aten.slice_copy.Tensor`` from an edge op (its ``str`` carries the whole schema)."""
-    return str(target).split(":", 1)[0].removeprefix("<EdgeOpOverload: ").rstrip(">")
+    text = str(target)
+    if text.startswith("<EdgeOpOverload: "):
+        return text.removeprefix("<EdgeOpOverload: ").split(">", 1)[0]
+    return text
 
 
 def cache_dir() -> Path:
@@ -135,7 +140,7 @@ def program_key(module: Any, input_shape: tuple[int, ...]) -> str:
         }
         described.append([name, type(sub).__module__, type(sub).__qualname__, _class_source_hash(type(sub)), repr(hyper)])
     tensors = [[name, list(t.shape), str(t.dtype)] for name, t in module.state_dict().items()]
-    text = json.dumps([described, tensors, list(input_shape), torch.__version__, executorch_version(), DELEGATE])
+    text = json.dumps([CACHE_FORMAT, described, tensors, list(input_shape), torch.__version__, executorch_version(), DELEGATE])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -221,15 +226,15 @@ class ExecuTorchRuntime(Runtime):
         super().__init__(*args, **kwargs)
         if self.fp16:
             raise HwnasError("the executorch runtime measures float32 programs (the XNNPACK delegate's float path); drop --fp16")
-        import_executorch()
         self.target = None
-        if self.device == "android":
+        if self.device == "android":  # adb and the phone are checked first: their errors say more than a missing package
             from hwnas.latency.android import AndroidTarget
 
             self.target = AndroidTarget(adb, serial, runner, self.threads, self.protocol)
         elif any(value is not None for value in (adb, serial, runner)):
             raise HwnasError("--adb, --serial and --runner go with --device android")
-        elif self.threads is not None:
+        import_executorch()
+        if self.target is None and self.threads is not None:
             set_threads(self.threads)
 
     # -- preparing ------------------------------------------------------------------------

@@ -38,6 +38,9 @@ def get_runtime(
     ``runner=`` for executorch on android)."""
     if name not in RUNTIMES:
         raise HwnasError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+    options = {key: value for key, value in options.items() if value is not None}  # left out: the runtime's default
+    if device not in RUNTIMES[name].devices:
+        options = {}  # the runtime refuses the device, which says more than an option it does not take
     return RUNTIMES[name](device, threads, fp16, protocol, **options)
 
 

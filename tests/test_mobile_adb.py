@@ -1,0 +1,100 @@
+"""The phone path's parsers on recorded outputs, and every pre-flight refusal of ``--device android``.
+
+The runner output was recorded from the real x86 ``executor_runner`` (bench/build_runner.sh);
+the logcat sample holds the same lines in logcat's threadtime format (constructed: no phone
+here). ``adb`` is the stand-in in tests/fixtures/mobile (``shell`` runs locally, ``push`` copies).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from hwnas.cli.main import EXIT_ERROR, cli
+from hwnas.errors import HwnasError
+from hwnas.latency.android import AndroidTarget, parse_cpu_list, parse_devices, parse_iterations
+
+FIXTURES = Path(__file__).parent / "fixtures" / "mobile"
+TINY = ["--space", "proxyless", "--resolution", "32", "--in-channels", "1", "--num-classes", "10", "--width-mult", "0.25"]
+
+
+def _total_ms(text: str) -> float:
+    """The runner's own total ("Model executed successfully N time(s) in T ms."), summed from the same clock."""
+    return float(re.findall(r"successfully \d+ time\(s\) in ([0-9.]+) ms", text)[-1])
+
+
+@pytest.mark.parametrize("name", ["runner_x86_output.txt", "logcat_threadtime.txt"])
+def test_iterations_are_read_from_the_runner_and_from_logcat(name):
+    text = (FIXTURES / name).read_text()
+    times = parse_iterations(text)
+    assert len(times) == 5 and times[0] == pytest.approx(0.911786)
+    assert sum(times) == pytest.approx(_total_ms(text), abs=1e-5)  # the runner's own total of the same runs
+
+
+def test_only_the_last_run_in_logcat_counts():
+    text = (FIXTURES / "logcat_threadtime.txt").read_text()
+    earlier = text.split("Model executed successfully 3")[0]
+    assert parse_iterations(earlier) == pytest.approx([0.75, 0.61, 0.6])
+    assert parse_iterations("Model executed successfully 5 time(s) in 1.0 ms.") == []
+    assert parse_iterations("Iteration 1 of 3: 0.5 ms\nIteration 2 of 3: 0.5 ms") == []  # no iteration 0: not a run
+
+
+def test_device_lists_and_core_lists():
+    text = "* daemon started successfully\nList of devices attached\nR58M123\tdevice usb:1-1 product:x\nemulator-5554\tunauthorized\n\n"
+    assert parse_devices(text) == [("R58M123", "device"), ("emulator-5554", "unauthorized")]
+    assert parse_devices("List of devices attached\n\n") == []
+    assert parse_cpu_list("0-3,6\n") == [0, 1, 2, 3, 6] and parse_cpu_list("0") == [0]
+
+
+@pytest.fixture
+def stand_in_adb(monkeypatch):
+    """The stand-in adb first on PATH."""
+    monkeypatch.setenv("PATH", f"{FIXTURES}:{Path('/usr/bin')}:{Path('/bin')}")
+    return FIXTURES / "adb"
+
+
+@pytest.mark.parametrize(
+    "devices, serial, message",
+    [
+        ("", None, "no Android device attached"),
+        ("A1:device,B2:device", None, "2 devices attached (A1 (device), B2 (device)): choose one with --serial"),
+        ("A1:device,B2:device", "C3", "--serial C3: no such device attached"),
+        ("A1:unauthorized", None, "accept the 'Allow USB debugging?' prompt"),
+        ("A1:offline", None, "device A1 is offline"),
+    ],
+)
+def test_devices_are_checked_before_anything_runs(stand_in_adb, monkeypatch, devices, serial, message):
+    monkeypatch.setenv("HWNAS_FAKE_ADB_DEVICES", devices)
+    with pytest.raises(HwnasError, match=re.escape(message)):
+        AndroidTarget(None, serial, "/nonexistent/executor_runner")
+
+
+def test_a_missing_runner_is_named_with_the_fix(stand_in_adb, tmp_path):
+    with pytest.raises(HwnasError, match="no executable runner at .*docs/mobile.md.*--runner"):
+        AndroidTarget(None, None, str(tmp_path / "executor_runner"))
+
+
+def test_two_devices_with_serial_reach_the_one_named(stand_in_adb, monkeypatch, tmp_path):
+    monkeypatch.setenv("HWNAS_FAKE_ADB_DEVICES", "A1:device,B2:device")
+    target = AndroidTarget(None, "B2", str(tmp_path / "executor_runner"), check_runner=False)
+    assert target.serial == "B2" and target.device_name == "android B2"  # no getprop here: named by serial
+    assert target.facts["pinned_core"] == parse_cpu_list(Path("/sys/devices/system/cpu/online").read_text())[-1]
+
+
+def test_profile_without_adb_is_an_error_and_writes_nothing(cli_runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no adb anywhere
+    out = tmp_path / "t.json"
+    result = cli_runner.invoke(cli, ["profile", "--device", "android", *TINY, "-o", str(out), "--no-progress"])
+    assert result.exit_code == EXIT_ERROR and "error: no adb on PATH" in result.output and "--adb" in result.output
+    assert not out.exists() and not list(tmp_path.glob("*.json"))
+    given = cli_runner.invoke(cli, ["profile", "--device", "android", "--adb", str(tmp_path / "adb"), *TINY, "-o", str(out)])
+    assert given.exit_code == EXIT_ERROR and f"--adb {tmp_path / 'adb'}: no executable there" in given.output
+
+
+def test_phone_options_need_the_phone(cli_runner, tmp_path):
+    result = cli_runner.invoke(cli, ["profile", *TINY, "--serial", "A1", "-o", str(tmp_path / "t.json")])
+    assert result.exit_code == EXIT_ERROR and "--serial goes with --device android" in result.output
+    result = cli_runner.invoke(cli, ["profile", "--device", "android", "--runtime", "onnxruntime", *TINY])
+    assert result.exit_code == EXIT_ERROR and "a phone is measured with --runtime executorch" in result.output
