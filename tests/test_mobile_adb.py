@@ -98,3 +98,33 @@ def test_phone_options_need_the_phone(cli_runner, tmp_path):
     assert result.exit_code == EXIT_ERROR and "--serial goes with --device android" in result.output
     result = cli_runner.invoke(cli, ["profile", "--device", "android", "--runtime", "onnxruntime", *TINY])
     assert result.exit_code == EXIT_ERROR and "a phone is measured with --runtime executorch" in result.output
+
+
+def test_warm_up_runs_are_dropped_and_short_rounds_extended(monkeypatch):
+    """Worked by hand: which of the runner's iterations become samples, and how many more runs are asked for."""
+    from hwnas.latency.android import DeviceProgram
+    from hwnas.latency.protocol import Protocol
+
+    target = object.__new__(AndroidTarget)  # no device: the runner's outputs are given
+    target.protocol = Protocol(warmup_runs=1, warmup_s=0.010, min_runs=3, min_s=0.0, rounds=1)
+    calls: list[int] = []
+    outputs = iter([[4.0, 4.0, 4.0, 1.0, 1.0, 1.0], [9.0, 2.0, 2.0, 2.0]])
+
+    def iterations(remote: str, executions: int) -> list[float]:
+        calls.append(executions)
+        return next(outputs)
+
+    monkeypatch.setattr(target, "iterations", iterations, raising=False)
+    program = DeviceProgram(lambda: None, remote="/p.pte")
+    # first round: iterations until 10 ms of warm-up have passed (4 + 4 + 4) are dropped, then 1, 1, 1
+    first = target.measure_once(program, warm_up_by_time=True)
+    assert calls == [1 + 3] and first.samples_ms == [1.0, 1.0, 1.0]
+    # a later round drops the warm-up count only
+    later = target.measure_once(program, warm_up_by_time=False)
+    assert later.samples_ms == [2.0, 2.0, 2.0] and later.median_ms == 2.0
+    # too short: min_s of 10 ms over samples of 1 ms asks for the 10 - 3 = 7 missing runs (plus the warm-up run)
+    target.protocol = Protocol(warmup_runs=1, warmup_s=0.0, min_runs=3, min_s=0.010, rounds=1)
+    calls.clear()
+    outputs = iter([[5.0, 1.0, 1.0, 1.0], [5.0] + [1.0] * 7])
+    short = target.measure_once(program, warm_up_by_time=False)
+    assert calls == [4, 8] and short.n == 10 and sum(short.samples_ms) == 10.0

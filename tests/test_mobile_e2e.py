@@ -68,6 +68,7 @@ def test_build_script_reuses_its_build(runner_binary, tmp_path_factory):
     assert build_runner(_cache(tmp_path_factory)) == runner_binary  # cached: the same binary at once
 
 
+@pytest.mark.timeout(2400)  # lowers ~60 programs: minutes on 2 cores, far more when the machine is shared
 def test_profile_resumes_after_the_device_went_away_then_validates_and_exports(cli_runner, phone, tmp_path, monkeypatch):
     table_path = tmp_path / "phone.json"
     profile = ["profile", "--device", "android", "--runner", str(phone), *SPACE, *QUICK, "-o", str(table_path)]

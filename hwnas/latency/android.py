@@ -344,9 +344,10 @@ class AndroidTarget:
             times = self.iterations(program.remote, protocol.warmup_runs + wanted)
             drop = protocol.warmup_runs
             if first:  # the item's first call: warm up for warmup_s too, as on the host
-                spent = 0.0
-                for drop_at, ms in enumerate(times):
-                    if drop_at >= drop and spent >= protocol.warmup_s * 1e3:
+                spent, drop_at = 0.0, len(times)  # all of them, unless warm-up ends within the call
+                for index, ms in enumerate(times):
+                    if index >= drop and spent >= protocol.warmup_s * 1e3:
+                        drop_at = index
                         break
                     spent += ms
                 drop = max(drop, drop_at)
