@@ -81,7 +81,7 @@ def test_pte_export_is_checked_measured_and_judged(cli_runner, small_run, tmp_pa
     out = tmp_path / "m.pte"
     result = cli_runner.invoke(cli, ["export", str(out), "--run", str(small_run), "--rounds", "1", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["format"] == "pte" and report["runtime"]["runtime"] == "executorch" and report["verdict"] == "PASS"
     assert report["delegated"] is True and report["max_rel_error"] < 1e-4 and report["measured_ms"] > 0
     assert json.loads((tmp_path / "m.report.json").read_text())["files"] == [str(out)]
@@ -103,8 +103,8 @@ def test_an_impossible_budget_fails_the_pte_on_its_measurement(cli_runner, small
     failed = cli_runner.invoke(
         cli, ["export", str(tmp_path / "m.pte"), "--run", str(small_run), "--rounds", "1", "--budget", "1us", "--json"]
     )
-    assert failed.exit_code == EXIT_FAIL and json.loads(failed.output)["verdict"] == "FAIL", failed.output
-    assert json.loads(failed.output)["measured_ms"] > 0.001
+    assert failed.exit_code == EXIT_FAIL and json.loads(failed.stdout)["verdict"] == "FAIL", failed.output
+    assert json.loads(failed.stdout)["measured_ms"] > 0.001
 
 
 @pytest.mark.parametrize(
@@ -143,6 +143,6 @@ def test_profile_and_validate_a_space(cli_runner, tmp_path, space):
     assert shown.exit_code == 0 and ("only partly delegated" in shown.output) == bool(partly), shown.output
     checked = cli_runner.invoke(cli, ["tables", "validate", str(table_path), "--n", "4", *QUICK, "--json"])
     assert checked.exit_code == 0, checked.output
-    report = json.loads(checked.output)
+    report = json.loads(checked.stdout)
     assert report["n"] == 4 and report["mape"] >= 0
     assert any("partly delegated" in warning for warning in report["warnings"]) == bool(partly)

@@ -93,7 +93,7 @@ def test_profile_resumes_after_the_device_went_away_then_validates_and_exports(c
         cli, ["tables", "validate", str(table_path), "--runner", str(phone), "--n", "4", *QUICK, "--json"]
     )
     assert checked.exit_code == 0, checked.output
-    assert json.loads(checked.output)["n"] == 4
+    assert json.loads(checked.stdout)["n"] == 4
 
     space = get_space("proxyless", **SMALL)
     arch = Arch.random(space, seed=5)
@@ -108,7 +108,7 @@ def test_profile_resumes_after_the_device_went_away_then_validates_and_exports(c
         cli, ["export", str(out), "--run", str(run), "--device", "android", "--runner", str(phone), "--rounds", "1", "--json"]
     )
     assert exported.exit_code == 0, exported.output
-    report = json.loads(exported.output)
+    report = json.loads(exported.stdout)
     assert report["verdict"] == "PASS" and report["predicted_ms"] > 0 and report["measured_ms"] > 0
     assert report["runtime"]["device"] == "android" and report["drift"] is not None  # the validation's nets, timed beside it
 
