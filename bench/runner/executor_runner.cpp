@@ -8,7 +8,6 @@
 // without logging. Inputs are tensors of ones shaped from the program's method meta.
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor_ptr_maker.h>
-#include <executorch/extension/threadpool/threadpool_guard.h>
 #include <executorch/runtime/platform/clock.h>
 #include <executorch/runtime/platform/log.h>
 #include <executorch/runtime/platform/platform.h>
@@ -19,7 +18,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,10 +74,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ERROR: --num_executions must be at least 1\n");
     return 2;
   }
-  std::optional<executorch::extension::threadpool::NoThreadPoolGuard> one_thread;
-  if (cpu_threads == 1) {
-    one_thread.emplace();  // every op, XNNPACK's included, on the calling thread
-  } else if (cpu_threads > 1) {
+  // As ExecuTorch's executor_runner does: the shared pool (XNNPACK runs on it) resized to --cpu_threads, which is
+  // also what hwnas does in process. (NoThreadPoolGuard, every op on the calling thread, timed about 2x faster on
+  // a loaded 2-core VM: waking a pool thread costs a scheduler slice there.)
+  if (cpu_threads > 0) {
     executorch::extension::threadpool::get_threadpool()->_unsafe_reset_threadpool(static_cast<uint32_t>(cpu_threads));
   }
 
