@@ -8,80 +8,18 @@ from typing import Any
 
 import click
 
-from hwnas.arch import Arch, load_arch
-from hwnas.cli.mobile_options import android_options, android_runtime_options
-from hwnas.cli.options import COUNT, echo_json, json_option
-from hwnas.errors import HwnasError
-from hwnas.export.artifact import FORMATS, ExportRequest, export_and_verify
-from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
-from hwnas.files import check_writable, refuse_overwrite
-from hwnas.latency import LatencyModel, LatencyTable, latency_model
-from hwnas.latency.android import AndroidTarget
-from hwnas.latency.lookup import expected_meta, find_table
-from hwnas.latency.model import calibration_record
+from hwnas import api
+from hwnas.cli.mobile_options import android_options
+from hwnas.cli.options import COUNT, echo_json, json_option, space_file_option
+from hwnas.export.drift import DEFAULT_REFERENCES
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
-from hwnas.run_folder import RunFolder, load_weights
-from hwnas.search.budget import parse_latency
 
 #: exit code of a measured FAIL (bad input exits 2)
 EXIT_FAIL = 1
 
 
-def prediction_model(
-    arch: Arch,
-    request: ExportRequest,
-    table: str | None,
-    allow_foreign: bool,
-    uncalibrated: bool = False,
-    name: str | None = None,
-) -> LatencyModel | None:
-    """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space.
-
-    A table without a calibration is refused unless ``uncalibrated`` (its prediction is then a raw sum).
-    ``name``: the device's name where it was read from the device (a phone's).
-    """
-    space = arch.build_space()
-    if table is None:
-        try:
-            table = str(
-                find_table(space, request.device, request.runtime, request.threads, request.batch_size, request.fp16, name=name)
-            )
-        except HwnasError:
-            return None
-    expect = expected_meta(request.device, request.runtime, request.batch_size, request.fp16, space, name)
-    loaded = LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign)
-    loaded.require_calibration(uncalibrated)
-    return latency_model(loaded, space)
-
-
-def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
-    """The table the search used, if it was made for the runtime and device measured now and still exists."""
-    config = run.config()
-    same_target = config.get("runtime") == request.runtime and config.get("device") == request.device
-    path = config.get("table")
-    return path if same_target and path and Path(path).exists() else None
-
-
-def output_format(output: Path, runtime: str | None) -> tuple[Path, str]:
-    """The output file and the runtime that measures it, from OUTPUT's suffix and ``--runtime``.
-
-    ``m.engine`` is the ONNX file ``m.onnx`` plus its TensorRT engine ``m.engine``.
-    """
-    if output.suffix == ".engine":
-        if runtime not in (None, "tensorrt"):
-            raise HwnasError(f"{output}: a TensorRT engine is measured with --runtime tensorrt, not {runtime}")
-        return output.with_suffix(".onnx"), "tensorrt"
-    return output, runtime or FORMATS.get(output.suffix, ("onnxruntime",))[0]
-
-
-def phone_name(android: dict[str, Any], threads: int | None) -> str | None:
-    """The attached phone's name (it finds the phone's table), or None when not measuring on one."""
-    if not android:
-        return None
-    return AndroidTarget(android["adb"], android["serial"], android["runner"], threads, check_runner=False).device_name
-
-
 def _format_line(details: dict[str, Any]) -> str:
+    """What was written: the ONNX opset, or the ExecuTorch program and how much XNNPACK took."""
     if details.get("format") == "pte":
         delegated = "all delegated" if details.get("delegated") else f"portable: {', '.join(details.get('portable_ops', []))}"
         return f"ExecuTorch {details.get('executorch')}, {details.get('delegate')}, {delegated}"
@@ -97,6 +35,7 @@ def _format_line(details: dict[str, Any]) -> str:
     help="Search run to export [default: the newest run under runs/].",
 )
 @click.option("--arch", "arch_source", help="Export this arch (JSON file or compact string) instead of a run's child.")
+@space_file_option
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="State dict for --arch [default: fresh init].")
 @click.option(
     "--runtime",
@@ -133,6 +72,7 @@ def export(
     output: Path,
     run_dir: Path | None,
     arch_source: str | None,
+    space_file: str | None,
     weights: Path | None,
     runtime: str | None,
     device: str,
@@ -157,51 +97,45 @@ def export(
     Prints budget, predicted and measured latency and PASS or FAIL; exits 1 on FAIL. The report
     is saved beside the artifact as OUTPUT.report.json.
     """
-    if run_dir and arch_source:
-        raise HwnasError("give --run or --arch, not both")
-    if weights and not arch_source:
-        raise HwnasError("--weights goes with --arch (a run brings its own weights)")
-    output, runtime = output_format(output, runtime)
-    android = android_runtime_options(device, adb, serial, runner)
-    request = ExportRequest(output, runtime, device, threads, fp16, batch_size, dynamic_batch, rounds, force, android)
-    for path in request.outputs():
-        refuse_overwrite(path, force)
-        check_writable(path)
-    source: dict[str, Any]
-    if arch_source:
-        arch = load_arch(arch_source)
-        model = arch.build()
-        if weights:
-            load_weights(model, weights)
-        budget_ms = parse_latency(budget) if budget else None
-        source = {"arch": arch.to_compact(), "weights": str(weights) if weights else None}
-        run_table = table
-    else:
-        run = RunFolder.open(run_dir) if run_dir else RunFolder.newest()
-        arch, model, weights_path = run.child()
-        budget_ms = parse_latency(budget) if budget else run.result().get("budget_ms")
-        source = {"run": str(run.path), "arch": arch.to_compact(), "weights": str(weights_path)}
-        run_table = table or _run_table(run, request)
-        uncalibrated = uncalibrated or bool(run.config().get("uncalibrated"))
-    latency = prediction_model(arch, request, run_table, allow_foreign_table, uncalibrated, phone_name(android, threads))
-    predicted_ms = None if latency is None else latency.predict(arch)
-    source["table"] = None if latency is None else str(latency.table.path)
-    source["calibration"] = None if latency is None else calibration_record(latency.table)
-    reference_nets = [] if latency is None else pick_references(latency, predicted_ms, references)
-    space = arch.build_space()
-    report = export_and_verify(model, space.input_shape, request, budget_ms, predicted_ms, source, reference_nets)
+    report = api.export(
+        output,
+        run=run_dir,
+        arch=arch_source,
+        space=space_file,
+        weights=weights,
+        runtime=runtime,
+        device=device,
+        adb=adb,
+        serial=serial,
+        runner=runner,
+        threads=threads,
+        fp16=fp16,
+        batch_size=batch_size,
+        dynamic_batch=dynamic_batch,
+        budget=budget,
+        table=table,
+        allow_foreign_table=allow_foreign_table,
+        uncalibrated=uncalibrated,
+        rounds=rounds,
+        references=references,
+        force=force,
+    )
     if as_json:
         echo_json(report.to_dict())
     else:
-        click.echo(f"exported {arch.to_compact()}")
-        click.echo(f"  -> {', '.join(report.files)} ({_format_line(report.details)}, report {request.report_path})")
+        click.echo(f"exported {report.details['source']['arch']}")
+        click.echo(
+            f"  -> {', '.join(report.files)} ({_format_line(report.details)}, report {output.with_suffix('.report.json')})"
+        )
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
         for line in report.verdict.lines():
             click.echo(line)
-        if latency is not None and latency.table.calibration is None:
+        if report.details["source"]["table"] is not None and report.details["source"]["calibration"] is None:
             click.echo("           predicted is a raw sum of the table's entries: the table has no calibration (--uncalibrated)")
         if report.drift is not None:
-            for line in report.drift.lines(predicted_ms, report.verdict.measured_ms, source["table"]):
+            for line in report.drift.lines(
+                report.verdict.predicted_ms, report.verdict.measured_ms, report.details["source"]["table"]
+            ):
                 click.echo(line)
     if report.verdict.verdict == "FAIL":
         sys.exit(EXIT_FAIL)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import click
 
-from hwnas.errors import HwnasError
 from hwnas.latency.android import DEFAULT_RUNNER
 
 
@@ -21,19 +19,3 @@ def android_options(command: Callable) -> Callable:
     for option in reversed(options):
         command = option(command)
     return command
-
-
-def android_runtime_options(device: str, adb: str | None, serial: str | None, runner: str | None) -> dict[str, Any]:
-    """The runtime options of ``--device android`` (refused with any other device)."""
-    given = {"adb": adb, "serial": serial, "runner": runner}
-    if device != "android":
-        named = [f"--{name}" for name, value in given.items() if value is not None]
-        if named:
-            raise HwnasError(f"{', '.join(named)} go{'es' if len(named) == 1 else ''} with --device android")
-        return {}
-    return given
-
-
-def default_runtime(runtime: str | None, device: str) -> str:
-    """``--runtime`` left out: executorch for a phone, else onnxruntime."""
-    return runtime or ("executorch" if device == "android" else "onnxruntime")

@@ -33,6 +33,18 @@ from hwnas.latency.runtimes import build_engine, get_runtime
 FORMATS = {".onnx": ("onnxruntime", "tensorrt", "torch"), ".pte": ("executorch",)}
 
 
+def output_format(output: Path, runtime: str | None) -> tuple[Path, str]:
+    """The file to write and the runtime that measures it, from the output's suffix and the runtime asked for.
+
+    ``m.engine`` is the ONNX file ``m.onnx`` plus its TensorRT engine ``m.engine``.
+    """
+    if output.suffix == ".engine":
+        if runtime not in (None, "tensorrt"):
+            raise HwnasError(f"{output}: a TensorRT engine is measured with --runtime tensorrt, not {runtime}")
+        return output.with_suffix(".onnx"), "tensorrt"
+    return output, runtime or FORMATS.get(output.suffix, ("onnxruntime",))[0]
+
+
 @dataclass
 class ExportRequest:
     output: Path

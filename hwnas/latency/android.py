@@ -382,3 +382,21 @@ def _hottest(text: str | None) -> float | None:
         return None
     hottest = max(values)
     return hottest / 1000 if hottest > 1000 else float(hottest)
+
+
+def phone_options(device: str, adb: str | None, serial: str | None, runner: str | None) -> dict[str, Any]:
+    """The runtime options that reach a phone (``device == "android"``); refused with any other device."""
+    given = {"adb": adb, "serial": serial, "runner": runner}
+    if device != "android":
+        named = [f"--{name}" for name, value in given.items() if value is not None]
+        if named:
+            raise HwnasError(f"{', '.join(named)} go{'es' if len(named) == 1 else ''} with --device android")
+        return {}
+    return given
+
+
+def phone_name(options: dict[str, Any], threads: int | None) -> str | None:
+    """The attached phone's name (what its table records), or None when ``options`` reach no phone."""
+    if not options:
+        return None
+    return AndroidTarget(options["adb"], options["serial"], options["runner"], threads, check_runner=False).device_name
