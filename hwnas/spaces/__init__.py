@@ -9,6 +9,7 @@ from hwnas.spaces.base import SKIP_OPS, ChainSpace, LayerSpec, OpSpec, Part, Spa
 from hwnas.spaces.cost import Cost
 from hwnas.spaces.dag import DagSpace
 from hwnas.spaces.dsonas import DsoNasSmallSpace, DsoNasSpace
+from hwnas.spaces.nb201 import Nb201Space
 from hwnas.spaces.proxyless import ProxylessGreedySpace, ProxylessSpace
 from hwnas.spaces.shufflenet import ShuffleNetSpace
 
@@ -18,6 +19,7 @@ SPACES: dict[str, type[Space]] = {
     ShuffleNetSpace.name: ShuffleNetSpace,
     DsoNasSpace.name: DsoNasSpace,
     DsoNasSmallSpace.name: DsoNasSmallSpace,
+    Nb201Space.name: Nb201Space,
 }
 
 
