@@ -62,8 +62,10 @@ def read_timings(path: str | Path, space: Space) -> tuple[list[tuple[str, ...]],
     for line, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
             continue
-        if len(row) != 2:
+        if len(row) < 2:
             raise HwnasError(f"{path} line {line}: expected 2 fields (arch,ms), got {len(row)}")
+        # a compact arch holds commas (its space options): the last field is the ms, the others the arch
+        row = [",".join(row[:-1]), row[-1]]
         try:
             value = float(row[1])
         except ValueError:

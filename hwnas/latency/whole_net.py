@@ -45,6 +45,8 @@ from hwnas.spaces import Space
 VERSION = 1
 #: the learner's settings (the bench's choice, docs/latency_devices.md)
 TREES, DEPTH, LEARNING_RATE, RIDGE_ALPHA = 300, 4, 0.1, 1e-3
+#: where the line is fitted: 'ms' (a sum, trees on log(ms / sum)) or 'log'
+LINE_SPACE = "ms"
 #: fewer whole nets than this and no prior: too few to fit a model of this many features
 MIN_TIMINGS_ALONE = 30
 MIN_TIMINGS_PRIOR = 3
@@ -93,20 +95,29 @@ def fit_model(space: Space, archs: Sequence[Sequence[str]], ms: Sequence[float],
     return fit_model_on(X, np.asarray(ms, dtype=np.float64), feature_names(space), trees=trees, line=line)
 
 
-def fit_model_on(X: np.ndarray, ms: np.ndarray, names: list[str], trees: int = TREES, line: bool = True, seed: int = 0) -> dict:
-    """``fit_model`` on a ready feature matrix (the bench fits many devices over one matrix)."""
+def fit_model_on(
+    X: np.ndarray, ms: np.ndarray, names: list[str], trees: int = TREES, line: bool = True, seed: int = 0, space: str = LINE_SPACE
+) -> dict:
+    """``fit_model`` on a ready feature matrix (the bench fits many devices over one matrix).
+
+    ``space="ms"``: the line is additive in milliseconds (a sum of parts, fitted on relative
+    error) and the trees learn ``log(ms / line)``, how the net departs from the sum;
+    ``space="log"``: the line is fitted on ``log(ms)`` and the trees on its residual.
+    """
     if len(ms) < 2 or not np.all(np.isfinite(ms)) or np.any(ms <= 0):
         raise HwnasError("whole-net timings must be at least 2 positive finite milliseconds")
     y = np.log(ms)
-    model: dict[str, Any] = {"version": VERSION, "kind": "trees", "features": names, "n": len(ms)}
-    residual = y.copy()
-    if line:
+    model: dict[str, Any] = {"version": VERSION, "kind": "trees", "features": names, "n": len(ms), "space": space}
+    model["line"] = {"coef": [0.0] * X.shape[1], "intercept": 0.0, "floor_ms": float(np.min(ms)) / 2}
+    if line and space == "ms":
+        weight = 1.0 / np.maximum(ms, np.quantile(ms, 0.05)) ** 2
+        ridge = Ridge(alpha=RIDGE_ALPHA).fit(X, ms, sample_weight=weight)
+        model["line"].update(coef=ridge.coef_.tolist(), intercept=float(ridge.intercept_))
+    elif line:
         ridge = Ridge(alpha=RIDGE_ALPHA).fit(X, y)
-        model["line"] = {"coef": ridge.coef_.tolist(), "intercept": float(ridge.intercept_)}
-        residual = y - ridge.predict(X)
-    else:
-        model["line"] = {"coef": [0.0] * X.shape[1], "intercept": 0.0}
+        model["line"].update(coef=ridge.coef_.tolist(), intercept=float(ridge.intercept_))
     model["trees"] = None
+    residual = y - predict_log(model, X)
     if trees:
         booster = GradientBoostingRegressor(n_estimators=trees, max_depth=DEPTH, learning_rate=LEARNING_RATE, random_state=seed)
         booster.fit(X, residual)
@@ -122,6 +133,8 @@ def predict_log(model: dict, X: np.ndarray) -> np.ndarray:
         return model["bias"] + logs @ np.asarray(model["weights"])
     line = model["line"]
     out = X @ np.asarray(line["coef"]) + line["intercept"]
+    if model.get("space", "log") == "ms":
+        out = np.log(np.maximum(out, line["floor_ms"]))
     if model.get("trees"):
         out = out + _trees_sum(model["trees"], X)
     return out
@@ -192,8 +205,10 @@ def check_model(model: Any, where: str = "whole_net") -> None:
     line = model.get("line")
     if not isinstance(line, dict) or not _finite(line.get("coef")) or len(line["coef"]) != len(names):
         fail("'line' must hold one finite coefficient per feature")
-    if not _finite([line.get("intercept")]):
-        fail("'line.intercept' must be a finite number")
+    if not _finite([line.get("intercept"), line.get("floor_ms", 1.0)]) or not line.get("floor_ms", 1.0) > 0:
+        fail("'line.intercept' must be a finite number, 'line.floor_ms' a positive one")
+    if model.get("space", "log") not in ("ms", "log"):
+        fail("'space' must be 'ms' or 'log'")
     trees = model.get("trees")
     if trees is None:
         return
