@@ -277,3 +277,57 @@ def test_cell_model_predicts_the_sum_of_what_runs():
         assert model.columns_ms([s.candidates.index(op) for op in choices]) == pytest.approx(by_hand)
     assert model.fastest()[0].choices == ("none",) * 6
     assert model.slowest()[0].choices == ALL_CONV3
+
+
+# -- search on the 6 edges -------------------------------------------------------------------------------
+def tiny_nb201():
+    return get_space("nb201", resolution=16, in_channels=1, num_classes=10, width_mult=0.5)
+
+
+def test_the_cell_supernet_computes_its_child_exactly():
+    from hwnas.search.cell_supernet import CellSupernet
+
+    s = tiny_nb201()
+    supernet = CellSupernet(s).eval()
+    x = torch.randn(2, 1, 16, 16)
+    for choices in [("nor_conv_3x3", "skip_connect", "avg_pool_3x3", "none", "nor_conv_1x1", "nor_conv_3x3"), ("none",) * 6]:
+        arch = Arch.of(s, choices)
+        assert torch.allclose(supernet(x, supernet.arch_choices(arch)), supernet.extract_child(arch).eval()(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["dsnas", *(pytest.param(m, marks=pytest.mark.slow) for m in ("snas", "proxyless", "spos"))])
+def test_search_runs_on_the_six_edges_and_derives_under_the_budget(cli_runner, tmp_path, method):
+    from hwnas.search.synthetic import write_synthetic_table
+
+    s = tiny_nb201()
+    table = write_synthetic_table(s, tmp_path / "table.json")
+    model = latency_model(LatencyTable.load(table), s)
+    budget = (model.fastest()[1] + model.slowest()[1]) / 2
+    args = ["search", "--method", method, "--space", "nb201", "--resolution", "16", "--in-channels", "1", "--num-classes", "10"]
+    args += ["--width-mult", "0.5", "--table", str(table), "--latency", f"{budget}ms", "--epochs", "1", "--steps-per-epoch", "2"]
+    args += ["--batch-size", "16", "--bn-batches", "1", "--out", str(tmp_path / "run"), "--json"]
+    result = cli_runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    arch = load_arch(str(tmp_path / "run" / "arch.json"))
+    assert arch.space == "nb201" and model.predict(arch) <= budget
+    assert found["predicted_ms"] == pytest.approx(model.predict(arch))
+
+
+@pytest.mark.slow
+def test_profile_fit_and_validate_show_the_model_beside_the_sum(cli_runner, tmp_path):
+    shape = ["--resolution", "16", "--in-channels", "1", "--num-classes", "10", "--width-mult", "0.5"]
+    quick = ["--rounds", "2", "--min-time", "0", "--warmup-time", "0"]
+    table = tmp_path / "nb201.json"
+    result = cli_runner.invoke(cli, ["profile", "--space", "nb201", *shape, *quick, "-o", str(table), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    s = tiny_nb201()
+    lines = ["arch,ms"] + [f"{s.format_choices(a)},{synthetic_ms(a)}" for a in random.Random(1).sample(ALL_ARCHS, 40)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    fitted = cli_runner.invoke(cli, ["tables", "fit", str(table), "--timings", str(tmp_path / "t.csv")])
+    assert fitted.exit_code == 0, fitted.output
+    assert LatencyTable.load(table).whole_net["kind"] == "trees"
+    result = cli_runner.invoke(cli, ["tables", "validate", str(table), "--n", "6", *quick, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "whole-net model (held out)" in result.output
+    assert LatencyTable.load(table).validation["whole_net"]["n"] == 3

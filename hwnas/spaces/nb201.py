@@ -16,7 +16,9 @@ An arch's compact form is the NB201 string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|
 Deviation, on purpose: a built cell keeps only the ops that *feed the output* (on a path of
 non-``none`` edges to node 3): NB201's reference code computes every edge, but an op whose
 result is never used is removed by every graph runtime (ONNX export drops it), so the net
-this project builds, exports and times runs the same ops. A node with no incoming edge is 0.
+this project builds, exports and times runs the same ops. A node with no incoming edge is
+``x * 0`` (NB201's ``none`` is ``x.mul(0.)``): 0, yet a function of the input, so that a net whose
+cells connect nothing still exports with its input and can be timed.
 NB201 is a 32x32 CIFAR space: give ``--resolution 32 --num-classes 10`` (the space options'
 defaults are the ImageNet ones every space shares).
 """
@@ -113,7 +115,7 @@ class Cell(nn.Module):
                 if dst == node:
                     value = self.edges[str(e)](nodes[src])
                     total = value if total is None else total + value
-            nodes[node] = torch.zeros_like(x) if total is None else total
+            nodes[node] = x * 0.0 if total is None else total  # NB201's none: x.mul(0.), an op of the input
         return nodes[3]
 
 
