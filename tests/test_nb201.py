@@ -276,7 +276,9 @@ def test_cell_model_predicts_the_sum_of_what_runs():
         assert model.predict(Arch.of(s, choices)) == pytest.approx(by_hand)
         assert model.columns_ms([s.candidates.index(op) for op in choices]) == pytest.approx(by_hand)
     assert model.fastest()[0].choices == ("none",) * 6
-    assert model.slowest()[0].choices == ALL_CONV3
+    # every edge its dearest op, every edge feeding the output: no net is slower
+    slowest = model.slowest()[1]
+    assert all(model.predict(Arch.of(s, choices)) <= slowest + 1e-9 for choices in random.Random(0).sample(ALL_ARCHS, 200))
 
 
 # -- search on the 6 edges -------------------------------------------------------------------------------
