@@ -71,7 +71,7 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     arch = table.validation["points"][0]["arch"]
     raw = table.validation["points"][0]["predicted_sum_ms"]
     predicted = json.loads(cli_runner.invoke(cli, ["predict", arch, "--table", str(copy), "--json"]).output)
-    assert set(predicted) == {"latency_ms"}
+    assert set(predicted) == {"latency_ms", "calibrated"} and predicted["calibrated"]
     ops = sum(op not in SKIP_OPS for op in Arch.from_compact(arch).choices)
     fit = table.calibration
     assert predicted["latency_ms"] == pytest.approx(fit["a"] * raw + fit.get("per_op_ms", 0) * ops + fit["b"])
