@@ -17,7 +17,7 @@ from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta, find_table
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
-from hwnas.run_folder import RunFolder, load_weights
+from hwnas.run_folder import RunFolder, load_weights, recorded_table
 from hwnas.search.budget import parse_latency
 
 #: exit code of a measured FAIL (bad input exits 2)
@@ -37,11 +37,17 @@ def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allo
 
 
 def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
-    """The table the search used, if it was made for the runtime and device measured now and still exists."""
+    """The table the search used, as it was then (``recorded_table``), if it was made for the runtime and device
+    measured now; None for another target. A changed or lost table is refused: ``--table`` chooses another."""
     config = run.config()
     same_target = config.get("runtime") == request.runtime and config.get("device") == request.device
-    path = config.get("table")
-    return path if same_target and path and Path(path).exists() else None
+    path, sha256 = config.get("table"), config.get("table_sha256")
+    if not (same_target and isinstance(path, str) and path):
+        return None
+    if not isinstance(sha256, str):  # a run from before tables were recorded by their hash
+        return path if Path(path).exists() else None
+    other = f"pass --table {path} to predict with the table as it is now"
+    return str(recorded_table(run.path, path, sha256, other))
 
 
 @click.command()
@@ -127,10 +133,15 @@ def export(
         arch, model, weights_path = run.child()
         budget_ms = parse_latency(budget) if budget else run.result().get("budget_ms")
         source = {"run": str(run.path), "arch": arch.to_compact(), "weights": str(weights_path)}
+        if table:  # an explicit choice over the run's own table: the report names both
+            config = run.config()
+            source["table_given"] = True
+            source["run_table"] = {"path": config.get("table"), "sha256": config.get("table_sha256")}
         run_table = table or _run_table(run, request)
     latency = prediction_model(arch, request, run_table, allow_foreign_table)
     predicted_ms = None if latency is None else latency.predict(arch)
     source["table"] = None if latency is None else str(latency.table.path)
+    source["table_sha256"] = None if latency is None else latency.table.sha256
     reference_nets = [] if latency is None else pick_references(latency, predicted_ms, references)
     space = arch.build_space()
     report = export_and_verify(model, space.input_shape, request, budget_ms, predicted_ms, source, reference_nets)
@@ -139,6 +150,11 @@ def export(
     else:
         click.echo(f"exported {arch.to_compact()}")
         click.echo(f"  -> {', '.join(report.files)} (opset {report.details['opset']}, report {request.report_path})")
+        if source.get("table_given"):
+            was = source["run_table"]
+            click.echo(
+                f"table      {source['table']} (given with --table; the run searched with {was['path']}, sha256 {was['sha256']})"
+            )
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
         for line in report.verdict.lines():
             click.echo(line)

@@ -8,9 +8,20 @@ from pathlib import Path
 import click
 
 from hwnas.arch import load_arch
-from hwnas.cli.options import COUNT, COUNT0, FINITE, build_space, echo_json, echo_warnings, json_option, space_options
+from hwnas.cli.options import (
+    COUNT,
+    COUNT0,
+    FINITE,
+    RESUME_HINT,
+    build_space,
+    echo_json,
+    echo_warnings,
+    json_option,
+    space_options,
+)
+from hwnas.distributed import launch_size
 from hwnas.errors import HwnasError
-from hwnas.files import check_writable, refuse_overwrite
+from hwnas.files import check_writable, locked, refuse_overwrite
 from hwnas.latency.lookup import default_table_path, expected_meta
 from hwnas.latency.model import calibration_formula, latency_model
 from hwnas.latency.protocol import Protocol
@@ -130,11 +141,20 @@ def profile(
     """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one)."""
     from hwnas.latency.profiler import profile_space
 
+    processes = launch_size()
+    if processes > 1:  # N processes timing ops at once would measure each other, into one table
+        raise HwnasError(
+            f"hwnas profile measures in one process, alone on the machine; it was started by torchrun as {processes} "
+            "processes: run it without torchrun (`hwnas profile ...`)"
+        )
     chosen = build_space(space, space_overrides)
     runtime = _runtime(runtime_name, device, _threads(threads), fp16, _protocol(rounds, min_time, warmup_time))
     path = Path(output) if output else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, fp16)
     check_writable(path)
-    result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    click.get_current_context().meta[RESUME_HINT] = "the same command again: the profile resumes from the saved table"
+    with locked(path, "latency table"):  # one profile writes a table at a time; a second is refused with the first's pid
+        result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -181,7 +201,7 @@ def validate(
     if plot:
         refuse_overwrite(plot, force)
         check_writable(plot)
-    table = LatencyTable.load(table_path)
+    table = LatencyTable.load(table_path, check_calibration=False)  # its calibration is fitted again here
     meta = table.meta
     space = _table_space(table)
     table.check_matches(
@@ -199,7 +219,10 @@ def validate(
     replaced = _calibration_line(table)
     store_validation(table, report)
     try:
-        table.save()
+        with locked(table_path, "latency table"):  # not while a profile writes it
+            if LatencyTable.load(table_path, check_calibration=False).entries != table.entries:
+                raise HwnasError(f"latency table {table_path} changed while it was validated; validate it again")
+            table.save()
     except OSError as error:  # e.g. a shipped table inside a read-only site-packages
         raise HwnasError(
             f"cannot store the calibration in {table_path}: {error}; copy the table to ./latency_tables/ and validate the copy"
@@ -221,6 +244,8 @@ def _calibration_line(table: LatencyTable) -> str | None:
     fit = table.calibration
     if not fit:
         return None
+    if not isinstance(fit, dict) or not all(isinstance(fit.get(k), (int, float)) for k in ("a", "b")):
+        return f"{fit!r} (not a calibration)"
     floor = (table.validation or {}).get("noise_floor", {}).get("mape")
     noise = f", noise floor {floor:.1%}" if floor is not None else ""
     return f"{calibration_formula(fit)} [{fit.get('fit', 'fit')}], fitted {fit.get('fitted', '?')}{noise}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from hwnas.cli.options import (
     COUNT,
     COUNT0,
     FINITE,
+    RESUME_HINT,
     build_space,
     data_option,
     echo_json,
@@ -23,7 +26,7 @@ from hwnas.cli.options import (
 from hwnas.data import natural_space_args
 from hwnas.distributed import launched
 from hwnas.errors import HwnasError
-from hwnas.files import check_writable
+from hwnas.files import LOCK_NAME, check_writable, locked
 from hwnas.run_folder import CONFIG, RUNS_ROOT, SEARCH_FILES, TRAIN_FILES
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import LOSS_FORMS, parse_latency
@@ -60,14 +63,22 @@ def _default_out(method: str) -> Path:
     return RUNS_ROOT / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
 
 
-def _prepare_out(out: Path, force: bool) -> None:
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an --out that holds a run, unless --force (nothing is removed here: the caller does once it holds the lock)."""
     if out.exists() and not out.is_dir():
         raise HwnasError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise HwnasError(f"--out {out} is not empty; pass --resume {out} to continue that run or --force to start over in it")
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
+    if out.is_dir() and any(path.name != LOCK_NAME for path in out.iterdir()) and not force:
+        raise HwnasError(f"--out {out} is not empty; pass --resume {out} to continue that run or --force to start over in it")
+
+
+def _clear_out(out: Path) -> None:
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def _resume_hint(folder: Path) -> Any:
+    """What Ctrl-C tells the user to run next (``hwnas.cli.main``): resume, once the run folder has its config."""
+    return lambda: f"hwnas search --resume {shlex.quote(str(folder))}" if (folder / CONFIG).is_file() else None
 
 
 @click.command()
@@ -160,7 +171,10 @@ def search(
             raise HwnasError(f"--resume continues a run with the options saved in its {CONFIG}; leave out {', '.join(given)}")
         folder = Path(resume)
         config = SearchConfig.load(folder)
-        with launched(config.device) as dist:
+        with launched(config.device) as dist, ExitStack() as stack:
+            if dist.is_main:  # one writer per run folder: a second resume (or a --force search) is refused
+                stack.enter_context(locked(folder, "run folder"))
+                click.get_current_context().meta[RESUME_HINT] = _resume_hint(folder)
             run = SearchRun(config, folder, progress=not quiet, dist=dist)
             result = run.run(resume=True)
     else:
@@ -187,12 +201,18 @@ def search(
             **options,
         )
         folder = Path(out) if out else _default_out(method)
-        with launched(config.device) as dist:
+        with launched(config.device) as dist, ExitStack() as stack:
             if dist.is_main:
                 check_writable(folder, folder=True)
-            run = SearchRun(config, folder, progress=not quiet, dist=dist)  # checks table and budget before anything is written
+                _check_out(folder, force)
+            # checks the options, the table, the budget and the data before anything is written
+            run = SearchRun(config, folder, progress=not quiet, dist=dist)
             if dist.is_main:
-                _prepare_out(folder, force)
+                folder.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(locked(folder, "run folder"))  # two searches into one --out: the second is refused
+                _check_out(folder, force)  # again, under the lock: another run may have filled it meanwhile
+                _clear_out(folder)
+                click.get_current_context().meta[RESUME_HINT] = _resume_hint(folder)
                 echo_warnings(run.target.clamp_note())
             result = run.run()
     if not dist.is_main:

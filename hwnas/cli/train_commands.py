@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime
+import shlex
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
 import torch
 
 from hwnas.arch import load_arch
-from hwnas.cli.options import COUNT, COUNT0, FINITE, data_option, echo_json, given_options, json_option
+from hwnas.cli.options import COUNT, COUNT0, FINITE, RESUME_HINT, data_option, echo_json, given_options, json_option
 from hwnas.data import load_data
 from hwnas.distributed import launched
 from hwnas.errors import HwnasError
-from hwnas.run_folder import RUNS_ROOT, TRAINED, RunFolder, load_weights
+from hwnas.files import LOCK_NAME, locked
+from hwnas.run_folder import RUNS_ROOT, TRAIN_CHECKPOINT, TRAINED, RunFolder, load_weights
 from hwnas.train import TrainConfig, resumed_options, train_child
 
 
@@ -115,7 +118,7 @@ def train(
         if started_on is not None and data_given and data != started_on:
             raise HwnasError(f"--resume continues a training on the data it started with ({started_on}); leave out --data {data}")
         data = started_on or data
-    if arch_source and not resume and folder.exists() and any(folder.iterdir()) and not force:
+    if arch_source and not resume and folder.exists() and any(p.name != LOCK_NAME for p in folder.iterdir()) and not force:
         raise HwnasError(f"{folder} exists and is not empty; pass --force to write into it")
     space_args = arch.space_args
     splits = load_data(data, space_args["resolution"], space_args["in_channels"], config.seed)
@@ -129,7 +132,13 @@ def train(
                 f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f} s)"
             )
 
-    with launched(device) as dist:
+    source = f"--arch {shlex.quote(arch_source)} --out {shlex.quote(str(folder))}" if arch_source else f"--run {folder}"
+    hint = f"hwnas train {source} --resume"
+    with launched(device) as dist, ExitStack() as stack:
+        if dist.is_main:  # one writer per run folder
+            folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(locked(folder, "run folder"))
+            click.get_current_context().meta[RESUME_HINT] = lambda: hint if (folder / TRAIN_CHECKPOINT).is_file() else None
         result = train_child(
             arch, model, splits, folder, config, resume=resume, progress=not as_json, on_epoch=report, dist=dist, device=device
         )
