@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,7 +120,9 @@ def load_torch(path: str | Path, what: str = "file", expected: str = "a torch fi
     if not path.is_file():
         raise HwnasError(f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings about a foreign pickle: the error below says what it is
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several types for truncated or foreign files
         reason = "it is cut short (an interrupted write or copy?)" if _cut_short_zip(path) else _load_failure(error)
         raise HwnasError(f"{what} {path} cannot be read as {expected}: {reason}") from None
@@ -150,6 +153,8 @@ def _load_failure(error: Exception) -> str:
     if "TorchScript" in text:
         return "a TorchScript archive, not a state dict"
     found = re.search(r"WeightsUnpickler error: (.+?)(?: Check the documentation|$)", text)
+    if found and "Unsupported operand" in found.group(1):
+        return "a plain Python pickle, not a file torch.save wrote (hwnas never runs a pickle: refused unread)"
     if found:
         return f"not a PyTorch file ({found.group(1)})"
     text = re.split(r" (?:In PyTorch 2\.6|Re-running)", text)[0]

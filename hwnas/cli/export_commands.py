@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,10 @@ def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
     if not isinstance(sha256, str):  # a run from before tables were recorded by their hash
         return path if Path(path).exists() else None
     other = f"pass --table {path} to predict with the table as it is now"
-    return str(recorded_table(run.path, path, sha256, other))
+    found = recorded_table(run.path, path, sha256, other)
+    if str(found) != path:
+        warnings.warn(f"the run's table {path} is gone: predicting with the run's copy {found} (the same bytes)", stacklevel=2)
+    return str(found)
 
 
 @click.command()

@@ -116,6 +116,9 @@ class SearchConfig:
                 f"{self.grad_clip}, {self.lr_min}, {self.momentum} and {self.weight_decay}"
             )
         strategy = STRATEGIES[self.method]
+        if not isinstance(self.method_options, dict):
+            raise HwnasError(f"method_options must be an object of option -> value, got {self.method_options!r}")
+        strategy.resolve_options(self.method_options)  # every option checked before a folder is made or data is read
         if self.arch_fraction is None:
             self.arch_fraction = strategy.held_out
         if strategy.held_out > 0 and self.arch_fraction <= 0:
