@@ -102,6 +102,8 @@ def _issue_30_world(root: Path, table: Path, config: dict) -> None:
     key = next(iter(data["entries"]))
     zero = {**data, "entries": {**data["entries"], key: {**data["entries"][key], "ms": 0.0}}}
     (root / "zero-entry.json").write_text(json.dumps(zero))
+    lacking = {**data, "entries": {k: v for k, v in data["entries"].items() if k != key}}
+    (root / "lacking-entry.json").write_text(json.dumps(lacking))
     (root / "deep.json").write_text(DEEP)
     (root / "binary.json").write_bytes(b'{"schema_version": 1, "meta": "\xff\xfe\x00"}')
     (root / "deep-arch.json").write_text(DEEP)
@@ -337,6 +339,11 @@ CASES = [
         "predict with a calibration charging each op -0.5 ms",
         ["predict", "{arch}", "--table", "{root}/negative-op.json"],
         ("per_op_ms", "tables validate"),
+    ),
+    Case(
+        "validate a table that lacks an entry",
+        ["tables", "validate", "{root}/lacking-entry.json", "--n", "4"],
+        ("lacking-entry.json lacks 1 entry", "-o {root}/lacking-entry.json"),
     ),
     Case("show a table with an entry of 0 ms", ["tables", "show", "{root}/zero-entry.json"], ("'ms'", "(0, 3.6e+06)")),
     # issue 30: files that are no JSON text, or JSON nested 100,000 deep

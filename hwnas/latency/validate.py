@@ -60,7 +60,7 @@ def validate_table(
     if n < MIN_ARCHS:
         raise HwnasError(f"--n must be at least {MIN_ARCHS} (half of them fit the calibration, half test it), got {n}")
     started = time.perf_counter()
-    uncalibrated = LatencyTable(meta=table.meta, entries=table.entries)
+    uncalibrated = LatencyTable(meta=table.meta, entries=table.entries, path=table.path)
     model = latency_model(uncalibrated, space)
     archs = random_archs(space, n, seed)
     anchors = {"fastest": model.fastest()[0], "slowest": model.slowest()[0]}
