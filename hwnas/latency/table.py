@@ -195,20 +195,24 @@ def recalibrate(path: Any) -> str:
 MAX_ENTRY = 3.6e6
 
 
-def _check_entry(entry: Any, where: str) -> None:
-    """An entry (or a pending round) is ``{"ms", "p10", "p90", "n"}``: times in (0, MAX_ENTRY) ms, ``n`` a count >= 1.
+#: the lowest value of each entry field, and whether it is excluded
+ENTRY_LOWS = {"ms": (0.0, True), "p10": (0.0, False), "p90": (0.0, False), "n": (1.0, False)}
 
-    A time of 0 or less is no measurement (every op takes some time), and it would let a sum of
-    entries predict a net at 0 ms or less.
+
+def _check_entry(entry: Any, where: str) -> None:
+    """An entry (or a pending round) is ``{"ms", "p10", "p90", "n"}``: ``ms`` in (0, MAX_ENTRY), the spread ``p10``
+    and ``p90`` in [0, MAX_ENTRY) (a fast op's 10th percentile may round to 0), ``n`` a count >= 1.
+
+    An ``ms`` of 0 or less is no measurement (every op takes some time), and it would let a sum
+    of entries predict a net at 0 ms or less.
     """
     if not isinstance(entry, dict) or any(name not in entry for name in ENTRY_FIELDS):
         raise HwnasError(f"{where} must have fields {', '.join(ENTRY_FIELDS)}")
     for name in ENTRY_FIELDS:
-        value = entry[name]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < MAX_ENTRY:
+        value, (low, open_low) = entry[name], ENTRY_LOWS[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not (value > low if open_low else value >= low) or not value < MAX_ENTRY:
             raise HwnasError(
-                f"{where} field {name!r} must be a number in (0, {MAX_ENTRY:g}), got {value!r}; "
-                "measure it again with `hwnas profile` (it resumes: delete the entry first)"
+                f"{where} field {name!r} must be a number in {'(' if open_low else '['}{low:g}, {MAX_ENTRY:g}), "
+                f"got {value!r}; measure it again with `hwnas profile` (it resumes: delete the entry first)"
             )
-    if entry["n"] < 1:
-        raise HwnasError(f"{where} field 'n' must be at least 1, got {entry['n']!r}")
