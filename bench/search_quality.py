@@ -567,10 +567,14 @@ def main() -> int:
     parser.add_argument("--dag-table", help="DSO-NAS's table (its DAG space) [default: profile one into the work folder]")
     parser.add_argument("--work", type=Path, help="cache folder [runs/search_quality, or runs/search_quality-quick]")
     parser.add_argument("--out", type=Path, help="where results.md/.json/.png go [docs/, or the work folder with --quick]")
-    parser.add_argument("--workers", type=bench_cli.count, default=2, help="processes for searches and trainings (one torch thread each)")
+    parser.add_argument(
+        "--workers", type=bench_cli.count, default=2, help="processes for searches and trainings (one torch thread each)"
+    )
     parser.add_argument("--methods", help="comma-separated methods [every method of the registry]")
     parser.add_argument("--fractions", help="the proxyless budgets, as shares of its range above the fastest net [0.25,0.60]")
-    parser.add_argument("--search-steps", type=bench_cli.count, help="weight steps per search epoch, every method alike [30; 6 with --quick]")
+    parser.add_argument(
+        "--search-steps", type=bench_cli.count, help="weight steps per search epoch, every method alike [30; 6 with --quick]"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     plan = Plan.quick() if args.quick else Plan()

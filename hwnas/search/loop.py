@@ -35,6 +35,7 @@ from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta
+from hwnas.latency.model import calibration_record
 from hwnas.run_folder import (
     ARCH,
     CHECKPOINT,
@@ -71,6 +72,7 @@ class SearchConfig:
     device: str = "cpu"
     threads: int | None = 1
     table_batch_size: int = 1
+    uncalibrated: bool = False
     margin: float | None = None
     latency_loss: str = "lagrangian"
     multiplier_rate: float = 0.5
@@ -171,6 +173,7 @@ class SearchRun:
             config.table_sha256 = self.table.sha256
         elif self.table.sha256 != config.table_sha256:
             raise HwnasError(f"latency table {path} changed while it was read; try again")
+        self.table.require_calibration(config.uncalibrated)
         self.latency = latency_model(self.table, self.space)
         self.fastest_arch, fastest_ms = self.latency.fastest()
         _, slowest_ms = self.latency.slowest()
@@ -430,6 +433,7 @@ class SearchRun:
             "arch": arch.to_compact(),
             "table": self.config.table,
             "table_sha256": self.config.table_sha256,
+            "calibration": calibration_record(self.table),
         }
         write_json_atomic(self.out / RESULT, result)
         write_plot(self.out / PLOT, history, self.target, self.config.method)
