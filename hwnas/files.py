@@ -124,7 +124,12 @@ def load_torch(path: str | Path, what: str = "file", expected: str = "a torch fi
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several types for truncated or foreign files
-        reason = "it is cut short (an interrupted write or copy?)" if _cut_short_zip(path) else _load_failure(error)
+        if _cut_short_zip(path):
+            reason = "it is cut short (an interrupted write or copy?)"
+        elif _plain_pickle(path):
+            reason = "a plain Python pickle, not a file torch.save wrote (hwnas never runs a pickle: refused unread)"
+        else:
+            reason = _load_failure(error)
         raise HwnasError(f"{what} {path} cannot be read as {expected}: {reason}") from None
 
 
@@ -136,6 +141,16 @@ def _cut_short_zip(path: Path) -> bool:
         with open(path, "rb") as handle:
             starts_as_zip = handle.read(4) == b"PK\x03\x04"
         return starts_as_zip and not zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def _plain_pickle(path: Path) -> bool:
+    """A file that starts as a pickle (protocol 2 or later: the PROTO opcode) rather than torch.save's zip archive."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
     except OSError:
         return False
 
@@ -153,8 +168,6 @@ def _load_failure(error: Exception) -> str:
     if "TorchScript" in text:
         return "a TorchScript archive, not a state dict"
     found = re.search(r"WeightsUnpickler error: (.+?)(?: Check the documentation|$)", text)
-    if found and "Unsupported operand" in found.group(1):
-        return "a plain Python pickle, not a file torch.save wrote (hwnas never runs a pickle: refused unread)"
     if found:
         return f"not a PyTorch file ({found.group(1)})"
     text = re.split(r" (?:In PyTorch 2\.6|Re-running)", text)[0]
@@ -186,11 +199,11 @@ def parse_json(raw: bytes | str, name: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         cut = " (cut short?)" if error.pos >= len(text.rstrip()) else ""
-        raise HwnasError(f"{name} is not valid JSON{cut}: {error}") from None
+        raise HwnasError(f"{name} is not a readable JSON file{cut}: {error}") from None
     except RecursionError:
         raise HwnasError(f"{name} is nested too deeply to be read as JSON (not a file hwnas wrote)") from None
     except ValueError as error:  # e.g. an integer of more than 4300 digits
-        raise HwnasError(f"{name} is not valid JSON: {error}") from None
+        raise HwnasError(f"{name} is not a readable JSON file: {error}") from None
 
 
 def load_json(path: str | Path, what: str = "") -> dict[str, Any]:

@@ -39,6 +39,7 @@ RESULT_KEYS = {
     "arch",
     "table",
     "table_sha256",
+    "calibration",
     "argmax_ms",
     "argmax_share_of_aim",
     "repair_swaps",
