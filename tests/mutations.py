@@ -219,15 +219,15 @@ MUTATIONS = (
     ),
     Mutation(
         "train-resume-reseeds-data",
-        "hwnas/cli/train_commands.py",
+        "hwnas/api.py",
         'load_data(data, space_args["resolution"], space_args["in_channels"], config.seed)',
-        'load_data(data, space_args["resolution"], space_args["in_channels"], seed)',
+        'load_data(data, space_args["resolution"], space_args["in_channels"], TrainConfig(**options).seed)',
         ("tests/test_train.py::test_cli_resume_of_an_arch_training_keeps_its_seed_and_data",),
     ),
     Mutation(
         "from-scratch-ignores-seed",
-        "hwnas/cli/train_commands.py",
-        "        torch.manual_seed(seed)  # --from-scratch",
+        "hwnas/api.py",
+        "        torch.manual_seed(config.seed)  # --from-scratch",
         "        # --from-scratch",
         ("tests/test_train.py::test_cli_resume_of_an_arch_training_keeps_its_seed_and_data",),
     ),
@@ -355,10 +355,31 @@ MUTATIONS = (
     ),
     Mutation(
         "profile-without-calibration",
-        "hwnas/cli/latency_commands.py",
-        "    if not no_validate and (table.calibration is None or result.measured):\n",
+        "hwnas/api.py",
+        "    if not no_validate and (table.calibration is None or done.measured):\n",
         "    if False:\n",
         ("tests/test_calibration.py",),
+    ),
+    Mutation(
+        "space-file-hash-not-matched",
+        "hwnas/latency/lookup.py",
+        '            meta["space_sha256"] = source.sha256\n',
+        "            pass\n",
+        ("tests/test_space_files.py",),
+    ),
+    Mutation(
+        "skip-ops-kept-where-shapes-differ",
+        "hwnas/spaces/file_space.py",
+        "candidates = ops if shortcut else tuple(op for op in ops if op not in SKIP_OPS)",
+        "candidates = ops",
+        ("tests/test_space_files.py", "tests/test_spaces.py"),
+    ),
+    Mutation(
+        "run-keeps-no-space-copy",
+        "hwnas/run_folder.py",
+        "        write_text_atomic(Path(folder) / SPACE_COPY, source.text)\n",
+        "        pass\n",
+        ("tests/test_space_files.py::test_a_search_run_keeps_the_space_file_and_exports_after_the_file_changed",),
     ),
 )
 
