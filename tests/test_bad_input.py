@@ -148,7 +148,7 @@ CASES = [
     Case("show a missing table", ["tables", "show", "{root}/missing.json"], ("missing.json",)),
     Case("show a file that is not JSON", ["tables", "show", "{root}/not-json.json"], ("not-json.json", "json")),
     Case("show a table with an entry of 1e300 ms", ["tables", "show", "{root}/huge-entry.json"], ("1e+300", "(0, 3.6e+06)")),
-    Case("validate a table with an entry of 1e300 ms", ["tables", "validate", "{root}/huge-entry.json", "--n", "2"], ("1e+300",)),
+    Case("validate a table with an entry of 1e300 ms", ["tables", "validate", "{root}/huge-entry.json", "--n", "4"], ("1e+300",)),
     Case(
         "validate with a plot into a file's place",
         ["tables", "validate", "{table}", "--plot", "{root}/blocker/p.png"],
