@@ -199,7 +199,7 @@ def parse_json(raw: bytes | str, name: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         cut = " (cut short?)" if error.pos >= len(text.rstrip()) else ""
-        raise HwnasError(f"{name} is not a readable JSON file{cut}: {error}") from None
+        raise HwnasError(f"{name} is not a readable JSON file: it is not valid JSON{cut} ({error})") from None
     except RecursionError:
         raise HwnasError(f"{name} is nested too deeply to be read as JSON (not a file hwnas wrote)") from None
     except ValueError as error:  # e.g. an integer of more than 4300 digits
