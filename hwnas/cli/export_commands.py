@@ -127,6 +127,12 @@ def export(
         click.echo(
             f"  -> {', '.join(report.files)} ({_format_line(report.details)}, report {output.with_suffix('.report.json')})"
         )
+        source = report.details["source"]
+        if source.get("table_given"):
+            was = source["run_table"]
+            click.echo(
+                f"table      {source['table']} (given with --table; the run searched with {was['path']}, sha256 {was['sha256']})"
+            )
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
         for line in report.verdict.lines():
             click.echo(line)

@@ -13,6 +13,7 @@ from hwnas.cli.options import (
     COUNT,
     COUNT0,
     FINITE,
+    RESUME_HINT,
     build_space,
     echo_json,
     echo_warnings,
@@ -139,6 +140,7 @@ def profile(
     Then time a few whole nets and store the calibration that maps the table's sums onto them
     (unless --no-validate); a table calibrated before, with nothing measured now, keeps its calibration.
     """
+    click.get_current_context().meta[RESUME_HINT] = "the same command again: the profile resumes from the saved table"
     result = api.profile(
         space,
         **space_overrides,

@@ -31,6 +31,9 @@ from hwnas.latency.whole_net import (
 )
 from hwnas.spaces import Space
 
+#: a fitted entry never costs less than this (a table's entries are positive: ``hwnas.latency.table``)
+MIN_FITTED_MS = 1e-6
+
 
 def parse_arch(text: str, space: Space) -> tuple[str, ...]:
     """The choices of one arch of ``space``: a compact arch of it, or (its own form) the bare choices."""
@@ -139,7 +142,12 @@ def fit_table(
     table = LatencyTable(
         meta=meta,
         entries={
-            key: {"ms": max(float(v), 0.0), "p10": max(float(v), 0.0), "p90": max(float(v), 0.0), "n": 0}
+            key: {
+                "ms": max(float(v), MIN_FITTED_MS),
+                "p10": max(float(v), MIN_FITTED_MS),
+                "p90": max(float(v), MIN_FITTED_MS),
+                "n": 0,
+            }
             for key, v in entries.items()
         },
         calibration={"a": 1.0, "b": 0.0, "fit": "whole-net timings"},
@@ -154,7 +162,10 @@ def _scaled_prior_entries(space: Space, archs, ms: np.ndarray, priors: Sequence[
 
     keys = list(priors[0].entries)
     mean = {key: float(np.mean([p.entries[key]["ms"] if key in p.entries else 0.0 for p in priors])) for key in keys}
-    probe = LatencyTable(meta=dict(priors[0].meta), entries={k: {"ms": v, "p10": v, "p90": v, "n": 0} for k, v in mean.items()})
+    probe = LatencyTable(
+        meta=dict(priors[0].meta),
+        entries={k: {"ms": max(v, MIN_FITTED_MS), "p10": v, "p90": v, "n": 0} for k, v in mean.items()},
+    )
     model = latency_model(probe, space)
     sums = np.array([model.predict(Arch.of(space, tuple(c))) for c in archs])
     scale = float(np.median(ms / np.maximum(sums, 1e-9)))

@@ -9,12 +9,12 @@ inside the package.
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.files import read_json
 from hwnas.latency.fingerprint import device_name
 from hwnas.latency.model import profile_command
 from hwnas.spaces import Space, get_space, space_from_text, user_space_file
@@ -97,8 +97,8 @@ def default_table_path(
 
 def _matches(path: Path, wanted: dict[str, Any], space_name: str, threads: int | None) -> bool:
     try:
-        meta = json.loads(path.read_text()).get("meta", {})
-    except (OSError, ValueError, AttributeError):
+        meta = read_json(path).get("meta", {})
+    except (HwnasError, AttributeError):  # not a table (or not readable): not this target's
         return False
     if meta.get("space") != space_name or any(meta.get(key) != value for key, value in wanted.items()):
         return False

@@ -76,7 +76,7 @@ def validate_table(
         what = "half of them fit the calibration, half test it" if held_out == "half" else "each is scored by the others"
         raise HwnasError(f"the number of validation nets must be at least {least} ({what}), got {n}")
     started = time.perf_counter()
-    uncalibrated = LatencyTable(meta=table.meta, entries=table.entries)
+    uncalibrated = LatencyTable(meta=table.meta, entries=table.entries, path=table.path)
     model = latency_model(uncalibrated, space)
     archs = random_archs(space, n, seed)
     anchors = {"fastest": model.fastest()[0], "slowest": model.slowest()[0]}
