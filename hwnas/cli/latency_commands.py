@@ -8,11 +8,22 @@ from pathlib import Path
 import click
 
 from hwnas.arch import load_arch
-from hwnas.cli.options import COUNT, COUNT0, FINITE, build_space, echo_json, echo_warnings, json_option, space_options
+from hwnas.cli.options import (
+    COUNT,
+    COUNT0,
+    FINITE,
+    build_space,
+    echo_json,
+    echo_warnings,
+    json_option,
+    precision_options,
+    space_options,
+)
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency.lookup import default_table_path, expected_meta
 from hwnas.latency.model import calibration_formula, latency_model
+from hwnas.latency.precision import precision_of_dtype
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.latency.table import LatencyTable
@@ -63,10 +74,10 @@ def _threads(value: int) -> int | None:
     return None if value == 0 else value
 
 
-def _runtime(name: str, device: str, threads: int | None, fp16: bool, protocol: Protocol):
+def _runtime(name: str, device: str, threads: int | None, precision: str, protocol: Protocol):
     from hwnas.latency.runtimes import get_runtime
 
-    return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=protocol)
+    return get_runtime(name, device=device, threads=threads, precision=precision, protocol=protocol)
 
 
 def _table_space(table: LatencyTable) -> Space:
@@ -98,7 +109,7 @@ def _show_warnings() -> None:
     show_default=True,
     help="CPU threads, pinned and recorded (0: the runtime's default). On shared machines 1 is the most repeatable.",
 )
-@click.option("--fp16", is_flag=True, help="Half precision (GPU runtimes).")
+@precision_options()
 @protocol_options
 @click.option(
     "-o",
@@ -118,7 +129,7 @@ def profile(
     runtime_name: str,
     batch_size: int,
     threads: int,
-    fp16: bool,
+    precision: str | None,
     rounds: int,
     min_time: float,
     warmup_time: float,
@@ -131,8 +142,12 @@ def profile(
     from hwnas.latency.profiler import profile_space
 
     chosen = build_space(space, space_overrides)
-    runtime = _runtime(runtime_name, device, _threads(threads), fp16, _protocol(rounds, min_time, warmup_time))
-    path = Path(output) if output else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, fp16)
+    runtime = _runtime(runtime_name, device, _threads(threads), precision or "fp32", _protocol(rounds, min_time, warmup_time))
+    path = (
+        Path(output)
+        if output
+        else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, runtime.precision)
+    )
     check_writable(path)
     result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
     if as_json:
@@ -141,7 +156,7 @@ def profile(
         what = "resumed" if result.resumed else "new"
         click.echo(
             f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
-            f"{result.measurements} measurements, {result.wall_s:.1f} s)"
+            f"{result.measurements} measurements, {result.wall_s:.1f} s; {runtime.precision})"
         )
     echo_warnings(*result.warnings)
 
@@ -156,6 +171,7 @@ def tables() -> None:
 @click.option("--n", "n_archs", type=COUNT, default=30, show_default=True, help="Random archs measured end to end.")
 @protocol_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random archs.")
+@precision_options(default="the table's")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw predicted vs measured into this PNG.")
 @click.option("--force", is_flag=True, help="Overwrite --plot if it exists.")
 @allow_foreign_option
@@ -168,13 +184,18 @@ def validate(
     min_time: float,
     warmup_time: float,
     seed: int,
+    precision: str | None,
     plot: str | None,
     force: bool,
     allow_foreign_table: bool,
     no_progress: bool,
     as_json: bool,
 ) -> None:
-    """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
+    """Measure N random archs end to end, score the table's predictions, store the calibration in it.
+
+    The nets are measured at the table's precision (an INT8 table: each net quantized as its entries
+    were); --precision, where given, must be the table's.
+    """
     from hwnas.latency.validate import format_report, plot_validation, store_validation, summary, validate_table
 
     _show_warnings()
@@ -184,16 +205,13 @@ def validate(
     table = LatencyTable.load(table_path)
     meta = table.meta
     space = _table_space(table)
+    table_precision = precision_of_dtype(meta.get("dtype"))
     table.check_matches(
-        expected_meta(meta["device"], meta["runtime"], meta["batch_size"], meta.get("dtype") == "float16", space),
+        expected_meta(meta["device"], meta["runtime"], meta["batch_size"], precision or table_precision, space),
         allow_foreign_table,
     )
     runtime = _runtime(
-        meta["runtime"],
-        meta["device"],
-        meta.get("threads"),
-        meta.get("dtype") == "float16",
-        _protocol(rounds, min_time, warmup_time),
+        meta["runtime"], meta["device"], meta.get("threads"), table_precision, _protocol(rounds, min_time, warmup_time)
     )
     report = validate_table(table, space, runtime, n_archs, seed, progress=not no_progress)
     replaced = _calibration_line(table)

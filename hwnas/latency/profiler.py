@@ -60,7 +60,7 @@ def table_meta(space: Space, runtime: Runtime, batch_size: int) -> dict[str, Any
     return {
         **device_fingerprint(runtime.device),
         **runtime.meta(),
-        **expected_meta(runtime.device, runtime.name, batch_size, runtime.fp16, space),
+        **expected_meta(runtime.device, runtime.name, batch_size, runtime.precision, space),
         "space": space.name,
         "threads": runtime.threads,
         "protocol": runtime.protocol.to_dict(),

@@ -30,12 +30,14 @@ def get_runtime(
     threads: int | None = 1,
     fp16: bool = False,
     protocol: Protocol | None = None,
+    precision: str | None = None,
     **options: Any,
 ) -> Runtime:
-    """The runtime ``name`` on ``device``; ``options`` go to it (``provider=`` for onnxruntime)."""
+    """The runtime ``name`` on ``device`` at ``precision`` (fp32, fp16, int8; ``fp16=True`` is the older spelling of
+    ``precision="fp16"``); ``options`` go to it (``provider=`` for onnxruntime)."""
     if name not in RUNTIMES:
         raise HwnasError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
-    return RUNTIMES[name](device, threads, fp16, protocol, **options)
+    return RUNTIMES[name](device, threads, fp16, protocol, precision=precision, **options)
 
 
 __all__ = ["DEVICES", "RUNTIMES", "Protocol", "Runner", "Runtime", "Timing", "build_engine", "get_runtime", "measure_interleaved"]
