@@ -9,14 +9,16 @@ from typing import Any
 import click
 
 from hwnas.arch import Arch, load_arch
-from hwnas.cli.options import COUNT, echo_json, json_option
+from hwnas.cli.options import COUNT, echo_json, json_option, precision_options
 from hwnas.errors import HwnasError
 from hwnas.export.artifact import ExportRequest, export_and_verify
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
+from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, Int8Plan, accuracy_line, plan_int8
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta, find_table
-from hwnas.latency.runtimes import DEVICES, RUNTIMES
+from hwnas.latency.quantize import METHODS, Recipe
+from hwnas.latency.runtimes import DEVICES, RUNTIMES, get_runtime
 from hwnas.run_folder import RunFolder, load_weights
 from hwnas.search.budget import parse_latency
 
@@ -29,17 +31,23 @@ def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allo
     space = arch.build_space()
     if table is None:
         try:
-            table = str(find_table(space, request.device, request.runtime, request.threads, request.batch_size, request.fp16))
+            table = str(
+                find_table(space, request.device, request.runtime, request.threads, request.batch_size, request.precision)
+            )
         except HwnasError:
             return None
-    expect = expected_meta(request.device, request.runtime, request.batch_size, request.fp16, space)
+    expect = expected_meta(request.device, request.runtime, request.batch_size, request.precision, space)
     return latency_model(LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign), space)
 
 
 def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
-    """The table the search used, if it was made for the runtime and device measured now and still exists."""
+    """The table the search used, if it was made for the runtime, device and precision measured now and still exists."""
     config = run.config()
-    same_target = config.get("runtime") == request.runtime and config.get("device") == request.device
+    same_target = (
+        config.get("runtime") == request.runtime
+        and config.get("device") == request.device
+        and config.get("precision", "fp32") == request.precision
+    )
     path = config.get("table")
     return path if same_target and path and Path(path).exists() else None
 
@@ -63,7 +71,21 @@ def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
 )
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--threads", type=COUNT, default=1, show_default=True, help="CPU threads while measuring (pinned).")
-@click.option("--fp16", is_flag=True, help="TensorRT: build a float16 engine.")
+@precision_options()
+@click.option(
+    "--calibration-images",
+    type=COUNT,
+    default=DEFAULT_CALIBRATION_IMAGES,
+    show_default=True,
+    help="--precision int8: training images of the run's data set that calibrate the activation ranges.",
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(list(METHODS)),
+    default=Recipe.method,
+    show_default=True,
+    help="--precision int8: how the activation ranges are read from the calibration images.",
+)
 @click.option("--batch-size", type=COUNT, default=1, show_default=True, help="Batch of the measured input.")
 @click.option("--dynamic-batch", is_flag=True, help="Give the ONNX model a symbolic batch axis.")
 @click.option("--budget", help="Latency budget, e.g. 80ms [default: the run's budget].")
@@ -89,7 +111,9 @@ def export(
     runtime: str,
     device: str,
     threads: int,
-    fp16: bool,
+    precision: str | None,
+    calibration_images: int,
+    calibration_method: str,
     batch_size: int,
     dynamic_batch: bool,
     budget: str | None,
@@ -103,13 +127,32 @@ def export(
     """Export a child net to ONNX (and a TensorRT engine), measure the artifact, and judge it against the budget.
 
     Prints budget, predicted and measured latency and PASS or FAIL; exits 1 on FAIL. The report
-    is saved beside the artifact as OUTPUT.report.json.
+    is saved beside the artifact as OUTPUT.report.json. With --precision int8 the child is
+    quantized on images of its run's data set, and the report gives its float and INT8
+    validation accuracy side by side.
     """
     if run_dir and arch_source:
         raise HwnasError("give --run or --arch, not both")
     if weights and not arch_source:
         raise HwnasError("--weights goes with --arch (a run brings its own weights)")
-    request = ExportRequest(output, runtime, device, threads, fp16, batch_size, dynamic_batch, rounds, force)
+    precision = precision or "fp32"
+    if precision == "int8":
+        if arch_source:
+            raise HwnasError(
+                "--precision int8 calibrates on the images of a run's data set: export a run (--run RUN), not --arch"
+            )
+        get_runtime(runtime, device, threads, precision=precision)  # no INT8 path here: the error says which runtime has one
+    request = ExportRequest(
+        output,
+        runtime,
+        device,
+        threads,
+        precision=precision,
+        batch_size=batch_size,
+        dynamic_batch=dynamic_batch,
+        rounds=rounds,
+        force=force,
+    )
     for path in request.outputs():
         refuse_overwrite(path, force)
         check_writable(path)
@@ -128,18 +171,28 @@ def export(
         budget_ms = parse_latency(budget) if budget else run.result().get("budget_ms")
         source = {"run": str(run.path), "arch": arch.to_compact(), "weights": str(weights_path)}
         run_table = table or _run_table(run, request)
+    int8: Int8Plan | None = None
+    if precision == "int8":  # read the calibration images and the validation split now: before anything is written
+        recipe = Recipe(method=calibration_method)
+        int8 = plan_int8(run, arch.space_args, calibration_images, batch_size, recipe)
     latency = prediction_model(arch, request, run_table, allow_foreign_table)
     predicted_ms = None if latency is None else latency.predict(arch)
     source["table"] = None if latency is None else str(latency.table.path)
     reference_nets = [] if latency is None else pick_references(latency, predicted_ms, references)
     space = arch.build_space()
-    report = export_and_verify(model, space.input_shape, request, budget_ms, predicted_ms, source, reference_nets)
+    report = export_and_verify(model, space.input_shape, request, budget_ms, predicted_ms, source, reference_nets, int8)
     if as_json:
         echo_json(report.to_dict())
     else:
         click.echo(f"exported {arch.to_compact()}")
         click.echo(f"  -> {', '.join(report.files)} (opset {report.details['opset']}, report {request.report_path})")
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
+        if int8 is not None:
+            click.echo(f"precision  int8: {int8.describe()}")
+            click.echo(
+                f"           quantized operators in the file: {', '.join(report.details['quantization']['quantized_ops'])}"
+            )
+            click.echo(accuracy_line(report.details["accuracy"], int8.calibration_info["data"]))
         for line in report.verdict.lines():
             click.echo(line)
         if report.drift is not None:

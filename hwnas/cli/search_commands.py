@@ -18,6 +18,7 @@ from hwnas.cli.options import (
     echo_warnings,
     given_options,
     json_option,
+    precision_options,
     space_options,
 )
 from hwnas.data import natural_space_args
@@ -85,6 +86,7 @@ def _prepare_out(out: Path, force: bool) -> None:
 @click.option("--runtime", default="onnxruntime", show_default=True, help="Runtime the table must have been measured with.")
 @click.option("--device", default="cpu", show_default=True, help="Device the table must have been measured on.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads the table must have been measured with.")
+@precision_options()
 @data_option
 @click.option("--arch-fraction", type=FINITE, help="Share of the training set held out for arch steps [proxyless 0.2, others 0].")
 @click.option("--epochs", type=COUNT, default=8, show_default=True)
@@ -172,12 +174,13 @@ def search(
         foreign = [f"--{name.replace('_', '-')}" for name, value in knobs.items() if value is not None and name not in allowed]
         if foreign:
             raise HwnasError(f"method {method} has no option {', '.join(foreign)}")
+        options["precision"] = options["precision"] or "fp32"  # the table must be of it: the child ships in it
         space_args = {**natural_space_args(options["data"]), **space_overrides}
         built = build_space(space, space_args)
         if table is None:
             from hwnas.latency.lookup import find_table
 
-            table = str(find_table(built, options["device"], options["runtime"], options["threads"], 1))
+            table = str(find_table(built, options["device"], options["runtime"], options["threads"], 1, options["precision"]))
         config = SearchConfig(
             table=table,
             budget_ms=parse_latency(latency),

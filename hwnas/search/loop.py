@@ -34,6 +34,7 @@ from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta
+from hwnas.latency.precision import PRECISIONS
 from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SELECTION_PLOT, SUPERNET
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import BudgetController, Target, make_target
@@ -56,6 +57,8 @@ class SearchConfig:
     device: str = "cpu"
     threads: int | None = 1
     table_batch_size: int = 1
+    #: the precision the table must have been measured at (``hwnas.latency.precision``): the child ships in it
+    precision: str = "fp32"
     margin: float | None = None
     latency_loss: str = "lagrangian"
     multiplier_rate: float = 0.5
@@ -97,6 +100,8 @@ class SearchConfig:
                 f"--lr and --grad-clip must be > 0 and --lr-min, --momentum, --weight-decay >= 0, got {self.lr}, "
                 f"{self.grad_clip}, {self.lr_min}, {self.momentum} and {self.weight_decay}"
             )
+        if self.precision not in PRECISIONS:
+            raise HwnasError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
         strategy = STRATEGIES[self.method]
         if self.arch_fraction is None:
             self.arch_fraction = strategy.held_out
@@ -138,7 +143,7 @@ class SearchRun:
         split_batch(config.batch_size, dist)
         self.device = train_device(config.device, dist)
         self.space = get_space(config.space, **config.space_args)
-        expect = expected_meta(config.device, config.runtime, config.table_batch_size, False, self.space)
+        expect = expected_meta(config.device, config.runtime, config.table_batch_size, config.precision, self.space)
         if config.threads is not None:
             expect["threads"] = config.threads
         self.table = LatencyTable.load(config.table, expect=expect, allow_foreign=config.allow_foreign_table)
