@@ -125,6 +125,7 @@ def build_engine_bytes(
         raise HwnasError(f"TensorRT cannot parse the ONNX model: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the engine inspector can then say each layer's precision
     if fp16:
         if not builder.platform_has_fast_fp16:
             raise HwnasError("--fp16: this GPU has no fast float16 path in TensorRT")
