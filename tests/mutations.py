@@ -346,6 +346,20 @@ MUTATIONS = (
         "        return max(self.table.ms(key) - self.call_overhead_ms, 0.0)",
         ("tests/test_dsonas.py",),
     ),
+    Mutation(
+        "search-on-an-uncalibrated-table",
+        "hwnas/latency/table.py",
+        "        if self.calibration is not None or uncalibrated:\n            return\n",
+        "        return\n",
+        ("tests/test_calibration.py",),
+    ),
+    Mutation(
+        "profile-without-calibration",
+        "hwnas/cli/latency_commands.py",
+        "    if not no_validate and (table.calibration is None or result.measured):\n",
+        "    if False:\n",
+        ("tests/test_calibration.py",),
+    ),
 )
 
 

@@ -159,8 +159,8 @@ def _synthetic_table(space, calibration: dict | None = None) -> LatencyTable:
 
 
 def _validated_table(tmp_path: Path, space, archs: list[Arch], validated_ms: list[float]) -> Path:
-    """The synthetic table, as if its validation had measured ``archs`` at ``validated_ms``."""
-    table = _synthetic_table(space)
+    """The synthetic table, as if its validation had measured ``archs`` at ``validated_ms`` (and fitted the identity)."""
+    table = _synthetic_table(space, calibration={"a": 1.0, "b": 0.0})
     table.validation = {
         "points": [
             {"arch": a.to_compact(), "predicted_sum_ms": 0.0, "measured_ms": ms, "p10_ms": ms}

@@ -204,6 +204,7 @@ def test_profile_killed_anywhere_then_rerun_gives_the_whole_table(tmp_path, refe
         f"kill landed: {landed}"
     )
     assert all(table.entries[key] == entry for key, entry in saved.items())  # nothing saved was measured again
+    assert table.calibration is not None and table.calibration["by"] == "hwnas profile"  # a kill in the calibration too
     assert json.loads(again.stdout)["measured"] == len(straight.entries) - len(saved)
     assert temp_files(tmp_path) == []
 

@@ -17,6 +17,7 @@ from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, Int8Plan, accuracy_lin
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta, find_table
+from hwnas.latency.model import calibration_record
 from hwnas.latency.quantize import METHODS, Recipe
 from hwnas.latency.runtimes import DEVICES, RUNTIMES, get_runtime
 from hwnas.run_folder import RunFolder, load_weights
@@ -26,8 +27,13 @@ from hwnas.search.budget import parse_latency
 EXIT_FAIL = 1
 
 
-def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool) -> LatencyModel | None:
-    """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space."""
+def prediction_model(
+    arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool, uncalibrated: bool = False
+) -> LatencyModel | None:
+    """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space.
+
+    A table without a calibration is refused unless ``uncalibrated`` (its prediction is then a raw sum).
+    """
     space = arch.build_space()
     if table is None:
         try:
@@ -37,7 +43,9 @@ def prediction_model(arch: Arch, request: ExportRequest, table: str | None, allo
         except HwnasError:
             return None
     expect = expected_meta(request.device, request.runtime, request.batch_size, request.precision, space)
-    return latency_model(LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign), space)
+    loaded = LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign)
+    loaded.require_calibration(uncalibrated)
+    return latency_model(loaded, space)
 
 
 def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
@@ -93,6 +101,11 @@ def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
     "--table", type=click.Path(dir_okay=False), help="Latency table for the prediction [default: the run's, else this target's]."
 )
 @click.option("--allow-foreign-table", is_flag=True, help="Use a table of another target with a warning.")
+@click.option(
+    "--uncalibrated",
+    is_flag=True,
+    help="Predict from a table that was never calibrated (a raw sum) [default: as the run was searched].",
+)
 @click.option("--rounds", type=COUNT, default=3, show_default=True, help="Interleaved measurement rounds.")
 @click.option(
     "--references",
@@ -119,6 +132,7 @@ def export(
     budget: str | None,
     table: str | None,
     allow_foreign_table: bool,
+    uncalibrated: bool,
     rounds: int,
     references: int,
     force: bool,
@@ -171,13 +185,15 @@ def export(
         budget_ms = parse_latency(budget) if budget else run.result().get("budget_ms")
         source = {"run": str(run.path), "arch": arch.to_compact(), "weights": str(weights_path)}
         run_table = table or _run_table(run, request)
+        uncalibrated = uncalibrated or bool(run.config().get("uncalibrated"))
     int8: Int8Plan | None = None
     if precision == "int8":  # read the calibration images and the validation split now: before anything is written
         recipe = Recipe(method=calibration_method)
         int8 = plan_int8(run, arch.space_args, calibration_images, batch_size, recipe)
-    latency = prediction_model(arch, request, run_table, allow_foreign_table)
+    latency = prediction_model(arch, request, run_table, allow_foreign_table, uncalibrated)
     predicted_ms = None if latency is None else latency.predict(arch)
     source["table"] = None if latency is None else str(latency.table.path)
+    source["calibration"] = None if latency is None else calibration_record(latency.table)
     reference_nets = [] if latency is None else pick_references(latency, predicted_ms, references)
     space = arch.build_space()
     report = export_and_verify(model, space.input_shape, request, budget_ms, predicted_ms, source, reference_nets, int8)
@@ -195,6 +211,8 @@ def export(
             click.echo(accuracy_line(report.details["accuracy"], int8.calibration_info["data"]))
         for line in report.verdict.lines():
             click.echo(line)
+        if latency is not None and latency.table.calibration is None:
+            click.echo("           predicted is a raw sum of the table's entries: the table has no calibration (--uncalibrated)")
         if report.drift is not None:
             for line in report.drift.lines(predicted_ms, report.verdict.measured_ms, source["table"]):
                 click.echo(line)

@@ -27,6 +27,7 @@ from hwnas.latency.precision import precision_of_dtype
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.latency.table import LatencyTable
+from hwnas.latency.validate import PROFILE_NETS, calibrate_profiled, noise_warnings, summary
 from hwnas.spaces import Space, get_space
 
 
@@ -120,6 +121,16 @@ def _show_warnings() -> None:
 @click.option(
     "--force", is_flag=True, help="Replace an existing table of another target (or an unreadable one) instead of refusing."
 )
+@click.option(
+    "--calibration-nets",
+    type=click.IntRange(2),
+    default=PROFILE_NETS,
+    show_default=True,
+    help="Random whole nets timed after the ops (beside the fastest and slowest) to calibrate the table.",
+)
+@click.option(
+    "--no-validate", is_flag=True, help="Skip the calibration: the table predicts raw sums until `hwnas tables validate`."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 def profile(
@@ -135,10 +146,16 @@ def profile(
     warmup_time: float,
     output: str | None,
     force: bool,
+    calibration_nets: int,
+    no_validate: bool,
     no_progress: bool,
     as_json: bool,
 ) -> None:
-    """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one)."""
+    """Measure every candidate op of a space on this machine into a latency table (resumes an interrupted one).
+
+    Then time a few whole nets and store the calibration that maps the table's sums onto them
+    (unless --no-validate); a table calibrated before, with nothing measured now, keeps its calibration.
+    """
     from hwnas.latency.profiler import profile_space
 
     chosen = build_space(space, space_overrides)
@@ -150,15 +167,31 @@ def profile(
     )
     check_writable(path)
     result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
+    table = LatencyTable.load(path)
+    report = None
+    if not no_validate and (table.calibration is None or result.measured):
+        report = calibrate_profiled(table, chosen, runtime, calibration_nets, progress=not no_progress)
     if as_json:
-        echo_json(result.to_dict())
+        calibration = None if report is None else {**summary(report), "wall_s": report["wall_s"]}
+        echo_json({**result.to_dict(), "calibration": calibration, "calibrated": table.calibration is not None})
     else:
         what = "resumed" if result.resumed else "new"
         click.echo(
             f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
             f"{result.measurements} measurements, {result.wall_s:.1f} s; {runtime.precision})"
         )
-    echo_warnings(*result.warnings)
+        if report is not None:
+            held = report["calibrated"]
+            click.echo(
+                f"calibrated on {calibration_nets + 2} whole nets (the fastest, the slowest, {calibration_nets} random) in "
+                f"{report['wall_s']:.1f} s: {_calibration_line(table)}; leave-one-out error MAPE {held['mape']:.1%}, "
+                f"p90 {held['p90_relative_error']:.1%}"
+            )
+        elif table.calibration is None:
+            click.echo(f"not calibrated (--no-validate): predictions are raw sums until hwnas tables validate {path}")
+        else:
+            click.echo(f"calibration kept: {_calibration_line(table)}")
+    echo_warnings(*result.warnings, *(noise_warnings(report) if report else []))
 
 
 @click.group()
@@ -196,7 +229,7 @@ def validate(
     The nets are measured at the table's precision (an INT8 table: each net quantized as its entries
     were); --precision, where given, must be the table's.
     """
-    from hwnas.latency.validate import format_report, plot_validation, store_validation, summary, validate_table
+    from hwnas.latency.validate import format_report, plot_validation, store_validation, validate_table
 
     _show_warnings()
     if plot:
@@ -286,10 +319,16 @@ def predict(arch_source: str, table_path: str, as_json: bool) -> None:
             f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}"
         )
     latency_ms = latency_model(table, space).predict(arch)
+    calibrated = table.calibration is not None
     if as_json:
-        echo_json({"latency_ms": latency_ms})
+        echo_json({"latency_ms": latency_ms, "calibrated": calibrated})
         return
-    click.echo(f"{latency_ms:.3f} ms ({table.meta['runtime']} on {table.meta.get('device_name')})")
+    how = (
+        "calibrated"
+        if calibrated
+        else f"a raw sum of the table's entries: not calibrated, run hwnas tables validate {table_path}"
+    )
+    click.echo(f"{latency_ms:.3f} ms ({table.meta['runtime']} on {table.meta.get('device_name')}; {how})")
 
 
 def register_latency_commands(group: click.Group) -> None:

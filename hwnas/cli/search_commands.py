@@ -83,6 +83,11 @@ def _prepare_out(out: Path, force: bool) -> None:
     help="Latency table [default: the one for this machine, runtime, space and shape].",
 )
 @click.option("--allow-foreign-table", is_flag=True, help="Use a table of another target with a warning instead of an error.")
+@click.option(
+    "--uncalibrated",
+    is_flag=True,
+    help="Search on a table that was never calibrated (raw sums of its entries); the report and result.json say so.",
+)
 @click.option("--runtime", default="onnxruntime", show_default=True, help="Runtime the table must have been measured with.")
 @click.option("--device", default="cpu", show_default=True, help="Device the table must have been measured on.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads the table must have been measured with.")

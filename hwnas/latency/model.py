@@ -46,6 +46,26 @@ def calibration_formula(calibration: dict) -> str:
     return f"measured ~ {calibration['a']:.4f} * sum{ops} + {calibration['b']:.4f} ms"
 
 
+def calibration_record(table: LatencyTable) -> dict | None:
+    """What a run records of the calibration its table gave it: the line, how and when it was fitted, its error.
+
+    ``None`` for a table without one (a search on raw sums, ``--uncalibrated``).
+    """
+    fit = table.calibration
+    if fit is None:
+        return None
+    validation = table.validation or {}
+    return {
+        "formula": calibration_formula(fit),
+        "fit": fit.get("fit"),
+        "fitted": fit.get("fitted"),
+        "by": fit.get("by", "hwnas tables validate"),
+        "nets": validation.get("n"),
+        "held_out": validation.get("held_out", "half"),
+        "p90_relative_error": table.p90_relative_error,
+    }
+
+
 def stem_key(space: Space) -> str:
     """Table key of the fixed stem (input shape included)."""
     c, h, w = space.input_shape

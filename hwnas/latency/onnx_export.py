@@ -44,6 +44,20 @@ def _quiet():
             logging.getLogger("torch.onnx").setLevel(previous)
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Trace on one thread: tracing runs each op once on small tensors, where a second thread mostly waits.
+
+    On a busy 2-core machine two threads made a whole net's export several times slower (docs/calibration.md).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def export_onnx_bytes(
     module: nn.Module, input_shape: tuple[int, ...], exporter: str = "legacy", opset: int = OPSET, dynamic_batch: bool = False
 ) -> bytes:
@@ -58,7 +72,7 @@ def export_onnx_bytes(
     if exporter == "legacy":
         try:
             buffer = io.BytesIO()
-            with _quiet(), torch.no_grad():
+            with _quiet(), _one_thread(), torch.no_grad():
                 torch.onnx.export(
                     module,
                     (example,),
@@ -73,7 +87,7 @@ def export_onnx_bytes(
             return buffer.getvalue()
         except (TypeError, RuntimeError, AttributeError):
             pass  # no legacy exporter in this torch: fall through to dynamo
-    with tempfile.TemporaryDirectory() as folder, _quiet(), torch.no_grad():
+    with tempfile.TemporaryDirectory() as folder, _quiet(), _one_thread(), torch.no_grad():
         path = Path(folder) / "model.onnx"
         dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
         torch.onnx.export(

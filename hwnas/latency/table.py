@@ -163,6 +163,20 @@ class LatencyTable:
     def missing(self, keys: list[str]) -> list[str]:
         return [key for key in keys if key not in self.entries]
 
+    def require_calibration(self, uncalibrated: bool = False) -> None:
+        """Refuse a table that was never calibrated against whole nets, unless raw sums were asked for.
+
+        A raw sum of per-op timings misses a whole net by a share that depends on the machine
+        (a third at 32x32 on this project's VM): a search aimed at it derives a net over budget.
+        """
+        if self.calibration is not None or uncalibrated:
+            return
+        where = self.path or "the latency table"
+        raise HwnasError(
+            f"latency table {where} has no calibration, so it predicts raw sums of per-op timings, which miss whole nets; "
+            f"calibrate it with: hwnas tables validate {where} (or accept raw sums with --uncalibrated)"
+        )
+
     @property
     def p90_relative_error(self) -> float | None:
         """The calibrated prediction's held-out p90 |relative error|, if the table was validated."""

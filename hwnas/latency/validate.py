@@ -12,6 +12,10 @@ The space's fastest and slowest nets ("anchors") are measured in the same rounds
 fit, not the scores: random archs never come near them, yet tight and loose budgets select
 nets there. ``hwnas export`` uses every validated net as a reference for the machine's drift
 (``hwnas.export.drift``).
+
+``hwnas profile`` ends with the same measurement on a few nets (``PROFILE_NETS``) and
+``held_out="each"``: the calibration is fitted on all of them and each random net is scored by
+the fit on the others (leave-one-out), so a handful of nets both fit and check it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from hwnas.latency.table import LatencyTable
 from hwnas.spaces import Space
 
 MIN_ARCHS = 4
+#: random nets (beside the fastest and slowest) that ``hwnas profile`` times to calibrate its table (docs/calibration.md)
+PROFILE_NETS = 6
+HELD_OUT = ("half", "each")
 NOISY_FLOOR = 0.10  # a noise-floor MAPE above this: the calibration mostly fits the machine's noise
 
 
@@ -55,10 +62,19 @@ def validate_table(
     n: int = 30,
     seed: int = 0,
     progress: bool = True,
+    held_out: str = "half",
 ) -> dict[str, Any]:
-    """Measure ``n`` random archs, score the table, fit and store its calibration (not saved here)."""
-    if n < MIN_ARCHS:
-        raise HwnasError(f"--n must be at least {MIN_ARCHS} (half of them fit the calibration, half test it), got {n}")
+    """Measure ``n`` random archs, score the table, fit its calibration (the caller stores it).
+
+    ``held_out="half"`` fits on the first half of the random archs and scores the second;
+    ``"each"`` fits on all of them and scores each by the fit on the others (leave-one-out).
+    """
+    if held_out not in HELD_OUT:
+        raise HwnasError(f"held_out must be one of {', '.join(HELD_OUT)}, got {held_out!r}")
+    least = MIN_ARCHS if held_out == "half" else 2
+    if n < least:
+        what = "half of them fit the calibration, half test it" if held_out == "half" else "each is scored by the others"
+        raise HwnasError(f"the number of validation nets must be at least {least} ({what}), got {n}")
     started = time.perf_counter()
     uncalibrated = LatencyTable(meta=table.meta, entries=table.entries)
     model = latency_model(uncalibrated, space)
@@ -84,21 +100,16 @@ def validate_table(
         {"arch": arch.to_compact(), "predicted_sum_ms": p, "measured_ms": t.median_ms, "p10_ms": t.p10_ms}
         for arch, p, t in zip(measured_archs, sums, timings)
     ]
-    # fitted on the first half plus the anchors, so it holds at both ends of the space; scored on the second half
-    n_random, half = len(archs), len(archs) // 2
-    fit = list(range(half)) + [n_random, n_random + 1]
-    held = range(half, n_random)
-    calibration = calibration_fit(
-        [sums[i] for i in fit], [measured[i] for i in fit], (sums[n_random], ops[n_random]), [ops[i] for i in fit]
-    )
-    held_out = [apply_calibration(calibration, sums[i], ops[i]) for i in held]
-    # the scores are over the random archs only
+    n_random = len(archs)
+    fit_n = n_random // 2 if held_out == "half" else n_random
+    calibration, scored, predicted_held = held_out_predictions(sums, ops, measured, fit_n, held_out == "each")
     anchor_points = points[n_random:]
     predicted, measured, rounds = sums[:n_random], measured[:n_random], rounds[:n_random]
     report: dict[str, Any] = {
         **error_metrics(predicted, measured),
-        "calibrated": error_metrics(held_out, measured[half:]),
-        "calibration": {**calibration, "fit_n": half},
+        "calibrated": error_metrics(predicted_held, [measured[i] for i in scored]),
+        "calibration": {**calibration, "fit_n": fit_n},
+        "held_out": held_out,
         "rounds": runtime.protocol.rounds,
         "seed": seed,
     }
@@ -111,6 +122,34 @@ def validate_table(
     report["points"] = points[: len(archs)]
     report["anchors"] = [{**point, "role": role} for role, point in zip(anchors, anchor_points)]
     return report
+
+
+def held_out_predictions(
+    sums: list[float], ops: list[int], measured: list[float], fit_n: int, leave_one_out: bool
+) -> tuple[dict[str, Any], list[int], list[float]]:
+    """The calibration and its held-out predictions: ``(calibration, scored indices, their predictions)``.
+
+    The last two nets are the anchors (fastest, slowest): every fit includes them, so it holds at
+    both ends of the space; the others are random archs, and only they are scored. Without
+    ``leave_one_out`` the fit takes the first ``fit_n`` random archs and scores the rest; with
+    it the calibration is fitted on all of them and each is predicted by the fit on the others.
+    """
+    n_random = len(sums) - 2
+    anchors = [n_random, n_random + 1]
+
+    def fit_on(indices: list[int]) -> dict[str, Any]:
+        chosen = indices + anchors
+        return calibration_fit(
+            [sums[i] for i in chosen], [measured[i] for i in chosen], (sums[n_random], ops[n_random]), [ops[i] for i in chosen]
+        )
+
+    if not leave_one_out:
+        calibration = fit_on(list(range(fit_n)))
+        scored = list(range(fit_n, n_random))
+        return calibration, scored, [apply_calibration(calibration, sums[i], ops[i]) for i in scored]
+    scored = list(range(n_random))
+    predictions = [apply_calibration(fit_on([j for j in scored if j != i]), sums[i], ops[i]) for i in scored]
+    return fit_on(scored), scored, predictions
 
 
 def calibration_fit(
@@ -186,10 +225,26 @@ def split_half(rounds: list[list[Timing]]) -> tuple[list[float], list[float]]:
     return even, odd
 
 
-def store_validation(table: LatencyTable, report: dict[str, Any]) -> None:
-    """Put the fit and the figures into the table (the caller saves it): ``predict`` uses the fit from then on."""
-    table.calibration = {**report["calibration"], "fitted": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+def store_validation(table: LatencyTable, report: dict[str, Any], by: str = "hwnas tables validate") -> None:
+    """Put the fit and the figures into the table (the caller saves it): ``predict`` uses the fit from then on.
+
+    ``by`` names the command that measured the nets; the search report says it beside the date.
+    """
+    fitted = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    table.calibration = {**report["calibration"], "fitted": fitted, "by": by}
     table.validation = {key: value for key, value in report.items() if key != "calibration"}
+
+
+def calibrate_profiled(table: LatencyTable, space: Space, runtime: Runtime, n: int = PROFILE_NETS, progress: bool = True) -> dict:
+    """The end of ``hwnas profile``: time ``n`` random nets and the anchors whole, store the calibration, save the table.
+
+    The calibration is fitted on every net; its error is each random net's under the fit on the
+    others (leave-one-out). ``hwnas tables validate`` stays the fuller check on more nets.
+    """
+    report = validate_table(table, space, runtime, n, seed=0, progress=progress, held_out="each")
+    store_validation(table, report, by="hwnas profile")
+    table.save()
+    return report
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:

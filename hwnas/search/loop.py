@@ -34,6 +34,7 @@ from hwnas.errors import HwnasError
 from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
 from hwnas.latency import LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta
+from hwnas.latency.model import calibration_record
 from hwnas.latency.precision import PRECISIONS
 from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SELECTION_PLOT, SUPERNET
 from hwnas.search import STRATEGIES
@@ -59,6 +60,7 @@ class SearchConfig:
     table_batch_size: int = 1
     #: the precision the table must have been measured at (``hwnas.latency.precision``): the child ships in it
     precision: str = "fp32"
+    uncalibrated: bool = False
     margin: float | None = None
     latency_loss: str = "lagrangian"
     multiplier_rate: float = 0.5
@@ -147,6 +149,7 @@ class SearchRun:
         if config.threads is not None:
             expect["threads"] = config.threads
         self.table = LatencyTable.load(config.table, expect=expect, allow_foreign=config.allow_foreign_table)
+        self.table.require_calibration(config.uncalibrated)
         self.latency = latency_model(self.table, self.space)
         self.fastest_arch, fastest_ms = self.latency.fastest()
         _, slowest_ms = self.latency.slowest()
@@ -400,6 +403,7 @@ class SearchRun:
             "child_val_acc": child_acc,
             "arch": arch.to_compact(),
             "table": str(self.table.path),
+            "calibration": calibration_record(self.table),
         }
         write_json_atomic(self.out / RESULT, result)
         write_plot(self.out / PLOT, history, self.target, self.config.method)

@@ -101,6 +101,17 @@ def write_selection_plot(path: Path, outcome: SearchOutcome, target: Target, sel
     _save(fig, path)
 
 
+def _calibration_words(record: dict[str, Any] | None) -> str:
+    """Which calibration turned the table's sums into the predictions above, and when it was fitted."""
+    if record is None:
+        return "**none**: predictions are raw sums of the table's entries (--uncalibrated)"
+    held = "leave-one-out" if record["held_out"] == "each" else "held-out half"
+    p90 = record["p90_relative_error"]
+    error = f", {held} p90 error {p90:.1%}" if p90 is not None else ""
+    nets = f" on {record['nets']} random nets and the fastest and slowest" if record["nets"] else ""
+    return f"{record['formula']} [{record['fit']}], fitted {record['fitted']} by `{record['by']}`{nets}{error}"
+
+
 def write_report(
     path: Path,
     result: dict[str, Any],
@@ -123,6 +134,7 @@ def write_report(
         f"* supernet val acc: {result['supernet_val_acc']:.4f}; child val acc (inherited weights, BN recalibrated): "
         f"{result['child_val_acc']:.4f}",
         f"* table: `{result['table']}` ({config['resolved']['table_meta']})",
+        f"* calibration: {_calibration_words(result.get('calibration'))}",
         f"* space: {config['space']} {config['resolved']['space_args']}; data: {config['data']}; seed {config['seed']}; "
         f"epochs {config['epochs']}; latency loss {config['latency_loss']}",
         "",

@@ -17,7 +17,7 @@ from hwnas.spaces import DagSpace, Space
 
 def synthetic_table(space: Space, ms_per_mflop: float = 0.01, overhead_ms: float = 0.005, threads: int = 1) -> LatencyTable:
     """A table covering ``space`` with made-up ms; meta matches this machine (cpu, onnxruntime, batch 1)."""
-    meta = expected_meta("cpu", "onnxruntime", 1, False, space)
+    meta = expected_meta("cpu", "onnxruntime", 1, "fp32", space)
     meta.update(space=space.name, threads=threads, synthetic=True)
     entries = {}
     if isinstance(space, DagSpace):
@@ -30,7 +30,9 @@ def synthetic_table(space: Space, ms_per_mflop: float = 0.01, overhead_ms: float
     fixed = overhead_ms + ms_per_mflop * Space.fixed_cost(space).flops / 1e6 / 2
     for key in (stem_key(space), head_key(space)):
         entries[key] = {"ms": fixed, "p10": fixed, "p90": fixed, "n": 1}
-    return LatencyTable(meta=meta, entries=entries)
+    # the sum is these tables' latency by construction: an identity calibration says so
+    identity = {"a": 1.0, "b": 0.0, "per_op_ms": 0.0, "fit": "identity (synthetic table)", "by": "synthetic_table"}
+    return LatencyTable(meta=meta, entries=entries, calibration=identity)
 
 
 def write_synthetic_table(space: Space, path: Path, **kwargs: float) -> Path:
