@@ -3,6 +3,7 @@
     python bench/int8_latency.py ops                        # every entry of proxyless 32x32, float and INT8
     python bench/int8_latency.py ops --nets 10              # ... and 10 random whole nets
     python bench/int8_latency.py files a.onnx b.onnx        # exported files, timed in the same rounds
+    python bench/int8_latency.py scaled INT8_TABLE FLOAT_TABLE
 
 ``ops``: each table entry of the space (the profiler's items: each op at each layer shape, the
 stem, the head, the per-call overhead) is built once, exported, and prepared twice by ONNX
@@ -16,6 +17,12 @@ max over the layer shapes, and for whole random nets the same way.
 
 ``files``: ONNX files (e.g. two INT8 exports) timed in the same interleaved rounds, each with a
 second session of itself as a control.
+
+``scaled``: is an INT8 table needed, or would the float table times one constant do? Over the
+whole INT8 nets an INT8 table's validation measured (``hwnas tables validate``), both are
+reduced to one scale fitted on the first half (the median of measured / predicted) and scored
+on the held-out second half: the float table's calibrated prediction times k, and the INT8
+table's plain sum of entries times k'. No new measurement: it reads the two tables.
 
 The load average (``uptime``) is printed at the start and the end: on a shared VM it moves the
 absolute figures, not the ratios much, which is why only ratios are reported.
@@ -31,6 +38,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from hwnas.arch import Arch
 from hwnas.latency.onnx_export import export_onnx_bytes
 from hwnas.latency.profiler import profile_items
 from hwnas.latency.protocol import Protocol
@@ -109,6 +117,29 @@ def files(args: argparse.Namespace) -> dict:
     return {"files": result, "protocol": {"rounds": args.rounds, "min_s": args.min_time}}
 
 
+def scaled(args: argparse.Namespace) -> dict:
+    from hwnas.latency.accuracy import error_metrics
+    from hwnas.latency.model import latency_model
+    from hwnas.latency.table import LatencyTable
+
+    int8, floats = LatencyTable.load(args.int8_table), LatencyTable.load(args.float_table)
+    points = int8.validation["points"]
+    archs = [Arch.from_compact(point["arch"]) for point in points]
+    space = archs[0].build_space()
+    measured = [point["measured_ms"] for point in points]
+    predictions = {
+        "float table (calibrated) x k": [latency_model(floats, space).predict(arch) for arch in archs],
+        "int8 table (sum of entries) x k'": [point["predicted_sum_ms"] for point in points],
+    }
+    half = len(points) // 2
+    result = {}
+    for name, predicted in predictions.items():
+        k = statistics.median(m / p for p, m in zip(predicted[:half], measured[:half]))
+        result[name] = {"k": k, **error_metrics([k * p for p in predicted[half:]], measured[half:])}
+    result["int8 table, its own calibration (hwnas tables validate)"] = int8.validation["calibrated"]
+    return {"scaled": result, "nets": len(points), "held_out": len(points) - half}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -120,7 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     op_parser.add_argument("--nets", type=int, default=0, help="random whole nets measured too")
     file_parser = commands.add_parser("files")
     file_parser.add_argument("paths", nargs="+", type=Path)
+    scaled_parser = commands.add_parser("scaled")
+    scaled_parser.add_argument("int8_table", type=Path)
+    scaled_parser.add_argument("float_table", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "scaled":
+        result = scaled(args)
+        for name, row in result["scaled"].items():
+            k = f"k {row['k']:.3f}, " if "k" in row else ""
+            print(
+                f"{name:55s} {k}held-out MAPE {row['mape']:.1%}, p90 {row['p90_relative_error']:.1%}, tau {row['kendall_tau']:.2f}"
+            )
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return 0
     start = load()
     result = ops(args) if args.command == "ops" else files(args)
     result["load"] = {"start": start, "end": load()}
