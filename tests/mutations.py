@@ -360,6 +360,27 @@ MUTATIONS = (
         "    if False:\n",
         ("tests/test_calibration.py",),
     ),
+    Mutation(
+        "int8-entries-measured-in-float",
+        "hwnas/latency/onnxruntime_runtime.py",
+        '        if self.precision == "int8":\n            model = quantize_onnx(',
+        "        if False:\n            model = quantize_onnx(",
+        ("tests/test_int8.py::test_int8_nets_are_measured_quantized",),
+    ),
+    Mutation(
+        "int8-weights-per-tensor",
+        "hwnas/latency/quantize.py",
+        "    per_channel: bool = True\n",
+        "    per_channel: bool = False\n",
+        ("tests/test_int8.py::test_quantized_model_has_per_channel_int8_weights_and_tracks_float",),
+    ),
+    Mutation(
+        "search-ignores-the-precision",
+        "hwnas/search/loop.py",
+        "config.table_batch_size, config.precision, self.space)",
+        'config.table_batch_size, "fp32", self.space)',
+        ("tests/test_int8.py::test_search_takes_an_int8_table_only_with_precision_int8",),
+    ),
 )
 
 
