@@ -243,6 +243,8 @@ def test_int8_export_ships_a_quantized_file_and_reports_both_accuracies(cli_runn
     assert quantization["calibration"]["images"] == 64 and quantization["calibration"]["data"] == "digits"
     assert quantization["per_channel"] and quantization["method"] == "minmax"
     assert is_quantized(out) and {"QuantizeLinear", "DequantizeLinear"} <= op_types(out)
+    kernels = quantization["onnxruntime_cpu_kernels"]  # what ONNX Runtime runs: integer convolutions, no float ones
+    assert kernels.get("QLinearConv", 0) >= 10 and "Conv" not in kernels and "QLinearConv" in result.output
     # an independent score of the float child: PyTorch on the same validation split
     from hwnas.data import load_data
 

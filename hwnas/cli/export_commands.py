@@ -205,9 +205,9 @@ def export(
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
         if int8 is not None:
             click.echo(f"precision  int8: {int8.describe()}")
-            click.echo(
-                f"           quantized operators in the file: {', '.join(report.details['quantization']['quantized_ops'])}"
-            )
+            quantization = report.details["quantization"]
+            kernels = ", ".join(f"{count} {op}" for op, count in quantization["onnxruntime_cpu_kernels"].items())
+            click.echo(f"           the file holds {', '.join(quantization['quantized_ops'])}; ONNX Runtime (CPU) runs {kernels}")
             click.echo(accuracy_line(report.details["accuracy"], int8.calibration_info["data"]))
         for line in report.verdict.lines():
             click.echo(line)

@@ -32,7 +32,7 @@ from hwnas.export.verdict import Verdict
 from hwnas.files import refuse_overwrite, remove_stale_temps, write_json_atomic
 from hwnas.latency.precision import PRECISIONS
 from hwnas.latency.protocol import Protocol, Timing
-from hwnas.latency.quantize import QUANTIZED_OPS, op_types
+from hwnas.latency.quantize import QUANTIZED_OPS, onnxruntime_kernels, op_types
 from hwnas.latency.runtimes import build_engine, get_runtime
 
 
@@ -224,6 +224,7 @@ def _quantize_staged(request: ExportRequest, int8: Int8Plan) -> dict[str, Any]:
             **int8.recipe.to_dict(),
             "calibration": int8.calibration_info,
             "quantized_ops": sorted(op_types(request.output) & QUANTIZED_OPS),
+            "onnxruntime_cpu_kernels": onnxruntime_kernels(request.output),
             "described": int8.describe(),
         },
         "accuracy": accuracy,

@@ -176,6 +176,30 @@ def is_quantized(onnx_model: bytes | str | Path) -> bool:
     return bool(op_types(onnx_model) & QUANTIZED_OPS)
 
 
+def onnxruntime_kernels(onnx_model: bytes | str | Path) -> dict[str, int]:
+    """The operators ONNX Runtime's CPU provider runs for a model once it has optimised the graph, with their counts.
+
+    A QDQ file holds float ``Conv`` ops between DequantizeLinear and QuantizeLinear; what runs as
+    integer kernels shows only after ONNX Runtime fused them (``QLinearConv``, ``QLinearAdd``...):
+    what is left in float says where the INT8 path stopped.
+    """
+    import onnx
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory(prefix="hwnas-kernels-") as folder:
+        optimised = Path(folder) / "optimised.onnx"
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(optimised)
+        options.log_severity_level = 3  # its note that the saved graph is tuned for this machine: that is the point
+        source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+        onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        counts: dict[str, int] = {}
+        for node in onnx.load(str(optimised)).graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def calibration_arrays(images: Sequence[np.ndarray], batch_size: int) -> tuple[np.ndarray, ...]:
     """Images [C, H, W] grouped into full input batches [batch_size, C, H, W] (a last partial batch is dropped)."""
     stacked = np.stack([np.asarray(image, dtype=np.float32) for image in images])
