@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from hwnas.data import load_data
 from hwnas.errors import HwnasError
+from hwnas.files import load_json
 from hwnas.latency.quantize import CalibrationSet, Recipe, calibration_arrays, quantize_onnx
 from hwnas.run_folder import TRAIN_RESULT, TRAINED, RunFolder
 
@@ -55,8 +57,6 @@ def run_data(run: RunFolder) -> tuple[str, int]:
     weights = run.weights_path()
     trained = run.path / TRAIN_RESULT
     if weights.name == TRAINED and trained.exists():
-        from hwnas.files import load_json
-
         result = load_json(trained)
         data, seed = result.get("data"), (result.get("config") or {}).get("seed")
     else:
@@ -72,8 +72,6 @@ def run_data(run: RunFolder) -> tuple[str, int]:
 
 def plan_int8(run: RunFolder, space_args: dict[str, Any], images: int, batch_size: int, recipe: Recipe) -> Int8Plan:
     """The calibration set (``images`` training images of the run's data set) and the validation split, read now."""
-    from hwnas.data import load_data
-
     if images < batch_size:
         raise HwnasError(f"--calibration-images {images} is fewer than one batch of {batch_size}")
     spec, seed = run_data(run)

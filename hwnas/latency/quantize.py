@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.files import write_bytes_atomic
 
 #: ``--calibration-method`` values -> onnxruntime.quantization.CalibrationMethod names
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -157,8 +158,6 @@ def quantize_onnx(
             raise HwnasError(f"INT8 quantization failed: {error}") from None
         result = quantized.read_bytes()
     if output is not None:
-        from hwnas.files import write_bytes_atomic
-
         write_bytes_atomic(output, result)
     return result
 
