@@ -202,7 +202,8 @@ def export(
     else:
         click.echo(f"exported {arch.to_compact()}")
         click.echo(f"  -> {', '.join(report.files)} (opset {report.details['opset']}, report {request.report_path})")
-        click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
+        before = " (the float export, before quantization)" if int8 is not None else ""
+        click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}{before}")
         if int8 is not None:
             click.echo(f"precision  int8: {int8.describe()}")
             quantization = report.details["quantization"]
