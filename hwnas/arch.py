@@ -20,7 +20,7 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.files import write_text_atomic
-from hwnas.spaces import SPACES, Space, SpaceArgs, get_space
+from hwnas.spaces import SPACES, Space, SpaceArgs, get_space, is_known_space
 
 _ARG_TYPES = {name: f.type for name, f in SpaceArgs.__dataclass_fields__.items()}
 _DEFAULT_ARGS = SpaceArgs().to_dict()
@@ -170,6 +170,9 @@ def load_arch(source: str | Path) -> Arch:
 
 
 def _known_space(arch: Arch) -> Arch:
-    if arch.space not in SPACES:
-        raise HwnasError(f"unknown space {arch.space!r}; known: {', '.join(SPACES)}")
+    if not is_known_space(arch.space):
+        raise HwnasError(
+            f"unknown space {arch.space!r}; known: {', '.join(SPACES)}; an arch of a space file's space needs that "
+            "file: pass --space FILE.toml (a run folder and a table keep a copy of theirs)"
+        )
     return arch

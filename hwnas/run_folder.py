@@ -15,21 +15,25 @@ from torch import nn
 
 from hwnas.arch import Arch, load_arch
 from hwnas.errors import HwnasError
-from hwnas.files import load_json, load_torch
+from hwnas.files import load_json, load_torch, write_text_atomic
+from hwnas.spaces import Space, space_from_text, user_space_file
+from hwnas.spaces.space_file import sha256_of
 
 RUNS_ROOT = Path("runs")
-# the files of a run folder: ``hwnas search`` writes the first eleven (the last two: one-shot methods only); ``hwnas train``
-# the last four (and ARCH, for --arch)
+# the files of a run folder: ``hwnas search`` writes SEARCH_FILES (SCORES and SELECTION_PLOT: one-shot methods only; SPACE_COPY:
+# a space file's space only); ``hwnas train`` TRAIN_FILES (and ARCH, SPACE_COPY, for --arch)
 ARCH, CONFIG, RESULT, HISTORY, CHECKPOINT = "arch.json", "config.json", "result.json", "history.jsonl", "checkpoint.pt"
 CHILD, SUPERNET, PLOT, REPORT = "child.pt", "supernet.pt", "search.png", "report.md"
 SCORES, SELECTION_PLOT = "scores.jsonl", "selection.png"
+#: the copy of a user's space file a run keeps, so that it stays reproducible after the file changes
+SPACE_COPY = "space.toml"
 TRAINED, TRAIN_RESULT, TRAIN_HISTORY, TRAIN_CHECKPOINT = (
     "trained.pt",
     "train_result.json",
     "train_history.jsonl",
     "train_checkpoint.pt",
 )
-SEARCH_FILES = (ARCH, CONFIG, RESULT, HISTORY, CHECKPOINT, CHILD, SUPERNET, PLOT, REPORT, SCORES, SELECTION_PLOT)
+SEARCH_FILES = (ARCH, CONFIG, RESULT, HISTORY, CHECKPOINT, CHILD, SUPERNET, PLOT, REPORT, SCORES, SELECTION_PLOT, SPACE_COPY)
 TRAIN_FILES = (TRAINED, TRAIN_RESULT, TRAIN_HISTORY, TRAIN_CHECKPOINT)
 #: weights of the derived child, newest kind first: fine-tuned by ``hwnas train``, then as the search left them
 CHILD_WEIGHTS = (TRAINED, CHILD)
@@ -55,6 +59,28 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise HwnasError(f"weights file {path} does not fit this arch's net; {'; '.join(details)}")
     model.load_state_dict(state)
     return model
+
+
+def read_space_copy(folder: Path, sha256: str | None = None) -> Space | None:
+    """Register the space file copy ``folder`` keeps, if any (and if its content hash is ``sha256``, where given);
+    return its space, built at the file's own options."""
+    copy = Path(folder) / SPACE_COPY
+    if not copy.is_file():
+        return None
+    try:
+        text = copy.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise HwnasError(f"{copy}: cannot be read: {error}") from None
+    if sha256 is not None and sha256_of(text) != sha256:
+        return None
+    return space_from_text(text, str(copy))()
+
+
+def keep_space_copy(folder: Path, space: Space) -> None:
+    """Write the copy of ``space``'s file into ``folder`` (a built-in space has none)."""
+    source = user_space_file(space)
+    if source is not None:
+        write_text_atomic(Path(folder) / SPACE_COPY, source.text)
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,8 @@ class RunFolder:
         return cls(max(runs, key=lambda p: (p / ARCH).stat().st_mtime))
 
     def arch(self) -> Arch:
+        """The derived arch; a run of a space file's space reads the copy it keeps first, so the arch builds."""
+        read_space_copy(self.path)
         return load_arch(self.path / ARCH)
 
     def config(self) -> dict[str, Any]:

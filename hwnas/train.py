@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from hwnas import lend_api_call
 from hwnas.arch import Arch
 from hwnas.batchnorm import batch_statistics, recalibrate_bn
 from hwnas.config_checks import check_field_types
@@ -39,7 +40,7 @@ from hwnas.data import DataSplits, make_loader
 from hwnas.distributed import SINGLE, Dist, like_module, place, train_device, wrap
 from hwnas.errors import HwnasError
 from hwnas.files import load_torch, read_jsonl, save_torch_atomic, write_json_atomic, write_text_atomic
-from hwnas.run_folder import ARCH, TRAIN_CHECKPOINT, TRAIN_HISTORY, TRAIN_RESULT, TRAINED
+from hwnas.run_folder import ARCH, TRAIN_CHECKPOINT, TRAIN_HISTORY, TRAIN_RESULT, TRAINED, keep_space_copy
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def train_child(
         start_epoch = int(state["epoch"]) + 1
     if dist.is_main:
         arch.save(folder / ARCH)
+        keep_space_copy(folder, arch.build_space())
     history = _history(folder, start_epoch)
     net = wrap(model, dist, train_device(device, dist), find_unused=False)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -237,3 +239,6 @@ def train_child(
     save_torch_atomic(folder / TRAINED, model.state_dict())
     write_json_atomic(folder / TRAIN_RESULT, result)
     return result
+
+
+lend_api_call(__name__)  # hwnas.train(...) is hwnas.api.train (docs/python_api.md)

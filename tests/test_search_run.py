@@ -38,6 +38,7 @@ RESULT_KEYS = {
     "child_val_acc",
     "arch",
     "table",
+    "calibration",
     "argmax_ms",
     "argmax_share_of_aim",
     "repair_swaps",

@@ -7,14 +7,25 @@ import random
 
 import click
 
+from hwnas import api
 from hwnas.arch import Arch, load_arch
-from hwnas.cli.options import COUNT, FINITE, build_space, echo_json, echo_warnings, json_option, space_options
+from hwnas.cli.options import (
+    COUNT,
+    FINITE,
+    build_space,
+    echo_json,
+    echo_warnings,
+    json_option,
+    space_file_option,
+    space_options,
+)
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable, latency_model
+from hwnas.latency.lookup import table_space
 from hwnas.search.budget import make_target, parse_latency
 from hwnas.search.random_archs import band_sampler
-from hwnas.spaces import DagSpace
+from hwnas.spaces import DagSpace, user_space_file
 
 
 def _arch_with_overrides(source: str, overrides: dict) -> Arch:
@@ -115,21 +126,31 @@ def _table_model(table_path: str, space: str | None, overrides: dict) -> Latency
     table = LatencyTable.load(table_path)
     if "space" not in table.meta or "space_args" not in table.meta:
         raise HwnasError(f"latency table {table_path} does not say which space it measured (meta 'space', 'space_args')")
-    built = build_space(table.meta["space"], {**table.meta["space_args"], **overrides})
-    if (space is not None and space != built.name) or built.args.to_dict() != table.meta["space_args"]:
+    measured = table_space(table)  # a table of a space file brings the file's copy
+    built = build_space(measured.name, {**table.meta["space_args"], **overrides})
+    given = build_space(space, overrides) if space is not None else built
+    given_file, table_hash = user_space_file(given), table.meta.get("space_sha256")
+    if given_file is not None and given_file.sha256 != table_hash:
+        raise HwnasError(
+            f"--table {table_path} measured space {table.meta['space']} (sha256 {table_hash}), not the space file "
+            f"{given_file.source} (sha256 {given_file.sha256})"
+        )
+    if given.name != built.name or built.args.to_dict() != table.meta["space_args"]:
         raise HwnasError(
             f"--table {table_path} measured space {table.meta['space']} {table.meta['space_args']}, "
-            f"not {space or built.name} {built.args.to_dict()}"
+            f"not {given.name} {built.args.to_dict()}"
         )
     return latency_model(table, built)
 
 
 @arch.command()
 @click.argument("arch_source", metavar="ARCH")
+@space_file_option
 @space_options(with_space_name=False)
 @json_option
-def show(arch_source: str, space_overrides: dict, as_json: bool) -> None:
+def show(arch_source: str, space_file: str | None, space_overrides: dict, as_json: bool) -> None:
     """Show an architecture layer by layer with the cost of each chosen op."""
+    api.read_space(space_file)
     chosen = _arch_with_overrides(arch_source, space_overrides)
     space = chosen.build_space()
     rows = []
@@ -170,10 +191,12 @@ def show(arch_source: str, space_overrides: dict, as_json: bool) -> None:
 
 @arch.command()
 @click.argument("arch_source", metavar="ARCH")
+@space_file_option
 @space_options(with_space_name=False)
 @json_option
-def flops(arch_source: str, space_overrides: dict, as_json: bool) -> None:
+def flops(arch_source: str, space_file: str | None, space_overrides: dict, as_json: bool) -> None:
     """FLOPs (multiply-adds, one sample) and parameters of an architecture's child net."""
+    api.read_space(space_file)
     chosen = _arch_with_overrides(arch_source, space_overrides)
     total = chosen.build_space().cost(chosen.choices)
     if as_json:

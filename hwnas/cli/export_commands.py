@@ -4,60 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from hwnas.arch import Arch, load_arch
-from hwnas.cli.options import COUNT, echo_json, json_option, precision_options
-from hwnas.errors import HwnasError
-from hwnas.export.artifact import ExportRequest, export_and_verify
-from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
-from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, Int8Plan, accuracy_line, plan_int8
-from hwnas.files import check_writable, refuse_overwrite
-from hwnas.latency import LatencyModel, LatencyTable, latency_model
-from hwnas.latency.lookup import expected_meta, find_table
-from hwnas.latency.model import calibration_record
+from hwnas import api
+from hwnas.cli.options import COUNT, echo_json, json_option, precision_options, space_file_option
+from hwnas.export.artifact import ExportRequest
+from hwnas.export.drift import DEFAULT_REFERENCES
+from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, accuracy_line
 from hwnas.latency.quantize import METHODS, Recipe
-from hwnas.latency.runtimes import DEVICES, RUNTIMES, get_runtime
-from hwnas.run_folder import RunFolder, load_weights
-from hwnas.search.budget import parse_latency
+from hwnas.latency.runtimes import DEVICES, RUNTIMES
 
 #: exit code of a measured FAIL (bad input exits 2)
 EXIT_FAIL = 1
-
-
-def prediction_model(
-    arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool, uncalibrated: bool = False
-) -> LatencyModel | None:
-    """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space.
-
-    A table without a calibration is refused unless ``uncalibrated`` (its prediction is then a raw sum).
-    """
-    space = arch.build_space()
-    if table is None:
-        try:
-            table = str(
-                find_table(space, request.device, request.runtime, request.threads, request.batch_size, request.precision)
-            )
-        except HwnasError:
-            return None
-    expect = expected_meta(request.device, request.runtime, request.batch_size, request.precision, space)
-    loaded = LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign)
-    loaded.require_calibration(uncalibrated)
-    return latency_model(loaded, space)
-
-
-def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
-    """The table the search used, if it was made for the runtime, device and precision measured now and still exists."""
-    config = run.config()
-    same_target = (
-        config.get("runtime") == request.runtime
-        and config.get("device") == request.device
-        and config.get("precision", "fp32") == request.precision
-    )
-    path = config.get("table")
-    return path if same_target and path and Path(path).exists() else None
 
 
 @click.command()
@@ -69,6 +28,7 @@ def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
     help="Search run to export [default: the newest run under runs/].",
 )
 @click.option("--arch", "arch_source", help="Export this arch (JSON file or compact string) instead of a run's child.")
+@space_file_option
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="State dict for --arch [default: fresh init].")
 @click.option(
     "--runtime",
@@ -120,6 +80,7 @@ def export(
     output: Path,
     run_dir: Path | None,
     arch_source: str | None,
+    space_file: str | None,
     weights: Path | None,
     runtime: str,
     device: str,
@@ -145,77 +106,51 @@ def export(
     quantized on images of its run's data set, and the report gives its float and INT8
     validation accuracy side by side.
     """
-    if run_dir and arch_source:
-        raise HwnasError("give --run or --arch, not both")
-    if weights and not arch_source:
-        raise HwnasError("--weights goes with --arch (a run brings its own weights)")
-    precision = precision or "fp32"
-    if precision == "int8":
-        if arch_source:
-            raise HwnasError(
-                "--precision int8 calibrates on the images of a run's data set: export a run (--run RUN), not --arch"
-            )
-        get_runtime(runtime, device, threads, precision=precision)  # no INT8 path here: the error says which runtime has one
-    request = ExportRequest(
+    report = api.export(
         output,
-        runtime,
-        device,
-        threads,
+        run=run_dir,
+        arch=arch_source,
+        space=space_file,
+        weights=weights,
+        runtime=runtime,
+        device=device,
+        threads=threads,
         precision=precision,
+        calibration_images=calibration_images,
+        calibration_method=calibration_method,
         batch_size=batch_size,
         dynamic_batch=dynamic_batch,
+        budget=budget,
+        table=table,
+        allow_foreign_table=allow_foreign_table,
+        uncalibrated=uncalibrated,
         rounds=rounds,
+        references=references,
         force=force,
     )
-    for path in request.outputs():
-        refuse_overwrite(path, force)
-        check_writable(path)
-    source: dict[str, Any]
-    if arch_source:
-        arch = load_arch(arch_source)
-        model = arch.build()
-        if weights:
-            load_weights(model, weights)
-        budget_ms = parse_latency(budget) if budget else None
-        source = {"arch": arch.to_compact(), "weights": str(weights) if weights else None}
-        run_table = table
-    else:
-        run = RunFolder.open(run_dir) if run_dir else RunFolder.newest()
-        arch, model, weights_path = run.child()
-        budget_ms = parse_latency(budget) if budget else run.result().get("budget_ms")
-        source = {"run": str(run.path), "arch": arch.to_compact(), "weights": str(weights_path)}
-        run_table = table or _run_table(run, request)
-        uncalibrated = uncalibrated or bool(run.config().get("uncalibrated"))
-    int8: Int8Plan | None = None
-    if precision == "int8":  # read the calibration images and the validation split now: before anything is written
-        recipe = Recipe(method=calibration_method)
-        int8 = plan_int8(run, arch.space_args, calibration_images, batch_size, recipe)
-    latency = prediction_model(arch, request, run_table, allow_foreign_table, uncalibrated)
-    predicted_ms = None if latency is None else latency.predict(arch)
-    source["table"] = None if latency is None else str(latency.table.path)
-    source["calibration"] = None if latency is None else calibration_record(latency.table)
-    reference_nets = [] if latency is None else pick_references(latency, predicted_ms, references)
-    space = arch.build_space()
-    report = export_and_verify(model, space.input_shape, request, budget_ms, predicted_ms, source, reference_nets, int8)
     if as_json:
         echo_json(report.to_dict())
     else:
-        click.echo(f"exported {arch.to_compact()}")
-        click.echo(f"  -> {', '.join(report.files)} (opset {report.details['opset']}, report {request.report_path})")
-        before = " (the float export, before quantization)" if int8 is not None else ""
+        click.echo(f"exported {report.details['source']['arch']}")
+        click.echo(
+            f"  -> {', '.join(report.files)} (opset {report.details['opset']}, report {ExportRequest(output).report_path})"
+        )
+        quantization = report.details.get("quantization")
+        before = " (the float export, before quantization)" if quantization else ""
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}{before}")
-        if int8 is not None:
-            click.echo(f"precision  int8: {int8.describe()}")
-            quantization = report.details["quantization"]
+        if quantization:
             kernels = ", ".join(f"{count} {op}" for op, count in quantization["onnxruntime_cpu_kernels"].items())
+            click.echo(f"precision  int8: {quantization['described']}")
             click.echo(f"           the file holds {', '.join(quantization['quantized_ops'])}; ONNX Runtime (CPU) runs {kernels}")
-            click.echo(accuracy_line(report.details["accuracy"], int8.calibration_info["data"]))
+            click.echo(accuracy_line(report.details["accuracy"], quantization["calibration"]["data"]))
         for line in report.verdict.lines():
             click.echo(line)
-        if latency is not None and latency.table.calibration is None:
+        if report.details["source"]["table"] is not None and report.details["source"]["calibration"] is None:
             click.echo("           predicted is a raw sum of the table's entries: the table has no calibration (--uncalibrated)")
         if report.drift is not None:
-            for line in report.drift.lines(predicted_ms, report.verdict.measured_ms, source["table"]):
+            for line in report.drift.lines(
+                report.verdict.predicted_ms, report.verdict.measured_ms, report.details["source"]["table"]
+            ):
                 click.echo(line)
     if report.verdict.verdict == "FAIL":
         sys.exit(EXIT_FAIL)

@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import click
 
-from hwnas.arch import load_arch
+from hwnas import api
 from hwnas.cli.options import (
     COUNT,
     COUNT0,
     FINITE,
-    build_space,
     echo_json,
     echo_warnings,
     json_option,
     precision_options,
+    space_file_option,
     space_options,
 )
-from hwnas.errors import HwnasError
-from hwnas.files import check_writable, refuse_overwrite
-from hwnas.latency.lookup import default_table_path, expected_meta
-from hwnas.latency.model import calibration_formula, latency_model
-from hwnas.latency.precision import precision_of_dtype
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
-from hwnas.latency.table import LatencyTable
-from hwnas.latency.validate import PROFILE_NETS, calibrate_profiled, noise_warnings, summary
-from hwnas.spaces import Space, get_space
+from hwnas.latency.validate import MIN_ARCHS, PROFILE_NETS, format_report, noise_warnings
 
 
 def protocol_options(command):
@@ -61,28 +53,9 @@ def protocol_options(command):
     return command
 
 
-def _protocol(rounds: int, min_time: float, warmup_time: float) -> Protocol:
-    return Protocol(warmup_s=warmup_time, min_s=min_time, rounds=rounds)
-
-
 allow_foreign_option = click.option(
     "--allow-foreign-table", is_flag=True, help="Use a table measured on another device/runtime/shape, with a warning."
 )
-
-
-def _threads(value: int) -> int | None:
-    """``--threads 0`` means the runtime's own default (recorded as null)."""
-    return None if value == 0 else value
-
-
-def _runtime(name: str, device: str, threads: int | None, precision: str, protocol: Protocol):
-    from hwnas.latency.runtimes import get_runtime
-
-    return get_runtime(name, device=device, threads=threads, precision=precision, protocol=protocol)
-
-
-def _table_space(table: LatencyTable) -> Space:
-    return get_space(table.meta["space"], **table.meta["space_args"])
 
 
 def _show_warnings() -> None:
@@ -156,41 +129,43 @@ def profile(
     Then time a few whole nets and store the calibration that maps the table's sums onto them
     (unless --no-validate); a table calibrated before, with nothing measured now, keeps its calibration.
     """
-    from hwnas.latency.profiler import profile_space
-
-    chosen = build_space(space, space_overrides)
-    runtime = _runtime(runtime_name, device, _threads(threads), precision or "fp32", _protocol(rounds, min_time, warmup_time))
-    path = (
-        Path(output)
-        if output
-        else default_table_path(chosen, device, runtime_name, runtime.threads, batch_size, runtime.precision)
+    result = api.profile(
+        space,
+        **space_overrides,
+        device=device,
+        runtime=runtime_name,
+        batch_size=batch_size,
+        threads=threads,
+        precision=precision,
+        rounds=rounds,
+        min_time=min_time,
+        warmup_time=warmup_time,
+        output=output,
+        force=force,
+        calibration_nets=calibration_nets,
+        no_validate=no_validate,
+        progress=not no_progress,
     )
-    check_writable(path)
-    result = profile_space(chosen, runtime, path, batch_size, force=force, progress=not no_progress)
-    table = LatencyTable.load(path)
-    report = None
-    if not no_validate and (table.calibration is None or result.measured):
-        report = calibrate_profiled(table, chosen, runtime, calibration_nets, progress=not no_progress)
+    report, table = result.calibration, result.table
     if as_json:
-        calibration = None if report is None else {**summary(report), "wall_s": report["wall_s"]}
-        echo_json({**result.to_dict(), "calibration": calibration, "calibrated": table.calibration is not None})
+        echo_json(result.to_dict())
     else:
         what = "resumed" if result.resumed else "new"
         click.echo(
-            f"{result.table}: {result.entries} entries ({what}; measured {result.measured} in "
-            f"{result.measurements} measurements, {result.wall_s:.1f} s; {runtime.precision})"
+            f"{result.path}: {result.entries} entries ({what}; measured {result.measured} in "
+            f"{result.measurements} measurements, {result.wall_s:.1f} s; {result.precision})"
         )
         if report is not None:
             held = report["calibrated"]
             click.echo(
                 f"calibrated on {calibration_nets + 2} whole nets (the fastest, the slowest, {calibration_nets} random) in "
-                f"{report['wall_s']:.1f} s: {_calibration_line(table)}; leave-one-out error MAPE {held['mape']:.1%}, "
+                f"{report['wall_s']:.1f} s: {api.calibration_line(table)}; leave-one-out error MAPE {held['mape']:.1%}, "
                 f"p90 {held['p90_relative_error']:.1%}"
             )
         elif table.calibration is None:
-            click.echo(f"not calibrated (--no-validate): predictions are raw sums until hwnas tables validate {path}")
+            click.echo(f"not calibrated (--no-validate): predictions are raw sums until hwnas tables validate {result.path}")
         else:
-            click.echo(f"calibration kept: {_calibration_line(table)}")
+            click.echo(f"calibration kept: {api.calibration_line(table)}")
     echo_warnings(*result.warnings, *(noise_warnings(report) if report else []))
 
 
@@ -201,7 +176,14 @@ def tables() -> None:
 
 @tables.command()
 @click.argument("table_path", metavar="TABLE", type=click.Path(dir_okay=False))
-@click.option("--n", "n_archs", type=COUNT, default=30, show_default=True, help="Random archs measured end to end.")
+@click.option(
+    "--n",
+    "n_archs",
+    type=click.IntRange(MIN_ARCHS),
+    default=30,
+    show_default=True,
+    help="Random archs measured end to end (half fit the calibration, half test it).",
+)
 @protocol_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random archs.")
 @precision_options(default="the table's")
@@ -229,52 +211,28 @@ def validate(
     The nets are measured at the table's precision (an INT8 table: each net quantized as its entries
     were); --precision, where given, must be the table's.
     """
-    from hwnas.latency.validate import format_report, plot_validation, store_validation, validate_table
-
     _show_warnings()
-    if plot:
-        refuse_overwrite(plot, force)
-        check_writable(plot)
-    table = LatencyTable.load(table_path)
-    meta = table.meta
-    space = _table_space(table)
-    table_precision = precision_of_dtype(meta.get("dtype"))
-    table.check_matches(
-        expected_meta(meta["device"], meta["runtime"], meta["batch_size"], precision or table_precision, space),
-        allow_foreign_table,
+    result = api.validate(
+        table_path,
+        n=n_archs,
+        rounds=rounds,
+        min_time=min_time,
+        warmup_time=warmup_time,
+        seed=seed,
+        precision=precision,
+        plot=plot,
+        force=force,
+        allow_foreign_table=allow_foreign_table,
+        progress=not no_progress,
     )
-    runtime = _runtime(
-        meta["runtime"], meta["device"], meta.get("threads"), table_precision, _protocol(rounds, min_time, warmup_time)
-    )
-    report = validate_table(table, space, runtime, n_archs, seed, progress=not no_progress)
-    replaced = _calibration_line(table)
-    store_validation(table, report)
-    try:
-        table.save()
-    except OSError as error:  # e.g. a shipped table inside a read-only site-packages
-        raise HwnasError(
-            f"cannot store the calibration in {table_path}: {error}; copy the table to ./latency_tables/ and validate the copy"
-        ) from None
-    if plot:
-        plot_validation(report, plot, f"{Path(table_path).name}\n{meta.get('device_name')}, {meta['runtime']}")
     if as_json:
-        echo_json({**summary(report), "replaced": replaced})
+        echo_json({**result.summary, "replaced": result.replaced})
     else:
-        click.echo(format_report(report))
-        click.echo(f"calibration stored in {table_path}: {_calibration_line(table)}")
-        if replaced:
-            click.echo(f"it replaces: {replaced}")
-    echo_warnings(*report["warnings"])
-
-
-def _calibration_line(table: LatencyTable) -> str | None:
-    """The table's calibration in words, with when it was fitted and how noisy the machine was then."""
-    fit = table.calibration
-    if not fit:
-        return None
-    floor = (table.validation or {}).get("noise_floor", {}).get("mape")
-    noise = f", noise floor {floor:.1%}" if floor is not None else ""
-    return f"{calibration_formula(fit)} [{fit.get('fit', 'fit')}], fitted {fit.get('fitted', '?')}{noise}"
+        click.echo(format_report(result.report))
+        click.echo(f"calibration stored in {table_path}: {api.calibration_line(result.table)}")
+        if result.replaced:
+            click.echo(f"it replaces: {result.replaced}")
+    echo_warnings(*result.warnings)
 
 
 @tables.command()
@@ -282,10 +240,8 @@ def _calibration_line(table: LatencyTable) -> str | None:
 @json_option
 def show(table_path: str, as_json: bool) -> None:
     """Print a table's meta, entry count and the fastest / slowest latency of its space."""
-    table = LatencyTable.load(table_path)
-    model = latency_model(table, _table_space(table))
-    fastest, fastest_ms = model.fastest()
-    slowest, slowest_ms = model.slowest()
+    info = api.show_table(table_path)
+    table, fastest_ms, slowest_ms = info.table, info.fastest_ms, info.slowest_ms
     if as_json:
         echo_json({"meta": table.meta, "entries": len(table.entries), "fastest_ms": fastest_ms, "slowest_ms": slowest_ms})
         return
@@ -308,27 +264,21 @@ def show(table_path: str, as_json: bool) -> None:
 @click.command()
 @click.argument("arch_source", metavar="ARCH")
 @click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False), help="Latency table.")
+@space_file_option
 @json_option
-def predict(arch_source: str, table_path: str, as_json: bool) -> None:
+def predict(arch_source: str, table_path: str, space_file: str | None, as_json: bool) -> None:
     """Predicted latency of one arch (calibrated where the table has been validated)."""
-    arch = load_arch(arch_source)
-    table = LatencyTable.load(table_path)
-    space = _table_space(table)
-    if arch.space != space.name or arch.build_space().args != space.args:
-        raise HwnasError(
-            f"arch is for {arch.space} {arch.space_args}, table {table_path} for {space.name} {space.args.to_dict()}"
-        )
-    latency_ms = latency_model(table, space).predict(arch)
-    calibrated = table.calibration is not None
+    result = api.predict(arch_source, table=table_path, space=space_file)
     if as_json:
-        echo_json({"latency_ms": latency_ms, "calibrated": calibrated})
+        echo_json({"latency_ms": result.latency_ms, "calibrated": result.calibrated})
         return
     how = (
         "calibrated"
-        if calibrated
+        if result.calibrated
         else f"a raw sum of the table's entries: not calibrated, run hwnas tables validate {table_path}"
     )
-    click.echo(f"{latency_ms:.3f} ms ({table.meta['runtime']} on {table.meta.get('device_name')}; {how})")
+    meta = result.table.meta
+    click.echo(f"{result.latency_ms:.3f} ms ({meta['runtime']} on {meta.get('device_name')}; {how})")
 
 
 def register_latency_commands(group: click.Group) -> None:

@@ -33,6 +33,35 @@ FINITE = FiniteFloat()
 COUNT, COUNT0 = click.IntRange(min=1), click.IntRange(min=0)
 
 
+class SpaceName(click.ParamType):
+    """A built-in space's name or a space file's path (``FILE.toml``); either is checked where the space is built,
+    so a bad space file is an ``error:`` line naming the file, the field and the fix."""
+
+    name = "space"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join([*SPACES, "FILE.toml"]) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return str(value)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(name) for name in SPACES if name.startswith(incomplete)]
+
+
+SPACE = SpaceName()
+
+#: ``--space FILE.toml`` on the commands that read an arch: the space file an arch of a user's space belongs to
+space_file_option = click.option(
+    "--space",
+    "space_file",
+    type=click.Path(dir_okay=False),
+    help="The space file (FILE.toml) of the arch's space, where it is not a built-in space.",
+)
+
+
 def space_options(with_space_name: bool = True, shape_from_data: bool = False) -> Callable:
     """``--space`` (optional) plus ``--resolution --num-classes --in-channels --width-mult``.
 
@@ -63,7 +92,11 @@ def space_options(with_space_name: bool = True, shape_from_data: bool = False) -
             options.insert(
                 0,
                 click.option(
-                    "--space", type=click.Choice(list(SPACES)), default="proxyless", show_default=True, help="Search space."
+                    "--space",
+                    type=SPACE,
+                    default="proxyless",
+                    show_default=True,
+                    help="Search space: a built-in name or a space file (FILE.toml, see docs/space_files.md).",
                 ),
             )
         for option in reversed(options):

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
 
 import click
 
+from hwnas import api
 from hwnas.cli.options import (
     COUNT,
     COUNT0,
     FINITE,
-    build_space,
     data_option,
     echo_json,
     echo_warnings,
@@ -21,17 +19,10 @@ from hwnas.cli.options import (
     precision_options,
     space_options,
 )
-from hwnas.data import natural_space_args
-from hwnas.distributed import launched
 from hwnas.errors import HwnasError
-from hwnas.files import check_writable
-from hwnas.run_folder import CONFIG, RUNS_ROOT, SEARCH_FILES, TRAIN_FILES
+from hwnas.run_folder import CONFIG
 from hwnas.search import STRATEGIES
-from hwnas.search.budget import LOSS_FORMS, parse_latency
-from hwnas.search.loop import SearchConfig, SearchRun
-
-#: --force removes these first, so a rerun never mixes with an old result (nor export with an old run's fine-tuned weights)
-RUN_FILES = SEARCH_FILES + TRAIN_FILES
+from hwnas.search.budget import LOSS_FORMS
 
 
 def _knob_option(name: str) -> Any:
@@ -55,20 +46,6 @@ def _method_knobs(command: Any) -> Any:
     for option in reversed(list(METHOD_KNOBS.values())):
         command = option(command)
     return command
-
-
-def _default_out(method: str) -> Path:
-    return RUNS_ROOT / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
-
-
-def _prepare_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise HwnasError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise HwnasError(f"--out {out} is not empty; pass --resume {out} to continue that run or --force to start over in it")
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
 
 
 @click.command()
@@ -165,55 +142,30 @@ def search(
         given = given_options(click.get_current_context(), keep={"resume", "quiet", "as_json"})
         if given:
             raise HwnasError(f"--resume continues a run with the options saved in its {CONFIG}; leave out {', '.join(given)}")
-        folder = Path(resume)
-        config = SearchConfig.load(folder)
-        with launched(config.device) as dist:
-            run = SearchRun(config, folder, progress=not quiet, dist=dist)
-            result = run.run(resume=True)
+        result = api.search(resume=resume, progress=not quiet)
     else:
-        if latency is None:
-            raise HwnasError("--latency is required (e.g. --latency 80ms), unless you --resume a run")
-        knobs = {name: options.pop(name) for name in METHOD_KNOBS}
-        method = options["method"]
-        allowed = STRATEGIES[method].knobs
-        foreign = [f"--{name.replace('_', '-')}" for name, value in knobs.items() if value is not None and name not in allowed]
-        if foreign:
-            raise HwnasError(f"method {method} has no option {', '.join(foreign)}")
-        options["precision"] = options["precision"] or "fp32"  # the table must be of it: the child ships in it
-        space_args = {**natural_space_args(options["data"]), **space_overrides}
-        built = build_space(space, space_args)
-        if table is None:
-            from hwnas.latency.lookup import find_table
-
-            table = str(find_table(built, options["device"], options["runtime"], options["threads"], 1, options["precision"]))
-        config = SearchConfig(
-            table=table,
-            budget_ms=parse_latency(latency),
+        result = api.search(
+            latency,
             space=space,
-            space_args=built.args.to_dict(),
-            method_options={k: v for k, v in knobs.items() if v is not None},
+            **space_overrides,
+            table=table,
+            out=out,
+            force=force,
+            progress=not quiet,
+            on_warning=echo_warnings,
             **options,
         )
-        folder = Path(out) if out else _default_out(method)
-        with launched(config.device) as dist:
-            if dist.is_main:
-                check_writable(folder, folder=True)
-            run = SearchRun(config, folder, progress=not quiet, dist=dist)  # checks table and budget before anything is written
-            if dist.is_main:
-                _prepare_out(folder, force)
-                echo_warnings(run.target.clamp_note())
-            result = run.run()
-    if not dist.is_main:
+    if result is None:  # a rank other than 0 under torchrun
         return
     if as_json:
-        echo_json({**result, "run": str(folder)})
+        echo_json({**result.result, "run": str(result.run)})
         return
-    click.echo(f"derived arch: {result['arch']}")
+    click.echo(f"derived arch: {result.result['arch']}")
     click.echo(
-        f"predicted latency: {result['predicted_ms']:.4g} ms  (budget {result['budget_ms']:.4g} ms, aim {result['aim_ms']:.4g} ms, "
-        f"{100 * result['predicted_ms'] / result['budget_ms']:.1f} % of the budget)"
+        f"predicted latency: {result.predicted_ms:.4g} ms  (budget {result.budget_ms:.4g} ms, aim {result.aim_ms:.4g} ms, "
+        f"{100 * result.predicted_ms / result.budget_ms:.1f} % of the budget)"
     )
     click.echo(
-        f"val acc: supernet {result['supernet_val_acc']:.4f}, child {result['child_val_acc']:.4f} (inherited weights, BN recalibrated)"
+        f"val acc: supernet {result.supernet_val_acc:.4f}, child {result.child_val_acc:.4f} (inherited weights, BN recalibrated)"
     )
-    click.echo(f"run folder: {folder}")
+    click.echo(f"run folder: {result.run}")

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 import click
-import torch
 
-from hwnas.arch import load_arch
-from hwnas.cli.options import COUNT, COUNT0, FINITE, data_option, echo_json, given_options, json_option
-from hwnas.data import load_data
-from hwnas.distributed import launched
+from hwnas import api
+from hwnas.cli.options import (
+    COUNT,
+    COUNT0,
+    FINITE,
+    data_option,
+    echo_json,
+    given_options,
+    json_option,
+    space_file_option,
+)
 from hwnas.errors import HwnasError
-from hwnas.run_folder import RUNS_ROOT, TRAINED, RunFolder, load_weights
-from hwnas.train import TrainConfig, resumed_options, train_child
+from hwnas.run_folder import TRAINED
 
 
 @click.command()
@@ -25,6 +29,7 @@ from hwnas.train import TrainConfig, resumed_options, train_child
     help="Fine-tune this search run's child, in place [default: the newest run under runs/].",
 )
 @click.option("--arch", "arch_source", help="Train this arch (JSON file or compact string) instead.")
+@space_file_option
 @click.option("--from-scratch", is_flag=True, help="With --arch: start from a fresh initialisation.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="With --arch: start from this state dict.")
 @click.option(
@@ -58,6 +63,7 @@ from hwnas.train import TrainConfig, resumed_options, train_child
 def train(
     run_dir: Path | None,
     arch_source: str | None,
+    space_file: str | None,
     from_scratch: bool,
     weights: Path | None,
     out: Path | None,
@@ -81,61 +87,46 @@ def train(
     """
     data_given = False
     if resume:  # the options it was started with win, so the schedule stays the same: refuse others rather than ignore them
-        given = given_options(click.get_current_context(), keep={"run_dir", "arch_source", "out", "device", "resume", "as_json"})
+        given = given_options(
+            click.get_current_context(), keep={"run_dir", "arch_source", "space_file", "out", "device", "resume", "as_json"}
+        )
         data_given = "--data" in given
-        given = [flag for flag in given if flag != "--data"]  # checked against the checkpoint's below
+        given = [flag for flag in given if flag != "--data"]  # checked against the checkpoint's
         if given:
             raise HwnasError(f"--resume continues a training with the options it started with; leave out {', '.join(given)}")
-    config = TrainConfig(epochs, batch_size, lr, 0.9, weight_decay, label_smoothing, seed, workers, bn_batches)
-    if arch_source:
-        if run_dir:
-            raise HwnasError("give --run or --arch, not both")
-        if from_scratch and weights:
-            raise HwnasError("--from-scratch and --weights: give one of them, not both")
-        if not (from_scratch or weights or resume):
-            raise HwnasError("with --arch, say where to start: --from-scratch or --weights FILE")
-        arch = load_arch(arch_source)
-        torch.manual_seed(seed)  # --from-scratch: the initial weights are --seed's, whatever ran before in this process
-        model = arch.build()
-        if weights:
-            load_weights(model, weights)
-        folder = out or RUNS_ROOT / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-train"
-    else:
-        if from_scratch or weights or out:
-            raise HwnasError("--from-scratch, --weights and --out go with --arch; a run is fine-tuned in place")
-        run = RunFolder.open(run_dir) if run_dir else RunFolder.newest()
-        arch, model, _ = run.child()
-        folder = run.path
-    if (folder / TRAINED).exists() and not (resume or force):
-        raise HwnasError(
-            f"{folder} already holds a trained child ({TRAINED}); pass --resume to continue or --force to train again"
-        )
-    if resume:  # refused here, before the data is loaded; the data and its split are the ones the training started with
-        config, started_on = resumed_options(folder)
-        if started_on is not None and data_given and data != started_on:
-            raise HwnasError(f"--resume continues a training on the data it started with ({started_on}); leave out --data {data}")
-        data = started_on or data
-    if arch_source and not resume and folder.exists() and any(folder.iterdir()) and not force:
-        raise HwnasError(f"{folder} exists and is not empty; pass --force to write into it")
-    space_args = arch.space_args
-    splits = load_data(data, space_args["resolution"], space_args["in_channels"], config.seed)
-    if splits.num_classes != space_args["num_classes"]:
-        raise HwnasError(f"data {data!r} has {splits.num_classes} classes but the arch's net has {space_args['num_classes']}")
 
     def report(row: dict) -> None:
-        if not as_json and dist.is_main:
+        if not as_json:
             click.echo(
-                f"epoch {row['epoch'] + 1}/{config.epochs}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}, "
+                f"epoch {row['epoch'] + 1}/{row['epochs']}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}, "
                 f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f} s)"
             )
 
-    with launched(device) as dist:
-        result = train_child(
-            arch, model, splits, folder, config, resume=resume, progress=not as_json, on_epoch=report, dist=dist, device=device
-        )
-    if not dist.is_main:
+    result = api.train(
+        run=run_dir,
+        arch=arch_source,
+        space=space_file,
+        from_scratch=from_scratch,
+        weights=weights,
+        out=out,
+        data=data if data_given or not resume else None,
+        device=device,
+        resume=resume,
+        force=force,
+        progress=not as_json,
+        on_epoch=report,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        seed=seed,
+        workers=workers,
+        bn_batches=bn_batches,
+    )
+    if result is None:  # a rank other than 0 under torchrun
         return
     if as_json:
-        echo_json({**result, "folder": str(folder)})
+        echo_json({**result.result, "folder": str(result.folder)})
     else:
-        click.echo(f"validation accuracy {result['val_acc']:.4f}; weights in {folder / TRAINED}")
+        click.echo(f"validation accuracy {result.val_acc:.4f}; weights in {result.folder / TRAINED}")

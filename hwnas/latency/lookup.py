@@ -18,7 +18,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency.fingerprint import device_name
 from hwnas.latency.model import profile_command
 from hwnas.latency.precision import dtype_of
-from hwnas.spaces import Space
+from hwnas.spaces import Space, get_space, space_from_text, user_space_file
 
 LOCAL_TABLES = Path("latency_tables")
 
@@ -43,7 +43,37 @@ def expected_meta(
     }
     if space is not None:
         meta["space_args"] = space.args.to_dict()
+        source = user_space_file(space)
+        if source is not None:  # a user's space file is known by its content, not its name alone
+            meta["space_sha256"] = source.sha256
     return meta
+
+
+def space_file_meta(space: Space) -> dict[str, Any]:
+    """What a table or run folder keeps of a user's space file: its path, hash and whole text (empty for a built-in)."""
+    source = user_space_file(space)
+    if source is None:
+        return {}
+    return {"space_file": {"path": source.source, "sha256": source.sha256, "text": source.text}}
+
+
+def table_space(table: Any) -> Space:
+    """The space a table measured, built from its meta; a table of a space file builds it from the copy it keeps."""
+    meta = table.meta
+    kept = meta.get("space_file")
+    where = table.path or "latency table"
+    if kept is not None:
+        if not isinstance(kept, dict) or not isinstance(kept.get("text"), str):
+            raise HwnasError(f"{where}: meta 'space_file' must hold the space file's 'text'")
+        space_from_text(kept["text"], f"{where} (its copy of {kept.get('path', 'the space file')})")
+    space = get_space(meta["space"], **meta["space_args"])
+    source = user_space_file(space)
+    if (source.sha256 if source else None) != meta.get("space_sha256"):
+        raise HwnasError(
+            f"{where}: its space {meta['space']!r} has sha256 {source.sha256 if source else None}, but the table says "
+            f"{meta.get('space_sha256')}; the table was edited: profile the space again"
+        )
+    return space
 
 
 def shipped_tables_dir() -> Path:

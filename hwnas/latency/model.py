@@ -26,7 +26,7 @@ from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.latency.precision import precision_of_dtype
 from hwnas.latency.table import LatencyTable
-from hwnas.spaces import SKIP_OPS, ChainSpace, Space
+from hwnas.spaces import SKIP_OPS, ChainSpace, Space, user_space_file
 
 
 def count_ops(arch: Arch) -> int:
@@ -91,8 +91,9 @@ def required_keys(space: Space) -> list[str]:
 
 def profile_command(space: Space, meta: dict) -> str:
     """The ``hwnas profile`` call that measures ``space`` on the target ``meta`` describes."""
-    parts = ["hwnas", "profile", "--space", space.name]
-    defaults = {"resolution": 224, "num_classes": 1000, "in_channels": 3, "width_mult": 1.0}
+    source = user_space_file(space)
+    parts = ["hwnas", "profile", "--space", source.source if source else space.name]
+    defaults = source.defaults if source else {"resolution": 224, "num_classes": 1000, "in_channels": 3, "width_mult": 1.0}
     for name, value in space.args.to_dict().items():
         if defaults.get(name) != value:
             parts += [f"--{name.replace('_', '-')}", str(value)]

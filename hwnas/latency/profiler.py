@@ -24,7 +24,7 @@ from torch import nn
 from hwnas import __version__
 from hwnas.errors import HwnasError
 from hwnas.latency.fingerprint import device_fingerprint, measurement_warnings
-from hwnas.latency.lookup import expected_meta
+from hwnas.latency.lookup import expected_meta, space_file_meta
 from hwnas.latency.model import head_key, overhead_key, stem_key
 from hwnas.latency.protocol import Timing, combine_rounds
 from hwnas.latency.runtime_base import Runtime
@@ -62,6 +62,7 @@ def table_meta(space: Space, runtime: Runtime, batch_size: int) -> dict[str, Any
         **runtime.meta(),
         **expected_meta(runtime.device, runtime.name, batch_size, runtime.precision, space),
         "space": space.name,
+        **space_file_meta(space),
         "threads": runtime.threads,
         "protocol": runtime.protocol.to_dict(),
         "hwnas_version": __version__,

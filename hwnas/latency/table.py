@@ -32,7 +32,7 @@ from hwnas.latency.precision import precision_of_dtype
 SCHEMA_VERSION = 1
 
 #: meta fields a table must share with what a command expects, else it belongs to another target
-MATCHED_META = ("device", "device_name", "runtime", "batch_size", "dtype", "space_args")
+MATCHED_META = ("device", "device_name", "runtime", "batch_size", "dtype", "space_args", "space_sha256")
 ENTRY_FIELDS = ("ms", "p10", "p90", "n")
 
 
@@ -116,6 +116,14 @@ class LatencyTable:
         )
 
     def check_matches(self, expect: dict[str, Any], allow_foreign: bool = False) -> None:
+        where = self.path or "latency table"
+        if "space_sha256" in expect and self.meta.get("space_sha256") != expect["space_sha256"]:  # never allowed
+            has = self.meta.get("space_sha256")
+            measured = f"space file {self.meta.get('space')!r} with sha256 {has}" if has else f"space {self.meta.get('space')!r}"
+            raise HwnasError(
+                f"{where} was measured for {measured}, not for this space file (sha256 {expect['space_sha256']}): the "
+                "file changed since, or it is another one; profile this space file with `hwnas profile --space FILE.toml`"
+            )
         differences = [
             f"{key}: table has {self.meta.get(key)!r}, expected {value!r}"
             for key, value in expect.items()
@@ -123,7 +131,6 @@ class LatencyTable:
         ]
         if not differences:
             return
-        where = self.path or "latency table"
         message = f"{where} was measured for another target ({'; '.join(differences)})"
         if not allow_foreign:
             other_precision = "dtype" in expect and self.meta.get("dtype") != expect["dtype"]

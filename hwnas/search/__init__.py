@@ -6,6 +6,7 @@ DSO-NAS) is adding one module and one line here.
 
 from __future__ import annotations
 
+from hwnas import lend_api_call
 from hwnas.search.dsnas import DsnasStrategy
 from hwnas.search.dsonas import DsoNasStrategy
 from hwnas.search.greedynas import GreedyNasStrategy
@@ -25,3 +26,5 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 __all__ = ["STRATEGIES", "Strategy"]
+
+lend_api_call(__name__)  # hwnas.search(...) is hwnas.api.search (docs/python_api.md)

@@ -36,10 +36,23 @@ from hwnas.latency import LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta
 from hwnas.latency.model import calibration_record
 from hwnas.latency.precision import PRECISIONS
-from hwnas.run_folder import ARCH, CHECKPOINT, CHILD, CONFIG, HISTORY, PLOT, REPORT, RESULT, SELECTION_PLOT, SUPERNET
+from hwnas.run_folder import (
+    ARCH,
+    CHECKPOINT,
+    CHILD,
+    CONFIG,
+    HISTORY,
+    PLOT,
+    REPORT,
+    RESULT,
+    SELECTION_PLOT,
+    SUPERNET,
+    keep_space_copy,
+    read_space_copy,
+)
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import BudgetController, Target, make_target
-from hwnas.spaces import get_space
+from hwnas.spaces import Space, get_space, user_space_file
 from hwnas.train import cosine_lr, evaluate
 
 
@@ -50,8 +63,11 @@ class SearchConfig:
     method: str
     table: str
     budget_ms: float
+    #: a built-in space's name or a space file's path, as given
     space: str = "proxyless"
     space_args: dict[str, Any] = field(default_factory=dict)
+    #: a space file's content hash; the run folder keeps the file's copy (``SPACE_COPY``), which a resumed run reads
+    space_sha256: str | None = None
     data: str = "digits"
     allow_foreign_table: bool = False
     runtime: str = "onnxruntime"
@@ -126,6 +142,21 @@ class SearchConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def run_space(config: SearchConfig, folder: Path) -> Space:
+    """The run's space: a space file's from the copy in ``folder`` where it holds the one ``config.space_sha256``
+    records (a resumed run), else as given, whose content must then be that one."""
+    copy = read_space_copy(folder, config.space_sha256) if config.space_sha256 else None
+    space = get_space(copy.name if copy is not None else config.space, **config.space_args)
+    source = user_space_file(space)
+    found = source.sha256 if source else None
+    if found != config.space_sha256:
+        raise HwnasError(
+            f"space {config.space} has sha256 {found}, but the run was set up for sha256 {config.space_sha256}; "
+            f"the space file changed: start a new run, or restore the file"
+        )
+    return space
+
+
 def _cycle(loader: Any) -> Iterator:
     while True:
         yield from loader
@@ -144,7 +175,7 @@ class SearchRun:
             )
         split_batch(config.batch_size, dist)
         self.device = train_device(config.device, dist)
-        self.space = get_space(config.space, **config.space_args)
+        self.space = run_space(config, self.out)
         expect = expected_meta(config.device, config.runtime, config.table_batch_size, config.precision, self.space)
         if config.threads is not None:
             expect["threads"] = config.threads
@@ -229,6 +260,7 @@ class SearchRun:
         if not self.dist.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
+        keep_space_copy(self.out, self.space)
         write_json_atomic(self.out / CONFIG, self.resolved_config())
         write_text_atomic(self.out / HISTORY, "")
 
