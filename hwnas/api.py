@@ -26,13 +26,16 @@ from hwnas.distributed import launch_size, launched
 from hwnas.errors import HwnasError
 from hwnas.export.artifact import ExportReport, ExportRequest, export_and_verify, output_format
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
+from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, Int8Plan, plan_int8
 from hwnas.files import LOCK_NAME, check_writable, locked, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable, latency_model
 from hwnas.latency.android import phone_name, phone_options
 from hwnas.latency.lookup import default_table_path, expected_meta, find_table, table_space
 from hwnas.latency.model import calibration_formula, calibration_record
+from hwnas.latency.precision import precision_of_dtype, resolve_precision
 from hwnas.latency.profiler import profile_space
 from hwnas.latency.protocol import Protocol
+from hwnas.latency.quantize import Recipe
 from hwnas.latency.validate import (
     PROFILE_NETS,
     calibrate_profiled,
@@ -98,6 +101,11 @@ class ProfileResult:
     def calibrated(self) -> bool:
         return self.table.calibration is not None
 
+    @property
+    def precision(self) -> str:
+        """fp32, fp16 or int8: what the table's entries were measured in."""
+        return precision_of_dtype(self.table.meta.get("dtype"))
+
     def to_dict(self) -> dict[str, Any]:
         """What ``hwnas profile --json`` prints."""
         report = self.calibration
@@ -114,10 +122,10 @@ class ProfileResult:
         }
 
 
-def _runtime(name: str, device: str, threads: int | None, fp16: bool, protocol: Protocol, **options: Any):
+def _runtime(name: str, device: str, threads: int | None, precision: str, protocol: Protocol | None = None, **options: Any):
     from hwnas.latency.runtimes import get_runtime  # the GPU runtimes import their optional packages
 
-    return get_runtime(name, device=device, threads=threads, fp16=fp16, protocol=protocol, **options)
+    return get_runtime(name, device=device, threads=threads, precision=precision, protocol=protocol, **options)
 
 
 def profile(
@@ -131,6 +139,7 @@ def profile(
     runtime: str | None = None,
     batch_size: int = 1,
     threads: int = 1,
+    precision: str | None = None,
     fp16: bool = False,
     rounds: int = Protocol.rounds,
     min_time: float = Protocol.min_s,
@@ -149,6 +158,8 @@ def profile(
     Then time ``calibration_nets`` random whole nets, the fastest and the slowest, and store the calibration
     (unless ``no_validate``); a table calibrated before, with nothing measured now, keeps its own. ``runtime``
     defaults to onnxruntime, or executorch on ``device="android"`` (reached through ``adb``, ``serial``, ``runner``).
+    ``precision`` (fp32, fp16, int8; ``fp16=True`` is the older spelling of fp16) is what every entry and net is
+    measured in.
     """
     processes = launch_size()
     if processes > 1:  # N processes timing ops at once would measure each other, into one table
@@ -162,14 +173,16 @@ def profile(
         runtime,
         device,
         None if threads == 0 else threads,
-        fp16,
+        resolve_precision(precision, fp16),
         Protocol(warmup_s=warmup_time, min_s=min_time, rounds=rounds),
         **phone_options(device, adb, serial, runner),
     )
     path = (
         Path(output)
         if output
-        else default_table_path(chosen, device, runtime, measuring.threads, batch_size, fp16, measuring.device_name())
+        else default_table_path(
+            chosen, device, runtime, measuring.threads, batch_size, measuring.precision, measuring.device_name()
+        )
     )
     check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,6 +220,7 @@ def validate(
     min_time: float = Protocol.min_s,
     warmup_time: float = Protocol.warmup_s,
     seed: int = 0,
+    precision: str | None = None,
     plot: str | Path | None = None,
     force: bool = False,
     allow_foreign_table: bool = False,
@@ -218,6 +232,8 @@ def validate(
     """Measure ``n`` random archs end to end, score the table's predictions and store the calibration in it.
 
     A phone's table is measured on the phone (``adb``, ``serial``, ``runner``), whose name must match the table's.
+    The nets are measured at the table's precision (an INT8 table: quantized as its entries were);
+    ``precision``, where given, must be the table's.
     """
     if plot:
         refuse_overwrite(plot, force)
@@ -225,20 +241,23 @@ def validate(
     loaded = LatencyTable.load(table, check_calibration=False)  # its calibration is fitted again here
     meta = loaded.meta
     space = table_space(loaded)
-    fp16 = meta.get("dtype") == "float16"
+    table_precision = precision_of_dtype(meta.get("dtype"))
     options = phone_options(meta["device"], adb, serial, runner)
     if not options:  # a phone's name is read from the phone, once it is reached
-        loaded.check_matches(expected_meta(meta["device"], meta["runtime"], meta["batch_size"], fp16, space), allow_foreign_table)
+        expect = expected_meta(meta["device"], meta["runtime"], meta["batch_size"], precision or table_precision, space)
+        loaded.check_matches(expect, allow_foreign_table)
     measuring = _runtime(
         meta["runtime"],
         meta["device"],
         meta.get("threads"),
-        fp16,
+        table_precision,
         Protocol(warmup_s=warmup_time, min_s=min_time, rounds=rounds),
         **options,
     )
     if options:
-        expect = expected_meta(meta["device"], meta["runtime"], meta["batch_size"], fp16, space, measuring.device_name())
+        expect = expected_meta(
+            meta["device"], meta["runtime"], meta["batch_size"], table_precision, space, measuring.device_name()
+        )
         loaded.check_matches(expect, allow_foreign_table)
     report = validate_table(loaded, space, measuring, n, seed, progress=progress)
     replaced = calibration_line(loaded)
@@ -419,6 +438,7 @@ def search(
         ]
         if foreign:
             raise HwnasError(f"method {method} has no option {', '.join(foreign)}")
+        options["precision"] = options.get("precision") or SearchConfig.precision  # the table must be of it
         data = options.get("data", SearchConfig.data)
         built = get_space(space, **{**natural_space_args(data), **_space_args(resolution, num_classes, in_channels, width_mult)})
         if table is None:
@@ -428,6 +448,7 @@ def search(
                 options.get("runtime", SearchConfig.runtime),
                 options.get("threads", SearchConfig.threads),
                 1,
+                options["precision"],
             )
         source = user_space_file(built)
         config = SearchConfig(
@@ -585,21 +606,27 @@ def prediction_model(
     if table is None:
         try:
             table = str(
-                find_table(space, request.device, request.runtime, request.threads, request.batch_size, request.fp16, name=name)
+                find_table(
+                    space, request.device, request.runtime, request.threads, request.batch_size, request.precision, name=name
+                )
             )
         except HwnasError:
             return None
-    expect = expected_meta(request.device, request.runtime, request.batch_size, request.fp16, space, name)
+    expect = expected_meta(request.device, request.runtime, request.batch_size, request.precision, space, name)
     loaded = LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign)
     loaded.require_calibration(uncalibrated)
     return latency_model(loaded, space)
 
 
 def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
-    """The table the search used, as it was then (``recorded_table``), if it was made for the runtime and device
-    measured now; None for another target. A changed or lost table is refused: ``--table`` chooses another."""
+    """The table the search used, as it was then (``recorded_table``), if it was made for the runtime, device and
+    precision measured now; None for another target. A changed or lost table is refused: ``--table`` chooses another."""
     config = run.config()
-    same_target = config.get("runtime") == request.runtime and config.get("device") == request.device
+    same_target = (
+        config.get("runtime") == request.runtime
+        and config.get("device") == request.device
+        and config.get("precision", "fp32") == request.precision
+    )
     path, sha256 = config.get("table"), config.get("table_sha256")
     if not (same_target and isinstance(path, str) and path):
         return None
@@ -622,7 +649,10 @@ def export(
     runtime: str | None = None,
     device: str = "cpu",
     threads: int = 1,
+    precision: str | None = None,
     fp16: bool = False,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    calibration_method: str = Recipe.method,
     batch_size: int = 1,
     dynamic_batch: bool = False,
     budget: str | float | None = None,
@@ -642,6 +672,8 @@ def export(
     its ``details["source"]["calibration"]`` is None where the prediction is a raw sum (an uncalibrated table).
     The output's suffix chooses the format (``.onnx``, ``.engine``, ``.pte``) and, where ``runtime`` is None, the
     runtime that measures it; ``device="android"`` measures a ``.pte`` on a phone (``adb``, ``serial``, ``runner``).
+    ``precision="int8"`` quantizes the run's child on ``calibration_images`` training images of its data set and
+    adds ``details["quantization"]`` and ``details["accuracy"]`` (float and INT8 validation accuracy, top-1 agreement).
     """
     if run and arch is not None:
         raise HwnasError("give --run or --arch, not both")
@@ -649,7 +681,25 @@ def export(
         raise HwnasError("--weights and --space go with --arch (a run brings its own weights and space file)")
     path_out, runtime = output_format(Path(output), runtime)
     options = phone_options(device, adb, serial, runner)
-    request = ExportRequest(path_out, runtime, device, threads, fp16, batch_size, dynamic_batch, rounds, force, options)
+    precision = resolve_precision(precision, fp16)
+    if precision == "int8":
+        if arch is not None:
+            raise HwnasError(
+                "--precision int8 calibrates on the images of a run's data set: export a run (--run RUN), not --arch"
+            )
+        _runtime(runtime, device, threads, precision, **options)  # no INT8 path here: the error says which runtime has one
+    request = ExportRequest(
+        path_out,
+        runtime,
+        device,
+        threads,
+        precision=precision,
+        batch_size=batch_size,
+        dynamic_batch=dynamic_batch,
+        rounds=rounds,
+        force=force,
+        runtime_options=options,
+    )
     for path in request.outputs():
         refuse_overwrite(path, force)
         check_writable(path)
@@ -674,6 +724,9 @@ def export(
             source["run_table"] = {"path": recorded.get("table"), "sha256": recorded.get("table_sha256")}
         run_table = str(table) if table is not None else _run_table(opened, request)
         uncalibrated = uncalibrated or bool(opened.config().get("uncalibrated"))
+    int8: Int8Plan | None = None
+    if precision == "int8":  # read the calibration images and the validation split now: before anything is written
+        int8 = plan_int8(opened, chosen.space_args, calibration_images, batch_size, Recipe(method=calibration_method))
     latency = prediction_model(chosen, request, run_table, allow_foreign_table, uncalibrated, phone_name(options, threads))
     predicted_ms = None if latency is None else latency.predict(chosen)
     source["table"] = None if latency is None else str(latency.table.path)
@@ -681,7 +734,7 @@ def export(
     source["calibration"] = None if latency is None else calibration_record(latency.table)
     reference_nets = [] if latency is None else pick_references(latency, predicted_ms, references)
     space_built: Space = chosen.build_space()
-    return export_and_verify(model, space_built.input_shape, request, budget_ms, predicted_ms, source, reference_nets)
+    return export_and_verify(model, space_built.input_shape, request, budget_ms, predicted_ms, source, reference_nets, int8)
 
 
 __all__ = [

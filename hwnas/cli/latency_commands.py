@@ -18,6 +18,7 @@ from hwnas.cli.options import (
     echo_json,
     echo_warnings,
     json_option,
+    precision_options,
     space_file_option,
     space_options,
 )
@@ -91,7 +92,7 @@ def _show_warnings() -> None:
     show_default=True,
     help="CPU threads, pinned and recorded (0: the runtime's default). On shared machines 1 is the most repeatable.",
 )
-@click.option("--fp16", is_flag=True, help="Half precision (GPU runtimes).")
+@precision_options()
 @protocol_options
 @click.option(
     "-o",
@@ -124,7 +125,7 @@ def profile(
     runner: str | None,
     batch_size: int,
     threads: int,
-    fp16: bool,
+    precision: str | None,
     rounds: int,
     min_time: float,
     warmup_time: float,
@@ -151,7 +152,7 @@ def profile(
         runner=runner,
         batch_size=batch_size,
         threads=threads,
-        fp16=fp16,
+        precision=precision,
         rounds=rounds,
         min_time=min_time,
         warmup_time=warmup_time,
@@ -168,7 +169,7 @@ def profile(
         what = "resumed" if result.resumed else "new"
         click.echo(
             f"{result.path}: {result.entries} entries ({what}; measured {result.measured} in "
-            f"{result.measurements} measurements, {result.wall_s:.1f} s)"
+            f"{result.measurements} measurements, {result.wall_s:.1f} s; {result.precision})"
         )
         if report is not None:
             held = report["calibrated"]
@@ -201,6 +202,7 @@ def tables() -> None:
 )
 @protocol_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random archs.")
+@precision_options(default="the table's")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw predicted vs measured into this PNG.")
 @click.option("--force", is_flag=True, help="Overwrite --plot if it exists.")
 @allow_foreign_option
@@ -214,6 +216,7 @@ def validate(
     min_time: float,
     warmup_time: float,
     seed: int,
+    precision: str | None,
     plot: str | None,
     force: bool,
     allow_foreign_table: bool,
@@ -223,7 +226,11 @@ def validate(
     no_progress: bool,
     as_json: bool,
 ) -> None:
-    """Measure N random archs end to end, score the table's predictions, store the calibration in it."""
+    """Measure N random archs end to end, score the table's predictions, store the calibration in it.
+
+    The nets are measured at the table's precision (an INT8 table: each net quantized as its entries
+    were); --precision, where given, must be the table's.
+    """
     _show_warnings()
     result = api.validate(
         table_path,
@@ -232,6 +239,7 @@ def validate(
         min_time=min_time,
         warmup_time=warmup_time,
         seed=seed,
+        precision=precision,
         plot=plot,
         force=force,
         allow_foreign_table=allow_foreign_table,

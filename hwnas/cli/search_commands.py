@@ -19,6 +19,7 @@ from hwnas.cli.options import (
     echo_warnings,
     given_options,
     json_option,
+    precision_options,
     space_options,
 )
 from hwnas.errors import HwnasError
@@ -75,6 +76,7 @@ def _resume_hint(folder: Path) -> Any:
 @click.option("--runtime", default="onnxruntime", show_default=True, help="Runtime the table must have been measured with.")
 @click.option("--device", default="cpu", show_default=True, help="Device the table must have been measured on.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads the table must have been measured with.")
+@precision_options()
 @data_option
 @click.option("--arch-fraction", type=FINITE, help="Share of the training set held out for arch steps [proxyless 0.2, others 0].")
 @click.option("--epochs", type=COUNT, default=8, show_default=True)

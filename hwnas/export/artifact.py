@@ -2,6 +2,11 @@
 
 The number that decides PASS or FAIL is measured on the file that ships (the ONNX model, or
 the TensorRT engine built from it), with the profiler's protocol, not predicted.
+
+An INT8 export (``int8=`` an ``Int8Plan``, ``hwnas.export.int8``) ships the quantized ONNX
+file: the float export is checked against PyTorch first, then quantized on the plan's images;
+both are scored on the validation split, and the quantized file is what is measured (TensorRT
+builds its INT8 engine from it, reading its QDQ scales).
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from torch import nn
 from hwnas import __version__
 from hwnas.errors import HwnasError
 from hwnas.export.drift import Drift, Reference
+from hwnas.export.int8 import Int8Plan, compare_accuracy, quantize_artifact
 from hwnas.export.onnx_file import OPSET, PARITY_TOLERANCE, check_parity, export_onnx
 from hwnas.export.pte_file import check_pte_parity, export_pte
 from hwnas.export.verdict import Verdict
 from hwnas.files import refuse_overwrite, remove_stale_temps, write_json_atomic
+from hwnas.latency.precision import PRECISIONS
 from hwnas.latency.protocol import Protocol, Timing
+from hwnas.latency.quantize import QUANTIZED_OPS, onnxruntime_kernels, op_types
 from hwnas.latency.runtimes import build_engine, get_runtime
 
 #: output suffix -> the runtimes that measure that format (the first is the default); ``.engine`` exports the
@@ -51,7 +59,7 @@ class ExportRequest:
     runtime: str = "onnxruntime"
     device: str = "cpu"
     threads: int | None = 1
-    fp16: bool = False
+    precision: str = "fp32"
     batch_size: int = 1
     dynamic_batch: bool = False
     rounds: int = 3
@@ -77,6 +85,14 @@ class ExportRequest:
             )
         if self.output.suffix == ".pte" and self.dynamic_batch:
             raise HwnasError("--dynamic-batch: a .pte program is exported at a fixed batch (--batch-size)")
+        if self.precision not in PRECISIONS:
+            raise HwnasError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
+        if self.precision == "int8" and self.output.suffix != ".onnx":
+            raise HwnasError(f"{self.output}: --precision int8 exports an .onnx file here (ONNX Runtime's INT8 path)")
+
+    @property
+    def fp16(self) -> bool:
+        return self.precision == "fp16"
 
     def staged(self) -> ExportRequest:
         """The same request writing to temporary names beside the outputs (``commit`` moves them into place)."""
@@ -121,7 +137,12 @@ def measure_artifact(
     interleaved rounds, so they see the machine exactly as the artifact does.
     """
     runtime = get_runtime(
-        request.runtime, request.device, request.threads, request.fp16, Protocol(rounds=request.rounds), **request.runtime_options
+        request.runtime,
+        request.device,
+        request.threads,
+        protocol=Protocol(rounds=request.rounds),
+        precision=request.precision,
+        **request.runtime_options,
     )
     if request.runtime == "executorch":
         artifact = runtime.prepare_pte(request.output, input_shape)
@@ -129,7 +150,7 @@ def measure_artifact(
         artifact = runtime.prepare_module(model, input_shape)
     elif request.runtime == "tensorrt":
         assert request.engine_path is not None
-        build_engine(request.output, request.engine_path, request.fp16, input_shape)
+        build_engine(request.output, request.engine_path, input_shape=input_shape, precision=request.precision)
         artifact = runtime.prepare_onnx(request.engine_path, input_shape)
     else:
         artifact = runtime.prepare_onnx(request.output, input_shape)
@@ -146,6 +167,7 @@ def export_and_verify(
     predicted_ms: float | None,
     source: dict[str, Any],
     references: Sequence[Reference] = (),
+    int8: Int8Plan | None = None,
 ) -> ExportReport:
     """Export ``model`` to ``request.output``, check parity, measure, judge; save the report beside it.
 
@@ -154,14 +176,16 @@ def export_and_verify(
     names first and moved into place together at the end, so a failed export (bad parity, a
     runtime error, an interruption) leaves an earlier set of outputs as it was. ``references``
     (nets the table's validation measured) are timed beside the artifact to measure the
-    machine's drift.
+    machine's drift. ``int8`` (with ``request.precision == "int8"``) quantizes the file before it is measured.
     """
+    if (int8 is not None) != (request.precision == "int8"):
+        raise HwnasError("an INT8 export needs both precision int8 and an Int8Plan (the calibration images)")
     for path in request.outputs():
         refuse_overwrite(path, request.force)
     remove_stale_temps(request.output.with_name(request.output.stem))  # an earlier export's, killed while staging
     staged = request.staged()
     try:
-        report = _export_staged(model, input_shape, staged, request.output, budget_ms, predicted_ms, source, references)
+        report = _export_staged(model, input_shape, staged, request.output, budget_ms, predicted_ms, source, references, int8)
         report.files = [str(p) for p in (request.output, request.engine_path) if p is not None]
         write_json_atomic(staged.report_path, report.to_dict())
         request.commit(staged)
@@ -180,6 +204,7 @@ def _export_staged(
     predicted_ms: float | None,
     source: dict[str, Any],
     references: Sequence[Reference],
+    int8: Int8Plan | None = None,
 ) -> ExportReport:
     shape = (request.batch_size, *input_shape)
     model = model.eval()
@@ -197,6 +222,7 @@ def _export_staged(
             f"{checker}'s outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, relative "
             f"{parity.max_rel_error:.3g} >= {PARITY_TOLERANCE:g}); nothing was exported, the file is kept as {kept}"
         )
+    quantization = None if int8 is None else _quantize_staged(request, int8)
     reference_nets = [reference.arch.build() for reference in references]
     timing, reference_timings, runtime_meta = measure_artifact(request, shape, model, reference_nets)
     verdict = Verdict(budget_ms, predicted_ms, timing.median_ms, timing.p90_ms, parity.max_abs_error)
@@ -209,6 +235,8 @@ def _export_staged(
     details = {
         **written,
         "input_shape": list(shape),
+        "precision": request.precision,
+        **({} if quantization is None else quantization),
         "measured_p10_ms": timing.p10_ms,
         "measured_runs": timing.n,
         "rounds": request.rounds,
@@ -225,3 +253,24 @@ def _export_staged(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return ExportReport(verdict, parity.max_rel_error, files, details, drift)
+
+
+def _quantize_staged(request: ExportRequest, int8: Int8Plan) -> dict[str, Any]:
+    """Replace the staged float file by its INT8 model; score both on the validation split; the report's part on it."""
+    float_copy = request.output.with_name(request.output.name.removesuffix(".onnx") + ".float.onnx")
+    os.replace(request.output, float_copy)
+    try:
+        quantize_artifact(float_copy, request.output, int8)
+        accuracy = compare_accuracy(float_copy, request.output, int8, request.batch_size)
+    finally:
+        float_copy.unlink(missing_ok=True)
+    return {
+        "quantization": {
+            **int8.recipe.to_dict(),
+            "calibration": int8.calibration_info,
+            "quantized_ops": sorted(op_types(request.output) & QUANTIZED_OPS),
+            "onnxruntime_cpu_kernels": onnxruntime_kernels(request.output),
+            "described": int8.describe(),
+        },
+        "accuracy": accuracy,
+    }

@@ -60,7 +60,7 @@ def table_meta(space: Space, runtime: Runtime, batch_size: int) -> dict[str, Any
     return {
         **device_fingerprint(runtime.device),
         **runtime.meta(),
-        **expected_meta(runtime.device, runtime.name, batch_size, runtime.fp16, space, runtime.device_name()),
+        **expected_meta(runtime.device, runtime.name, batch_size, runtime.precision, space, runtime.device_name()),
         "space": space.name,
         **space_file_meta(space),
         "threads": runtime.threads,

@@ -28,6 +28,7 @@ from typing import Any
 
 from hwnas.errors import HwnasError
 from hwnas.files import os_reason, parse_json, write_json_atomic
+from hwnas.latency.precision import precision_of_dtype
 from hwnas.latency.whole_net import check_model, storable
 
 SCHEMA_VERSION = 1
@@ -160,8 +161,14 @@ class LatencyTable:
             return
         message = f"{where} was measured for another target ({'; '.join(differences)})"
         if not allow_foreign:
+            other_precision = "dtype" in expect and self.meta.get("dtype") != expect["dtype"]
+            hint = (
+                f" (or ask for its precision: --precision {precision_of_dtype(self.meta.get('dtype'))})"
+                if other_precision
+                else ""
+            )
             raise HwnasError(
-                message + "; profile this target with `hwnas profile`, or pass --allow-foreign-table to use it anyway"
+                message + f"; profile this target with `hwnas profile`{hint}, or pass --allow-foreign-table to use it anyway"
             )
         warnings.warn(message, ForeignTableWarning, stacklevel=2)
 

@@ -36,6 +36,7 @@ from hwnas.files import load_json, load_torch, read_jsonl, save_torch_atomic, wr
 from hwnas.latency import LatencyTable, latency_model
 from hwnas.latency.lookup import expected_meta
 from hwnas.latency.model import calibration_record
+from hwnas.latency.precision import PRECISIONS
 from hwnas.run_folder import (
     ARCH,
     CHECKPOINT,
@@ -77,6 +78,8 @@ class SearchConfig:
     device: str = "cpu"
     threads: int | None = 1
     table_batch_size: int = 1
+    #: the precision the table must have been measured at (``hwnas.latency.precision``): the child ships in it
+    precision: str = "fp32"
     uncalibrated: bool = False
     margin: float | None = None
     latency_loss: str = "lagrangian"
@@ -122,6 +125,8 @@ class SearchConfig:
                 f"--lr and --grad-clip must be > 0 and --lr-min, --momentum, --weight-decay >= 0, got {self.lr}, "
                 f"{self.grad_clip}, {self.lr_min}, {self.momentum} and {self.weight_decay}"
             )
+        if self.precision not in PRECISIONS:
+            raise HwnasError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
         strategy = STRATEGIES[self.method]
         if not isinstance(self.method_options, dict):
             raise HwnasError(f"method_options must be an object of option -> value, got {self.method_options!r}")
@@ -181,7 +186,7 @@ class SearchRun:
         split_batch(config.batch_size, dist)
         self.device = train_device(config.device, dist)
         self.space = run_space(config, self.out)
-        expect = expected_meta(config.device, config.runtime, config.table_batch_size, False, self.space)
+        expect = expected_meta(config.device, config.runtime, config.table_batch_size, config.precision, self.space)
         if config.threads is not None:
             expect["threads"] = config.threads
         # a run that has started uses the table it recorded, as it was (``hwnas.run_folder.recorded_table``)

@@ -18,7 +18,7 @@ from hwnas.spaces.nb201 import Nb201Space
 
 def synthetic_table(space: Space, ms_per_mflop: float = 0.01, overhead_ms: float = 0.005, threads: int = 1) -> LatencyTable:
     """A table covering ``space`` with made-up ms; meta matches this machine (cpu, onnxruntime, batch 1)."""
-    meta = expected_meta("cpu", "onnxruntime", 1, False, space)
+    meta = expected_meta("cpu", "onnxruntime", 1, "fp32", space)
     meta.update(space=space.name, threads=threads, synthetic=True)
     entries = {}
     if isinstance(space, (DagSpace, Nb201Space)):  # spaces whose parts are more than one op per layer
