@@ -6,7 +6,7 @@
 # * installs what it needs: pip install -e '.[tensorrt]', and onnxruntime-gpu in place of the CPU onnxruntime when
 #   the CUDA execution provider is missing (HWNAS_GPU_CHECK_NO_INSTALL=1 skips both);
 # * hwnas profile --device cuda for proxyless at 224 with torch (CUDA events), onnxruntime (CUDA execution provider),
-#   tensorrt fp32 and --fp16, each followed by hwnas tables validate --n 10;
+#   tensorrt fp32, --fp16 and --precision int8 (entropy calibrator), each followed by hwnas tables validate --n 10;
 # * onnxruntime's TensorRT execution provider: the CLI has no flag to choose it, so a few nets are timed through
 #   hwnas.latency.runtimes.get_runtime("onnxruntime", device="cuda", provider="tensorrt");
 # * a short hwnas search --device cuda (its own small table, torch runtime), hwnas export --runtime tensorrt of its
@@ -64,9 +64,10 @@ fi
 "$PY" -c "import torch; print('gpu_check:', torch.cuda.device_count(), 'x', torch.cuda.get_device_name(0), 'torch', torch.__version__)"
 
 # the four profiles at 224, each validated on 10 archs
-for runtime in torch onnxruntime tensorrt tensorrt-fp16; do
-    flags=(--runtime "${runtime%-fp16}")
+for runtime in torch onnxruntime tensorrt tensorrt-fp16 tensorrt-int8; do
+    flags=(--runtime "${runtime%-*}")
     [ "$runtime" = tensorrt-fp16 ] && flags+=(--fp16)
+    [ "$runtime" = tensorrt-int8 ] && flags+=(--precision int8)
     table="$OUT/proxyless224-$runtime.json"
     if step "profile $runtime" 150 "${HWNAS[@]}" profile --space proxyless --resolution 224 --device cuda "${flags[@]}" \
             "${QUICK[@]}" --force -o "$table"; then

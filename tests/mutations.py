@@ -35,6 +35,27 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "whole-net-model-ignored",
+        "hwnas/latency/model.py",
+        "    return with_whole_net(model, table.whole_net) if table.whole_net else model\n",
+        "    return model\n",
+        ("tests/test_nb201.py",),
+    ),
+    Mutation(
+        "derive-fill-unchecked",
+        "hwnas/search/derive.py",
+        "        if ms > limit_ms + _EPS:\n",
+        "        if False:\n",
+        ("tests/test_nb201.py",),
+    ),
+    Mutation(
+        "nb201-counts-unused-ops",
+        "hwnas/spaces/nb201.py",
+        '    return tuple(op != "none" and dst in feeds for op, (_, dst) in zip(choices, EDGES))\n',
+        '    return tuple(op != "none" for op in choices)\n',
+        ("tests/test_nb201.py",),
+    ),
+    Mutation(
         "config-json-saves-resolved-margin",
         "hwnas/search/loop.py",
         '        data = asdict(self.config)\n        data["resolved"] = {',
@@ -382,6 +403,25 @@ MUTATIONS = (
         ("tests/test_progress.py",),
     ),
     Mutation(
+        "int8-entries-measured-in-float",
+        "hwnas/latency/onnxruntime_runtime.py",
+        '        if self.precision == "int8":\n            model = quantize_onnx(',
+        "        if False:\n            model = quantize_onnx(",
+        ("tests/test_int8.py::test_int8_nets_are_measured_quantized",),
+    ),
+    Mutation(
+        "int8-weights-per-tensor",
+        "hwnas/latency/quantize.py",
+        "    per_channel: bool = True\n",
+        "    per_channel: bool = False\n",
+        ("tests/test_int8.py::test_quantized_model_has_per_channel_int8_weights_and_tracks_float",),
+    ),
+    Mutation(
+        "search-ignores-the-precision",
+        "hwnas/search/loop.py",
+        "config.table_batch_size, config.precision, self.space)",
+        'config.table_batch_size, "fp32", self.space)',
+        ("tests/test_int8.py::test_search_takes_an_int8_table_only_with_precision_int8",),
         "space-file-hash-not-matched",
         "hwnas/latency/lookup.py",
         '            meta["space_sha256"] = source.sha256\n',

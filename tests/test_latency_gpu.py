@@ -71,3 +71,26 @@ def test_tensorrt_engine_build_and_timing(tmp_path, fp16):
     runtime = get_runtime("tensorrt", device="cuda", fp16=fp16, protocol=TINY)
     assert runtime.measure_onnx(onnx_path, shape).median_ms > 0
     assert runtime.measure_onnx(engine, shape).median_ms > 0
+
+
+@needs_cuda
+@needs_tensorrt
+def test_tensorrt_int8_engines_from_a_calibrator_and_from_a_qdq_file(tmp_path):
+    """A float model through the entropy calibrator, and a QDQ file as explicit INT8: both real INT8 engines."""
+    import tensorrt
+
+    from hwnas.latency.onnx_export import export_onnx_bytes
+    from hwnas.latency.quantize import quantize_onnx, random_calibration
+
+    net, shape = demo_net()
+    float_path, qdq_path = tmp_path / "net.onnx", tmp_path / "net.int8.onnx"
+    float_path.write_bytes(export_onnx_bytes(net, shape))
+    quantize_onnx(float_path, random_calibration(shape), output=qdq_path)
+    for source in (float_path, qdq_path):
+        engine = build_engine(source, tmp_path / f"{source.stem}.engine", input_shape=shape, precision="int8")
+        deserialised = tensorrt.Runtime(tensorrt.Logger(tensorrt.Logger.ERROR)).deserialize_cuda_engine(engine.read_bytes())
+        inspector = deserialised.create_engine_inspector()
+        layers = inspector.get_engine_information(tensorrt.LayerInformationFormat.JSON)
+        assert "Int8" in layers or "INT8" in layers, f"{source.name}: no INT8 layer in the engine"
+    runtime = get_runtime("tensorrt", device="cuda", precision="int8", protocol=TINY)
+    assert runtime.meta()["dtype"] == "int8" and runtime.measure_module(net, shape).median_ms > 0

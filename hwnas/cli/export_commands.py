@@ -1,20 +1,31 @@
-"""``hwnas export OUTPUT.onnx``: the derived child as a deployable file, measured against the budget."""
+"""``hwnas export OUTPUT.onnx|.engine|.pte``: the derived child as a deployable file, measured against the budget."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from hwnas import api
-from hwnas.cli.options import COUNT, echo_json, json_option, space_file_option
-from hwnas.export.artifact import ExportRequest
+from hwnas.cli.mobile_options import android_options
+from hwnas.cli.options import COUNT, echo_json, json_option, precision_options, space_file_option
 from hwnas.export.drift import DEFAULT_REFERENCES
+from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, accuracy_line
+from hwnas.latency.quantize import METHODS, Recipe
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 
 #: exit code of a measured FAIL (bad input exits 2)
 EXIT_FAIL = 1
+
+
+def _format_line(details: dict[str, Any]) -> str:
+    """What was written: the ONNX opset, or the ExecuTorch program and how much XNNPACK took."""
+    if details.get("format") == "pte":
+        delegated = "all delegated" if details.get("delegated") else f"portable: {', '.join(details.get('portable_ops', []))}"
+        return f"ExecuTorch {details.get('executorch')}, {details.get('delegate')}, {delegated}"
+    return f"opset {details.get('opset')}"
 
 
 @click.command()
@@ -31,13 +42,26 @@ EXIT_FAIL = 1
 @click.option(
     "--runtime",
     type=click.Choice(list(RUNTIMES)),
-    default="onnxruntime",
-    show_default=True,
-    help="Runtime that measures the artifact.",
+    help="Runtime that measures the artifact [default: from OUTPUT's suffix: .onnx onnxruntime, .engine tensorrt, .pte executorch].",
 )
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@android_options
 @click.option("--threads", type=COUNT, default=1, show_default=True, help="CPU threads while measuring (pinned).")
-@click.option("--fp16", is_flag=True, help="TensorRT: build a float16 engine.")
+@precision_options()
+@click.option(
+    "--calibration-images",
+    type=COUNT,
+    default=DEFAULT_CALIBRATION_IMAGES,
+    show_default=True,
+    help="--precision int8: training images of the run's data set that calibrate the activation ranges.",
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(list(METHODS)),
+    default=Recipe.method,
+    show_default=True,
+    help="--precision int8: how the activation ranges are read from the calibration images.",
+)
 @click.option("--batch-size", type=COUNT, default=1, show_default=True, help="Batch of the measured input.")
 @click.option("--dynamic-batch", is_flag=True, help="Give the ONNX model a symbolic batch axis.")
 @click.option("--budget", help="Latency budget, e.g. 80ms [default: the run's budget].")
@@ -66,10 +90,15 @@ def export(
     arch_source: str | None,
     space_file: str | None,
     weights: Path | None,
-    runtime: str,
+    runtime: str | None,
     device: str,
+    adb: str | None,
+    serial: str | None,
+    runner: str | None,
     threads: int,
-    fp16: bool,
+    precision: str | None,
+    calibration_images: int,
+    calibration_method: str,
     batch_size: int,
     dynamic_batch: bool,
     budget: str | None,
@@ -81,10 +110,12 @@ def export(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Export a child net to ONNX (and a TensorRT engine), measure the artifact, and judge it against the budget.
+    """Export a child net (OUTPUT's suffix: .onnx, .engine, .pte), measure the artifact, and judge it against the budget.
 
     Prints budget, predicted and measured latency and PASS or FAIL; exits 1 on FAIL. The report
-    is saved beside the artifact as OUTPUT.report.json.
+    is saved beside the artifact as OUTPUT.report.json. With --precision int8 the child is
+    quantized on images of its run's data set, and the report gives its float and INT8
+    validation accuracy side by side.
     """
     report = api.export(
         output,
@@ -94,8 +125,13 @@ def export(
         weights=weights,
         runtime=runtime,
         device=device,
+        adb=adb,
+        serial=serial,
+        runner=runner,
         threads=threads,
-        fp16=fp16,
+        precision=precision,
+        calibration_images=calibration_images,
+        calibration_method=calibration_method,
         batch_size=batch_size,
         dynamic_batch=dynamic_batch,
         budget=budget,
@@ -111,9 +147,22 @@ def export(
     else:
         click.echo(f"exported {report.details['source']['arch']}")
         click.echo(
-            f"  -> {', '.join(report.files)} (opset {report.details['opset']}, report {ExportRequest(output).report_path})"
+            f"  -> {', '.join(report.files)} ({_format_line(report.details)}, report {output.with_suffix('.report.json')})"
         )
-        click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}")
+        source = report.details["source"]
+        if source.get("table_given"):
+            was = source["run_table"]
+            click.echo(
+                f"table      {source['table']} (given with --table; the run searched with {was['path']}, sha256 {was['sha256']})"
+            )
+        quantization = report.details.get("quantization")
+        before = " (the float export, before quantization)" if quantization else ""
+        click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}{before}")
+        if quantization:
+            kernels = ", ".join(f"{count} {op}" for op, count in quantization["onnxruntime_cpu_kernels"].items())
+            click.echo(f"precision  int8: {quantization['described']}")
+            click.echo(f"           the file holds {', '.join(quantization['quantized_ops'])}; ONNX Runtime (CPU) runs {kernels}")
+            click.echo(accuracy_line(report.details["accuracy"], quantization["calibration"]["data"]))
         for line in report.verdict.lines():
             click.echo(line)
         if report.details["source"]["table"] is not None and report.details["source"]["calibration"] is None:

@@ -13,6 +13,7 @@ from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
 from hwnas.data import DATA_SETS
+from hwnas.latency.precision import PRECISIONS, resolve_precision
 from hwnas.spaces import SPACES, Space, get_space
 
 
@@ -27,6 +28,10 @@ class FiniteFloat(click.ParamType):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
 
+
+#: ``click.Context.meta`` key of a command's hint for Ctrl-C: a string, or a callable giving one (or None), naming
+#: the command that continues the interrupted work (``hwnas.cli.main``)
+RESUME_HINT = "hwnas.resume_hint"
 
 #: every float option of the CLI
 FINITE = FiniteFloat()
@@ -107,6 +112,28 @@ def space_options(with_space_name: bool = True, shape_from_data: bool = False) -
 
 def build_space(name: str, overrides: dict[str, Any]) -> Space:
     return get_space(name, **overrides)
+
+
+def precision_options(default: str = "fp32") -> Callable:
+    """``--precision fp32|fp16|int8`` and ``--fp16`` (its older spelling, kept as an alias).
+
+    The command receives ``precision``: the name given, or None where neither flag was (``default``
+    only names in the help what the command then uses).
+    """
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args: Any, precision: str | None, fp16: bool, **kwargs: Any) -> Any:
+            kwargs["precision"] = resolve_precision(precision, fp16) if precision or fp16 else None
+            return command(*args, **kwargs)
+
+        names = "; ".join(f"{p.name}: {p.help}" for p in PRECISIONS.values())
+        wrapper = click.option("--fp16", is_flag=True, help="Same as --precision fp16.")(wrapper)
+        return click.option(
+            "--precision", type=click.Choice(list(PRECISIONS)), help=f"Numeric precision ({names}) [default: {default}]."
+        )(wrapper)
+
+    return decorate
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")

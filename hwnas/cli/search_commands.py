@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,11 +13,13 @@ from hwnas.cli.options import (
     COUNT,
     COUNT0,
     FINITE,
+    RESUME_HINT,
     data_option,
     echo_json,
     echo_warnings,
     given_options,
     json_option,
+    precision_options,
     space_options,
 )
 from hwnas.errors import HwnasError
@@ -47,6 +51,11 @@ def _method_knobs(command: Any) -> Any:
     return command
 
 
+def _resume_hint(folder: Path) -> Any:
+    """What Ctrl-C tells the user to run next (``hwnas.cli.main``): resume, once the run folder has its config."""
+    return lambda: f"hwnas search --resume {shlex.quote(str(folder))}" if (folder / CONFIG).is_file() else None
+
+
 @click.command()
 @click.option("--method", type=click.Choice(list(STRATEGIES)), default="dsnas", show_default=True, help="Search method.")
 @click.option(
@@ -67,6 +76,7 @@ def _method_knobs(command: Any) -> Any:
 @click.option("--runtime", default="onnxruntime", show_default=True, help="Runtime the table must have been measured with.")
 @click.option("--device", default="cpu", show_default=True, help="Device the table must have been measured on.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads the table must have been measured with.")
+@precision_options()
 @data_option
 @click.option("--arch-fraction", type=FINITE, help="Share of the training set held out for arch steps [proxyless 0.2, others 0].")
 @click.option("--epochs", type=COUNT, default=8, show_default=True)
@@ -140,8 +150,11 @@ def search(
         given = given_options(click.get_current_context(), keep={"resume", "quiet", "as_json"})
         if given:
             raise HwnasError(f"--resume continues a run with the options saved in its {CONFIG}; leave out {', '.join(given)}")
+        click.get_current_context().meta[RESUME_HINT] = _resume_hint(Path(resume))
         result = api.search(resume=resume, progress=not quiet)
     else:
+        out = out or str(api.default_out(options["method"]))
+        click.get_current_context().meta[RESUME_HINT] = _resume_hint(Path(out))
         result = api.search(
             latency,
             space=space,

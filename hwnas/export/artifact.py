@@ -2,6 +2,11 @@
 
 The number that decides PASS or FAIL is measured on the file that ships (the ONNX model, or
 the TensorRT engine built from it), with the profiler's protocol, not predicted.
+
+An INT8 export (``int8=`` an ``Int8Plan``, ``hwnas.export.int8``) ships the quantized ONNX
+file: the float export is checked against PyTorch first, then quantized on the plan's images;
+both are scored on the validation split, and the quantized file is what is measured (TensorRT
+builds its INT8 engine from it, reading its QDQ scales).
 """
 
 from __future__ import annotations
@@ -21,11 +26,31 @@ from torch import nn
 from hwnas import __version__
 from hwnas.errors import HwnasError
 from hwnas.export.drift import Drift, Reference
+from hwnas.export.int8 import Int8Plan, compare_accuracy, quantize_artifact
 from hwnas.export.onnx_file import OPSET, PARITY_TOLERANCE, check_parity, export_onnx
+from hwnas.export.pte_file import check_pte_parity, export_pte
 from hwnas.export.verdict import Verdict
 from hwnas.files import refuse_overwrite, remove_stale_temps, write_json_atomic
+from hwnas.latency.precision import PRECISIONS
 from hwnas.latency.protocol import Protocol, Timing
+from hwnas.latency.quantize import QUANTIZED_OPS, onnxruntime_kernels, op_types
 from hwnas.latency.runtimes import build_engine, get_runtime
+
+#: output suffix -> the runtimes that measure that format (the first is the default); ``.engine`` exports the
+#: ONNX file and builds the engine from it (``hwnas export m.engine`` is ``hwnas export m.onnx --runtime tensorrt``)
+FORMATS = {".onnx": ("onnxruntime", "tensorrt", "torch"), ".pte": ("executorch",)}
+
+
+def output_format(output: Path, runtime: str | None) -> tuple[Path, str]:
+    """The file to write and the runtime that measures it, from the output's suffix and the runtime asked for.
+
+    ``m.engine`` is the ONNX file ``m.onnx`` plus its TensorRT engine ``m.engine``.
+    """
+    if output.suffix == ".engine":
+        if runtime not in (None, "tensorrt"):
+            raise HwnasError(f"{output}: a TensorRT engine is measured with --runtime tensorrt, not {runtime}")
+        return output.with_suffix(".onnx"), "tensorrt"
+    return output, runtime or FORMATS.get(output.suffix, ("onnxruntime",))[0]
 
 
 @dataclass
@@ -34,23 +59,45 @@ class ExportRequest:
     runtime: str = "onnxruntime"
     device: str = "cpu"
     threads: int | None = 1
-    fp16: bool = False
+    precision: str = "fp32"
     batch_size: int = 1
     dynamic_batch: bool = False
     rounds: int = 3
     force: bool = False
+    #: options of the measuring runtime (``adb``, ``serial``, ``runner`` for executorch on android)
+    runtime_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise HwnasError(f"threads must be at least 1 (or None for the runtime's default), got {self.threads}")
         if self.rounds < 1 or self.batch_size < 1:
             raise HwnasError(f"rounds and batch size must be at least 1, got {self.rounds} and {self.batch_size}")
-        if self.output.suffix != ".onnx":
-            raise HwnasError(f"{self.output}: the output must be an .onnx file")
+        if self.output.suffix not in FORMATS:
+            raise HwnasError(f"{self.output}: the output must be a {', '.join(FORMATS)} file (its suffix chooses the format)")
+        if self.runtime not in FORMATS[self.output.suffix]:
+            raise HwnasError(
+                f"{self.output}: a {self.output.suffix} file is measured with --runtime "
+                f"{' or '.join(FORMATS[self.output.suffix])}, not {self.runtime}"
+            )
+        if self.device == "android" and self.runtime != "executorch":
+            raise HwnasError(
+                f"--device android measures .pte programs with --runtime executorch; name the output {self.output.stem}.pte"
+            )
+        if self.output.suffix == ".pte" and self.dynamic_batch:
+            raise HwnasError("--dynamic-batch: a .pte program is exported at a fixed batch (--batch-size)")
+        if self.precision not in PRECISIONS:
+            raise HwnasError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
+        if self.precision == "int8" and self.output.suffix != ".onnx":
+            raise HwnasError(f"{self.output}: --precision int8 exports an .onnx file here (ONNX Runtime's INT8 path)")
+
+    @property
+    def fp16(self) -> bool:
+        return self.precision == "fp16"
 
     def staged(self) -> ExportRequest:
         """The same request writing to temporary names beside the outputs (``commit`` moves them into place)."""
-        return replace(self, output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp.onnx"), force=True)
+        suffix = self.output.suffix
+        return replace(self, output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp{suffix}"), force=True)
 
     def commit(self, staged: ExportRequest) -> None:
         """Move the staged set over the outputs: the report last, so a report always describes the files beside it."""
@@ -89,12 +136,21 @@ def measure_artifact(
     ``references`` (modules) are prepared by the same runtime and timed in the same
     interleaved rounds, so they see the machine exactly as the artifact does.
     """
-    runtime = get_runtime(request.runtime, request.device, request.threads, request.fp16, Protocol(rounds=request.rounds))
-    if request.runtime == "torch":
+    runtime = get_runtime(
+        request.runtime,
+        request.device,
+        request.threads,
+        protocol=Protocol(rounds=request.rounds),
+        precision=request.precision,
+        **request.runtime_options,
+    )
+    if request.runtime == "executorch":
+        artifact = runtime.prepare_pte(request.output, input_shape)
+    elif request.runtime == "torch":
         artifact = runtime.prepare_module(model, input_shape)
     elif request.runtime == "tensorrt":
         assert request.engine_path is not None
-        build_engine(request.output, request.engine_path, request.fp16, input_shape)
+        build_engine(request.output, request.engine_path, input_shape=input_shape, precision=request.precision)
         artifact = runtime.prepare_onnx(request.engine_path, input_shape)
     else:
         artifact = runtime.prepare_onnx(request.output, input_shape)
@@ -111,6 +167,7 @@ def export_and_verify(
     predicted_ms: float | None,
     source: dict[str, Any],
     references: Sequence[Reference] = (),
+    int8: Int8Plan | None = None,
 ) -> ExportReport:
     """Export ``model`` to ``request.output``, check parity, measure, judge; save the report beside it.
 
@@ -119,14 +176,16 @@ def export_and_verify(
     names first and moved into place together at the end, so a failed export (bad parity, a
     runtime error, an interruption) leaves an earlier set of outputs as it was. ``references``
     (nets the table's validation measured) are timed beside the artifact to measure the
-    machine's drift.
+    machine's drift. ``int8`` (with ``request.precision == "int8"``) quantizes the file before it is measured.
     """
+    if (int8 is not None) != (request.precision == "int8"):
+        raise HwnasError("an INT8 export needs both precision int8 and an Int8Plan (the calibration images)")
     for path in request.outputs():
         refuse_overwrite(path, request.force)
     remove_stale_temps(request.output.with_name(request.output.stem))  # an earlier export's, killed while staging
     staged = request.staged()
     try:
-        report = _export_staged(model, input_shape, staged, request.output, budget_ms, predicted_ms, source, references)
+        report = _export_staged(model, input_shape, staged, request.output, budget_ms, predicted_ms, source, references, int8)
         report.files = [str(p) for p in (request.output, request.engine_path) if p is not None]
         write_json_atomic(staged.report_path, report.to_dict())
         request.commit(staged)
@@ -145,18 +204,25 @@ def _export_staged(
     predicted_ms: float | None,
     source: dict[str, Any],
     references: Sequence[Reference],
+    int8: Int8Plan | None = None,
 ) -> ExportReport:
     shape = (request.batch_size, *input_shape)
     model = model.eval()
-    export_onnx(model, shape, request.output, request.dynamic_batch)
-    parity = check_parity(model, request.output, shape)
+    if request.output.suffix == ".pte":
+        written = export_pte(model, shape, request.output)
+        parity, checker = check_pte_parity(model, request.output, shape), "ExecuTorch"
+    else:
+        export_onnx(model, shape, request.output, request.dynamic_batch)
+        written = {"format": "onnx", "opset": OPSET, "dynamic_batch": request.dynamic_batch}
+        parity, checker = check_parity(model, request.output, shape), "ONNX Runtime"
     if not parity.ok:
-        kept = final.with_name(f"{final.stem}.parity-failed.onnx")
+        kept = final.with_name(f"{final.stem}.parity-failed{final.suffix}")
         os.replace(request.output, kept)
         raise HwnasError(
-            f"ONNX Runtime's outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, relative "
+            f"{checker}'s outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, relative "
             f"{parity.max_rel_error:.3g} >= {PARITY_TOLERANCE:g}); nothing was exported, the file is kept as {kept}"
         )
+    quantization = None if int8 is None else _quantize_staged(request, int8)
     reference_nets = [reference.arch.build() for reference in references]
     timing, reference_timings, runtime_meta = measure_artifact(request, shape, model, reference_nets)
     verdict = Verdict(budget_ms, predicted_ms, timing.median_ms, timing.p90_ms, parity.max_abs_error)
@@ -167,9 +233,10 @@ def _export_staged(
     )
     files = [str(p) for p in (request.output, request.engine_path) if p is not None]
     details = {
-        "opset": OPSET,
+        **written,
         "input_shape": list(shape),
-        "dynamic_batch": request.dynamic_batch,
+        "precision": request.precision,
+        **({} if quantization is None else quantization),
         "measured_p10_ms": timing.p10_ms,
         "measured_runs": timing.n,
         "rounds": request.rounds,
@@ -181,7 +248,29 @@ def _export_staged(
             "torch": torch.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
+            **({"executorch": written["executorch"]} if "executorch" in written else {}),
         },
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return ExportReport(verdict, parity.max_rel_error, files, details, drift)
+
+
+def _quantize_staged(request: ExportRequest, int8: Int8Plan) -> dict[str, Any]:
+    """Replace the staged float file by its INT8 model; score both on the validation split; the report's part on it."""
+    float_copy = request.output.with_name(request.output.name.removesuffix(".onnx") + ".float.onnx")
+    os.replace(request.output, float_copy)
+    try:
+        quantize_artifact(float_copy, request.output, int8)
+        accuracy = compare_accuracy(float_copy, request.output, int8, request.batch_size)
+    finally:
+        float_copy.unlink(missing_ok=True)
+    return {
+        "quantization": {
+            **int8.recipe.to_dict(),
+            "calibration": int8.calibration_info,
+            "quantized_ops": sorted(op_types(request.output) & QUANTIZED_OPS),
+            "onnxruntime_cpu_kernels": onnxruntime_kernels(request.output),
+            "described": int8.describe(),
+        },
+        "accuracy": accuracy,
+    }

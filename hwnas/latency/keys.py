@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from hwnas.errors import HwnasError
+from hwnas.latency.precision import precision_of_dtype
 from hwnas.latency.table import LatencyTable
 from hwnas.spaces import Space, user_space_file
 
@@ -43,8 +44,8 @@ def profile_command(space: Space, meta: dict) -> str:
     for name in ("device", "runtime", "threads", "batch_size"):
         if meta.get(name) is not None:
             parts += [f"--{name.replace('_', '-')}", str(meta[name])]
-    if meta.get("dtype") == "float16":
-        parts.append("--fp16")
+    if meta.get("dtype") not in (None, "float32"):
+        parts += ["--precision", precision_of_dtype(meta["dtype"])]
     if meta.get("path"):
         parts += ["-o", str(meta["path"])]
     return shlex.join(parts)

@@ -9,29 +9,45 @@ inside the package.
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.files import read_json
 from hwnas.latency.fingerprint import device_name
 from hwnas.latency.model import profile_command
+from hwnas.latency.precision import dtype_of
 from hwnas.spaces import Space, get_space, space_from_text, user_space_file
 
 LOCAL_TABLES = Path("latency_tables")
 
 
+def _precision(precision: str | bool) -> str:
+    """``--precision``'s value; True / False are the older ``fp16`` flag (callers written before ``--precision``)."""
+    if isinstance(precision, bool):
+        return "fp16" if precision else "fp32"
+    return precision
+
+
 def expected_meta(
-    device: str, runtime: str, batch_size: int = 1, fp16: bool = False, space: Space | None = None
+    device: str,
+    runtime: str,
+    batch_size: int = 1,
+    precision: str | bool = "fp32",
+    space: Space | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Meta values a table must match to describe this machine, runtime, precision and shape."""
+    """Meta values a table must match to describe this machine, runtime, precision and shape.
+
+    ``name``: the device's name where the caller read it (a phone's, over adb); else this machine's.
+    """
     meta: dict[str, Any] = {
         "device": device,
-        "device_name": device_name(device),
+        "device_name": name or device_name(device),
         "runtime": runtime,
         "batch_size": batch_size,
-        "dtype": "float16" if fp16 else "float32",
+        "dtype": dtype_of(_precision(precision)),
     }
     if space is not None:
         meta["space_args"] = space.args.to_dict()
@@ -79,21 +95,29 @@ def shipped_tables_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "latency_tables"  # source checkout / editable install
 
 
-def default_table_path(space: Space, device: str, runtime: str, threads: int | None, batch_size: int, fp16: bool = False) -> Path:
-    """``latency_tables/<device>_<runtime>_t<threads>_b<batch>[_fp16]_<space>_r<res>_c<in>_n<classes>_w<width>.json``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")[:40]
+def default_table_path(
+    space: Space,
+    device: str,
+    runtime: str,
+    threads: int | None,
+    batch_size: int,
+    precision: str | bool = "fp32",
+    name: str | None = None,
+) -> Path:
+    """``latency_tables/<device>_<runtime>_t<threads>_b<batch>[_fp16|_int8]_<space>_r<res>_c<in>_n<classes>_w<width>.json``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", (name or device_name(device)).lower()).strip("-")[:40]
     args = space.args
     parts = [f"{device}-{slug}", runtime, f"t{threads or 0}", f"b{batch_size}"]
-    if fp16:
-        parts.append("fp16")
+    if _precision(precision) != "fp32":
+        parts.append(_precision(precision))
     parts += [space.name, f"r{args.resolution}", f"c{args.in_channels}", f"n{args.num_classes}", f"w{args.width_mult:g}"]
     return LOCAL_TABLES / ("_".join(parts) + ".json")
 
 
 def _matches(path: Path, wanted: dict[str, Any], space_name: str, threads: int | None) -> bool:
     try:
-        meta = json.loads(path.read_text()).get("meta", {})
-    except (OSError, ValueError, AttributeError):
+        meta = read_json(path).get("meta", {})
+    except (HwnasError, AttributeError):  # not a table (or not readable): not this target's
         return False
     if meta.get("space") != space_name or any(meta.get(key) != value for key, value in wanted.items()):
         return False
@@ -106,14 +130,16 @@ def find_table(
     runtime: str,
     threads: int | None = None,
     batch_size: int = 1,
-    fp16: bool = False,
+    precision: str | bool = "fp32",
     dirs: list[Path] | None = None,
+    name: str | None = None,
 ) -> Path:
     """The first table in ``dirs`` (default: local, then shipped) made for this target and space.
 
-    None found is an error naming the ``hwnas profile`` command that makes one.
+    ``name``: the device's name where the caller read it (a phone's). None found is an error
+    naming the ``hwnas profile`` command that makes one.
     """
-    wanted = expected_meta(device, runtime, batch_size, fp16, space)
+    wanted = expected_meta(device, runtime, batch_size, precision, space, name)
     folders = dirs if dirs is not None else [LOCAL_TABLES, shipped_tables_dir()]
     for folder in folders:
         if Path(folder).is_dir():
@@ -126,5 +152,5 @@ def find_table(
     looked = ", ".join(str(f) for f in folders)
     raise HwnasError(
         f"no latency table for space {space.name} {space.args.to_dict()} on {wanted['device_name']} "
-        f"({runtime}, batch {batch_size}) in {looked}; make one with: {command}"
+        f"({runtime}, batch {batch_size}, {wanted['dtype']}) in {looked}; make one with: {command}"
     )

@@ -1,29 +1,27 @@
-"""A latency table bound to a chain space: ``T[l, k]`` in ms, expected and predicted latency.
+"""The latency model of a space under a table: ``latency_model`` picks the chain, DAG or cell model.
 
-A chain net's latency is modelled as the sum of its parts (stem, one op per layer, head)
-through the table's calibration ``a * sum + c * ops + b`` (``hwnas.latency.calibration``),
-``ops`` the layers that run an op (not a skip): ``c`` is what an op costs inside a net beyond its
-time alone, which a line through ``sum`` alone would charge to every net. Each part was timed
-as its own call; where the table holds the ``overhead`` entry (an identity model), that per-call
-cost is taken off every part and counted once per net, so skipping layers saves no phantom calls.
-The sum stays separable per layer, so the fastest and slowest nets are exact (per-layer minimum
-and maximum). Measurements behind this: docs/latency_models.md.
+Each implements ``hwnas.latency.predictor.LatencyPredictor``; a table with a whole-net model
+predicts through it (``hwnas.latency.whole_net``). The table keys and the calibration live in
+``hwnas.latency.keys`` and ``hwnas.latency.calibration`` and stay importable from here.
 """
 
 from __future__ import annotations
 
-import torch
+import math
 
-from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.latency.calibration import apply_calibration, calibration_formula, calibration_record, count_ops
+from hwnas.latency.cell_model import CellLatencyModel
+from hwnas.latency.chain_model import LatencyModel
 from hwnas.latency.dag_model import DagLatencyModel
 from hwnas.latency.keys import check_covers, head_key, overhead_key, profile_command, required_keys, stem_key
 from hwnas.latency.predictor import LatencyPredictor
-from hwnas.latency.table import LatencyTable
-from hwnas.spaces import SKIP_OPS, ChainSpace, DagSpace, Space
+from hwnas.latency.table import LatencyTable, recalibrate
+from hwnas.latency.whole_net import with_whole_net
+from hwnas.spaces import DagSpace, Space
+from hwnas.spaces.nb201 import Nb201Space
 
-# Kept importable from here, where they lived before their own modules (keys, calibration).
+# Kept importable from here, where they lived before their own modules (keys, calibration, chain_model).
 __all__ = [
     "LatencyModel",
     "LatencyPredictor",
@@ -31,6 +29,7 @@ __all__ = [
     "calibration_formula",
     "calibration_record",
     "check_covers",
+    "check_positive",
     "count_ops",
     "head_key",
     "latency_model",
@@ -42,104 +41,31 @@ __all__ = [
 
 
 def latency_model(table: LatencyTable, space: Space) -> LatencyPredictor:
-    """The latency model of ``space`` under ``table``: ``LatencyModel`` for a chain space, ``DagLatencyModel`` for a DAG space."""
+    """The latency model of ``space`` under ``table``: ``LatencyModel`` for a chain space, ``DagLatencyModel`` for a DAG
+    space, ``CellLatencyModel`` for ``nb201``; its ``predict`` goes through the table's whole-net model where it has one
+    (``hwnas.latency.whole_net``)."""
     if isinstance(space, DagSpace):
-        return DagLatencyModel(table, space)
-    return LatencyModel(table, space)
+        model = DagLatencyModel(table, space)
+    elif isinstance(space, Nb201Space):
+        model = CellLatencyModel(table, space)
+    else:
+        model = LatencyModel(table, space)
+    check_positive(model)
+    return with_whole_net(model, table.whole_net) if table.whole_net else model
 
 
-class LatencyModel:
-    """``latency_ms[l, k]``: ms of candidate ``space.candidates[k]`` at layer ``l`` (float64).
+def check_positive(model: LatencyPredictor) -> None:
+    """Refuse a table whose calibration predicts a net of the space at 0 ms or less.
 
-    Illegal (layer, op) pairs hold 0 and are excluded by ``space.candidate_mask()``; skip ops
-    cost 0 ms. ``fixed_ms`` is the stem plus the head. ``call_overhead_ms`` (0 for tables without
-    the overhead entry) is already taken off each part and counted once in ``fixed_ms``.
-    ``calibrated_ms[l, k]`` and ``calibrated_fixed_ms`` are the same parts through the
-    calibration: what each adds to the predicted whole-net latency (``a * ms + c`` for an op, 0
-    for a skip).
+    With a positive slope and a per-op cost >= 0 (``LatencyTable`` checks both when it reads the
+    file), the lowest prediction of the space is its fastest net's: if that is positive, every
+    prediction the table can make is.
     """
-
-    def __init__(self, table: LatencyTable, space: ChainSpace) -> None:
-        self.table = table
-        self.space = space
-        if table.meta.get("space") not in (None, space.name):  # its -o would name this table, which profile then refuses
-            raise HwnasError(
-                f"latency table {table.path or ''} is a table of space {table.meta['space']}, not {space.name}; profile "
-                f"{space.name} into a table of its own with: {profile_command(space, table.meta)}"
-            )
-        check_covers(table, space)
-        self.mask = space.candidate_mask()
-        columns = space.candidates
-        overhead = overhead_key(space)
-        self.call_overhead_ms = table.ms(overhead) if overhead in table.entries else 0.0
-        self.latency_ms = torch.zeros(self.mask.shape, dtype=torch.float64)
-        runs_op = torch.zeros(self.mask.shape, dtype=torch.float64)
-        for layer in space.layers:
-            for op in layer.candidates:
-                if op not in SKIP_OPS:
-                    self.latency_ms[layer.index, columns.index(op)] = self._part_ms(layer.op_spec(op).key)
-                    runs_op[layer.index, columns.index(op)] = 1.0
-        self.fixed_ms = table.ms(stem_key(space)) + self._part_ms(head_key(space))
-        self.calibration = dict(table.calibration or {"a": 1.0, "b": 0.0})  # a copy: calibrated_ms is computed once
-        scale, per_op_ms = float(self.calibration["a"]), float(self.calibration.get("per_op_ms", 0.0))
-        self.calibrated_ms = scale * self.latency_ms + per_op_ms * runs_op
-        self.calibrated_fixed_ms = scale * self.fixed_ms + float(self.calibration["b"])
-
-    def _part_ms(self, key: str) -> float:
-        """A part's entry without the per-call cost (never below 0: a part cannot save time)."""
-        return max(self.table.ms(key) - self.call_overhead_ms, 0.0)
-
-    def expected(self, probs: torch.Tensor) -> torch.Tensor:
-        """E[latency] in ms under per-layer op probabilities ``probs`` [layers, ops]; differentiable."""
-        table = self.calibrated_ms.to(dtype=probs.dtype, device=probs.device)
-        return (probs * table).sum() + self.calibrated_fixed_ms
-
-    def layer_ms(self, arch: Arch) -> list[float]:
-        columns = self.space.candidates
-        return [float(self.latency_ms[i, columns.index(op)]) for i, op in enumerate(arch.choices_in(self.space))]
-
-    def sum_ms(self, arch: Arch) -> float:
-        """Uncalibrated sum of the table entries of ``arch``."""
-        return self.fixed_ms + sum(self.layer_ms(arch))
-
-    def predict(self, arch: Arch) -> float:
-        """Predicted (calibrated) latency of ``arch`` in ms."""
-        return float(apply_calibration(self.calibration, self.sum_ms(arch), self.space.count_ops(arch.choices)))
-
-    def columns_ms(self, columns: list[int]) -> float:
-        """Predicted ms of the arch that runs candidate column ``columns[l]`` at layer ``l``.
-
-        The same number as ``predict`` (the calibrated parts add up), without building an
-        ``Arch``: cheap enough to call after every search step.
-        """
-        picked = self.calibrated_ms[torch.arange(len(columns)), torch.tensor(columns)]
-        return float(picked.sum()) + self.calibrated_fixed_ms
-
-    def reachable_ms(self, fixed: dict[int, int] | None = None) -> tuple[float, float]:
-        """The fastest and slowest predicted ms over the archs whose layers in ``fixed`` run their fixed column."""
-        low = self.calibrated_ms.masked_fill(~self.mask, float("inf")).min(dim=1).values
-        high = self.calibrated_ms.masked_fill(~self.mask, float("-inf")).max(dim=1).values
-        for layer, column in (fixed or {}).items():
-            low[layer] = high[layer] = self.calibrated_ms[layer, column]
-        return float(low.sum()) + self.calibrated_fixed_ms, float(high.sum()) + self.calibrated_fixed_ms
-
-    def _extreme_columns(self, fastest: bool) -> list[int]:
-        fill = float("inf") if fastest else float("-inf")
-        table = self.calibrated_ms.masked_fill(~self.mask, fill)
-        return (table.argmin(dim=1) if fastest else table.argmax(dim=1)).tolist()
-
-    def _extreme(self, fastest: bool) -> tuple[Arch, float]:
-        columns = self.space.candidates
-        arch = Arch(self.space.name, [columns[int(k)] for k in self._extreme_columns(fastest)], self.space.args.to_dict())
-        return arch, self.predict(arch)
-
-    def fastest_columns(self) -> list[int]:
-        """The fastest arch as candidate columns."""
-        return self._extreme_columns(fastest=True)
-
-    def fastest(self) -> tuple[Arch, float]:
-        """The fastest arch of the space and its predicted ms (exact: the sum is separable)."""
-        return self._extreme(fastest=True)
-
-    def slowest(self) -> tuple[Arch, float]:
-        return self._extreme(fastest=False)
+    fastest_ms = model.fastest()[1]
+    if not math.isfinite(fastest_ms) or fastest_ms <= 0:
+        table = model.table
+        raise HwnasError(
+            f"latency table {table.path or ''}: its calibration ({calibration_formula(table.calibration or {'a': 1, 'b': 0})}) "
+            f"predicts the fastest net of space {model.space.name} at {fastest_ms:.4g} ms, and a net takes more than 0 ms: "
+            f"the intercept 'b' is too low; {recalibrate(table.path)}"
+        )

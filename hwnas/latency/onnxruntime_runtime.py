@@ -4,6 +4,12 @@ Every session gets the same options: all graph optimisations (so an op alone is 
 would be inside the net), sequential execution, ``intra_op_num_threads`` = ``threads`` and one
 inter-op thread. On CUDA the input and output live on the GPU (I/O binding to torch tensors),
 so a run is the kernels, not host copies, and each run is synchronised before the clock.
+
+INT8 (``precision="int8"``): each module is exported in float32 and quantized to a QDQ model
+(``hwnas.latency.quantize``: static, per-channel int8 weights, calibrated on random inputs of
+its own shape) before the session is made; the CPU provider runs the QDQ groups as integer
+kernels, the TensorRT provider reads them as explicit INT8. The CUDA provider is refused: it
+dequantizes most QDQ groups back to float kernels, so it would time no INT8 path.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency.cuda_clock import SynchronisedClock, require_cuda
 from hwnas.latency.onnx_export import export_onnx_bytes
 from hwnas.latency.protocol import Runner
+from hwnas.latency.quantize import RECIPE, quantize_onnx, random_calibration, table_quantization
 from hwnas.latency.runtime_base import Runtime
 
 #: hwnas provider name -> ONNX Runtime execution provider
@@ -27,6 +34,7 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "te
 
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
+    precisions = ("fp32", "fp16", "int8")
 
     def __init__(self, *args: Any, provider: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -38,6 +46,11 @@ class OnnxRuntime(Runtime):
         if self.fp16 and self.provider == "cpu":
             raise HwnasError(
                 "--fp16 with onnxruntime needs --device cuda (the CPU provider runs float16 models slower, not faster)"
+            )
+        if self.precision == "int8" and self.provider == "cuda":
+            raise HwnasError(
+                "--precision int8 with onnxruntime runs on the CPU provider (--device cpu) or the TensorRT provider; "
+                "the CUDA provider has no INT8 convolutions"
             )
         available = onnxruntime.get_available_providers()
         if PROVIDERS[self.provider] not in available:
@@ -61,7 +74,10 @@ class OnnxRuntime(Runtime):
     def _providers(self) -> list:
         chosen = PROVIDERS[self.provider]
         if self.provider == "tensorrt":
-            return [(chosen, {"trt_fp16_enable": self.fp16}), "CUDAExecutionProvider"]
+            return [
+                (chosen, {"trt_fp16_enable": self.fp16, "trt_int8_enable": self.precision == "int8"}),
+                "CUDAExecutionProvider",
+            ]
         return [chosen]
 
     def session(self, onnx_model: bytes | str | Path):
@@ -77,7 +93,10 @@ class OnnxRuntime(Runtime):
     def prepare_module(self, module: Any, input_shape: tuple[int, ...]) -> Runner:
         if self.fp16:
             module = module.half()  # export a float16 graph: what the GPU provider will run
-        return self.prepare_onnx(export_onnx_bytes(module, input_shape), input_shape)
+        model = export_onnx_bytes(module, input_shape)
+        if self.precision == "int8":
+            model = quantize_onnx(model, random_calibration(input_shape), RECIPE)
+        return self.prepare_onnx(model, input_shape)
 
     def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
         session = self.session(onnx_model)
@@ -116,4 +135,5 @@ class OnnxRuntime(Runtime):
             "threads": self.threads,
             "dtype": self.dtype,
             "graph_optimization": "ORT_ENABLE_ALL",
+            **({"quantization": table_quantization(RECIPE)} if self.precision == "int8" else {}),
         }

@@ -14,27 +14,64 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.latency.fingerprint import device_name, measurement_warnings
+from hwnas.latency.precision import PRECISIONS, resolve_precision
 from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
 
-DEVICES = ("cpu", "cuda")
+#: every device a runtime can measure on (each runtime names its own in ``devices``); android is reached over adb
+DEVICES = ("cpu", "cuda", "android")
 
 
 class Runtime:
-    """Base class; a subclass sets ``name`` and implements ``prepare_module`` / ``prepare_onnx`` / ``meta``."""
+    """Base class; a subclass sets ``name`` and ``precisions`` and implements ``prepare_module`` / ``prepare_onnx`` / ``meta``.
+
+    ``precision`` (``hwnas.latency.precision``) is what ``prepare_module`` measures: the module
+    as it is (fp32), in half precision (fp16) or quantized to INT8 (int8: the runtime's own INT8
+    path); ``fp16=True`` is the older spelling of ``precision="fp16"``.
+    """
 
     name: str = ""
+    #: the devices this runtime measures on
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    #: the precisions this runtime can measure here; another is refused with ``no_precision_path``
+    precisions: tuple[str, ...] = ("fp32",)
 
     def __init__(
-        self, device: str = "cpu", threads: int | None = 1, fp16: bool = False, protocol: Protocol | None = None
+        self,
+        device: str = "cpu",
+        threads: int | None = 1,
+        fp16: bool = False,
+        protocol: Protocol | None = None,
+        precision: str | None = None,
     ) -> None:
         if device not in DEVICES:
             raise HwnasError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
+        if device not in self.devices:
+            hint = "; a phone is measured with --runtime executorch" if device == "android" else ""
+            raise HwnasError(
+                f"the {self.name} runtime does not run on --device {device} (it runs on {', '.join(self.devices)}){hint}"
+            )
         if threads is not None and threads < 1:
             raise HwnasError(f"--threads must be >= 1 (or left out for the runtime's default), got {threads}")
         self.device = device
         self.threads = threads
-        self.fp16 = fp16
+        self.precision = resolve_precision(precision, fp16)
+        if self.precision not in self.precisions:
+            raise HwnasError(self.no_precision_path(self.precision))
         self.protocol = protocol or Protocol()
+
+    @classmethod
+    def no_precision_path(cls, precision: str) -> str:
+        """The error for a precision this runtime cannot measure, naming the runtimes that can."""
+        from hwnas.latency.runtimes import RUNTIMES
+
+        others = [name for name, runtime in RUNTIMES.items() if precision in runtime.precisions and name != cls.name]
+        fix = f"use --runtime {' or '.join(others)}" if others else "no runtime here has one"
+        return f"--precision {precision}: the {cls.name} runtime has no {precision.upper()} path here; {fix}"
+
+    @property
+    def fp16(self) -> bool:
+        return self.precision == "fp16"
 
     # -- what a runtime implements --------------------------------------------------------
     def prepare_module(self, module: Any, input_shape: tuple[int, ...]) -> Runner:
@@ -47,6 +84,14 @@ class Runtime:
         """``runtime``, ``runtime_version``, ``provider``, ``threads``, ``dtype``, ``device``."""
         raise NotImplementedError
 
+    def device_name(self) -> str:
+        """The name a table of this target records and must match (the CPU model, the GPU, the phone)."""
+        return device_name(self.device)
+
+    def warnings(self) -> list[str]:
+        """What could not be controlled on the device while measuring (recorded, never silenced)."""
+        return measurement_warnings(self.device)
+
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:
         """Threads pinned for the duration of a measurement (default: nothing to pin)."""
@@ -55,7 +100,8 @@ class Runtime:
     # -- shared -----------------------------------------------------------------------------
     @property
     def dtype(self) -> str:
-        return "float16" if self.fp16 else "float32"
+        """What a table measured by this runtime records as ``meta["dtype"]``."""
+        return PRECISIONS[self.precision].dtype
 
     def measure(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.latency.executorch_runtime import ExecuTorchRuntime
 from hwnas.latency.onnxruntime_runtime import OnnxRuntime
 from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
 from hwnas.latency.runtime_base import DEVICES, Runtime
@@ -24,6 +25,7 @@ RUNTIMES: Registry[type[Runtime]] = Registry(
         TorchRuntime,
         OnnxRuntime,
         TensorRtRuntime,
+        ExecuTorchRuntime,
     ],
 )
 
@@ -34,12 +36,18 @@ def get_runtime(
     threads: int | None = 1,
     fp16: bool = False,
     protocol: Protocol | None = None,
+    precision: str | None = None,
     **options: Any,
 ) -> Runtime:
-    """The runtime ``name`` on ``device``; ``options`` go to it (``provider=`` for onnxruntime)."""
+    """The runtime ``name`` on ``device`` at ``precision`` (fp32, fp16, int8; ``fp16=True`` is the older spelling of
+    ``precision="fp16"``); ``options`` go to it (``provider=`` for onnxruntime; ``adb=``, ``serial=``, ``runner=`` for
+    executorch on android)."""
     if name not in RUNTIMES:
         raise HwnasError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
-    return RUNTIMES[name](device, threads, fp16, protocol, **options)
+    options = {key: value for key, value in options.items() if value is not None}  # left out: the runtime's default
+    if device not in RUNTIMES[name].devices:
+        options = {}  # the runtime refuses the device, which says more than an option it does not take
+    return RUNTIMES[name](device, threads, fp16, protocol, precision=precision, **options)
 
 
 __all__ = ["DEVICES", "RUNTIMES", "Protocol", "Runner", "Runtime", "Timing", "build_engine", "get_runtime", "measure_interleaved"]

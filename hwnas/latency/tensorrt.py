@@ -1,4 +1,13 @@
-"""TensorRT: build an engine from ONNX (fp32 or fp16), run it with device buffers owned by torch.
+"""TensorRT: build an engine from ONNX (fp32, fp16 or int8), run it with device buffers owned by torch.
+
+INT8: an ONNX model that already holds QuantizeLinear / DequantizeLinear pairs is built as
+TensorRT's explicit quantization (the scales are the file's). A float model is built with
+TensorRT's calibrator (``IInt8EntropyCalibrator2``, implicit quantization) fed a
+``CalibrationSet`` (``hwnas.latency.quantize``): random inputs of the entry's own shape for a
+table entry or a validated net, like the ONNX Runtime path, or a run's images for an export.
+Layers TensorRT has no INT8 kernel for run in float32 (no FP16 flag with INT8: the table times
+one precision). TensorRT 10.1 marks implicit quantization deprecated but still builds it; it is
+what "INT8 engines with a calibrator" means, and the explicit path above is its successor.
 
 Uses the TensorRT 10 Python API (name-based tensors, ``execute_async_v3``); ``tensorrt`` is
 imported only when this runtime is asked for, so hwnas installs and runs without it.
@@ -18,6 +27,7 @@ from hwnas.files import write_bytes_atomic
 from hwnas.latency.cuda_clock import CudaEventClock, require_cuda
 from hwnas.latency.onnx_export import export_onnx_bytes
 from hwnas.latency.protocol import Runner
+from hwnas.latency.quantize import RANDOM_SAMPLES, CalibrationSet, is_quantized, random_calibration
 from hwnas.latency.runtime_base import Runtime
 
 WORKSPACE_BYTES = 1 << 30
@@ -42,12 +52,12 @@ def _logger(trt):
 MAX_DYNAMIC_BATCH = 64
 
 
-def _add_batch_profile(builder, network, config, input_shape: tuple[int, ...] | None) -> None:
+def _add_batch_profile(builder, network, config, input_shape: tuple[int, ...] | None):
     """Dynamic axes need an optimisation profile: batch 1 .. MAX_DYNAMIC_BATCH, tuned for ``input_shape``."""
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     dynamic = [tensor for tensor in inputs if any(d < 0 for d in tensor.shape)]
     if not dynamic:
-        return
+        return None
     profile = builder.create_optimization_profile()
     for tensor in dynamic:
         shape = tuple(input_shape) if input_shape else tuple(1 if d < 0 else d for d in tensor.shape)
@@ -56,13 +66,55 @@ def _add_batch_profile(builder, network, config, input_shape: tuple[int, ...] | 
         rest = shape[1:]
         profile.set_shape(tensor.name, (1, *rest), shape, (max(shape[0], MAX_DYNAMIC_BATCH), *rest))
     config.add_optimization_profile(profile)
+    return profile
 
 
-def build_engine_bytes(onnx_model: bytes | str | Path, fp16: bool = False, input_shape: tuple[int, ...] | None = None) -> bytes:
+def int8_calibrator(trt, calibration: CalibrationSet):
+    """A ``trt.IInt8EntropyCalibrator2`` that hands TensorRT the calibration set's inputs, one batch a call, from the GPU."""
+    import torch
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.batches = [torch.from_numpy(batch).cuda().contiguous() for batch in calibration.batches]
+            self.next = 0
+
+        def get_batch_size(self) -> int:
+            return int(calibration.batches[0].shape[0])
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            if self.next >= len(self.batches):
+                return None
+            batch = self.batches[self.next]
+            self.next += 1
+            return [int(batch.data_ptr())] * len(names)
+
+        def read_calibration_cache(self) -> bytes | None:
+            return None  # calibrate every build: entries of one table have different shapes
+
+        def write_calibration_cache(self, cache) -> None:
+            pass
+
+    return Calibrator()
+
+
+def build_engine_bytes(
+    onnx_model: bytes | str | Path,
+    fp16: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+    precision: str | None = None,
+    calibration: CalibrationSet | None = None,
+) -> bytes:
     """A serialised TensorRT engine for this GPU built from an ONNX model (bytes or a path).
 
     ``input_shape`` (batch included) tunes the profile of a model with a dynamic batch axis.
+    ``precision="int8"``: a QDQ model is built as explicit INT8; a float model is calibrated on
+    ``calibration`` (default: random inputs of ``input_shape``).
     """
+    from hwnas.latency.precision import resolve_precision
+
+    precision = resolve_precision(precision, fp16)
+    fp16 = precision == "fp16"
     trt = import_tensorrt()
     require_cuda()
     data = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
@@ -75,24 +127,45 @@ def build_engine_bytes(onnx_model: bytes | str | Path, fp16: bool = False, input
         raise HwnasError(f"TensorRT cannot parse the ONNX model: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the engine inspector can then say each layer's precision
     if fp16:
         if not builder.platform_has_fast_fp16:
             raise HwnasError("--fp16: this GPU has no fast float16 path in TensorRT")
         config.set_flag(trt.BuilderFlag.FP16)
-    _add_batch_profile(builder, network, config, input_shape)
+    profile = _add_batch_profile(builder, network, config, input_shape)
+    calibrator = None
+    if precision == "int8":
+        if not builder.platform_has_fast_int8:
+            raise HwnasError("--precision int8: this GPU has no fast INT8 path in TensorRT")
+        config.set_flag(trt.BuilderFlag.INT8)
+        if not is_quantized(data):  # explicit QDQ models carry their scales; a float model needs a calibrator
+            if calibration is None:
+                if input_shape is None:
+                    raise HwnasError("TensorRT INT8 calibration of a float model needs its input shape")
+                calibration = random_calibration(tuple(input_shape))
+            calibrator = int8_calibrator(trt, calibration)  # kept referenced until the build is done
+            config.int8_calibrator = calibrator
+            if profile is not None:
+                config.set_calibration_profile(profile)
     serialized = builder.build_serialized_network(network, config)
+    del calibrator
     if serialized is None:
         raise HwnasError("TensorRT failed to build an engine (see the TensorRT log above)")
     return bytes(serialized)
 
 
 def build_engine(
-    onnx_path: str | Path, engine_path: str | Path, fp16: bool = False, input_shape: tuple[int, ...] | None = None
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    fp16: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+    precision: str | None = None,
+    calibration: CalibrationSet | None = None,
 ) -> Path:
     """Build the engine of ``onnx_path`` and write it atomically to ``engine_path``."""
     if not Path(onnx_path).is_file():
         raise HwnasError(f"ONNX file {onnx_path} does not exist")
-    write_bytes_atomic(engine_path, build_engine_bytes(onnx_path, fp16, input_shape))
+    write_bytes_atomic(engine_path, build_engine_bytes(onnx_path, fp16, input_shape, precision, calibration))
     return Path(engine_path)
 
 
@@ -141,6 +214,7 @@ def _torch_dtype(trt, dtype):
 
 class TensorRtRuntime(Runtime):
     name = "tensorrt"
+    precisions = ("fp32", "fp16", "int8")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -156,7 +230,7 @@ class TensorRtRuntime(Runtime):
         if isinstance(onnx_model, (str, Path)) and str(onnx_model).endswith((".engine", ".plan")):
             engine = Path(onnx_model).read_bytes()
         else:
-            engine = build_engine_bytes(onnx_model, self.fp16, input_shape)
+            engine = build_engine_bytes(onnx_model, input_shape=input_shape, precision=self.precision)
         return Runner(EngineRunner(engine, input_shape), CudaEventClock(), "engine")
 
     def meta(self) -> dict[str, Any]:
@@ -167,4 +241,15 @@ class TensorRtRuntime(Runtime):
             "device": self.device,
             "threads": self.threads,
             "dtype": self.dtype,
+            **({"quantization": tensorrt_quantization()} if self.precision == "int8" else {}),
         }
+
+
+def tensorrt_quantization() -> dict:
+    """What an INT8 TensorRT table's ``meta["quantization"]`` says."""
+    return {
+        "tool": "TensorRT implicit INT8 (BuilderFlag.INT8, IInt8EntropyCalibrator2)",
+        "method": "entropy",
+        "per_channel": True,  # TensorRT quantizes convolution weights per output channel
+        "calibration": f"{RANDOM_SAMPLES} random N(0, 1) inputs of each entry's (each net's) own shape",
+    }

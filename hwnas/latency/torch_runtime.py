@@ -24,6 +24,7 @@ from hwnas.latency.runtime_base import Runtime
 
 class TorchRuntime(Runtime):
     name = "torch"
+    precisions = ("fp32", "fp16")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

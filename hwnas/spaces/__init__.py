@@ -17,6 +17,7 @@ from hwnas.spaces.cost import Cost
 from hwnas.spaces.dag import DagSpace
 from hwnas.spaces.dsonas import DsoNasSmallSpace, DsoNasSpace
 from hwnas.spaces.file_space import FileSpace, file_space_class
+from hwnas.spaces.nb201 import Nb201Space
 from hwnas.spaces.proxyless import ProxylessGreedySpace, ProxylessSpace
 from hwnas.spaces.shufflenet import ShuffleNetSpace
 from hwnas.spaces.space_file import SpaceFile, parse_space_file, read_space_file
@@ -29,6 +30,7 @@ SPACES: Registry[type[Space]] = Registry(
         ShuffleNetSpace,
         DsoNasSpace,
         DsoNasSmallSpace,
+        Nb201Space,
     ],
 )
 
