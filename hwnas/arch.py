@@ -106,7 +106,8 @@ class Arch:
     # -- compact one-line form ------------------------------------------------------------------
     def to_compact(self) -> str:
         args = [f"{k}={v}" for k, v in self.space_args.items() if v != _DEFAULT_ARGS[k]]
-        return ",".join([self.space, *args]) + ":" + "-".join(self.choices)
+        body = SPACES[self.space].format_choices(self.choices) if self.space in SPACES else "-".join(self.choices)
+        return ",".join([self.space, *args]) + ":" + body
 
     @classmethod
     def from_compact(cls, text: str) -> Arch:
@@ -120,7 +121,8 @@ class Arch:
             if not eq:
                 raise HwnasError(f"compact arch: space option {pair!r} is not key=value")
             space_args[key] = value
-        return cls(space, tuple(body.split("-")), _checked_args(space_args))
+        choices = SPACES[space].parse_choices(body) if space in SPACES else tuple(body.split("-"))
+        return cls(space, choices, _checked_args(space_args))
 
     def __str__(self) -> str:
         return self.to_compact()

@@ -25,6 +25,7 @@ import torch
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.latency.table import LatencyTable
+from hwnas.latency.whole_net import with_whole_net
 from hwnas.spaces import SKIP_OPS, ChainSpace, Space, user_space_file
 
 
@@ -119,13 +120,21 @@ def check_covers(table: LatencyTable, space: Space) -> None:
 
 
 def latency_model(table: LatencyTable, space: Space):
-    """The latency model of ``space`` under ``table``: ``LatencyModel`` for a chain space, ``DagLatencyModel`` for a DAG space."""
+    """The latency model of ``space`` under ``table``: ``LatencyModel`` for a chain space, ``DagLatencyModel`` for a DAG
+    space, ``CellLatencyModel`` for ``nb201``; its ``predict`` goes through the table's whole-net model where it has one
+    (``hwnas.latency.whole_net``)."""
+    from hwnas.latency.cell_model import CellLatencyModel
     from hwnas.latency.dag_model import DagLatencyModel
     from hwnas.spaces import DagSpace
+    from hwnas.spaces.nb201 import Nb201Space
 
     if isinstance(space, DagSpace):
-        return DagLatencyModel(table, space)
-    return LatencyModel(table, space)
+        model = DagLatencyModel(table, space)
+    elif isinstance(space, Nb201Space):
+        model = CellLatencyModel(table, space)
+    else:
+        model = LatencyModel(table, space)
+    return with_whole_net(model, table.whole_net) if table.whole_net else model
 
 
 class LatencyModel:

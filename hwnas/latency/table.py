@@ -8,6 +8,7 @@ One JSON file per (device, runtime, precision, batch size, space and input shape
      "entries": {"mb6_k5:c40-80:s2:h28w28": {"ms": 0.41, "p10": 0.40, "p90": 0.44, "n": 3}, ...},
      "calibration": {"a": 1.05, "b": 0.02, "per_op_ms": 0.006, ...} | null,
      "validation": {"n": 30, "mape": ..., "p90_relative_error": ..., "calibrated": {...}} | null,
+     "whole_net": {"kind": "trees" | "span", ...} | null,   (hwnas.latency.whole_net; absent: null)
      "pending": {"mb6_k7:c40-80:s2:h28w28": [{"ms", "p10", "p90", "n"}, ...]}}
 
 The table is written atomically after every single measurement, so a profile interrupted at
@@ -27,6 +28,7 @@ from typing import Any
 
 from hwnas.errors import HwnasError
 from hwnas.files import write_json_atomic
+from hwnas.latency.whole_net import check_model, storable
 
 SCHEMA_VERSION = 1
 
@@ -48,6 +50,8 @@ class LatencyTable:
     path: Path | None = None
     #: rounds measured so far of entries not yet complete: key -> [{"ms", "p10", "p90", "n"}, ...]
     pending: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    #: the whole-net model fitted on timed nets (``hwnas tables fit``), or None
+    whole_net: dict[str, Any] | None = None
 
     # -- reading --------------------------------------------------------------------------
     @classmethod
@@ -106,12 +110,16 @@ class LatencyTable:
         validation = data.get("validation")
         if validation is not None and not isinstance(validation, dict):
             raise HwnasError(f"{source}: 'validation' must be null or an object")
+        whole_net = data.get("whole_net")
+        if whole_net is not None:
+            check_model(whole_net, f"{source}: whole_net")
         return cls(
             meta=meta,
             entries={k: dict(v) for k, v in entries.items()},
             calibration=calibration,
             validation=validation,
             pending={k: [dict(r) for r in v] for k, v in pending.items()},
+            whole_net=whole_net,
         )
 
     def check_matches(self, expect: dict[str, Any], allow_foreign: bool = False) -> None:
@@ -146,6 +154,7 @@ class LatencyTable:
             "calibration": self.calibration,
             "validation": self.validation,
             "pending": self.pending,
+            **({"whole_net": storable(self.whole_net)} if self.whole_net else {}),
         }
 
     def save(self, path: str | Path | None = None) -> None:

@@ -113,6 +113,9 @@ def validate_table(
         "rounds": runtime.protocol.rounds,
         "seed": seed,
     }
+    if table.whole_net:  # the table's whole-net model on the same held-out nets, beside the sum and the line
+        full = latency_model(LatencyTable(meta=table.meta, entries=table.entries, whole_net=table.whole_net), space)
+        report["whole_net"] = error_metrics([full.predict(archs[i]) for i in scored], [measured[i] for i in scored])
     if runtime.protocol.rounds >= 2:
         report["noise_floor"] = error_metrics(*split_half(rounds))
     report["warnings"] = (
@@ -269,6 +272,8 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
 def format_report(report: dict[str, Any]) -> str:
     """One aligned text table: raw sum, calibrated (held-out), noise floor."""
     columns = [("sum of entries", report), ("calibrated (held out)", report["calibrated"])]
+    if "whole_net" in report:
+        columns.append(("whole-net model (held out)", report["whole_net"]))
     if "noise_floor" in report:
         columns.append(("noise floor (even vs odd rounds)", report["noise_floor"]))
     rows = [

@@ -19,8 +19,10 @@ from hwnas.distributed import SINGLE, Dist
 from hwnas.errors import HwnasError
 from hwnas.latency import LatencyModel
 from hwnas.search.budget import BudgetController
+from hwnas.search.cell_supernet import CellSupernet
 from hwnas.search.derive import derive_under_budget
 from hwnas.search.supernet import ArchParameters, PathChoice, Supernet
+from hwnas.spaces.nb201 import Nb201Space
 
 #: gives one held-out (images, labels) batch for an arch step; only bi-level methods call it
 ArchBatches = Callable[[], tuple[torch.Tensor, torch.Tensor]]
@@ -107,7 +109,7 @@ class Strategy:
         """The supernet the method trains (a chain space's ``Supernet``; DSO-NAS: the completely connected net)."""
         if not cls.supports(space):
             raise HwnasError(f"method {cls.name} searches chain spaces; space {space.name} is searched by --method dsonas")
-        return Supernet(space)
+        return CellSupernet(space) if isinstance(space, Nb201Space) else Supernet(space)
 
     @classmethod
     def build_arch(cls, space: Any) -> Any:
