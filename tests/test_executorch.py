@@ -124,6 +124,7 @@ def test_export_formats_follow_the_suffix(cli_runner, small_run, tmp_path, args,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # lowers ~40-60 programs: minutes on 2 cores, far more when the machine is shared
 @pytest.mark.parametrize("space", ["proxyless", "shufflenet"])
 def test_profile_and_validate_a_space(cli_runner, tmp_path, space):
     table_path = tmp_path / "t.json"
