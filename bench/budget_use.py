@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import bench_cli
+
 
 def run_one(method: str, budget_ms: float, seed: int, args: argparse.Namespace, folder: Path) -> dict:
     from hwnas.files import read_jsonl
@@ -65,7 +67,7 @@ def run_one(method: str, budget_ms: float, seed: int, args: argparse.Namespace, 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_cli.Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", required=True)
     parser.add_argument("--space", default="proxyless")
     parser.add_argument("--data", default="digits")
@@ -136,4 +138,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_cli.run(main))

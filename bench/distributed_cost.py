@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -104,7 +106,7 @@ def measure(kind: str, args: argparse.Namespace) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_cli.Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--method", default="dsnas", choices=["dsnas", "proxyless", "snas"])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -149,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_cli.run(main))

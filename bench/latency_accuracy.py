@@ -14,11 +14,12 @@ Figures are fractions of the measured latency, printed as percentages.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import bench_cli
 
 from hwnas.latency.model import LatencyModel, calibration_formula
 from hwnas.latency.profiler import profile_space
@@ -30,7 +31,7 @@ from hwnas.spaces import get_space
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_cli.Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="proxyless")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--in-channels", type=int, default=1)
@@ -75,4 +76,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_cli.run(main))

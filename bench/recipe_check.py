@@ -22,7 +22,6 @@ Every training is cached in ``--work``, keyed like ``search_quality``'s, so a re
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -31,12 +30,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_cli
 import search_quality as sq  # noqa: E402  (a sibling script, not a package)
 from scipy import stats  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = bench_cli.Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", default="docs/results.json", help="a search_quality results.json: its bands' random archs")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-images", type=int, default=4000)
@@ -134,4 +134,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(bench_cli.run(main))

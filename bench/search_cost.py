@@ -37,6 +37,8 @@ import subprocess
 import sys
 import time
 
+import bench_cli
+
 LAYOUT_NAMES = ("contiguous", "channels_last")
 KINDS = ("child", "dsnas", "proxyless-weight", "proxyless-arch", "snas", "spos", "greedynas", "dsonas-child", "dsonas")
 
@@ -113,7 +115,7 @@ def measure(kind: str, layout: str, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = bench_cli.Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", default="proxyless")
     parser.add_argument("--dag-space", default="dsonas-small", help="Space of the dsonas kinds.")
     parser.add_argument("--resolution", type=int, default=32)
@@ -182,4 +184,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_cli.run(main))

@@ -37,7 +37,6 @@ archs per budget, DSO-NAS at one budget (+ 60 %); it writes into the work folder
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import datetime
 import hashlib
@@ -53,6 +52,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import bench_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -560,16 +561,20 @@ class Section:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_cli.Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, short searches and recipe (< 15 min on 2 cores)")
     parser.add_argument("--table", help="latency table of this machine [default: profile one into the work folder]")
     parser.add_argument("--dag-table", help="DSO-NAS's table (its DAG space) [default: profile one into the work folder]")
     parser.add_argument("--work", type=Path, help="cache folder [runs/search_quality, or runs/search_quality-quick]")
     parser.add_argument("--out", type=Path, help="where results.md/.json/.png go [docs/, or the work folder with --quick]")
-    parser.add_argument("--workers", type=int, default=2, help="processes for searches and trainings (one torch thread each)")
+    parser.add_argument(
+        "--workers", type=bench_cli.count, default=2, help="processes for searches and trainings (one torch thread each)"
+    )
     parser.add_argument("--methods", help="comma-separated methods [every method of the registry]")
     parser.add_argument("--fractions", help="the proxyless budgets, as shares of its range above the fastest net [0.25,0.60]")
-    parser.add_argument("--search-steps", type=int, help="weight steps per search epoch, every method alike [30; 6 with --quick]")
+    parser.add_argument(
+        "--search-steps", type=bench_cli.count, help="weight steps per search epoch, every method alike [30; 6 with --quick]"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     plan = Plan.quick() if args.quick else Plan()
@@ -587,24 +592,32 @@ def main() -> int:
         plan = replace(plan, search={**plan.search, "steps_per_epoch": args.search_steps})
     work = args.work or ROOT / "runs" / ("search_quality-quick" if args.quick else "search_quality")
     out = args.out or (work if args.quick else ROOT / "docs")
-    work.mkdir(parents=True, exist_ok=True)
 
     from hwnas.arch import Arch
     from hwnas.data import load_data
+    from hwnas.files import check_writable
     from hwnas.latency import LatencyTable, latency_model
     from hwnas.search import STRATEGIES
     from hwnas.spaces import get_space
 
-    sa = space_args(plan)
-    dag_sa = {**sa, "width_mult": plan.dag_width_mult}
-    load_data(plan.data, sa["resolution"], sa["in_channels"])  # a missing data set fails here, before any work
-    plan_dict = asdict(plan)
-    space, dag_space = get_space(plan.space, **sa), get_space(plan.dag_space, **dag_sa)
-    # every method of the registry, each on the space it can search (DSO-NAS: the edges of the DAG space)
+    # every flag and the data are checked before any work (a missing data set, an unwritable folder: error lines, exit 2)
     methods = args.methods.split(",") if args.methods else list(STRATEGIES)
     unknown = [m for m in methods if m not in STRATEGIES]
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
+    for table in (args.table, args.dag_table):
+        if table is not None and not Path(table).is_file():
+            parser.error(f"latency table {table} does not exist")
+    check_writable(work, folder=True)
+    check_writable(out, folder=True)
+
+    sa = space_args(plan)
+    dag_sa = {**sa, "width_mult": plan.dag_width_mult}
+    load_data(plan.data, sa["resolution"], sa["in_channels"])  # a missing data set fails here, before any work
+    work.mkdir(parents=True, exist_ok=True)
+    plan_dict = asdict(plan)
+    space, dag_space = get_space(plan.space, **sa), get_space(plan.dag_space, **dag_sa)
+    # every method of the registry, each on the space it can search (DSO-NAS: the edges of the DAG space)
     unfit = [m for m in methods if not (STRATEGIES[m].supports(space) or STRATEGIES[m].supports(dag_space))]
     if unfit:
         parser.error(f"method(s) {', '.join(unfit)} cannot search space {plan.space} or {plan.dag_space}")
@@ -866,4 +879,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_cli.run(main))

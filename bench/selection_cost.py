@@ -12,13 +12,15 @@ the ratio. The weights are random: the cost does not depend on them.
 
 from __future__ import annotations
 
-import argparse
 import statistics
+import sys
 import time
+
+import bench_cli
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = bench_cli.Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", default="proxyless")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--score-images", type=int, default=144, help="digits' held-out share (10 %% of its training set)")
@@ -81,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_cli.run(main))

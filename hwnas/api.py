@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime
 import time
+import warnings
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,13 +22,14 @@ import torch
 
 from hwnas.arch import Arch, load_arch
 from hwnas.data import load_data, natural_space_args
-from hwnas.distributed import launched
+from hwnas.distributed import launch_size, launched
 from hwnas.errors import HwnasError
-from hwnas.export.artifact import ExportReport, ExportRequest, export_and_verify
+from hwnas.export.artifact import ExportReport, ExportRequest, export_and_verify, output_format
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
 from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, Int8Plan, plan_int8
-from hwnas.files import check_writable, refuse_overwrite
+from hwnas.files import LOCK_NAME, check_writable, locked, refuse_overwrite
 from hwnas.latency import LatencyModel, LatencyTable, latency_model
+from hwnas.latency.android import phone_name, phone_options
 from hwnas.latency.lookup import default_table_path, expected_meta, find_table, table_space
 from hwnas.latency.model import calibration_formula, calibration_record
 from hwnas.latency.precision import precision_of_dtype, resolve_precision
@@ -41,7 +44,7 @@ from hwnas.latency.validate import (
     summary,
     validate_table,
 )
-from hwnas.run_folder import RUNS_ROOT, SEARCH_FILES, TRAIN_FILES, TRAINED, RunFolder, load_weights
+from hwnas.run_folder import RUNS_ROOT, SEARCH_FILES, TRAIN_FILES, TRAINED, RunFolder, load_weights, recorded_table
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import parse_latency
 from hwnas.search.loop import SearchConfig, SearchRun
@@ -119,10 +122,10 @@ class ProfileResult:
         }
 
 
-def _runtime(name: str, device: str, threads: int | None, precision: str, protocol: Protocol | None = None):
+def _runtime(name: str, device: str, threads: int | None, precision: str, protocol: Protocol | None = None, **options: Any):
     from hwnas.latency.runtimes import get_runtime  # the GPU runtimes import their optional packages
 
-    return get_runtime(name, device=device, threads=threads, precision=precision, protocol=protocol)
+    return get_runtime(name, device=device, threads=threads, precision=precision, protocol=protocol, **options)
 
 
 def profile(
@@ -133,7 +136,7 @@ def profile(
     in_channels: int | None = None,
     width_mult: float | None = None,
     device: str = "cpu",
-    runtime: str = "onnxruntime",
+    runtime: str | None = None,
     batch_size: int = 1,
     threads: int = 1,
     precision: str | None = None,
@@ -146,27 +149,49 @@ def profile(
     calibration_nets: int = PROFILE_NETS,
     no_validate: bool = False,
     progress: bool = False,
+    adb: str | None = None,
+    serial: str | None = None,
+    runner: str | None = None,
 ) -> ProfileResult:
     """Measure every candidate op of ``space`` (a built-in name or a space file) into a latency table; resumes one.
 
     Then time ``calibration_nets`` random whole nets, the fastest and the slowest, and store the calibration
-    (unless ``no_validate``); a table calibrated before, with nothing measured now, keeps its own. ``precision``
-    (fp32, fp16, int8; ``fp16=True`` is the older spelling of fp16) is what every entry and net is measured in.
+    (unless ``no_validate``); a table calibrated before, with nothing measured now, keeps its own. ``runtime``
+    defaults to onnxruntime, or executorch on ``device="android"`` (reached through ``adb``, ``serial``, ``runner``).
+    ``precision`` (fp32, fp16, int8; ``fp16=True`` is the older spelling of fp16) is what every entry and net is
+    measured in.
     """
+    processes = launch_size()
+    if processes > 1:  # N processes timing ops at once would measure each other, into one table
+        raise HwnasError(
+            f"hwnas profile measures in one process, alone on the machine; it was started by torchrun as {processes} "
+            "processes: run it without torchrun (`hwnas profile ...`)"
+        )
     chosen = get_space(space, **_space_args(resolution, num_classes, in_channels, width_mult))
-    protocol = Protocol(warmup_s=warmup_time, min_s=min_time, rounds=rounds)
-    measuring = _runtime(runtime, device, None if threads == 0 else threads, resolve_precision(precision, fp16), protocol)
+    runtime = runtime or ("executorch" if device == "android" else "onnxruntime")
+    measuring = _runtime(
+        runtime,
+        device,
+        None if threads == 0 else threads,
+        resolve_precision(precision, fp16),
+        Protocol(warmup_s=warmup_time, min_s=min_time, rounds=rounds),
+        **phone_options(device, adb, serial, runner),
+    )
     path = (
         Path(output)
         if output
-        else default_table_path(chosen, device, runtime, measuring.threads, batch_size, measuring.precision)
+        else default_table_path(
+            chosen, device, runtime, measuring.threads, batch_size, measuring.precision, measuring.device_name()
+        )
     )
     check_writable(path)
-    done = profile_space(chosen, measuring, path, batch_size, force=force, progress=progress)
-    table = LatencyTable.load(path)
-    report = None
-    if not no_validate and (table.calibration is None or done.measured):
-        report = calibrate_profiled(table, chosen, measuring, calibration_nets, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path, "latency table"):  # one profile writes a table at a time; a second is refused with the first's pid
+        done = profile_space(chosen, measuring, path, batch_size, force=force, progress=progress)
+        table = LatencyTable.load(path, check_calibration=False)  # a calibration fitted before is fitted again below
+        report = None
+        if not no_validate and (table.calibration is None or done.measured):
+            report = calibrate_profiled(table, chosen, measuring, calibration_nets, progress=progress)
     return ProfileResult(
         path, table, done.entries, done.measured, done.measurements, done.resumed, done.wall_s, done.warnings, report
     )
@@ -200,33 +225,48 @@ def validate(
     force: bool = False,
     allow_foreign_table: bool = False,
     progress: bool = False,
+    adb: str | None = None,
+    serial: str | None = None,
+    runner: str | None = None,
 ) -> ValidationResult:
     """Measure ``n`` random archs end to end, score the table's predictions and store the calibration in it.
 
+    A phone's table is measured on the phone (``adb``, ``serial``, ``runner``), whose name must match the table's.
     The nets are measured at the table's precision (an INT8 table: quantized as its entries were);
     ``precision``, where given, must be the table's.
     """
     if plot:
         refuse_overwrite(plot, force)
         check_writable(plot)
-    loaded = LatencyTable.load(table)
+    loaded = LatencyTable.load(table, check_calibration=False)  # its calibration is fitted again here
     meta = loaded.meta
     space = table_space(loaded)
     table_precision = precision_of_dtype(meta.get("dtype"))
-    expect = expected_meta(meta["device"], meta["runtime"], meta["batch_size"], precision or table_precision, space)
-    loaded.check_matches(expect, allow_foreign_table)
+    asked = precision or table_precision
+    options = phone_options(meta["device"], adb, serial, runner)
+    if not options:  # a phone's name is read from the phone, once it is reached
+        loaded.check_matches(
+            expected_meta(meta["device"], meta["runtime"], meta["batch_size"], asked, space), allow_foreign_table
+        )
     measuring = _runtime(
         meta["runtime"],
         meta["device"],
         meta.get("threads"),
         table_precision,
         Protocol(warmup_s=warmup_time, min_s=min_time, rounds=rounds),
+        **options,
     )
+    if options:
+        expect = expected_meta(meta["device"], meta["runtime"], meta["batch_size"], asked, space, measuring.device_name())
+        loaded.check_matches(expect, allow_foreign_table)
     report = validate_table(loaded, space, measuring, n, seed, progress=progress)
     replaced = calibration_line(loaded)
     store_validation(loaded, report)
     try:
-        loaded.save()
+        with locked(table, "latency table"):  # not while a profile writes it
+            if LatencyTable.load(table, check_calibration=False).entries != loaded.entries:
+                raise HwnasError(f"latency table {table} changed while it was validated; validate it again")
+            loaded.save()
     except OSError as error:  # e.g. a shipped table inside a read-only site-packages
         raise HwnasError(
             f"cannot store the calibration in {table}: {error}; copy the table to ./latency_tables/ and validate the copy"
@@ -241,6 +281,8 @@ def calibration_line(table: LatencyTable) -> str | None:
     fit = table.calibration
     if not fit:
         return None
+    if not isinstance(fit, dict) or not all(isinstance(fit.get(k), (int, float)) for k in ("a", "b")):
+        return f"{fit!r} (not a calibration)"
     floor = (table.validation or {}).get("noise_floor", {}).get("mape")
     noise = f", noise floor {floor:.1%}" if floor is not None else ""
     return f"{calibration_formula(fit)} [{fit.get('fit', 'fit')}], fitted {fit.get('fitted', '?')}{noise}"
@@ -322,18 +364,22 @@ class SearchResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _default_out(method: str) -> Path:
+def default_out(method: str) -> Path:
+    """A new run folder's default: ``runs/<time>-<method>``."""
     return RUNS_ROOT / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
 
 
-def _prepare_out(out: Path, force: bool) -> None:
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an --out that holds a run, unless --force (nothing is removed here: the caller does once it holds the lock)."""
     if out.exists() and not out.is_dir():
         raise HwnasError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise HwnasError(f"--out {out} is not empty; pass --resume {out} to continue that run or --force to start over in it")
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
+    if out.is_dir() and any(path.name != LOCK_NAME for path in out.iterdir()) and not force:
+        raise HwnasError(f"--out {out} is not empty; pass --resume {out} to continue that run or --force to start over in it")
+
+
+def _clear_out(out: Path) -> None:
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 def search(
@@ -370,7 +416,9 @@ def search(
     if resume is not None:
         folder = Path(resume)
         config = SearchConfig.load(folder)
-        with launched(config.device) as dist:
+        with launched(config.device) as dist, ExitStack() as stack:
+            if dist.is_main:  # one writer per run folder: a second resume (or a --force search) is refused
+                stack.enter_context(locked(folder, "run folder"))
             result = SearchRun(config, folder, progress=progress, dist=dist).run(resume=True)
     else:
         if latency is None:
@@ -413,13 +461,18 @@ def search(
             method_options={k: v for k, v in knobs.items() if v is not None},
             **options,
         )
-        folder = Path(out) if out else _default_out(method)
-        with launched(config.device) as dist:
+        folder = Path(out) if out else default_out(method)
+        with launched(config.device) as dist, ExitStack() as stack:
             if dist.is_main:
                 check_writable(folder, folder=True)
-            run = SearchRun(config, folder, progress=progress, dist=dist)  # checks table and budget before anything is written
+                _check_out(folder, force)
+            # checks the options, the table, the budget and the data before anything is written
+            run = SearchRun(config, folder, progress=progress, dist=dist)
             if dist.is_main:
-                _prepare_out(folder, force)
+                folder.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(locked(folder, "run folder"))  # two searches into one --out: the second is refused
+                _check_out(folder, force)  # again, under the lock: another run may have filled it meanwhile
+                _clear_out(folder)
                 warn(run.target.clamp_note())
             result = run.run()
     if not dist.is_main:
@@ -508,13 +561,16 @@ def train(
             raise HwnasError(f"--resume continues a training on the data it started with ({started_on}); leave out --data {data}")
         data = started_on or data
     data = data or "digits"
-    if arch is not None and not resume and folder.exists() and any(folder.iterdir()) and not force:
+    if arch is not None and not resume and folder.exists() and any(p.name != LOCK_NAME for p in folder.iterdir()) and not force:
         raise HwnasError(f"{folder} exists and is not empty; pass --force to write into it")
     space_args = chosen.space_args
     splits = load_data(data, space_args["resolution"], space_args["in_channels"], config.seed)
     if splits.num_classes != space_args["num_classes"]:
         raise HwnasError(f"data {data!r} has {splits.num_classes} classes but the arch's net has {space_args['num_classes']}")
-    with launched(device) as dist:
+    with launched(device) as dist, ExitStack() as stack:
+        if dist.is_main:  # one writer per run folder
+            folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(locked(folder, "run folder"))
         result = train_child(
             chosen,
             model,
@@ -534,36 +590,53 @@ def train(
 
 # -- export -------------------------------------------------------------------------------------------------------------
 def prediction_model(
-    arch: Arch, request: ExportRequest, table: str | None, allow_foreign: bool, uncalibrated: bool = False
+    arch: Arch,
+    request: ExportRequest,
+    table: str | None,
+    allow_foreign: bool,
+    uncalibrated: bool = False,
+    name: str | None = None,
 ) -> LatencyModel | None:
     """The latency model of ``table`` (else of this target's table, if one exists) for the arch's space.
 
     A table without a calibration is refused unless ``uncalibrated`` (its prediction is then a raw sum).
+    ``name``: the device's name where it was read from the device (a phone's).
     """
     space = arch.build_space()
     if table is None:
         try:
             table = str(
-                find_table(space, request.device, request.runtime, request.threads, request.batch_size, request.precision)
+                find_table(
+                    space, request.device, request.runtime, request.threads, request.batch_size, request.precision, name=name
+                )
             )
         except HwnasError:
             return None
-    expect = expected_meta(request.device, request.runtime, request.batch_size, request.precision, space)
+    expect = expected_meta(request.device, request.runtime, request.batch_size, request.precision, space, name)
     loaded = LatencyTable.load(table, expect=expect, allow_foreign=allow_foreign)
     loaded.require_calibration(uncalibrated)
     return latency_model(loaded, space)
 
 
 def _run_table(run: RunFolder, request: ExportRequest) -> str | None:
-    """The table the search used, if it was made for the runtime, device and precision measured now and still exists."""
+    """The table the search used, as it was then (``recorded_table``), if it was made for the runtime, device and
+    precision measured now; None for another target. A changed or lost table is refused: ``--table`` chooses another."""
     config = run.config()
     same_target = (
         config.get("runtime") == request.runtime
         and config.get("device") == request.device
         and config.get("precision", "fp32") == request.precision
     )
-    path = config.get("table")
-    return path if same_target and path and Path(path).exists() else None
+    path, sha256 = config.get("table"), config.get("table_sha256")
+    if not (same_target and isinstance(path, str) and path):
+        return None
+    if not isinstance(sha256, str):  # a run from before tables were recorded by their hash
+        return path if Path(path).exists() else None
+    other = f"pass --table {path} to predict with the table as it is now"
+    found = recorded_table(run.path, path, sha256, other)
+    if str(found) != path:
+        warnings.warn(f"the run's table {path} is gone: predicting with the run's copy {found} (the same bytes)", stacklevel=2)
+    return str(found)
 
 
 def export(
@@ -573,7 +646,7 @@ def export(
     arch: str | Path | Arch | None = None,
     space: str | Path | None = None,
     weights: str | Path | None = None,
-    runtime: str = "onnxruntime",
+    runtime: str | None = None,
     device: str = "cpu",
     threads: int = 1,
     precision: str | None = None,
@@ -589,11 +662,16 @@ def export(
     rounds: int = 3,
     references: int = DEFAULT_REFERENCES,
     force: bool = False,
+    adb: str | None = None,
+    serial: str | None = None,
+    runner: str | None = None,
 ) -> ExportReport:
     """Export a child net (a run's, default the newest, or ``arch``'s), measure the artifact and judge it against the budget.
 
     The report (``verdict.verdict`` is ``"PASS"`` or ``"FAIL"``) is saved beside the artifact as ``OUTPUT.report.json``;
     its ``details["source"]["calibration"]`` is None where the prediction is a raw sum (an uncalibrated table).
+    The output's suffix chooses the format (``.onnx``, ``.engine``, ``.pte``) and, where ``runtime`` is None, the
+    runtime that measures it; ``device="android"`` measures a ``.pte`` on a phone (``adb``, ``serial``, ``runner``).
     ``precision="int8"`` quantizes the run's child on ``calibration_images`` training images of its data set and
     adds ``details["quantization"]`` and ``details["accuracy"]`` (float and INT8 validation accuracy, top-1 agreement).
     """
@@ -601,15 +679,21 @@ def export(
         raise HwnasError("give --run or --arch, not both")
     if (weights or space) and arch is None:
         raise HwnasError("--weights and --space go with --arch (a run brings its own weights and space file)")
+    path_out, runtime = output_format(Path(output), runtime)
+    options = phone_options(device, adb, serial, runner)
     precision = resolve_precision(precision, fp16)
     if precision == "int8":
         if arch is not None:
             raise HwnasError(
                 "--precision int8 calibrates on the images of a run's data set: export a run (--run RUN), not --arch"
             )
-        _runtime(runtime, device, threads, precision)  # no INT8 path here: the error says which runtime has one
+        from hwnas.latency.runtimes import RUNTIMES
+
+        if precision not in RUNTIMES[runtime].precisions:  # no INT8 path: the error names the runtimes that have one
+            raise HwnasError(RUNTIMES[runtime].no_precision_path(precision))
+        _runtime(runtime, device, threads, precision)  # and one that has no INT8 path on this device is refused now
     request = ExportRequest(
-        Path(output),
+        path_out,
         runtime,
         device,
         threads,
@@ -618,6 +702,7 @@ def export(
         dynamic_batch=dynamic_batch,
         rounds=rounds,
         force=force,
+        runtime_options=options,
     )
     for path in request.outputs():
         refuse_overwrite(path, force)
@@ -637,14 +722,19 @@ def export(
         chosen, model, weights_path = opened.child()
         budget_ms = budget_ms if budget is not None else opened.result().get("budget_ms")
         source = {"run": str(opened.path), "arch": chosen.to_compact(), "weights": str(weights_path)}
+        if table is not None:  # an explicit choice over the run's own table: the report names both
+            recorded = opened.config()
+            source["table_given"] = True
+            source["run_table"] = {"path": recorded.get("table"), "sha256": recorded.get("table_sha256")}
         run_table = str(table) if table is not None else _run_table(opened, request)
         uncalibrated = uncalibrated or bool(opened.config().get("uncalibrated"))
     int8: Int8Plan | None = None
     if precision == "int8":  # read the calibration images and the validation split now: before anything is written
         int8 = plan_int8(opened, chosen.space_args, calibration_images, batch_size, Recipe(method=calibration_method))
-    latency = prediction_model(chosen, request, run_table, allow_foreign_table, uncalibrated)
+    latency = prediction_model(chosen, request, run_table, allow_foreign_table, uncalibrated, phone_name(options, threads))
     predicted_ms = None if latency is None else latency.predict(chosen)
     source["table"] = None if latency is None else str(latency.table.path)
+    source["table_sha256"] = None if latency is None else latency.table.sha256
     source["calibration"] = None if latency is None else calibration_record(latency.table)
     reference_nets = [] if latency is None else pick_references(latency, predicted_ms, references)
     space_built: Space = chosen.build_space()

@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.files import write_text_atomic
+from hwnas.files import parse_json, read_json, write_text_atomic
 from hwnas.spaces import SPACES, Space, SpaceArgs, get_space, is_known_space
 
 _ARG_TYPES = {name: f.type for name, f in SpaceArgs.__dataclass_fields__.items()}
@@ -94,11 +94,7 @@ class Arch:
 
     @classmethod
     def from_json(cls, text: str) -> Arch:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise HwnasError(f"arch is not valid JSON: {error}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "arch"))
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(Path(path), self.to_json() + "\n")
@@ -106,7 +102,8 @@ class Arch:
     # -- compact one-line form ------------------------------------------------------------------
     def to_compact(self) -> str:
         args = [f"{k}={v}" for k, v in self.space_args.items() if v != _DEFAULT_ARGS[k]]
-        return ",".join([self.space, *args]) + ":" + "-".join(self.choices)
+        body = SPACES[self.space].format_choices(self.choices) if self.space in SPACES else "-".join(self.choices)
+        return ",".join([self.space, *args]) + ":" + body
 
     @classmethod
     def from_compact(cls, text: str) -> Arch:
@@ -120,7 +117,8 @@ class Arch:
             if not eq:
                 raise HwnasError(f"compact arch: space option {pair!r} is not key=value")
             space_args[key] = value
-        return cls(space, tuple(body.split("-")), _checked_args(space_args))
+        choices = SPACES[space].parse_choices(body) if space in SPACES else tuple(body.split("-"))
+        return cls(space, choices, _checked_args(space_args))
 
     def __str__(self) -> str:
         return self.to_compact()
@@ -157,7 +155,7 @@ def load_arch(source: str | Path) -> Arch:
     text = str(source)
     if _is_file(text):
         try:
-            return _known_space(Arch.from_json(Path(text).read_text())).validated()
+            return _known_space(Arch.from_dict(read_json(text, "arch file"))).validated()
         except (HwnasError, OSError, UnicodeDecodeError) as error:
             raise HwnasError(f"{text}: {error}") from None
     if ":" in text and not text.lstrip().startswith("{"):

@@ -231,6 +231,41 @@ def _imagefolder_classes(folder: Path) -> list[str]:
     return classes
 
 
+def scan_image_folder(root: Path) -> None:
+    """Refuse, before any training, an image folder with a class sub-folder that holds no image or with files that
+    do not decode (a text file named ``.png``, a truncated JPEG); the message lists them.
+
+    Every image is decoded once (JPEGs at a reduced scale, ``Image.draft``: the whole stream is
+    still read, so a cut-short file is found); files whose extension torchvision does not read
+    as an image are skipped, as ``ImageFolder`` skips them.
+    """
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    empty, unreadable = [], []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        if not files:
+            empty.append(class_dir.name)
+        for path in files:
+            try:
+                with Image.open(path) as image:
+                    image.draft("RGB", (1, 1))
+                    image.load()
+            except Exception as error:  # noqa: BLE001 - PIL raises many types for foreign or cut-short files
+                unreadable.append(f"{path.relative_to(root)} ({' '.join(str(error).split())[:80] or type(error).__name__})")
+    if empty:
+        raise HwnasError(
+            f"image folder {root}: class folder(s) {', '.join(empty)} hold no image ({', '.join(sorted(IMG_EXTENSIONS))}); "
+            "add images or remove the folder"
+        )
+    if unreadable:
+        shown = "; ".join(unreadable[:10]) + (f"; and {len(unreadable) - 10} more" if len(unreadable) > 10 else "")
+        raise HwnasError(
+            f"image folder {root}: {len(unreadable)} file(s) cannot be read as images: {shown}; remove or replace them"
+        )
+
+
 def _imagefolder(folder: Path, resolution: int, in_channels: int, seed: int) -> DataSplits:
     from torchvision import datasets, transforms
 
@@ -242,7 +277,10 @@ def _imagefolder(folder: Path, resolution: int, in_channels: int, seed: int) -> 
     steps += [transforms.ToTensor(), transforms.Normalize([0.5] * in_channels, [0.5] * in_channels)]
     transform = transforms.Compose(steps)
     classes = _imagefolder_classes(folder)
-    if (folder / "train").is_dir() and (folder / "val").is_dir():
+    split = (folder / "train").is_dir() and (folder / "val").is_dir()
+    for root in (folder / "train", folder / "val") if split else (folder,):
+        scan_image_folder(root)
+    if split:
         train = datasets.ImageFolder(str(folder / "train"), transform=transform)
         val = datasets.ImageFolder(str(folder / "val"), transform=transform)
     else:

@@ -138,6 +138,15 @@ def backend_for(device: str) -> str:
     return "nccl" if device.startswith("cuda") else "gloo"
 
 
+def launch_size(environ: dict[str, str] | None = None) -> int:
+    """How many processes torchrun started for this command (1 without torchrun)."""
+    env = os.environ if environ is None else environ
+    try:
+        return max(int(env.get("WORLD_SIZE", "1")), 1)
+    except ValueError:
+        return 1
+
+
 @contextmanager
 def launched(device: str = "cpu", environ: dict[str, str] | None = None) -> Iterator[Dist]:
     """The process group of a torchrun launch, for the duration of the block; ``SINGLE`` (and no set-up) otherwise.

@@ -6,6 +6,10 @@ import glob
 import json
 import os
 import re
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +120,16 @@ def load_torch(path: str | Path, what: str = "file", expected: str = "a torch fi
     if not path.is_file():
         raise HwnasError(f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings about a foreign pickle: the error below says what it is
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several types for truncated or foreign files
-        reason = "it is cut short (an interrupted write or copy?)" if _cut_short_zip(path) else _load_failure(error)
+        if _cut_short_zip(path):
+            reason = "it is cut short (an interrupted write or copy?)"
+        elif _plain_pickle(path):
+            reason = "a plain Python pickle, not a file torch.save wrote (hwnas never runs a pickle: refused unread)"
+        else:
+            reason = _load_failure(error)
         raise HwnasError(f"{what} {path} cannot be read as {expected}: {reason}") from None
 
 
@@ -130,6 +141,16 @@ def _cut_short_zip(path: Path) -> bool:
         with open(path, "rb") as handle:
             starts_as_zip = handle.read(4) == b"PK\x03\x04"
         return starts_as_zip and not zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def _plain_pickle(path: Path) -> bool:
+    """A file that starts as a pickle (protocol 2 or later: the PROTO opcode) rather than torch.save's zip archive."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
     except OSError:
         return False
 
@@ -153,21 +174,135 @@ def _load_failure(error: Exception) -> str:
     return text or f"{type(error).__name__} (empty or cut short?)"
 
 
-def load_json(path: str | Path) -> dict[str, Any]:
-    """A JSON object from a file; unreadable, malformed or not an object is a clear error."""
+def read_json(path: str | Path, what: str = "") -> Any:
+    """The JSON value in a file; unreadable, undecodable, malformed or too deeply nested is a clear error.
+
+    ``what`` names the file in the message ("latency table"); the message always names the path.
+    """
     path = Path(path)
+    name = f"{what} {path}" if what else str(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HwnasError(f"{path} is not a readable JSON file: {error}") from None
+        raw = path.read_bytes()
+    except OSError as error:
+        raise HwnasError(f"{name} cannot be read: {os_reason(error)}") from None
+    return parse_json(raw, name)
+
+
+def parse_json(raw: bytes | str, name: str) -> Any:
+    """``json.loads`` whose every failure is an ``HwnasError`` naming ``name``: bytes that are not UTF-8, malformed or
+    cut-short JSON, nesting too deep for the parser (``RecursionError``), numbers too long to convert."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as error:
+        raise HwnasError(f"{name} is not a JSON text file: byte {error.start} is not UTF-8") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        cut = " (cut short?)" if error.pos >= len(text.rstrip()) else ""
+        raise HwnasError(f"{name} is not a readable JSON file: it is not valid JSON{cut} ({error})") from None
+    except RecursionError:
+        raise HwnasError(f"{name} is nested too deeply to be read as JSON (not a file hwnas wrote)") from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise HwnasError(f"{name} is not a readable JSON file: {error}") from None
+
+
+def load_json(path: str | Path, what: str = "") -> dict[str, Any]:
+    """A JSON object from a file; unreadable, malformed or not an object is a clear error."""
+    data = read_json(path, what)
     if not isinstance(data, dict):
-        raise HwnasError(f"{path} must hold a JSON object")
+        raise HwnasError(f"{f'{what} ' if what else ''}{path} must hold a JSON object, not {type(data).__name__}")
     return data
 
 
 def read_jsonl(path: str | Path) -> list[Any]:
-    """The rows of a JSON-lines file (blank lines skipped); none if it does not exist."""
+    """The rows of a JSON-lines file (blank lines skipped); none if it does not exist.
+
+    A last line that does not parse is dropped: a process killed while it appended a row leaves
+    it torn, and the rows before it are whole. A bad line before the last is an error.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise HwnasError(f"{path} cannot be read: {os_reason(error)}") from None
+    lines = [line for line in raw.split(b"\n") if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(parse_json(line, f"{path} line {number}"))
+        except HwnasError:
+            if number == len(lines):
+                break  # torn by a kill during the append
+            raise
+    return rows
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: the name of a folder's lock file, and the suffix of a file's (``.NAME.lock`` beside it)
+LOCK_NAME, LOCK_SUFFIX = ".hwnas.lock", ".lock"
+
+
+def lock_path(path: str | Path) -> Path:
+    """Where the lock of ``path`` lives: inside a folder, beside a file."""
+    path = Path(path)
+    return path / LOCK_NAME if path.is_dir() else path.with_name(f".{path.name}{LOCK_SUFFIX}")
+
+
+@contextmanager
+def locked(path: str | Path, what: str) -> Iterator[None]:
+    """Hold an OS lock (``fcntl.flock``) on ``path`` (a folder, or a file) for the duration of the block.
+
+    A second holder is refused at once with an error naming the first one's pid and command. The
+    kernel releases the lock of a process that ends in any way (kill -9 included), so a lock left by
+    a dead process never blocks: its file may remain, and the next holder takes it over. The lock
+    file is removed on release; a holder that finds it was removed (or replaced) between its open
+    and its lock takes the new one, so two processes never both hold the lock.
+    """
+    import fcntl
+
+    target = lock_path(path)
+    while True:
+        try:
+            handle = open(target, "a+")
+        except OSError as error:
+            raise HwnasError(f"cannot lock {path}: {os_reason(error)}") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().split("\n", 1)
+            handle.close()
+            pid = holder[0].strip() or "?"
+            command = f" ({holder[1].strip()})" if len(holder) > 1 and holder[1].strip() else ""
+            raise HwnasError(
+                f"{what} {path} is in use by process {pid}{command}; wait for it to finish or stop it "
+                "(a lock of a process that has ended never blocks)"
+            ) from None
+        try:
+            same = os.fstat(handle.fileno()).st_ino == os.stat(target).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()  # the file was removed by its last holder after we opened it: lock the new one
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n{' '.join(['hwnas', *sys.argv[1:]])[:500]}\n")
+        handle.flush()
+        yield
+    finally:
+        target.unlink(missing_ok=True)
+        handle.close()

@@ -15,7 +15,7 @@ from torch import nn
 
 from hwnas.arch import Arch, load_arch
 from hwnas.errors import HwnasError
-from hwnas.files import load_json, load_torch, write_text_atomic
+from hwnas.files import file_sha256, load_json, load_torch, write_bytes_atomic, write_text_atomic
 from hwnas.spaces import Space, space_from_text, user_space_file
 from hwnas.spaces.space_file import sha256_of
 
@@ -27,13 +27,29 @@ CHILD, SUPERNET, PLOT, REPORT = "child.pt", "supernet.pt", "search.png", "report
 SCORES, SELECTION_PLOT = "scores.jsonl", "selection.png"
 #: the copy of a user's space file a run keeps, so that it stays reproducible after the file changes
 SPACE_COPY = "space.toml"
+#: the copy of the run's latency table, byte for byte (where it is at most ``TABLE_COPY_LIMIT`` bytes)
+TABLE_COPY, TABLE_COPY_LIMIT = "table.json", 4 << 20
 TRAINED, TRAIN_RESULT, TRAIN_HISTORY, TRAIN_CHECKPOINT = (
     "trained.pt",
     "train_result.json",
     "train_history.jsonl",
     "train_checkpoint.pt",
 )
-SEARCH_FILES = (ARCH, CONFIG, RESULT, HISTORY, CHECKPOINT, CHILD, SUPERNET, PLOT, REPORT, SCORES, SELECTION_PLOT, SPACE_COPY)
+SEARCH_FILES = (
+    ARCH,
+    CONFIG,
+    RESULT,
+    HISTORY,
+    CHECKPOINT,
+    CHILD,
+    SUPERNET,
+    PLOT,
+    REPORT,
+    SCORES,
+    SELECTION_PLOT,
+    SPACE_COPY,
+    TABLE_COPY,
+)
 TRAIN_FILES = (TRAINED, TRAIN_RESULT, TRAIN_HISTORY, TRAIN_CHECKPOINT)
 #: weights of the derived child, newest kind first: fine-tuned by ``hwnas train``, then as the search left them
 CHILD_WEIGHTS = (TRAINED, CHILD)
@@ -132,3 +148,42 @@ class RunFolder:
         arch = self.arch()
         weights = self.weights_path()
         return arch, load_weights(arch.build(), weights), weights
+
+
+# -- the run's latency table ----------------------------------------------------------------------
+def recorded_table(folder: Path, path: str | Path, sha256: str, other: str = "") -> Path:
+    """The latency table a run recorded (absolute ``path`` and the SHA-256 of its bytes), as it was then.
+
+    The file at ``path`` if it is unchanged, else the run folder's copy if that is the same table
+    (``path`` removed or moved); a changed file is refused with both hashes, and so is a table that
+    is gone without a copy. ``other``: what else the user may do (export: ``--table``), added to the fix.
+    """
+    path, copy = Path(path), Path(folder) / TABLE_COPY
+    copy_ok = copy.is_file() and file_sha256(copy) == sha256
+    restore = f"restore it from the run's copy (`cp {copy} {path}`)" if copy_ok else "restore the table as it was"
+    also = f", or {other}" if other else ""
+    if path.is_file():
+        now = file_sha256(path)
+        if now == sha256:
+            return path
+        raise HwnasError(
+            f"the run's latency table {path} changed since the run {folder} started: sha256 {sha256} then, {now} now; "
+            f"{restore}{also}"
+        )
+    if copy_ok:
+        return copy
+    raise HwnasError(f"the run's latency table {path} is gone and {folder} holds no copy of it; {restore}{also}")
+
+
+def copy_table(folder: Path, path: Path, sha256: str) -> str | None:
+    """Copy the run's table into ``folder`` (byte for byte, checked against ``sha256``); None, or why not."""
+    size = path.stat().st_size
+    if size > TABLE_COPY_LIMIT:
+        return f"not copied: {size / 2**20:.1f} MiB is over the {TABLE_COPY_LIMIT / 2**20:.0f} MiB copied into a run folder"
+    data = path.read_bytes()
+    import hashlib
+
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise HwnasError(f"latency table {path} changed while the run started (sha256 {sha256} when read); start it again")
+    write_bytes_atomic(folder / TABLE_COPY, data)
+    return None

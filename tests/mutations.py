@@ -35,6 +35,27 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "whole-net-model-ignored",
+        "hwnas/latency/model.py",
+        "    return with_whole_net(model, table.whole_net) if table.whole_net else model\n",
+        "    return model\n",
+        ("tests/test_nb201.py",),
+    ),
+    Mutation(
+        "derive-fill-unchecked",
+        "hwnas/search/derive.py",
+        "        if ms > limit_ms + _EPS:\n",
+        "        if False:\n",
+        ("tests/test_nb201.py",),
+    ),
+    Mutation(
+        "nb201-counts-unused-ops",
+        "hwnas/spaces/nb201.py",
+        '    return tuple(op != "none" and dst in feeds for op, (_, dst) in zip(choices, EDGES))\n',
+        '    return tuple(op != "none" for op in choices)\n',
+        ("tests/test_nb201.py",),
+    ),
+    Mutation(
         "config-json-saves-resolved-margin",
         "hwnas/search/loop.py",
         '        data = asdict(self.config)\n        data["resolved"] = {',

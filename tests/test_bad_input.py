@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from hwnas.arch import Arch
 from hwnas.cli.main import EXIT_ERROR, cli
 from hwnas.export import artifact
-from hwnas.files import save_torch_atomic, write_json_atomic
+from hwnas.files import file_sha256, save_torch_atomic, write_json_atomic
 from hwnas.search.synthetic import write_synthetic_table
 
 from helpers import budget_between, tiny_space
@@ -35,6 +35,7 @@ class Case:
     name: str
     args: list[str]
     words: tuple[str, ...]  # the message's key words, all of them (case-insensitive)
+    env: dict[str, str] | None = None  # environment of the command (torchrun's variables)
 
 
 def tiny_arch() -> Arch:
@@ -80,7 +81,57 @@ def world(tmp_path_factory) -> Path:
         "epochs": "many",
     }
     write_json_atomic(bad_config / "config.json", config)
+    _issue_30_world(root, table, config)
     return root
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested past any parser's recursion limit
+
+
+def _issue_30_world(root: Path, table: Path, config: dict) -> None:
+    """Tables whose calibration or entries cannot be right, files that are not JSON text, image folders with a bad
+    file, and runs whose recorded table changed or is gone."""
+    data = json.loads(table.read_text())
+    for name, calibration in {
+        "negative-slope": {"a": -1, "b": 0},
+        "flat": {"a": 0, "b": 0.5},
+        "negative-net": {"a": 1, "b": -10},
+        "negative-op": {"a": 1, "b": 0, "per_op_ms": -0.5},
+    }.items():
+        (root / f"{name}.json").write_text(json.dumps({**data, "calibration": calibration}))
+    key = next(iter(data["entries"]))
+    zero = {**data, "entries": {**data["entries"], key: {**data["entries"][key], "ms": 0.0}}}
+    (root / "zero-entry.json").write_text(json.dumps(zero))
+    lacking = {**data, "entries": {k: v for k, v in data["entries"].items() if k != key}}
+    (root / "lacking-entry.json").write_text(json.dumps(lacking))
+    (root / "deep.json").write_text(DEEP)
+    (root / "binary.json").write_bytes(b'{"schema_version": 1, "meta": "\xff\xfe\x00"}')
+    (root / "deep-arch.json").write_text(DEEP)
+    deep_run = root / "deep-config-run"
+    deep_run.mkdir()
+    (deep_run / "config.json").write_text(DEEP)
+    (root / "pickle.pt").write_bytes(b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93.")
+    # image folders of ten classes (the table's): one class without images, a truncated JPEG, a text file named .png
+    from PIL import Image
+
+    for name in ("img-empty", "img-cut", "img-text"):
+        for label in "abcdefghij":
+            (root / name / label).mkdir(parents=True)
+            if (name, label) != ("img-empty", "c"):
+                Image.new("RGB", (8, 8), (20 * "abcdefghij".index(label), 0, 0)).save(root / name / label / "0.png")
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(root / "img-cut" / "b" / "1.jpg", quality=95)
+    whole = (root / "img-cut" / "b" / "1.jpg").read_bytes()
+    (root / "img-cut" / "b" / "1.jpg").write_bytes(whole[: len(whole) // 2])
+    (root / "img-text" / "a" / "1.png").write_text("not an image")
+    # runs that recorded a table by path and hash: one whose table changed since, one whose table is gone (no copy)
+    for name, path in (("changed-table-run", table), ("gone-table-run", root / "gone.json")):
+        run = root / name
+        run.mkdir()
+        tiny_arch().save(run / "arch.json")
+        (run / "child.pt").write_bytes((root / "run" / "child.pt").read_bytes())
+        recorded = {**config, "epochs": 1, "table": str(path), "table_sha256": "0" * 64, "runtime": "onnxruntime"}
+        write_json_atomic(run / "config.json", {**recorded, "device": "cpu"})
+        write_json_atomic(run / "result.json", {"budget_ms": 1000.0})
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -96,8 +147,8 @@ CASES = [
     # tables
     Case("show a missing table", ["tables", "show", "{root}/missing.json"], ("missing.json",)),
     Case("show a file that is not JSON", ["tables", "show", "{root}/not-json.json"], ("not-json.json", "json")),
-    Case("show a table with an entry of 1e300 ms", ["tables", "show", "{root}/huge-entry.json"], ("1e+300", "[0, 3.6e+06)")),
-    Case("validate a table with an entry of 1e300 ms", ["tables", "validate", "{root}/huge-entry.json", "--n", "2"], ("1e+300",)),
+    Case("show a table with an entry of 1e300 ms", ["tables", "show", "{root}/huge-entry.json"], ("1e+300", "(0, 3.6e+06)")),
+    Case("validate a table with an entry of 1e300 ms", ["tables", "validate", "{root}/huge-entry.json", "--n", "4"], ("1e+300",)),
     Case(
         "validate with a plot into a file's place",
         ["tables", "validate", "{table}", "--plot", "{root}/blocker/p.png"],
@@ -258,6 +309,170 @@ CASES = [
         ["export", "{root}/e7.onnx", "--run", "{run}", "--table", "{root}/huge-entry.json"],
         ("1e+300",),
     ),
+    # issue 30: a calibration that predicts no time, or less than none; entries of 0 ms
+    Case(
+        "predict with a calibration slope of -1",
+        ["predict", "{arch}", "--table", "{root}/negative-slope.json"],
+        ("slope 'a' is -1", "hwnas tables validate"),
+    ),
+    Case(
+        "show a table whose calibration slope is -1",
+        ["tables", "show", "{root}/negative-slope.json"],
+        ("slope 'a' is -1", "hwnas tables validate"),
+    ),
+    Case(
+        "predict with a calibration of every net at 0.5 ms",
+        ["predict", "{arch}", "--table", "{root}/flat.json"],
+        ("slope 'a' is 0", "tables validate"),
+    ),
+    Case(
+        "show a table whose calibration predicts the fastest net under 0 ms",
+        ["tables", "show", "{root}/negative-net.json"],
+        ("fastest net", "'b'", "tables validate"),
+    ),
+    Case(
+        "search on a calibration that predicts nets under 0 ms",
+        [*SEARCH[:3], "--table", "{root}/negative-net.json", *SEARCH[5:], "--latency", "1ms", "--out", "{root}/s14"],
+        ("fastest net", "tables validate"),
+    ),
+    Case(
+        "predict with a calibration charging each op -0.5 ms",
+        ["predict", "{arch}", "--table", "{root}/negative-op.json"],
+        ("per_op_ms", "tables validate"),
+    ),
+    Case(
+        "validate a table that lacks an entry",
+        ["tables", "validate", "{root}/lacking-entry.json", "--n", "4"],
+        ("lacking-entry.json lacks 1 entry", "-o {root}/lacking-entry.json"),
+    ),
+    Case("show a table with an entry of 0 ms", ["tables", "show", "{root}/zero-entry.json"], ("'ms'", "(0, 3.6e+06)")),
+    # issue 30: files that are no JSON text, or JSON nested 100,000 deep
+    Case("show a table nested 100,000 deep", ["tables", "show", "{root}/deep.json"], ("deep.json", "nested too deeply")),
+    Case("show a table of undecodable bytes", ["tables", "show", "{root}/binary.json"], ("binary.json", "not utf-8")),
+    Case(
+        "predict an arch nested 100,000 deep", ["predict", "{root}/deep-arch.json", "--table", "{table}"], ("nested too deeply",)
+    ),
+    Case("validate a table nested 100,000 deep", ["tables", "validate", "{root}/deep.json"], ("nested too deeply",)),
+    Case(
+        "resume a run whose config is nested 100,000 deep",
+        ["search", "--resume", "{root}/deep-config-run"],
+        ("config.json", "nested too deeply"),
+    ),
+    Case(
+        "export a pickle payload as weights",
+        ["export", "{root}/e8.onnx", "--arch", "{arch}", "--weights", "{root}/pickle.pt"],
+        ("pickle.pt", "plain python pickle"),
+    ),
+    # issue 30: every option of the one-shot methods before the supernet trains
+    Case(
+        "spos with --generations 0",
+        [*SEARCH, "--method", "spos", "--latency", "{budget}", "--generations", "0", "--out", "{root}/s15"],
+        ("--generations", ">= 1"),
+    ),
+    Case(
+        "spos with --top-k 0",
+        [*SEARCH, "--method", "spos", "--latency", "{budget}", "--top-k", "0", "--out", "{root}/s16"],
+        ("--top-k",),
+    ),
+    Case(
+        "spos with --score-images 0",
+        [*SEARCH, "--method", "spos", "--latency", "{budget}", "--score-images", "0", "--out", "{root}/s17"],
+        ("--score-images",),
+    ),
+    Case(
+        "spos with more children than the population",
+        [*SEARCH, "--method", "spos", "--latency", "{budget}", "--population", "4", "--out", "{root}/s18"],
+        ("exceed the population of 4",),
+    ),
+    Case(
+        "greedynas with --paths-sampled 0",
+        [*SEARCH, "--method", "greedynas", "--latency", "{budget}", "--paths-sampled", "0", "--out", "{root}/s19"],
+        ("--paths-sampled",),
+    ),
+    Case(
+        "greedynas with --paths-trained 0",
+        [*SEARCH, "--method", "greedynas", "--latency", "{budget}", "--paths-trained", "0", "--out", "{root}/s20"],
+        ("--paths-trained",),
+    ),
+    Case(
+        "greedynas with --rank-images 0",
+        [*SEARCH, "--method", "greedynas", "--latency", "{budget}", "--rank-images", "0", "--out", "{root}/s21"],
+        ("--rank-images",),
+    ),
+    Case(
+        "greedynas with --pool-size 0",
+        [*SEARCH, "--method", "greedynas", "--latency", "{budget}", "--pool-size", "0", "--out", "{root}/s22"],
+        ("--pool-size",),
+    ),
+    Case(
+        "greedynas training more paths than it samples",
+        [*SEARCH, "--method", "greedynas", "--latency", "{budget}", "--paths-trained", "11", "--out", "{root}/s23"],
+        ("--paths-trained 11", "--paths-sampled 10"),
+    ),
+    Case(
+        "greedynas with --eps-max 1.5",
+        [*SEARCH, "--method", "greedynas", "--latency", "{budget}", "--eps-max", "1.5", "--out", "{root}/s24"],
+        ("--eps-max", "<= 1"),
+    ),
+    Case(
+        "greedynas with --stop-share -1",
+        [*SEARCH, "--method", "greedynas", "--latency", "{budget}", "--stop-share", "-1", "--out", "{root}/s25"],
+        ("--stop-share", ">= 0"),
+    ),
+    Case(
+        "snas annealing the temperature up",
+        [*SEARCH, "--method", "snas", "--latency", "{budget}", "--tau-min", "5", "--out", "{root}/s26"],
+        ("--tau-min",),
+    ),
+    Case(
+        "proxyless with --arch-every 0",
+        [*SEARCH, "--method", "proxyless", "--latency", "{budget}", "--arch-every", "0", "--out", "{root}/s27"],
+        ("--arch-every",),
+    ),
+    # issue 30: image folders are read whole before training
+    Case(
+        "search an image folder with an empty class",
+        [*SEARCH, "--latency", "{budget}", "--data", "imagefolder:{root}/img-empty", "--out", "{root}/s28"],
+        ("class folder(s) c", "hold no image"),
+    ),
+    Case(
+        "search an image folder with a truncated JPEG",
+        [*SEARCH, "--latency", "{budget}", "--data", "imagefolder:{root}/img-cut", "--out", "{root}/s29"],
+        ("1 file(s) cannot be read", "1.jpg", "truncated"),
+    ),
+    Case(
+        "search an image folder with a text file named .png",
+        [*SEARCH, "--latency", "{budget}", "--data", "imagefolder:{root}/img-text", "--out", "{root}/s30"],
+        ("cannot be read", "1.png"),
+    ),
+    # issue 30: a run is tied to its table
+    Case(
+        "resume a run whose table changed",
+        ["search", "--resume", "{root}/changed-table-run"],
+        ("changed since the run", "0000000000000000", "{table_sha256}", "restore"),
+    ),
+    Case(
+        "export a run whose table changed",
+        ["export", "{root}/e9.onnx", "--run", "{root}/changed-table-run"],
+        ("changed since the run", "0000000000000000", "{table_sha256}", "--table"),
+    ),
+    Case(
+        "resume a run whose table is gone",
+        ["search", "--resume", "{root}/gone-table-run"],
+        ("gone.json", "is gone", "no copy"),
+    ),
+    Case(
+        "export a run whose table is gone",
+        ["export", "{root}/e10.onnx", "--run", "{root}/gone-table-run"],
+        ("gone.json", "is gone", "--table"),
+    ),
+    # issue 30: one process profiles
+    Case(
+        "profile under torchrun",
+        ["profile", *TINY, "-o", "{root}/new.json"],
+        ("torchrun", "2 processes", "without torchrun"),
+        env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
+    ),
 ]
 
 
@@ -272,22 +487,25 @@ def context(root: Path) -> dict[str, str]:
         "body": arch.split(":")[1],
         "space": SPACE,
         "budget": f"{budget_between(root / 'table.json', 0.5)}ms",
+        "table_sha256": file_sha256(root / "table.json"),
     }
 
 
-def test_the_matrix_has_at_least_sixty_cases():
-    assert len(CASES) >= 60 and len({case.name for case in CASES}) == len(CASES)
+def test_the_matrix_has_at_least_a_hundred_cases():
+    assert len(CASES) >= 100 and len({case.name for case in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_is_refused_clearly_and_touches_nothing(world, case):
     args = [arg.format(**context(world)) for arg in case.args]
+    words = [word.format(**context(world)) for word in case.words]
     before = snapshot(world)
-    result = CliRunner().invoke(cli, [*args, "--json"])
+    result = CliRunner().invoke(cli, [*args, "--json"], env=case.env)
     assert result.exit_code == EXIT_ERROR, f"exit {result.exit_code}\n{result.output}"
     assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output, result.output
     message = result.stderr.lower()
-    assert "error:" in message and all(word.lower() in message for word in case.words), result.stderr
+    assert "error:" in message and all(word.lower() in message for word in words), result.stderr
+    assert "warning" not in message, result.stderr
     assert result.stdout == "", f"stdout {result.stdout!r}"
     assert snapshot(world) == before, "a file changed"
     assert not list(world.rglob(".*.tmp*")), "a temporary file is left"

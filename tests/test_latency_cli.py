@@ -39,7 +39,8 @@ def test_show_json(cli_runner, table_path):
     result = cli_runner.invoke(cli, ["tables", "show", str(table_path), "--json"])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
-    assert set(shown) == {"meta", "entries", "fastest_ms", "slowest_ms"}
+    assert set(shown) == {"meta", "entries", "fastest_ms", "slowest_ms", "partly_delegated"}
+    assert shown["partly_delegated"] == {}  # ONNX Runtime entries record no delegation
     assert shown["entries"] == 35 and 0 < shown["fastest_ms"] < shown["slowest_ms"]
 
 
@@ -131,9 +132,9 @@ def test_foreign_table_refused_then_allowed_with_a_warning(cli_runner, table_pat
 
 
 def test_profile_prints_what_it_could_not_control(cli_runner, table_path, tmp_path, monkeypatch):
-    import hwnas.latency.profiler as profiler
+    import hwnas.latency.runtime_base as runtime_base
 
-    monkeypatch.setattr(profiler, "measurement_warnings", lambda device: ["the test's own warning"])
+    monkeypatch.setattr(runtime_base, "measurement_warnings", lambda device: ["the test's own warning"])
     copy = tmp_path / "t.json"
     copy.write_text(table_path.read_text())  # complete: the rerun measures nothing
     result = cli_runner.invoke(cli, ["profile", *SPACE, *QUICK, "-o", str(copy), "--no-progress"])

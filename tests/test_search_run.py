@@ -38,6 +38,7 @@ RESULT_KEYS = {
     "child_val_acc",
     "arch",
     "table",
+    "table_sha256",
     "calibration",
     "argmax_ms",
     "argmax_share_of_aim",

@@ -1,15 +1,16 @@
-"""``hwnas export OUTPUT.onnx``: the derived child as a deployable file, measured against the budget."""
+"""``hwnas export OUTPUT.onnx|.engine|.pte``: the derived child as a deployable file, measured against the budget."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from hwnas import api
+from hwnas.cli.mobile_options import android_options
 from hwnas.cli.options import COUNT, echo_json, json_option, precision_options, space_file_option
-from hwnas.export.artifact import ExportRequest
 from hwnas.export.drift import DEFAULT_REFERENCES
 from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, accuracy_line
 from hwnas.latency.quantize import METHODS, Recipe
@@ -17,6 +18,14 @@ from hwnas.latency.runtimes import DEVICES, RUNTIMES
 
 #: exit code of a measured FAIL (bad input exits 2)
 EXIT_FAIL = 1
+
+
+def _format_line(details: dict[str, Any]) -> str:
+    """What was written: the ONNX opset, or the ExecuTorch program and how much XNNPACK took."""
+    if details.get("format") == "pte":
+        delegated = "all delegated" if details.get("delegated") else f"portable: {', '.join(details.get('portable_ops', []))}"
+        return f"ExecuTorch {details.get('executorch')}, {details.get('delegate')}, {delegated}"
+    return f"opset {details.get('opset')}"
 
 
 @click.command()
@@ -33,11 +42,10 @@ EXIT_FAIL = 1
 @click.option(
     "--runtime",
     type=click.Choice(list(RUNTIMES)),
-    default="onnxruntime",
-    show_default=True,
-    help="Runtime that measures the artifact.",
+    help="Runtime that measures the artifact [default: from OUTPUT's suffix: .onnx onnxruntime, .engine tensorrt, .pte executorch].",
 )
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@android_options
 @click.option("--threads", type=COUNT, default=1, show_default=True, help="CPU threads while measuring (pinned).")
 @precision_options()
 @click.option(
@@ -82,8 +90,11 @@ def export(
     arch_source: str | None,
     space_file: str | None,
     weights: Path | None,
-    runtime: str,
+    runtime: str | None,
     device: str,
+    adb: str | None,
+    serial: str | None,
+    runner: str | None,
     threads: int,
     precision: str | None,
     calibration_images: int,
@@ -99,7 +110,7 @@ def export(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Export a child net to ONNX (and a TensorRT engine), measure the artifact, and judge it against the budget.
+    """Export a child net (OUTPUT's suffix: .onnx, .engine, .pte), measure the artifact, and judge it against the budget.
 
     Prints budget, predicted and measured latency and PASS or FAIL; exits 1 on FAIL. The report
     is saved beside the artifact as OUTPUT.report.json. With --precision int8 the child is
@@ -114,6 +125,9 @@ def export(
         weights=weights,
         runtime=runtime,
         device=device,
+        adb=adb,
+        serial=serial,
+        runner=runner,
         threads=threads,
         precision=precision,
         calibration_images=calibration_images,
@@ -133,8 +147,14 @@ def export(
     else:
         click.echo(f"exported {report.details['source']['arch']}")
         click.echo(
-            f"  -> {', '.join(report.files)} (opset {report.details['opset']}, report {ExportRequest(output).report_path})"
+            f"  -> {', '.join(report.files)} ({_format_line(report.details)}, report {output.with_suffix('.report.json')})"
         )
+        source = report.details["source"]
+        if source.get("table_given"):
+            was = source["run_table"]
+            click.echo(
+                f"table      {source['table']} (given with --table; the run searched with {was['path']}, sha256 {was['sha256']})"
+            )
         quantization = report.details.get("quantization")
         before = " (the float export, before quantization)" if quantization else ""
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}{before}")

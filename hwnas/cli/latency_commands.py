@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import click
 
 from hwnas import api
+from hwnas.cli.mobile_options import android_options
 from hwnas.cli.options import (
     COUNT,
     COUNT0,
     FINITE,
+    RESUME_HINT,
+    build_space,
     echo_json,
     echo_warnings,
     json_option,
@@ -18,8 +22,14 @@ from hwnas.cli.options import (
     space_file_option,
     space_options,
 )
+from hwnas.errors import HwnasError
+from hwnas.files import check_writable, refuse_overwrite
+from hwnas.latency.executorch_runtime import delegation_warnings, partly_delegated
+from hwnas.latency.lookup import table_space
+from hwnas.latency.model import latency_model
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
+from hwnas.latency.table import LatencyTable
 from hwnas.latency.validate import MIN_ARCHS, PROFILE_NETS, format_report, noise_warnings
 
 
@@ -71,10 +81,9 @@ def _show_warnings() -> None:
     "--runtime",
     "runtime_name",
     type=click.Choice(list(RUNTIMES)),
-    default="onnxruntime",
-    show_default=True,
-    help="Inference runtime to measure with.",
+    help="Inference runtime to measure with [default: onnxruntime; executorch with --device android].",
 )
+@android_options
 @click.option("--batch-size", type=COUNT, default=1, show_default=True)
 @click.option(
     "--threads",
@@ -110,7 +119,10 @@ def profile(
     space: str,
     space_overrides: dict,
     device: str,
-    runtime_name: str,
+    runtime_name: str | None,
+    adb: str | None,
+    serial: str | None,
+    runner: str | None,
     batch_size: int,
     threads: int,
     precision: str | None,
@@ -129,11 +141,15 @@ def profile(
     Then time a few whole nets and store the calibration that maps the table's sums onto them
     (unless --no-validate); a table calibrated before, with nothing measured now, keeps its calibration.
     """
+    click.get_current_context().meta[RESUME_HINT] = "the same command again: the profile resumes from the saved table"
     result = api.profile(
         space,
         **space_overrides,
         device=device,
         runtime=runtime_name,
+        adb=adb,
+        serial=serial,
+        runner=runner,
         batch_size=batch_size,
         threads=threads,
         precision=precision,
@@ -190,6 +206,7 @@ def tables() -> None:
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw predicted vs measured into this PNG.")
 @click.option("--force", is_flag=True, help="Overwrite --plot if it exists.")
 @allow_foreign_option
+@android_options
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 def validate(
@@ -203,6 +220,9 @@ def validate(
     plot: str | None,
     force: bool,
     allow_foreign_table: bool,
+    adb: str | None,
+    serial: str | None,
+    runner: str | None,
     no_progress: bool,
     as_json: bool,
 ) -> None:
@@ -224,6 +244,9 @@ def validate(
         force=force,
         allow_foreign_table=allow_foreign_table,
         progress=not no_progress,
+        adb=adb,
+        serial=serial,
+        runner=runner,
     )
     if as_json:
         echo_json({**result.summary, "replaced": result.replaced})
@@ -243,7 +266,9 @@ def show(table_path: str, as_json: bool) -> None:
     info = api.show_table(table_path)
     table, fastest_ms, slowest_ms = info.table, info.fastest_ms, info.slowest_ms
     if as_json:
-        echo_json({"meta": table.meta, "entries": len(table.entries), "fastest_ms": fastest_ms, "slowest_ms": slowest_ms})
+        partly = partly_delegated(table.entries)
+        shown = {"meta": table.meta, "entries": len(table.entries), "fastest_ms": fastest_ms, "slowest_ms": slowest_ms}
+        echo_json({**shown, "partly_delegated": partly})
         return
     meta = table.meta
     click.echo(
@@ -259,26 +284,126 @@ def show(table_path: str, as_json: bool) -> None:
         click.echo(f"  validated: held-out p90 relative error {table.p90_relative_error:.1%}")
     for warning in meta.get("warnings", []):
         click.echo(f"  measured with warning: {warning}")
+    for warning in delegation_warnings(table.entries):
+        click.echo(f"  {warning}")
 
 
 @click.command()
-@click.argument("arch_source", metavar="ARCH")
+@click.argument("arch_source", metavar="[ARCH]", required=False)
 @click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False), help="Latency table.")
+@click.option(
+    "--archs",
+    "archs_path",
+    type=click.Path(dir_okay=False),
+    help="Predict many archs: a file with one arch per line (compact form, or the space's own choices form).",
+)
 @space_file_option
 @json_option
-def predict(arch_source: str, table_path: str, space_file: str | None, as_json: bool) -> None:
-    """Predicted latency of one arch (calibrated where the table has been validated)."""
+def predict(arch_source: str | None, table_path: str, archs_path: str | None, space_file: str | None, as_json: bool) -> None:
+    """Predicted latency of one arch, or of every arch in --archs (through the table's whole-net model where it has one)."""
+    if (arch_source is None) == (archs_path is None):
+        raise HwnasError("give either one ARCH or --archs FILE")
+    if archs_path is not None:
+        table = LatencyTable.load(table_path)
+        space = table_space(table)
+        model = latency_model(table, space)
+        from hwnas.arch import Arch
+        from hwnas.latency.fit import parse_arch
+
+        try:
+            lines = [line for line in Path(archs_path).read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise HwnasError(f"cannot read --archs {archs_path}: {error}") from None
+        archs = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                archs.append(parse_arch(line, space))
+            except HwnasError as error:
+                raise HwnasError(f"--archs {archs_path} line {number}: {error}") from None
+        if hasattr(model, "predict_choices"):
+            values = [float(v) for v in model.predict_choices(archs)]
+        else:
+            values = [model.predict(Arch.of(space, choices)) for choices in archs]
+        compact = [Arch.of(space, choices).to_compact() for choices in archs]
+        if as_json:
+            calibrated = table.calibration is not None
+            echo_json([{"arch": a, "latency_ms": v, "calibrated": calibrated} for a, v in zip(compact, values)])
+        else:
+            for a, v in zip(compact, values):
+                click.echo(f"{v:.4f}\t{a}")
+        return
     result = api.predict(arch_source, table=table_path, space=space_file)
     if as_json:
         echo_json({"latency_ms": result.latency_ms, "calibrated": result.calibrated})
         return
     how = (
-        "calibrated"
+        ("whole-net model" if result.table.whole_net else "calibrated")
         if result.calibrated
         else f"a raw sum of the table's entries: not calibrated, run hwnas tables validate {table_path}"
     )
     meta = result.table.meta
     click.echo(f"{result.latency_ms:.3f} ms ({meta['runtime']} on {meta.get('device_name')}; {how})")
+
+
+@tables.command()
+@click.argument("table_path", metavar="[TABLE]", required=False, type=click.Path(dir_okay=False))
+@click.option("--timings", required=True, type=click.Path(dir_okay=False), help="CSV 'arch,ms': whole nets timed on the target.")
+@space_options()
+@click.option(
+    "--prior",
+    "priors",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A fitted table of another device (repeat, or list several after one --prior): the prior of a new table.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the table here [default: TABLE, in place].")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@json_option
+def fit(
+    table_path: str | None,
+    timings: str,
+    space: str,
+    space_overrides: dict,
+    priors: tuple[str, ...],
+    output: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Fit a whole-net latency model from timed nets: into TABLE, or a new table (-o) for a device timed only whole."""
+    from hwnas.latency.fit import fit_into, fit_table, read_timings, score_holdout
+
+    if table_path is None and output is None:
+        raise HwnasError("give a TABLE to fit, or --space ... -o NEW.json for a new table")
+    if table_path is not None and priors:
+        raise HwnasError("--prior builds a new table: give --space and -o instead of TABLE")
+    target = Path(output or table_path)
+    if output is not None:
+        refuse_overwrite(output, force or output == table_path)
+        check_writable(output)
+    if table_path is not None:
+        table = LatencyTable.load(table_path)
+        chosen = table_space(table)
+        archs, ms = read_timings(timings, chosen)
+        report = score_holdout(table, chosen, archs, ms)
+        fit_into(table, chosen, archs, ms)
+    else:
+        chosen = build_space(space, space_overrides)
+        archs, ms = read_timings(timings, chosen)
+        loaded = [LatencyTable.load(path) for path in priors]
+        table = fit_table(chosen, archs, ms, loaded)
+        report = {"n": len(ms), "priors": len(loaded)}
+    table.save(target)
+    result = {"table": str(target), "space": chosen.name, "kind": table.whole_net["kind"], **report}
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"{target}: whole-net model ({result['kind']}) fitted on {len(ms)} timed nets of {chosen.name}")
+    if "holdout" in report:
+        for name, scores in report["holdout"].items():
+            click.echo(
+                f"  held out {report['held_out']}: {name:6s} within 10 % {scores['within_10']:.1%}, "
+                f"MAPE {scores['mape']:.1%}, Spearman {scores['spearman']:.3f}"
+            )
 
 
 def register_latency_commands(group: click.Group) -> None:

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
 from hwnas import __version__
+from hwnas.cli.options import RESUME_HINT, echo_warnings
 from hwnas.errors import HwnasError
 from hwnas.files import os_reason
 
 #: exit code of a command that stopped on bad input or a missing resource (click uses 2 for usage errors too)
 EXIT_ERROR = 2
+#: exit code after Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Every Python warning a command raises (hwnas's and its libraries') as one ``warning: ...`` line on stderr."""
+    echo_warnings(" ".join(str(message).split()))
 
 
 class ErrorReportingGroup(click.Group):
     """A group that prints ``HwnasError`` as ``error: ...`` without a traceback and exits non-zero.
+
+    Warnings are ``warning: ...`` lines; Ctrl-C exits 130 and names the command that continues
+    the work where the command set one (``RESUME_HINT``).
 
     An ``OSError`` that names a file (an output folder that is a file, or not writable, a full
     disk) is reported the same way, with the path and the system's reason.
@@ -23,7 +35,14 @@ class ErrorReportingGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _warning_line
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            hint = ctx.meta.get(RESUME_HINT)
+            hint = hint() if callable(hint) else hint
+            click.echo(f"\ninterrupted{f'; continue with: {hint}' if hint else ''}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except HwnasError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(EXIT_ERROR)

@@ -27,6 +27,10 @@ class FiniteFloat(click.ParamType):
         return number
 
 
+#: ``click.Context.meta`` key of a command's hint for Ctrl-C: a string, or a callable giving one (or None), naming
+#: the command that continues the interrupted work (``hwnas.cli.main``)
+RESUME_HINT = "hwnas.resume_hint"
+
 #: every float option of the CLI
 FINITE = FiniteFloat()
 #: counts that must be at least 1 (epochs, batches, rounds, ...) and at least 0 (worker processes, threads where 0 means the default)

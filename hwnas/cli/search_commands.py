@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +13,7 @@ from hwnas.cli.options import (
     COUNT,
     COUNT0,
     FINITE,
+    RESUME_HINT,
     data_option,
     echo_json,
     echo_warnings,
@@ -46,6 +49,11 @@ def _method_knobs(command: Any) -> Any:
     for option in reversed(list(METHOD_KNOBS.values())):
         command = option(command)
     return command
+
+
+def _resume_hint(folder: Path) -> Any:
+    """What Ctrl-C tells the user to run next (``hwnas.cli.main``): resume, once the run folder has its config."""
+    return lambda: f"hwnas search --resume {shlex.quote(str(folder))}" if (folder / CONFIG).is_file() else None
 
 
 @click.command()
@@ -142,8 +150,11 @@ def search(
         given = given_options(click.get_current_context(), keep={"resume", "quiet", "as_json"})
         if given:
             raise HwnasError(f"--resume continues a run with the options saved in its {CONFIG}; leave out {', '.join(given)}")
+        click.get_current_context().meta[RESUME_HINT] = _resume_hint(Path(resume))
         result = api.search(resume=resume, progress=not quiet)
     else:
+        out = out or str(api.default_out(options["method"]))
+        click.get_current_context().meta[RESUME_HINT] = _resume_hint(Path(out))
         result = api.search(
             latency,
             space=space,

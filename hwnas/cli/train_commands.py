@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from hwnas.cli.options import (
     COUNT,
     COUNT0,
     FINITE,
+    RESUME_HINT,
     data_option,
     echo_json,
     given_options,
@@ -18,7 +20,7 @@ from hwnas.cli.options import (
     space_file_option,
 )
 from hwnas.errors import HwnasError
-from hwnas.run_folder import TRAINED
+from hwnas.run_folder import TRAIN_CHECKPOINT, TRAINED
 
 
 @click.command()
@@ -102,6 +104,11 @@ def train(
                 f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} ({row['seconds']:.1f} s)"
             )
 
+    folder = run_dir or (out if arch_source else None)  # where the training writes, where the command names it
+    if folder is not None:
+        source = f"--arch {shlex.quote(arch_source)} --out {shlex.quote(str(folder))}" if arch_source else f"--run {folder}"
+        hint = f"hwnas train {source} --resume"
+        click.get_current_context().meta[RESUME_HINT] = lambda: hint if (folder / TRAIN_CHECKPOINT).is_file() else None
     result = api.train(
         run=run_dir,
         arch=arch_source,

@@ -28,12 +28,29 @@ from hwnas.errors import HwnasError
 from hwnas.export.drift import Drift, Reference
 from hwnas.export.int8 import Int8Plan, compare_accuracy, quantize_artifact
 from hwnas.export.onnx_file import OPSET, PARITY_TOLERANCE, check_parity, export_onnx
+from hwnas.export.pte_file import check_pte_parity, export_pte
 from hwnas.export.verdict import Verdict
 from hwnas.files import refuse_overwrite, remove_stale_temps, write_json_atomic
 from hwnas.latency.precision import PRECISIONS
 from hwnas.latency.protocol import Protocol, Timing
 from hwnas.latency.quantize import QUANTIZED_OPS, onnxruntime_kernels, op_types
 from hwnas.latency.runtimes import build_engine, get_runtime
+
+#: output suffix -> the runtimes that measure that format (the first is the default); ``.engine`` exports the
+#: ONNX file and builds the engine from it (``hwnas export m.engine`` is ``hwnas export m.onnx --runtime tensorrt``)
+FORMATS = {".onnx": ("onnxruntime", "tensorrt", "torch"), ".pte": ("executorch",)}
+
+
+def output_format(output: Path, runtime: str | None) -> tuple[Path, str]:
+    """The file to write and the runtime that measures it, from the output's suffix and the runtime asked for.
+
+    ``m.engine`` is the ONNX file ``m.onnx`` plus its TensorRT engine ``m.engine``.
+    """
+    if output.suffix == ".engine":
+        if runtime not in (None, "tensorrt"):
+            raise HwnasError(f"{output}: a TensorRT engine is measured with --runtime tensorrt, not {runtime}")
+        return output.with_suffix(".onnx"), "tensorrt"
+    return output, runtime or FORMATS.get(output.suffix, ("onnxruntime",))[0]
 
 
 @dataclass
@@ -47,14 +64,27 @@ class ExportRequest:
     dynamic_batch: bool = False
     rounds: int = 3
     force: bool = False
+    #: options of the measuring runtime (``adb``, ``serial``, ``runner`` for executorch on android)
+    runtime_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise HwnasError(f"threads must be at least 1 (or None for the runtime's default), got {self.threads}")
         if self.rounds < 1 or self.batch_size < 1:
             raise HwnasError(f"rounds and batch size must be at least 1, got {self.rounds} and {self.batch_size}")
-        if self.output.suffix != ".onnx":
-            raise HwnasError(f"{self.output}: the output must be an .onnx file")
+        if self.output.suffix not in FORMATS:
+            raise HwnasError(f"{self.output}: the output must be a {', '.join(FORMATS)} file (its suffix chooses the format)")
+        if self.runtime not in FORMATS[self.output.suffix]:
+            raise HwnasError(
+                f"{self.output}: a {self.output.suffix} file is measured with --runtime "
+                f"{' or '.join(FORMATS[self.output.suffix])}, not {self.runtime}"
+            )
+        if self.device == "android" and self.runtime != "executorch":
+            raise HwnasError(
+                f"--device android measures .pte programs with --runtime executorch; name the output {self.output.stem}.pte"
+            )
+        if self.output.suffix == ".pte" and self.dynamic_batch:
+            raise HwnasError("--dynamic-batch: a .pte program is exported at a fixed batch (--batch-size)")
         if self.precision not in PRECISIONS:
             raise HwnasError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
 
@@ -64,7 +94,8 @@ class ExportRequest:
 
     def staged(self) -> ExportRequest:
         """The same request writing to temporary names beside the outputs (``commit`` moves them into place)."""
-        return replace(self, output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp.onnx"), force=True)
+        suffix = self.output.suffix
+        return replace(self, output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp{suffix}"), force=True)
 
     def commit(self, staged: ExportRequest) -> None:
         """Move the staged set over the outputs: the report last, so a report always describes the files beside it."""
@@ -104,9 +135,16 @@ def measure_artifact(
     interleaved rounds, so they see the machine exactly as the artifact does.
     """
     runtime = get_runtime(
-        request.runtime, request.device, request.threads, protocol=Protocol(rounds=request.rounds), precision=request.precision
+        request.runtime,
+        request.device,
+        request.threads,
+        protocol=Protocol(rounds=request.rounds),
+        precision=request.precision,
+        **request.runtime_options,
     )
-    if request.runtime == "torch":
+    if request.runtime == "executorch":
+        artifact = runtime.prepare_pte(request.output, input_shape)
+    elif request.runtime == "torch":
         artifact = runtime.prepare_module(model, input_shape)
     elif request.runtime == "tensorrt":
         assert request.engine_path is not None
@@ -168,13 +206,18 @@ def _export_staged(
 ) -> ExportReport:
     shape = (request.batch_size, *input_shape)
     model = model.eval()
-    export_onnx(model, shape, request.output, request.dynamic_batch)
-    parity = check_parity(model, request.output, shape)
+    if request.output.suffix == ".pte":
+        written = export_pte(model, shape, request.output)
+        parity, checker = check_pte_parity(model, request.output, shape), "ExecuTorch"
+    else:
+        export_onnx(model, shape, request.output, request.dynamic_batch)
+        written = {"format": "onnx", "opset": OPSET, "dynamic_batch": request.dynamic_batch}
+        parity, checker = check_parity(model, request.output, shape), "ONNX Runtime"
     if not parity.ok:
-        kept = final.with_name(f"{final.stem}.parity-failed.onnx")
+        kept = final.with_name(f"{final.stem}.parity-failed{final.suffix}")
         os.replace(request.output, kept)
         raise HwnasError(
-            f"ONNX Runtime's outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, relative "
+            f"{checker}'s outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, relative "
             f"{parity.max_rel_error:.3g} >= {PARITY_TOLERANCE:g}); nothing was exported, the file is kept as {kept}"
         )
     quantization = None if int8 is None else _quantize_staged(request, int8)
@@ -188,9 +231,8 @@ def _export_staged(
     )
     files = [str(p) for p in (request.output, request.engine_path) if p is not None]
     details = {
-        "opset": OPSET,
+        **written,
         "input_shape": list(shape),
-        "dynamic_batch": request.dynamic_batch,
         "precision": request.precision,
         **({} if quantization is None else quantization),
         "measured_p10_ms": timing.p10_ms,
@@ -204,6 +246,7 @@ def _export_staged(
             "torch": torch.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
+            **({"executorch": written["executorch"]} if "executorch" in written else {}),
         },
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

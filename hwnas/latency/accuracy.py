@@ -31,6 +31,25 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.sum(sign_a * sign_b) / np.sqrt(float(untied_a) * float(untied_b)))
 
 
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: Pearson's over the ranks, tied values at their mean rank."""
+    a, b = _ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, dtype=np.float64))
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise HwnasError(f"spearman needs two equally long 1-d sequences of 2 or more, got {a.shape} and {b.shape}")
+    a, b = a - a.mean(), b - b.mean()
+    norm = float(np.sqrt((a @ a) * (b @ b)))
+    return float(a @ b / norm) if norm else float("nan")
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
+
+
 def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
     """``n, mape, rmspe, within_5, within_10, kendall_tau, mean_signed_error, p90_relative_error``."""
     pred, meas = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from hwnas.errors import HwnasError
+
 
 def cpu_model() -> str:
     """The CPU model name as the kernel reports it (``platform.processor()`` is often empty)."""
@@ -22,7 +24,12 @@ def cpu_model() -> str:
 
 
 def device_name(device: str) -> str:
-    """The name that must match for a table to be this machine's: the CPU model or the GPU name."""
+    """The name that must match for a table to be this machine's: the CPU model or the GPU name.
+
+    A phone's name is read over adb (``Runtime.device_name``), never guessed from the host.
+    """
+    if device == "android":
+        raise HwnasError("the name of an android device is read from the device over adb; pass it along (a bug in hwnas)")
     if device == "cuda":
         if not torch.cuda.is_available():
             return "cuda (not available)"
@@ -34,7 +41,7 @@ def device_fingerprint(device: str) -> dict[str, Any]:
     """Device facts recorded in a table's ``meta``."""
     facts: dict[str, Any] = {
         "device": device,
-        "device_name": device_name(device),
+        "device_name": None if device == "android" else device_name(device),  # a phone's: from the runtime
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),

@@ -9,12 +9,12 @@ inside the package.
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.files import read_json
 from hwnas.latency.fingerprint import device_name
 from hwnas.latency.model import profile_command
 from hwnas.latency.precision import dtype_of
@@ -31,12 +31,20 @@ def _precision(precision: str | bool) -> str:
 
 
 def expected_meta(
-    device: str, runtime: str, batch_size: int = 1, precision: str | bool = "fp32", space: Space | None = None
+    device: str,
+    runtime: str,
+    batch_size: int = 1,
+    precision: str | bool = "fp32",
+    space: Space | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Meta values a table must match to describe this machine, runtime, precision and shape."""
+    """Meta values a table must match to describe this machine, runtime, precision and shape.
+
+    ``name``: the device's name where the caller read it (a phone's, over adb); else this machine's.
+    """
     meta: dict[str, Any] = {
         "device": device,
-        "device_name": device_name(device),
+        "device_name": name or device_name(device),
         "runtime": runtime,
         "batch_size": batch_size,
         "dtype": dtype_of(_precision(precision)),
@@ -88,10 +96,16 @@ def shipped_tables_dir() -> Path:
 
 
 def default_table_path(
-    space: Space, device: str, runtime: str, threads: int | None, batch_size: int, precision: str | bool = "fp32"
+    space: Space,
+    device: str,
+    runtime: str,
+    threads: int | None,
+    batch_size: int,
+    precision: str | bool = "fp32",
+    name: str | None = None,
 ) -> Path:
     """``latency_tables/<device>_<runtime>_t<threads>_b<batch>[_fp16|_int8]_<space>_r<res>_c<in>_n<classes>_w<width>.json``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")[:40]
+    slug = re.sub(r"[^a-z0-9]+", "-", (name or device_name(device)).lower()).strip("-")[:40]
     args = space.args
     parts = [f"{device}-{slug}", runtime, f"t{threads or 0}", f"b{batch_size}"]
     if _precision(precision) != "fp32":
@@ -102,8 +116,8 @@ def default_table_path(
 
 def _matches(path: Path, wanted: dict[str, Any], space_name: str, threads: int | None) -> bool:
     try:
-        meta = json.loads(path.read_text()).get("meta", {})
-    except (OSError, ValueError, AttributeError):
+        meta = read_json(path).get("meta", {})
+    except (HwnasError, AttributeError):  # not a table (or not readable): not this target's
         return False
     if meta.get("space") != space_name or any(meta.get(key) != value for key, value in wanted.items()):
         return False
@@ -118,12 +132,14 @@ def find_table(
     batch_size: int = 1,
     precision: str | bool = "fp32",
     dirs: list[Path] | None = None,
+    name: str | None = None,
 ) -> Path:
     """The first table in ``dirs`` (default: local, then shipped) made for this target and space.
 
-    None found is an error naming the ``hwnas profile`` command that makes one.
+    ``name``: the device's name where the caller read it (a phone's). None found is an error
+    naming the ``hwnas profile`` command that makes one.
     """
-    wanted = expected_meta(device, runtime, batch_size, precision, space)
+    wanted = expected_meta(device, runtime, batch_size, precision, space, name)
     folders = dirs if dirs is not None else [LOCAL_TABLES, shipped_tables_dir()]
     for folder in folders:
         if Path(folder).is_dir():

@@ -18,6 +18,7 @@ separable: each op's calibrated cost is ``a * ms + c`` (``LatencyModel.calibrate
 
 from __future__ import annotations
 
+import math
 import shlex
 
 import torch
@@ -25,7 +26,8 @@ import torch
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.latency.precision import precision_of_dtype
-from hwnas.latency.table import LatencyTable
+from hwnas.latency.table import LatencyTable, recalibrate
+from hwnas.latency.whole_net import with_whole_net
 from hwnas.spaces import SKIP_OPS, ChainSpace, Space, user_space_file
 
 
@@ -120,13 +122,39 @@ def check_covers(table: LatencyTable, space: Space) -> None:
 
 
 def latency_model(table: LatencyTable, space: Space):
-    """The latency model of ``space`` under ``table``: ``LatencyModel`` for a chain space, ``DagLatencyModel`` for a DAG space."""
+    """The latency model of ``space`` under ``table``: ``LatencyModel`` for a chain space, ``DagLatencyModel`` for a DAG
+    space, ``CellLatencyModel`` for ``nb201``; its ``predict`` goes through the table's whole-net model where it has one
+    (``hwnas.latency.whole_net``)."""
+    from hwnas.latency.cell_model import CellLatencyModel
     from hwnas.latency.dag_model import DagLatencyModel
     from hwnas.spaces import DagSpace
+    from hwnas.spaces.nb201 import Nb201Space
 
     if isinstance(space, DagSpace):
-        return DagLatencyModel(table, space)
-    return LatencyModel(table, space)
+        model = DagLatencyModel(table, space)
+    elif isinstance(space, Nb201Space):
+        model = CellLatencyModel(table, space)
+    else:
+        model = LatencyModel(table, space)
+    check_positive(model)
+    return with_whole_net(model, table.whole_net) if table.whole_net else model
+
+
+def check_positive(model) -> None:
+    """Refuse a table whose calibration predicts a net of the space at 0 ms or less.
+
+    With a positive slope and a per-op cost >= 0 (``LatencyTable`` checks both when it reads the
+    file), the lowest prediction of the space is its fastest net's: if that is positive, every
+    prediction the table can make is.
+    """
+    fastest_ms = model.fastest()[1]
+    if not math.isfinite(fastest_ms) or fastest_ms <= 0:
+        table = model.table
+        raise HwnasError(
+            f"latency table {table.path or ''}: its calibration ({calibration_formula(table.calibration or {'a': 1, 'b': 0})}) "
+            f"predicts the fastest net of space {model.space.name} at {fastest_ms:.4g} ms, and a net takes more than 0 ms: "
+            f"the intercept 'b' is too low; {recalibrate(table.path)}"
+        )
 
 
 class LatencyModel:

@@ -23,7 +23,7 @@ from torch import nn
 
 from hwnas import __version__
 from hwnas.errors import HwnasError
-from hwnas.latency.fingerprint import device_fingerprint, measurement_warnings
+from hwnas.latency.fingerprint import device_fingerprint
 from hwnas.latency.lookup import expected_meta, space_file_meta
 from hwnas.latency.model import head_key, overhead_key, stem_key
 from hwnas.latency.protocol import Timing, combine_rounds
@@ -60,14 +60,14 @@ def table_meta(space: Space, runtime: Runtime, batch_size: int) -> dict[str, Any
     return {
         **device_fingerprint(runtime.device),
         **runtime.meta(),
-        **expected_meta(runtime.device, runtime.name, batch_size, runtime.precision, space),
+        **expected_meta(runtime.device, runtime.name, batch_size, runtime.precision, space, runtime.device_name()),
         "space": space.name,
         **space_file_meta(space),
         "threads": runtime.threads,
         "protocol": runtime.protocol.to_dict(),
         "hwnas_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "warnings": measurement_warnings(runtime.device),
+        "warnings": runtime.warnings(),
     }
 
 
@@ -147,6 +147,8 @@ def profile_space(
         key = todo[index].key
         table.pending.setdefault(key, []).append(timing.to_entry())
         _complete_if_done(table, key, rounds)
+        if key in table.entries:  # what the runtime found while preparing it (ExecuTorch: how much was delegated)
+            table.entries[key].update(runners[index].info)
         table.save(path)
         bar.update(1)
         if on_measured is not None:

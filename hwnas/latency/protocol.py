@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -104,11 +105,16 @@ class Clock:
 
 @dataclass
 class Runner:
-    """A prepared item: ``fn`` runs it once (inputs bound, session built); ``clock`` times it."""
+    """A prepared item: ``fn`` runs it once (inputs bound, session built); ``clock`` times it.
+
+    ``info`` is what the runtime found out while preparing it that a table entry records
+    beside its timing (ExecuTorch: whether the delegate took all of it).
+    """
 
     fn: Callable[[], object]
     clock: Clock = field(default_factory=Clock)
     label: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def _as_runner(item: Runner | Callable[[], object]) -> Runner:
@@ -148,8 +154,12 @@ def measure_interleaved(
     protocol: Protocol | None = None,
     on_measured: Callable[[int, int, Timing], None] | None = None,
     rounds_done: Sequence[int] | None = None,
+    measure_one: Callable[[Runner, bool], Timing] | None = None,
 ) -> list[Timing]:
     """Measure every item in ``rounds`` interleaved rounds; each item's value is its median over rounds.
+
+    ``measure_one(runner, warm_up_by_time)`` measures one round of one item where the item does
+    not run in this process (a phone's runner); by default ``measure_once`` with ``protocol``.
 
     ``rounds_done[i]`` rounds of item ``i`` were measured before (a resumed profile): it gets only
     the rest, and its result combines only the rounds measured here (the caller holds the old
@@ -170,7 +180,8 @@ def measure_interleaved(
         for i in order:
             if done[i] + len(measured[i]) > round_index:
                 continue
-            timing = measure_once(runners[i], protocol, warm_up_by_time=not measured[i])
+            first = not measured[i]
+            timing = measure_one(runners[i], first) if measure_one else measure_once(runners[i], protocol, first)
             measured[i].append(timing)
             if on_measured is not None:
                 on_measured(i, round_index, timing)

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.latency.fingerprint import device_name, measurement_warnings
 from hwnas.latency.precision import PRECISIONS, resolve_precision
 from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
 
-DEVICES = ("cpu", "cuda")
+#: every device a runtime can measure on (each runtime names its own in ``devices``); android is reached over adb
+DEVICES = ("cpu", "cuda", "android")
 
 
 class Runtime:
@@ -29,6 +31,8 @@ class Runtime:
     """
 
     name: str = ""
+    #: the devices this runtime measures on
+    devices: tuple[str, ...] = ("cpu", "cuda")
     #: the precisions this runtime can measure here; another is refused with ``no_precision_path``
     precisions: tuple[str, ...] = ("fp32",)
 
@@ -42,6 +46,11 @@ class Runtime:
     ) -> None:
         if device not in DEVICES:
             raise HwnasError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
+        if device not in self.devices:
+            hint = "; a phone is measured with --runtime executorch" if device == "android" else ""
+            raise HwnasError(
+                f"the {self.name} runtime does not run on --device {device} (it runs on {', '.join(self.devices)}){hint}"
+            )
         if threads is not None and threads < 1:
             raise HwnasError(f"--threads must be >= 1 (or left out for the runtime's default), got {threads}")
         self.device = device
@@ -74,6 +83,14 @@ class Runtime:
     def meta(self) -> dict[str, Any]:
         """``runtime``, ``runtime_version``, ``provider``, ``threads``, ``dtype``, ``device``."""
         raise NotImplementedError
+
+    def device_name(self) -> str:
+        """The name a table of this target records and must match (the CPU model, the GPU, the phone)."""
+        return device_name(self.device)
+
+    def warnings(self) -> list[str]:
+        """What could not be controlled on the device while measuring (recorded, never silenced)."""
+        return measurement_warnings(self.device)
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:

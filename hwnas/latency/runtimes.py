@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.latency.executorch_runtime import ExecuTorchRuntime
 from hwnas.latency.onnxruntime_runtime import OnnxRuntime
 from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
 from hwnas.latency.runtime_base import DEVICES, Runtime
@@ -21,6 +22,7 @@ RUNTIMES: dict[str, type[Runtime]] = {
     TorchRuntime.name: TorchRuntime,
     OnnxRuntime.name: OnnxRuntime,
     TensorRtRuntime.name: TensorRtRuntime,
+    ExecuTorchRuntime.name: ExecuTorchRuntime,
 }
 
 
@@ -34,9 +36,13 @@ def get_runtime(
     **options: Any,
 ) -> Runtime:
     """The runtime ``name`` on ``device`` at ``precision`` (fp32, fp16, int8; ``fp16=True`` is the older spelling of
-    ``precision="fp16"``); ``options`` go to it (``provider=`` for onnxruntime)."""
+    ``precision="fp16"``); ``options`` go to it (``provider=`` for onnxruntime; ``adb=``, ``serial=``, ``runner=`` for
+    executorch on android)."""
     if name not in RUNTIMES:
         raise HwnasError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+    options = {key: value for key, value in options.items() if value is not None}  # left out: the runtime's default
+    if device not in RUNTIMES[name].devices:
+        options = {}  # the runtime refuses the device, which says more than an option it does not take
     return RUNTIMES[name](device, threads, fp16, protocol, precision=precision, **options)
 
 

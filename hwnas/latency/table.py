@@ -8,6 +8,7 @@ One JSON file per (device, runtime, precision, batch size, space and input shape
      "entries": {"mb6_k5:c40-80:s2:h28w28": {"ms": 0.41, "p10": 0.40, "p90": 0.44, "n": 3}, ...},
      "calibration": {"a": 1.05, "b": 0.02, "per_op_ms": 0.006, ...} | null,
      "validation": {"n": 30, "mape": ..., "p90_relative_error": ..., "calibrated": {...}} | null,
+     "whole_net": {"kind": "trees" | "span", ...} | null,   (hwnas.latency.whole_net; absent: null)
      "pending": {"mb6_k7:c40-80:s2:h28w28": [{"ms", "p10", "p90", "n"}, ...]}}
 
 The table is written atomically after every single measurement, so a profile interrupted at
@@ -18,7 +19,7 @@ interleaved rounds; until all its rounds are done, its finished rounds wait in `
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError
-from hwnas.files import write_json_atomic
+from hwnas.files import os_reason, parse_json, write_json_atomic
 from hwnas.latency.precision import precision_of_dtype
+from hwnas.latency.whole_net import check_model, storable
 
 SCHEMA_VERSION = 1
 
@@ -49,30 +51,38 @@ class LatencyTable:
     path: Path | None = None
     #: rounds measured so far of entries not yet complete: key -> [{"ms", "p10", "p90", "n"}, ...]
     pending: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    #: the whole-net model fitted on timed nets (``hwnas tables fit``), or None
+    whole_net: dict[str, Any] | None = None
+    #: SHA-256 of the file's bytes as read by ``load`` (a run records it: ``hwnas.run_table``)
+    sha256: str | None = None
 
     # -- reading --------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, expect: dict[str, Any] | None = None, allow_foreign: bool = False) -> LatencyTable:
+    def load(
+        cls, path: str | Path, expect: dict[str, Any] | None = None, allow_foreign: bool = False, check_calibration: bool = True
+    ) -> LatencyTable:
         """Read and check a table; ``expect`` holds meta values it must match (see ``MATCHED_META``).
 
         A mismatch is an error naming each differing field, or a ``ForeignTableWarning`` with
-        ``allow_foreign``.
+        ``allow_foreign``. ``check_calibration=False`` reads a table whose calibration is about to
+        be replaced (``hwnas tables validate``) without judging that calibration.
         """
         path = Path(path)
         if not path.exists():
             raise HwnasError(f"latency table {path} does not exist")
         try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise HwnasError(f"latency table {path} is not valid JSON: {error}") from None
-        table = cls.from_dict(data, source=str(path))
+            raw = path.read_bytes()
+        except OSError as error:
+            raise HwnasError(f"latency table {path} cannot be read: {os_reason(error)}") from None
+        table = cls.from_dict(parse_json(raw, f"latency table {path}"), source=str(path), check_calibration=check_calibration)
         table.path = path
+        table.sha256 = hashlib.sha256(raw).hexdigest()
         if expect:
             table.check_matches(expect, allow_foreign)
         return table
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "latency table") -> LatencyTable:
+    def from_dict(cls, data: Any, source: str = "latency table", check_calibration: bool = True) -> LatencyTable:
         if not isinstance(data, dict):
             raise HwnasError(f"{source}: expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
@@ -95,24 +105,42 @@ class LatencyTable:
             for i, entry in enumerate(rounds):
                 _check_entry(entry, f"{source}: pending round {i} of {key!r}")
         calibration = data.get("calibration")
-        if calibration is not None:
+        if calibration is not None and check_calibration:
+            path = source if source != "latency table" else None
             names = ("a", "b", "per_op_ms") if isinstance(calibration, dict) and "per_op_ms" in calibration else ("a", "b")
             if not isinstance(calibration, dict) or not all(
-                isinstance(calibration.get(name), (int, float)) and math.isfinite(calibration[name]) for name in names
+                isinstance(calibration.get(name), (int, float))
+                and not isinstance(calibration.get(name), bool)
+                and math.isfinite(calibration[name])
+                for name in names
             ):
                 raise HwnasError(
                     f"{source}: 'calibration' must be null or an object with finite numbers 'a', 'b' "
                     "(and 'per_op_ms' where given)"
                 )
+            if calibration["a"] <= 0:
+                raise HwnasError(
+                    f"{source}: calibration slope 'a' is {calibration['a']!r}: a slope that is not positive makes bigger nets "
+                    f"predict as faster (or every net the same); {recalibrate(path)}"
+                )
+            if calibration.get("per_op_ms", 0.0) < 0:
+                raise HwnasError(
+                    f"{source}: calibration 'per_op_ms' is {calibration['per_op_ms']!r}: an op cannot cost less than nothing; "
+                    f"{recalibrate(path)}"
+                )
         validation = data.get("validation")
         if validation is not None and not isinstance(validation, dict):
             raise HwnasError(f"{source}: 'validation' must be null or an object")
+        whole_net = data.get("whole_net")
+        if whole_net is not None:
+            check_model(whole_net, f"{source}: whole_net")
         return cls(
             meta=meta,
             entries={k: dict(v) for k, v in entries.items()},
             calibration=calibration,
             validation=validation,
             pending={k: [dict(r) for r in v] for k, v in pending.items()},
+            whole_net=whole_net,
         )
 
     def check_matches(self, expect: dict[str, Any], allow_foreign: bool = False) -> None:
@@ -153,6 +181,7 @@ class LatencyTable:
             "calibration": self.calibration,
             "validation": self.validation,
             "pending": self.pending,
+            **({"whole_net": storable(self.whole_net)} if self.whole_net else {}),
         }
 
     def save(self, path: str | Path | None = None) -> None:
@@ -194,15 +223,34 @@ class LatencyTable:
         return float(value) if value is not None else None
 
 
+def recalibrate(path: Any) -> str:
+    """The fix for a calibration that cannot be right."""
+    return f"fit it again with `hwnas tables validate {path or 'TABLE'}` (or set 'calibration' to null to use the plain sums)"
+
+
 #: no op of a net is measured at an hour or more: a larger entry is a broken file, and sums of such entries overflow
 MAX_ENTRY = 3.6e6
 
 
+#: the lowest value of each entry field, and whether it is excluded
+ENTRY_LOWS = {"ms": (0.0, True), "p10": (0.0, False), "p90": (0.0, False), "n": (0.0, False)}
+
+
 def _check_entry(entry: Any, where: str) -> None:
-    """An entry (or a pending round) is ``{"ms", "p10", "p90", "n"}`` of finite numbers in [0, MAX_ENTRY)."""
+    """An entry (or a pending round) is ``{"ms", "p10", "p90", "n"}``: ``ms`` in (0, MAX_ENTRY), the spread ``p10``
+    and ``p90`` in [0, MAX_ENTRY) (a fast op's 10th percentile may round to 0), ``n`` the runs behind it (0: an entry
+    fitted from whole nets by ``hwnas tables fit``, not measured).
+
+    An ``ms`` of 0 or less is no measurement (every op takes some time), and it would let a sum
+    of entries predict a net at 0 ms or less.
+    """
     if not isinstance(entry, dict) or any(name not in entry for name in ENTRY_FIELDS):
         raise HwnasError(f"{where} must have fields {', '.join(ENTRY_FIELDS)}")
     for name in ENTRY_FIELDS:
-        value = entry[name]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < MAX_ENTRY:
-            raise HwnasError(f"{where} field {name!r} must be a number in [0, {MAX_ENTRY:g}), got {value!r}")
+        value, (low, open_low) = entry[name], ENTRY_LOWS[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not (value > low if open_low else value >= low) or not value < MAX_ENTRY:
+            raise HwnasError(
+                f"{where} field {name!r} must be a number in {'(' if open_low else '['}{low:g}, {MAX_ENTRY:g}), "
+                f"got {value!r}; measure it again with `hwnas profile` (it resumes: delete the entry first)"
+            )

@@ -30,7 +30,7 @@ from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
 from hwnas.latency.accuracy import error_metrics, fit_linear, fit_per_op_line
-from hwnas.latency.fingerprint import measurement_warnings
+from hwnas.latency.executorch_runtime import delegation_warnings
 from hwnas.latency.model import apply_calibration, count_ops, latency_model
 from hwnas.latency.protocol import Timing
 from hwnas.latency.runtime_base import Runtime
@@ -76,7 +76,7 @@ def validate_table(
         what = "half of them fit the calibration, half test it" if held_out == "half" else "each is scored by the others"
         raise HwnasError(f"the number of validation nets must be at least {least} ({what}), got {n}")
     started = time.perf_counter()
-    uncalibrated = LatencyTable(meta=table.meta, entries=table.entries)
+    uncalibrated = LatencyTable(meta=table.meta, entries=table.entries, path=table.path)
     model = latency_model(uncalibrated, space)
     archs = random_archs(space, n, seed)
     anchors = {"fastest": model.fastest()[0], "slowest": model.slowest()[0]}
@@ -113,10 +113,13 @@ def validate_table(
         "rounds": runtime.protocol.rounds,
         "seed": seed,
     }
+    if table.whole_net:  # the table's whole-net model on the same held-out nets, beside the sum and the line
+        full = latency_model(LatencyTable(meta=table.meta, entries=table.entries, whole_net=table.whole_net), space)
+        report["whole_net"] = error_metrics([full.predict(archs[i]) for i in scored], [measured[i] for i in scored])
     if runtime.protocol.rounds >= 2:
         report["noise_floor"] = error_metrics(*split_half(rounds))
-    report["warnings"] = measurement_warnings(runtime.device) + noise_warnings(
-        report
+    report["warnings"] = (
+        runtime.warnings() + noise_warnings(report) + delegation_warnings(table.entries)
     )  # this validation's, beside the table's own
     report["wall_s"] = time.perf_counter() - started
     report["points"] = points[: len(archs)]
@@ -269,6 +272,8 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
 def format_report(report: dict[str, Any]) -> str:
     """One aligned text table: raw sum, calibrated (held-out), noise floor."""
     columns = [("sum of entries", report), ("calibrated (held out)", report["calibrated"])]
+    if "whole_net" in report:
+        columns.append(("whole-net model (held out)", report["whole_net"]))
     if "noise_floor" in report:
         columns.append(("noise floor (even vs odd rounds)", report["noise_floor"]))
     rows = [

@@ -14,8 +14,11 @@ millisecond it moves:
    unused is not the most accurate one under it. Without ``spend`` (``--one-sided``: the
    budget as a ceiling only) the arch keeps its slack.
 
-The result is never over the limit: the fastest net is always reachable, and each step adds
-the calibrated parts, whose sum is ``LatencyModel.predict`` (checked at the end).
+The result is never over the limit: the fastest net is always reachable. The swaps are ranked
+by the calibrated parts (``calibrated_ms``); each arch is checked with ``columns_ms``, the
+model's prediction (the sum of those parts for a chain table; a whole-net model or a cell
+space's unused ops can make it differ, and a fill swap that then goes over is undone), and the
+result with ``predict`` at the end.
 """
 
 from __future__ import annotations
@@ -94,19 +97,33 @@ def derive_under_budget(probs: torch.Tensor, model: LatencyModel, limit_ms: floa
         total, repairs = model.columns_ms(choice), repairs + 1
     repaired_ms = total
 
+    # a swap the table's parts say fits may not where the prediction is not their sum (a whole-net model, a cell
+    # space's unused ops): it is undone and not tried again
+    banned = torch.zeros_like(log_p, dtype=torch.bool)
+
     def fits(moved: torch.Tensor) -> torch.Tensor:
-        return total + moved <= limit_ms + _EPS
+        return (total + moved <= limit_ms + _EPS) & ~banned
+
+    def take(swap: tuple[int, int]) -> bool:
+        nonlocal total
+        before = choice[swap[0]]
+        choice[swap[0]] = swap[1]
+        ms = model.columns_ms(choice)
+        if ms > limit_ms + _EPS:
+            choice[swap[0]] = before
+            banned[swap] = True
+            return False
+        total = ms
+        return True
 
     while swap := _best_swap(log_p, latency, choice, lambda lost, moved: (lost < -_EPS) & fits(moved), lambda lost, moved: lost):
-        choice[swap[0]] = swap[1]
-        total = model.columns_ms(choice)
+        take(swap)
     before_fill, fills = total, 0
     if spend:
         while swap := _best_swap(
             log_p, latency, choice, lambda lost, moved: (moved > _EPS) & fits(moved), lambda lost, moved: lost / moved
         ):
-            choice[swap[0]] = swap[1]
-            total, fills = model.columns_ms(choice), fills + 1
+            fills += take(swap)
     columns = space.candidates
     arch = Arch(space.name, [columns[k] for k in choice], space.args.to_dict())
     predicted = model.predict(arch)

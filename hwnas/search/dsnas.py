@@ -52,15 +52,20 @@ def layers_to_fix(probs: torch.Tensor, threshold: float) -> list[int]:
 class DsnasStrategy(Strategy):
     name = "dsnas"
     knobs = {
-        "arch_lr": Knob(0.1, "Adam learning rate of alpha (paper 1e-3; 0.1 lets alpha settle within a few hundred steps)"),
+        "arch_lr": Knob(
+            0.1,
+            "Adam learning rate of alpha (paper 1e-3; 0.1 lets alpha settle within a few hundred steps)",
+            low=0,
+            low_open=True,
+        ),
         "warmup_epochs": Knob(
-            1, "epochs of weight steps only, on paths from the initial p, before alpha moves (reference --pretrain_epoch)"
+            1, "epochs of weight steps only, on paths from the initial p, before alpha moves (reference --pretrain_epoch)", low=0
         ),
-        "early_stop": Knob(0.3, "progressive early stop threshold h on top-1 minus top-2 probability (>= 1 disables)"),
+        "early_stop": Knob(0.3, "progressive early stop threshold h on top-1 minus top-2 probability (>= 1 disables)", low=0),
         "settle_tolerance": Knob(
-            0.05, "early stop fixes layers only while the derived arch stays this close to the aim (relative)"
+            0.05, "early stop fixes layers only while the derived arch stays this close to the aim (relative)", low=0
         ),
-        "init_std": Knob(1e-3, "std of the normal init of alpha"),
+        "init_std": Knob(1e-3, "std of the normal init of alpha", low=0),
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -178,13 +178,16 @@ class DsoNasStrategy(Strategy):
     name = "dsonas"
     held_out = 0.5
     knobs = {
-        "pretrain_epochs": Knob(1, "epochs of weight steps with every lambda at 1 before lambda moves (paper: 120 on CIFAR)"),
-        "lambda_lr": Knob(0.1, "APG-NAG step size eta of lambda (paper: 0.1, the weights' constant rate)"),
-        "lambda_momentum": Knob(0.9, "APG-NAG momentum mu"),
+        "pretrain_epochs": Knob(
+            1, "epochs of weight steps with every lambda at 1 before lambda moves (paper: 120 on CIFAR)", low=0
+        ),
+        "lambda_lr": Knob(0.1, "APG-NAG step size eta of lambda (paper: 0.1, the weights' constant rate)", low=0, low_open=True),
+        "lambda_momentum": Knob(0.9, "APG-NAG momentum mu", low=0, high=1),
         "gamma": Knob(
             0.05,
             "sparsity weight gamma at full strength (paper 0.001 CIFAR, 0.01 ImageNet, over 120 epochs); "
             "each edge gets gamma x its adaptive weight (adaptive)",
+            low=0,
         ),
         "adaptive": Knob(
             "block",
@@ -192,12 +195,14 @@ class DsoNasStrategy(Strategy):
             "(eq. 9 in ms: every edge of a block alike, the block's kept ms over its full ms)",
             choices=("latency", "block"),
         ),
-        "settle_band": Knob(0.1, "gamma falls linearly to 0 as the pruned net comes within this share over the aim"),
+        "settle_band": Knob(0.1, "gamma falls linearly to 0 as the pruned net comes within this share over the aim", low=0),
         "floor": Knob(
             0.9,
             "a lambda step never prunes the net under this share of the aim: the step of the edges it would zero is "
             "undone, the least pushed first (largest lambda + velocity), until the pruned net is back at or over it "
             "(0: no floor, as the paper)",
+            low=0,
+            high=1,
         ),
     }
 

@@ -65,6 +65,11 @@ class EvolutionOptions:
         if not 0.0 < self.mutation_prob <= 1.0:
             raise HwnasError(f"the mutation probability must lie in (0, 1], got {self.mutation_prob}")
 
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> EvolutionOptions:
+        """The evolution's sizes among a one-shot method's options (the rest are ignored)."""
+        return cls(**{name: options[name] for name in cls.__dataclass_fields__})
+
     @property
     def evaluations(self) -> int:
         """The most archs the evolution scores (fewer where breeding finds no new arch)."""

@@ -84,13 +84,22 @@ class GreedyNasStrategy(SposStrategy):
     name = "greedynas"
     knobs = {
         **SELECTION_KNOBS,
-        "paths_sampled": Knob(10, "m: paths sampled and ranked per step"),
-        "paths_trained": Knob(5, "k: the best of them trained per step"),
-        "pool_size": Knob(1000, "candidate pool size"),
-        "eps_max": Knob(0.8, "share of paths drawn from the pool at the end of the run (rises linearly from 0)"),
-        "rank_images": Knob(1000, "held-out images the sampled paths are ranked on (paper: 1,000)"),
-        "stop_share": Knob(0.08, "stop early once under this share of the paths entering the pool in an epoch are new"),
+        "paths_sampled": Knob(10, "m: paths sampled and ranked per step", low=1),
+        "paths_trained": Knob(5, "k: the best of them trained per step", low=1),
+        "pool_size": Knob(1000, "candidate pool size", low=1),
+        "eps_max": Knob(0.8, "share of paths drawn from the pool at the end of the run (rises linearly from 0)", low=0, high=1),
+        "rank_images": Knob(1000, "held-out images the sampled paths are ranked on (paper: 1,000)", low=2),
+        "stop_share": Knob(0.08, "stop early once under this share of the paths entering the pool in an epoch are new", low=0),
     }
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        super().check_options(options)
+        if options["paths_trained"] > options["paths_sampled"]:
+            raise HwnasError(
+                f"greedynas trains the best --paths-trained {options['paths_trained']} of the --paths-sampled "
+                f"{options['paths_sampled']} paths it ranks: it cannot train more than it samples"
+            )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,8 +48,11 @@ from hwnas.run_folder import (
     RESULT,
     SELECTION_PLOT,
     SUPERNET,
+    TABLE_COPY,
+    copy_table,
     keep_space_copy,
     read_space_copy,
+    recorded_table,
 )
 from hwnas.search import STRATEGIES
 from hwnas.search.budget import BudgetController, Target, make_target
@@ -97,9 +101,12 @@ class SearchConfig:
     bn_batches: int = 20
     eval_images: int | None = 2048
     method_options: dict[str, Any] = field(default_factory=dict)
+    #: SHA-256 of the table's bytes when the run started (None until then): resume refuses a changed table
+    table_sha256: str | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        self.table = str(Path(self.table).absolute())  # a run is resumed and exported from any folder
         if self.method not in STRATEGIES:
             raise HwnasError(f"unknown method {self.method!r}; known: {', '.join(STRATEGIES)}")
         if self.epochs < 1:
@@ -121,6 +128,9 @@ class SearchConfig:
         if self.precision not in PRECISIONS:
             raise HwnasError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
         strategy = STRATEGIES[self.method]
+        if not isinstance(self.method_options, dict):
+            raise HwnasError(f"method_options must be an object of option -> value, got {self.method_options!r}")
+        strategy.resolve_options(self.method_options)  # every option checked before a folder is made or data is read
         if self.arch_fraction is None:
             self.arch_fraction = strategy.held_out
         if strategy.held_out > 0 and self.arch_fraction <= 0:
@@ -179,7 +189,15 @@ class SearchRun:
         expect = expected_meta(config.device, config.runtime, config.table_batch_size, config.precision, self.space)
         if config.threads is not None:
             expect["threads"] = config.threads
-        self.table = LatencyTable.load(config.table, expect=expect, allow_foreign=config.allow_foreign_table)
+        # a run that has started uses the table it recorded, as it was (``hwnas.run_folder.recorded_table``)
+        path = config.table if config.table_sha256 is None else recorded_table(self.out, config.table, config.table_sha256)
+        self.table = LatencyTable.load(path, expect=expect, allow_foreign=config.allow_foreign_table)
+        if str(path) != config.table:
+            warnings.warn(f"the run's table {config.table} is gone: using the run's copy {path} (the same bytes)", stacklevel=2)
+        if config.table_sha256 is None:
+            config.table_sha256 = self.table.sha256
+        elif self.table.sha256 != config.table_sha256:
+            raise HwnasError(f"latency table {path} changed while it was read; try again")
         self.table.require_calibration(config.uncalibrated)
         self.latency = latency_model(self.table, self.space)
         self.fastest_arch, fastest_ms = self.latency.fastest()
@@ -225,6 +243,8 @@ class SearchRun:
         self.strategy.held_out_set = self.arch_set
         self.strategy.net, self.strategy.dist = self.net, dist
         self.start_epoch = 0
+        #: why the table was not copied into the run folder (None: it was, or not yet)
+        self.table_copy_note: str | None = None
         self.selection: Any = None  # a one-shot method's ``oneshot.Selection``, once made
 
     # -- folder ----------------------------------------------------------------------------
@@ -236,6 +256,8 @@ class SearchRun:
             "space_args": self.space.args.to_dict(),
             "method_options": dict(self.strategy.options),
             "table": str(self.table.path),
+            "table_copy": TABLE_COPY if (self.out / TABLE_COPY).is_file() else None,
+            "table_copy_note": self.table_copy_note,
             "table_meta": {
                 k: self.table.meta.get(k) for k in ("runtime", "device", "device_name", "threads", "batch_size", "dtype")
             },
@@ -261,6 +283,7 @@ class SearchRun:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         keep_space_copy(self.out, self.space)
+        self.table_copy_note = copy_table(self.out, Path(self.config.table), self.config.table_sha256)
         write_json_atomic(self.out / CONFIG, self.resolved_config())
         write_text_atomic(self.out / HISTORY, "")
 
@@ -434,7 +457,8 @@ class SearchRun:
             "supernet_val_acc": supernet_acc,
             "child_val_acc": child_acc,
             "arch": arch.to_compact(),
-            "table": str(self.table.path),
+            "table": self.config.table,
+            "table_sha256": self.config.table_sha256,
             "calibration": calibration_record(self.table),
         }
         write_json_atomic(self.out / RESULT, result)

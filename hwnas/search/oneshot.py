@@ -25,7 +25,8 @@ from hwnas.arch import Arch
 from hwnas.batchnorm import batch_norms, recalibrate_bn
 from hwnas.data import make_loader
 from hwnas.distributed import like_module
-from hwnas.files import write_text_atomic
+from hwnas.errors import HwnasError
+from hwnas.files import parse_json, write_text_atomic
 from hwnas.latency import LatencyModel
 from hwnas.run_folder import SCORES
 from hwnas.search.evolution import Columns, EvolutionOptions, SearchOutcome, evolve, random_search
@@ -69,11 +70,11 @@ class ScoreLog:
         self.path = path
         self.known: dict[Columns, float] = {}
         if path.is_file():
-            for line in path.read_text().splitlines():
+            for line in path.read_bytes().decode("utf-8", "replace").splitlines():
                 try:
-                    row = json.loads(line)
+                    row = parse_json(line, str(path))
                     self.known[tuple(int(c) for c in row["columns"])] = float(row["score"])
-                except (ValueError, KeyError, TypeError):
+                except (HwnasError, ValueError, KeyError, TypeError):
                     break  # a line cut short by a kill: everything after it is recomputed
             write_text_atomic(
                 self.path, "".join(json.dumps({"columns": list(c), "score": s}) + "\n" for c, s in self.known.items())
@@ -140,14 +141,7 @@ def select(
     score = ScoreLog(folder / SCORES).wrap(PathScorer(supernet, bn_images, images, labels))
     sampler = BandSampler(latency, 0.0, aim_ms)
     legal = legal_columns(latency.mask)
-    evolution = EvolutionOptions(
-        population=options["population"],
-        top_k=options["top_k"],
-        mutations=options["mutations"],
-        crossovers=options["crossovers"],
-        mutation_prob=options["mutation_prob"],
-        generations=options["generations"],
-    )
+    evolution = EvolutionOptions.of(options)
     columns_ms: Callable[[Columns], float] = lambda columns: latency.columns_ms(list(columns))  # noqa: E731
     draw: Callable[[Any], Columns] = lambda rng: tuple(sampler.draw_in_band(rng))  # noqa: E731
     try:

@@ -51,10 +51,15 @@ class ProxylessStrategy(Strategy):
     name = "proxyless"
     held_out = 0.2
     knobs = {
-        "arch_lr": Knob(0.1, "Adam learning rate of alpha (paper 1e-3; 0.1 lets alpha settle within a few hundred steps)"),
-        "arch_every": Knob(1, "weight steps per arch step (paper 5; 1 for small data)"),
-        "warmup_epochs": Knob(1, "epochs of weight steps only before arch steps start (paper 40)"),
-        "init_std": Knob(1e-3, "std of the normal init of alpha"),
+        "arch_lr": Knob(
+            0.1,
+            "Adam learning rate of alpha (paper 1e-3; 0.1 lets alpha settle within a few hundred steps)",
+            low=0,
+            low_open=True,
+        ),
+        "arch_every": Knob(1, "weight steps per arch step (paper 5; 1 for small data)", low=1),
+        "warmup_epochs": Knob(1, "epochs of weight steps only before arch steps start (paper 40)", low=0),
+        "init_std": Knob(1e-3, "std of the normal init of alpha", low=0),
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from hwnas.errors import HwnasError
 from hwnas.search.strategy import ArchBatches, Knob, StepResult, Strategy
 from hwnas.search.supernet import PathChoice, legal_columns
 
@@ -32,12 +33,24 @@ def linear_temperature(epoch: int, epochs: int, tau0: float, tau_min: float) -> 
 class SnasStrategy(Strategy):
     name = "snas"
     knobs = {
-        "arch_lr": Knob(0.1, "Adam learning rate of alpha (paper 3e-4; 0.1 lets alpha settle within a few hundred steps)"),
-        "arch_weight_decay": Knob(1e-3, "weight decay of alpha's Adam"),
-        "tau0": Knob(1.0, "initial Gumbel-softmax temperature"),
-        "tau_min": Knob(0.03, "final temperature"),
-        "init_std": Knob(0.01, "std of the normal init of alpha (mean 1)"),
+        "arch_lr": Knob(
+            0.1,
+            "Adam learning rate of alpha (paper 3e-4; 0.1 lets alpha settle within a few hundred steps)",
+            low=0,
+            low_open=True,
+        ),
+        "arch_weight_decay": Knob(1e-3, "weight decay of alpha's Adam", low=0),
+        "tau0": Knob(1.0, "initial Gumbel-softmax temperature", low=0, low_open=True),
+        "tau_min": Knob(0.03, "final temperature", low=0, low_open=True),
+        "init_std": Knob(0.01, "std of the normal init of alpha (mean 1)", low=0),
     }
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        if options["tau_min"] > options["tau0"]:
+            raise HwnasError(
+                f"snas anneals the temperature down: --tau-min {options['tau_min']} is above --tau0 {options['tau0']}"
+            )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hwnas.search.evolution import EvolutionOptions
 from hwnas.search.random_archs import BandSampler
 from hwnas.search.strategy import ArchBatches, Knob, StepResult, Strategy
 from hwnas.search.supernet import PathChoice
@@ -32,14 +33,16 @@ from hwnas.search.supernet import PathChoice
 #: the options of the selection stage, shared by every one-shot method (SPOS's defaults)
 SELECTION_KNOBS = {
     "selection": Knob("evolution", "how the arch is chosen from the trained supernet", choices=("evolution", "random")),
-    "population": Knob(50, "evolution: archs per generation"),
-    "top_k": Knob(10, "evolution: best archs kept as parents"),
-    "mutations": Knob(25, "evolution: children by mutation per generation"),
-    "crossovers": Knob(25, "evolution: children by crossover per generation"),
-    "mutation_prob": Knob(0.1, "evolution: probability that a mutation redraws a layer"),
-    "generations": Knob(20, "evolution: generations; random search scores population x generations archs"),
-    "score_images": Knob(1000, "held-out images each candidate is scored on (GreedyNAS: ~1k)"),
-    "score_bn_images": Knob(64, "training images (one batch) for each candidate's BN recalibration (SPOS: 20 batches of 200)"),
+    "population": Knob(50, "evolution: archs per generation", low=1),
+    "top_k": Knob(10, "evolution: best archs kept as parents", low=1),
+    "mutations": Knob(25, "evolution: children by mutation per generation", low=0),
+    "crossovers": Knob(25, "evolution: children by crossover per generation", low=0),
+    "mutation_prob": Knob(0.1, "evolution: probability that a mutation redraws a layer", low=0, low_open=True, high=1),
+    "generations": Knob(20, "evolution: generations; random search scores population x generations archs", low=1),
+    "score_images": Knob(1000, "held-out images each candidate is scored on (GreedyNAS: ~1k)", low=1),
+    "score_bn_images": Knob(
+        64, "training images (one batch) for each candidate's BN recalibration (SPOS: 20 batches of 200)", low=2
+    ),
 }
 
 
@@ -53,6 +56,11 @@ class SposStrategy(Strategy):
     held_out = 0.1
     one_shot = True
     knobs = dict(SELECTION_KNOBS)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """The evolution's sizes together (``EvolutionOptions``), before the supernet trains."""
+        EvolutionOptions.of(options)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

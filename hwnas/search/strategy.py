@@ -7,6 +7,7 @@ weight optimiser's learning rate, checkpoints and logs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,8 +20,10 @@ from hwnas.distributed import SINGLE, Dist
 from hwnas.errors import HwnasError
 from hwnas.latency import LatencyModel
 from hwnas.search.budget import BudgetController
+from hwnas.search.cell_supernet import CellSupernet
 from hwnas.search.derive import derive_under_budget
 from hwnas.search.supernet import ArchParameters, PathChoice, Supernet
+from hwnas.spaces.nb201 import Nb201Space
 
 #: gives one held-out (images, labels) batch for an arch step; only bi-level methods call it
 ArchBatches = Callable[[], tuple[torch.Tensor, torch.Tensor]]
@@ -36,12 +39,38 @@ class StepResult:
 
 @dataclass(frozen=True)
 class Knob:
-    """A method option: its default for this method and what it means (shown in --help)."""
+    """A method option: its default for this method and what it means (shown in --help), and the values it takes.
+
+    A value must have the default's type (an int where the default is an int; a float takes an
+    int), be finite, one of ``choices`` where given, and within ``low`` (exclusive with
+    ``low_open``) and ``high``.
+    """
 
     default: Any
     help: str
     #: the values allowed, for a knob that names one of a few things
     choices: tuple[str, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not a value of this knob (None: it is)."""
+        if self.choices is not None:
+            return None if value in self.choices else f"must be one of {', '.join(self.choices)}"
+        kind = type(self.default)
+        if kind is bool:
+            return None if isinstance(value, bool) else "must be true or false"
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
+            return f"must be {'an integer' if kind is int else 'a number'}"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        high = "" if self.high is None else f"<= {self.high:g}"
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        if too_low or (self.high is not None and value > self.high):
+            return f"must be {' and '.join(part for part in (low, high) if part)}"
+        return None
 
 
 class Strategy:
@@ -65,6 +94,26 @@ class Strategy:
     #: the processes of the run (``hwnas.distributed``), set by the loop: arch gradients are averaged over them
     dist: Dist = SINGLE
 
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Every knob of the method: the defaults with ``options`` over them, each checked (``Knob.problem``,
+        ``check_options``); a value that is no value of its knob is an error naming the option."""
+        unknown = set(options) - set(cls.knobs)
+        if unknown:
+            raise HwnasError(f"method {cls.name} has no option(s) {', '.join(sorted(unknown))}")
+        for name, value in options.items():
+            problem = None if value is None else cls.knobs[name].problem(value)
+            if problem:
+                raise HwnasError(f"method {cls.name}'s option {name} (--{name.replace('_', '-')}) {problem}, got {value!r}")
+        resolved = {name: knob.default for name, knob in cls.knobs.items()}
+        resolved.update({k: v for k, v in options.items() if v is not None})
+        cls.check_options(resolved)
+        return resolved
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """What a method's options must satisfy together (SPOS: the evolution's sizes); raises ``HwnasError``."""
+
     def __init__(
         self,
         supernet: Supernet,
@@ -76,15 +125,7 @@ class Strategy:
         generator: torch.Generator,
         grad_clip: float = 5.0,
     ) -> None:
-        unknown = set(options) - set(self.knobs)
-        if unknown:
-            raise HwnasError(f"method {self.name} has no option(s) {', '.join(sorted(unknown))}")
-        for name, value in options.items():
-            choices = self.knobs[name].choices
-            if choices is not None and value is not None and value not in choices:
-                raise HwnasError(f"method {self.name}'s option {name} must be one of {', '.join(choices)}, got {value!r}")
-        self.options = {name: knob.default for name, knob in self.knobs.items()}
-        self.options.update({k: v for k, v in options.items() if v is not None})
+        self.options = self.resolve_options(options)
         self.supernet, self.arch, self.latency, self.budget = supernet, arch, latency, budget
         self.weight_optimizer = weight_optimizer
         self.generator = generator
@@ -107,7 +148,7 @@ class Strategy:
         """The supernet the method trains (a chain space's ``Supernet``; DSO-NAS: the completely connected net)."""
         if not cls.supports(space):
             raise HwnasError(f"method {cls.name} searches chain spaces; space {space.name} is searched by --method dsonas")
-        return Supernet(space)
+        return CellSupernet(space) if isinstance(space, Nb201Space) else Supernet(space)
 
     @classmethod
     def build_arch(cls, space: Any) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 from hwnas.latency import LatencyTable, head_key, stem_key
 from hwnas.latency.lookup import expected_meta
 from hwnas.spaces import DagSpace, Space
+from hwnas.spaces.nb201 import Nb201Space
 
 
 def synthetic_table(space: Space, ms_per_mflop: float = 0.01, overhead_ms: float = 0.005, threads: int = 1) -> LatencyTable:
@@ -20,7 +21,7 @@ def synthetic_table(space: Space, ms_per_mflop: float = 0.01, overhead_ms: float
     meta = expected_meta("cpu", "onnxruntime", 1, "fp32", space)
     meta.update(space=space.name, threads=threads, synthetic=True)
     entries = {}
-    if isinstance(space, DagSpace):
+    if isinstance(space, (DagSpace, Nb201Space)):  # spaces whose parts are more than one op per layer
         costs = {part.key: space._part_cost(part.key).flops for part in space.parts()}
     else:
         costs = {spec.key: space._spec_cost(spec).flops for spec in space.op_specs()}

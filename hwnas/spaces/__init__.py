@@ -16,6 +16,7 @@ from hwnas.spaces.cost import Cost
 from hwnas.spaces.dag import DagSpace
 from hwnas.spaces.dsonas import DsoNasSmallSpace, DsoNasSpace
 from hwnas.spaces.file_space import FileSpace, file_space_class
+from hwnas.spaces.nb201 import Nb201Space
 from hwnas.spaces.proxyless import ProxylessGreedySpace, ProxylessSpace
 from hwnas.spaces.shufflenet import ShuffleNetSpace
 from hwnas.spaces.space_file import SpaceFile, parse_space_file, read_space_file
@@ -26,6 +27,7 @@ SPACES: dict[str, type[Space]] = {
     ShuffleNetSpace.name: ShuffleNetSpace,
     DsoNasSpace.name: DsoNasSpace,
     DsoNasSmallSpace.name: DsoNasSmallSpace,
+    Nb201Space.name: Nb201Space,
 }
 
 #: the space files read in this process, by the name they give (the latest one read wins)

@@ -233,6 +233,16 @@ class Space:
         """The keys of the searchable parts the net of ``choices`` runs (a key once per time it runs)."""
         raise NotImplementedError
 
+    @staticmethod
+    def format_choices(choices: Sequence[str]) -> str:
+        """The choices in an arch's compact one-line form (``op-op-...``; a space may have a form of its own)."""
+        return "-".join(choices)
+
+    @staticmethod
+    def parse_choices(text: str) -> tuple[str, ...]:
+        """The inverse of ``format_choices``."""
+        return tuple(text.split("-"))
+
     def count_ops(self, choices: Sequence[str]) -> int:
         """The parts the net of ``choices`` runs: the ``ops`` of a table's calibration."""
         return len(self.run_parts(choices))

@@ -1,0 +1,389 @@
+"""A whole-net latency model on top of the table: learnt from whole nets timed on the target.
+
+The table's sum of parts is additive; phones, small boards and fused runtimes are not. From
+timings of whole nets (``hwnas tables fit TABLE --timings FILE.csv``) this module learns
+``log(ms)`` of a net as a function of its features (``features``): how often it runs each
+part of the table (the sum's own information), plus, where the space describes its graph
+(``graph_features``, e.g. ``nb201``: which edges feed the cell output, which are reached from
+its input, the paths and their convolutions), what a sum of parts cannot see. The learner is
+a ridge line on those features with gradient-boosted regression trees (scikit-learn's
+``GradientBoostingRegressor``, squared error) on its residual; ``bench/latency_devices.py``
+measures it against the additive least-squares fit, the ridge line alone and the trees alone
+(``docs/latency_devices.md``). Fitting in log space weighs every net's relative error alike.
+
+Stored in the table under ``whole_net`` as plain JSON (the line's coefficients, each tree's
+node arrays), evaluated here with numpy: no pickle, nothing executable is loaded.
+
+A table for a device where only whole nets can be timed (``fit_table``): the part entries
+come from a non-negative least-squares fit of the timings over the part counts, or, with
+tables of other devices as the prior, from their entries scaled to the timings; the model is
+then either fitted on the timings (many of them) or a *span* over the priors' models:
+``log ms = b + sum_d w_d log f_d(net)``, the weights fitted on the few timings by ridge towards
+the priors' mean (its strength picked by leave-one-out). The search uses the model's
+prediction wherever it holds a net (the controller's aim, derive's budget check, evolution,
+export's verdict); the expected-latency gradient keeps the additive, calibrated table as its
+surrogate (``LatencyModel.expected``, ``reachable_ms``), since the model is not differentiable
+in the arch probabilities.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.linear_model import LinearRegression, Ridge
+
+from hwnas.arch import Arch
+from hwnas.errors import HwnasError
+from hwnas.spaces import Space
+
+VERSION = 1
+#: the learner's settings (the bench's choice, docs/latency_devices.md)
+TREES, DEPTH, LEARNING_RATE, RIDGE_ALPHA = 300, 4, 0.1, 1e-3
+#: where the line is fitted: 'ms' (a sum, trees on log(ms / sum)) or 'log'
+LINE_SPACE = "ms"
+#: fewer whole nets than this and no prior: too few to fit a model of this many features
+MIN_TIMINGS_ALONE = 30
+MIN_TIMINGS_PRIOR = 3
+
+
+# -- features ------------------------------------------------------------------------------------
+def feature_names(space: Space) -> list[str]:
+    return list(_features(space, space.random_choices(random.Random(0))))
+
+
+def _features(space: Space, choices: Sequence[str]) -> dict[str, float]:
+    counts = {f"count:{part.key}": 0.0 for part in space.parts()}
+    run = space.run_parts(choices)
+    for key in run:
+        counts[f"count:{key}"] += 1.0
+    counts["ops"] = float(len(run))
+    graph = getattr(space, "graph_features", None)
+    return counts | (graph(choices) if graph else {})
+
+
+def feature_matrix(space: Space, archs: Sequence[Sequence[str]]) -> np.ndarray:
+    """Rows of ``features`` for many archs' choices (float64, ``feature_names`` order)."""
+    return np.array([list(_features(space, choices).values()) for choices in archs], dtype=np.float64)
+
+
+# -- the stored model ---------------------------------------------------------------------------------
+def _trees_to_dict(booster: GradientBoostingRegressor) -> dict[str, Any]:
+    trees = []
+    for estimator in booster.estimators_[:, 0]:
+        tree = estimator.tree_
+        trees.append(
+            {
+                "feature": tree.feature.tolist(),
+                "threshold": tree.threshold.tolist(),
+                "left": tree.children_left.tolist(),
+                "right": tree.children_right.tolist(),
+                "value": tree.value[:, 0, 0].tolist(),
+            }
+        )
+    return {"learning_rate": booster.learning_rate, "init": float(booster.init_.constant_[0, 0]), "trees": trees}
+
+
+def fit_model(space: Space, archs: Sequence[Sequence[str]], ms: Sequence[float], trees: int = TREES, line: bool = True) -> dict:
+    """A whole-net model (the stored dict) from ``archs`` timed at ``ms``: a ridge line, boosted trees on its residual."""
+    X = feature_matrix(space, archs)
+    return fit_model_on(X, np.asarray(ms, dtype=np.float64), feature_names(space), trees=trees, line=line)
+
+
+def fit_model_on(
+    X: np.ndarray, ms: np.ndarray, names: list[str], trees: int = TREES, line: bool = True, seed: int = 0, space: str = LINE_SPACE
+) -> dict:
+    """``fit_model`` on a ready feature matrix (the bench fits many devices over one matrix).
+
+    ``space="ms"``: the line is additive in milliseconds (a sum of parts, fitted on relative
+    error) and the trees learn ``log(ms / line)``, how the net departs from the sum;
+    ``space="log"``: the line is fitted on ``log(ms)`` and the trees on its residual.
+    """
+    if len(ms) < 2 or not np.all(np.isfinite(ms)) or np.any(ms <= 0):
+        raise HwnasError("whole-net timings must be at least 2 positive finite milliseconds")
+    y = np.log(ms)
+    model: dict[str, Any] = {"version": VERSION, "kind": "trees", "features": names, "n": len(ms), "space": space}
+    model["line"] = {"coef": [0.0] * X.shape[1], "intercept": 0.0, "floor_ms": float(np.min(ms)) / 2}
+    if line and space == "ms":
+        weight = 1.0 / np.maximum(ms, np.quantile(ms, 0.05)) ** 2
+        ridge = Ridge(alpha=RIDGE_ALPHA).fit(X, ms, sample_weight=weight)
+        model["line"].update(coef=ridge.coef_.tolist(), intercept=float(ridge.intercept_))
+    elif line:
+        ridge = Ridge(alpha=RIDGE_ALPHA).fit(X, y)
+        model["line"].update(coef=ridge.coef_.tolist(), intercept=float(ridge.intercept_))
+    model["trees"] = None
+    residual = y - predict_log(model, X)
+    if trees:
+        booster = GradientBoostingRegressor(n_estimators=trees, max_depth=DEPTH, learning_rate=LEARNING_RATE, random_state=seed)
+        booster.fit(X, residual)
+        model["trees"] = _trees_to_dict(booster)
+    model["fitted"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    return model
+
+
+def predict_log(model: dict, X: np.ndarray) -> np.ndarray:
+    """``log(ms)`` of each row of ``X`` under a stored model (a ``trees`` model or a ``span`` over priors)."""
+    if model["kind"] == "span":
+        logs = np.stack([predict_log(prior, X) for prior in model["priors"]], axis=1)
+        return model["bias"] + logs @ np.asarray(model["weights"])
+    line = model["line"]
+    out = X @ np.asarray(line["coef"]) + line["intercept"]
+    if model.get("space", "log") == "ms":
+        out = np.log(np.maximum(out, line["floor_ms"]))
+    if model.get("trees"):
+        out = out + _trees_sum(model["trees"], X)
+    return out
+
+
+def _trees_sum(trees: dict, X: np.ndarray) -> np.ndarray:
+    """The boosted trees' output: init + learning rate * sum of leaf values (all trees walked at once)."""
+    stacked = _stacked(trees)
+    feature, threshold, left, right, value = stacked
+    n, t = len(X), feature.shape[0]
+    node = np.zeros((n, t), dtype=np.int64)
+    cols = np.arange(t)
+    rows = np.arange(n)[:, None]
+    for _ in range(64):
+        is_leaf = left[cols, node] < 0
+        if is_leaf.all():
+            break
+        f = np.where(is_leaf, 0, feature[cols, node])
+        go_left = X.astype(np.float32)[rows, f] <= threshold[cols, node]
+        node = np.where(is_leaf, node, np.where(go_left, left[cols, node], right[cols, node]))
+    return trees["init"] + trees["learning_rate"] * value[cols, node].sum(axis=1)
+
+
+def _stacked(trees: dict) -> tuple[np.ndarray, ...]:
+    cached = trees.get("_stacked")
+    if cached is None:
+        size = max(len(tree["left"]) for tree in trees["trees"])
+        arrays = []
+        for name, dtype, fill in (
+            ("feature", np.int64, 0),
+            ("threshold", np.float64, 0.0),
+            ("left", np.int64, -1),
+            ("right", np.int64, -1),
+            ("value", np.float64, 0.0),
+        ):
+            out = np.full((len(trees["trees"]), size), fill, dtype=dtype)
+            for i, tree in enumerate(trees["trees"]):
+                out[i, : len(tree[name])] = tree[name]
+            arrays.append(out)
+        cached = tuple(arrays)
+        trees["_stacked"] = cached
+    return cached
+
+
+def check_model(model: Any, where: str = "whole_net") -> None:
+    """Raise ``HwnasError`` unless ``model`` is a well-formed stored model (numbers where numbers belong, trees that end)."""
+
+    def fail(why: str) -> None:
+        raise HwnasError(f"{where}: {why}")
+
+    if not isinstance(model, dict) or model.get("version") != VERSION or model.get("kind") not in ("trees", "span"):
+        fail(f"expected an object with version {VERSION} and kind 'trees' or 'span'")
+    if model["kind"] == "span":
+        priors, weights = model.get("priors"), model.get("weights")
+        if not isinstance(priors, list) or not priors or not isinstance(weights, list) or len(weights) != len(priors):
+            fail("a span needs 'priors' and as many 'weights'")
+        if not _finite(weights) or not _finite([model.get("bias")]):
+            fail("weights and bias must be finite numbers")
+        for i, prior in enumerate(priors):
+            check_model(prior, f"{where} prior {i}")
+        if any(prior.get("features") != priors[0].get("features") for prior in priors):
+            fail("the priors were fitted on different features")
+        model["features"] = priors[0]["features"]
+        return
+    names = model.get("features")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        fail("'features' must be a list of names")
+    line = model.get("line")
+    if not isinstance(line, dict) or not _finite(line.get("coef")) or len(line["coef"]) != len(names):
+        fail("'line' must hold one finite coefficient per feature")
+    if not _finite([line.get("intercept"), line.get("floor_ms", 1.0)]) or not line.get("floor_ms", 1.0) > 0:
+        fail("'line.intercept' must be a finite number, 'line.floor_ms' a positive one")
+    if model.get("space", "log") not in ("ms", "log"):
+        fail("'space' must be 'ms' or 'log'")
+    trees = model.get("trees")
+    if trees is None:
+        return
+    if not isinstance(trees, dict) or not _finite([trees.get("learning_rate"), trees.get("init")]):
+        fail("'trees' must hold finite 'learning_rate' and 'init'")
+    if not isinstance(trees.get("trees"), list) or not trees["trees"]:
+        fail("'trees.trees' must be a non-empty list")
+    for i, tree in enumerate(trees["trees"]):
+        _check_tree(tree, len(names), f"{where} tree {i}")
+
+
+def _check_tree(tree: Any, n_features: int, where: str) -> None:
+    fields = ("feature", "threshold", "left", "right", "value")
+    if not isinstance(tree, dict) or any(not isinstance(tree.get(f), list) for f in fields):
+        raise HwnasError(f"{where}: needs lists {', '.join(fields)}")
+    size = len(tree["left"])
+    if size == 0 or any(len(tree[f]) != size for f in fields) or not all(_finite(tree[f]) for f in fields):
+        raise HwnasError(f"{where}: its lists must be non-empty, of one length, of finite numbers")
+    for node in range(size):
+        left, right, feature = tree["left"][node], tree["right"][node], tree["feature"][node]
+        if left == -1 and right == -1:
+            continue
+        # children after their parent: every walk ends
+        if not (isinstance(left, int) and isinstance(right, int) and node < left < size and node < right < size):
+            raise HwnasError(f"{where}: node {node} has children {left}, {right} outside ({node}, {size})")
+        if not isinstance(feature, int) or not 0 <= feature < n_features:
+            raise HwnasError(f"{where}: node {node} splits on feature {feature}, not one of {n_features}")
+
+
+def _finite(values: Any) -> bool:
+    return isinstance(values, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
+
+
+# -- few-shot: a span over prior devices ----------------------------------------------------------
+def fit_span(prior_logs: np.ndarray, y_log: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weights ``w`` and bias ``b`` with ``y ~ b + prior_logs @ w``: ridge towards the priors' mean, strength by leave-one-out.
+
+    ``prior_logs``: [n nets, d priors] log predictions; ``y_log``: the n nets' log timings.
+    With one timing only the bias is fitted (the priors' mean shifted).
+    """
+    n, d = prior_logs.shape
+    base = np.full(d, 1.0 / d)
+    residual = y_log - prior_logs @ base
+    if n < 3:
+        return base, float(np.mean(residual))
+    P = prior_logs - prior_logs.mean(axis=0)
+    r = residual - residual.mean()
+    best = (math.inf, base)
+    scale = float(np.trace(P.T @ P)) / d or 1.0
+    for lam in scale * np.logspace(-4, 3, 15):
+        A = P.T @ P + lam * np.eye(d)
+        hat = P @ np.linalg.solve(A, P.T) + 1.0 / n  # the centring is a fitted intercept
+        v = np.linalg.solve(A, P.T @ r)
+        fitted = P @ v
+        loo = (r - fitted) / np.maximum(1.0 - np.diag(hat), 1e-9)
+        score = float(np.mean(loo**2))
+        if score < best[0]:
+            best = (score, base + v)
+    weights = best[1]
+    bias = float(np.mean(y_log - prior_logs @ weights))
+    return weights, bias
+
+
+def span_model(priors: Sequence[dict], names: Sequence[str], X: np.ndarray, ms: np.ndarray) -> dict:
+    """A ``span`` model: the priors' models (stored inside) weighted to fit ``ms`` of the nets ``X``."""
+    for prior in priors:
+        if prior.get("features") != priors[0].get("features") and prior.get("kind") != "span":
+            raise HwnasError("the prior tables' whole-net models were fitted on different features")
+    logs = np.stack([predict_log(prior, X) for prior in priors], axis=1)
+    weights, bias = fit_span(logs, np.log(ms))
+    flat = [_strip(prior) for prior in priors]
+    return {
+        "version": VERSION,
+        "kind": "span",
+        "priors": flat,
+        "prior_names": list(names),
+        "weights": weights.tolist(),
+        "bias": bias,
+        "n": len(ms),
+        "fitted": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _strip(model: dict) -> dict:
+    """A stored model without its evaluation cache; a span prior stays a span (nested spans are allowed)."""
+    out = {k: v for k, v in model.items() if k != "_stacked"}
+    if isinstance(out.get("trees"), dict):
+        out["trees"] = {k: v for k, v in out["trees"].items() if k != "_stacked"}
+    if out.get("kind") == "span":
+        out["priors"] = [_strip(p) for p in out["priors"]]
+    return out
+
+
+def storable(model: dict) -> dict:
+    """``model`` as it is written to the table (caches dropped)."""
+    return _strip(model)
+
+
+# -- part entries from whole nets ------------------------------------------------------------------
+def part_counts(space: Space, archs: Sequence[Sequence[str]], keys: Sequence[str]) -> np.ndarray:
+    index = {key: i for i, key in enumerate(keys)}
+    counts = np.zeros((len(archs), len(keys)))
+    for row, choices in enumerate(archs):
+        for key in space.run_parts(choices):
+            counts[row, index[key]] += 1.0
+    return counts
+
+
+def entries_from_timings(space: Space, archs: Sequence[Sequence[str]], ms: np.ndarray, fixed: Sequence[str]) -> dict[str, float]:
+    """Part entries (ms) fitted to whole-net timings: non-negative least squares on relative error.
+
+    ``fixed`` are the keys every net runs once (stem, head, reductions): only their total is
+    identifiable, so it goes to the first of them and the others get 0.
+    """
+    parts = [part for part in space.parts() if part.key not in fixed]
+    keys = [part.key for part in parts]
+    counts = part_counts(space, archs, keys)
+    A = np.hstack([counts, np.ones((len(archs), 1))])
+    weight = 1.0 / np.maximum(ms, np.quantile(ms, 0.05))
+    fitted = LinearRegression(positive=True, fit_intercept=False).fit(A * weight[:, None], ms * weight)
+    solution = fitted.coef_
+    entries = {part.key: float(cost) * part.repeats for part, cost in zip(parts, solution[:-1])}
+    entries.update({key: 0.0 for key in fixed})
+    entries[fixed[0]] = float(solution[-1])
+    return entries
+
+
+# -- the hook: a latency model whose predict goes through the whole-net model -----------------------------
+class WholeNetPrediction:
+    """Mixed into a latency model (``with_whole_net``): ``predict`` and ``columns_ms`` use the whole-net model.
+
+    Everything else (``expected``, ``reachable_ms``, per-layer and per-block costs) stays the
+    additive, calibrated table: the search's differentiable surrogate and its repair steps.
+    ``additive_predict`` is the table's own prediction.
+    """
+
+    whole_net: dict
+    space: Space
+
+    def additive_predict(self, arch: Arch) -> float:
+        return super().predict(arch)  # type: ignore[misc]
+
+    def predict_choices(self, archs: Sequence[Sequence[str]]) -> np.ndarray:
+        """The whole-net prediction (ms) of many archs' choices at once."""
+        return np.exp(predict_log(self.whole_net, feature_matrix(self.space, archs)))
+
+    def predict(self, arch: Arch) -> float:
+        choices = arch.choices_in(self.space)
+        cache = self.__dict__.setdefault("_whole_net_cache", {})
+        if choices not in cache:
+            cache[choices] = float(self.predict_choices([choices])[0])
+        return cache[choices]
+
+    def columns_ms(self, columns: list[int]) -> float:
+        names = self.space.candidates  # type: ignore[attr-defined]
+        return self.predict(Arch.of(self.space, tuple(names[int(c)] for c in columns)))
+
+
+_MIXED: dict[type, type] = {}
+
+
+def with_whole_net(model: Any, whole_net: dict) -> Any:
+    """``model`` (any latency model) predicting through ``whole_net``; an error if it was fitted on other features."""
+    check_model(whole_net)
+    names = feature_names(model.space)
+    if whole_net["features"] != names:
+        raise HwnasError(
+            f"the table's whole-net model was fitted on {len(whole_net['features'])} features that are not those of space "
+            f"{model.space.name} {model.space.args.to_dict()} ({len(names)}); fit it again with hwnas tables fit"
+        )
+    cls = type(model)
+    if cls not in _MIXED:
+        _MIXED[cls] = type(f"WholeNet{cls.__name__}", (WholeNetPrediction, cls), {})
+    model.__class__ = _MIXED[cls]
+    model.whole_net = whole_net
+    return model

@@ -1,0 +1,122 @@
+"""``--device android`` end to end: the real executor_runner built for x86 from the wheel, reached through the stand-in adb.
+
+The runner is built by bench/build_runner.sh (cached); the stand-in adb (tests/fixtures/mobile)
+runs ``shell`` commands here and copies ``push``ed files, so everything else is the phone path
+as it ships: pre-flight checks, pushing content-named programs, ``taskset`` + runner calls,
+parsing their output, resuming after the device went away. Skipped without executorch or a
+C++ compiler, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hwnas.arch import Arch
+from hwnas.cli.main import EXIT_ERROR, cli
+from hwnas.files import save_torch_atomic, write_json_atomic
+from hwnas.latency import LatencyTable
+from hwnas.spaces import get_space
+
+pytest.importorskip("executorch.exir", reason="executorch is not installed: pip install -e '.[mobile]'")
+if shutil.which("c++") is None and shutil.which("g++") is None and shutil.which("clang++") is None:
+    pytest.skip("no C++ compiler to build executor_runner (apt-get install g++)", allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "mobile"
+SMALL = {"resolution": 32, "num_classes": 10, "in_channels": 1, "width_mult": 0.25}
+SPACE = ["--space", "proxyless", *(f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items())]
+QUICK = ["--rounds", "1", "--min-time", "0.01", "--warmup-time", "0.01", "--no-progress"]
+
+
+def _cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp().parent / "hwnas-cache"
+
+
+def build_runner(cache: Path, logging: str = "ON") -> Path:
+    environment = {**os.environ, "PYTHON": sys.executable, "HWNAS_CACHE": str(cache), "HWNAS_RUNNER_LOGGING": logging}
+    done = subprocess.run([str(ROOT / "bench" / "build_runner.sh")], capture_output=True, text=True, env=environment)
+    assert done.returncode == 0, done.stderr[-2000:]
+    binary = Path(done.stdout.strip().splitlines()[-1])
+    assert binary.is_file() and os.access(binary, os.X_OK)
+    return binary
+
+
+@pytest.fixture(scope="module")
+def runner_binary(tmp_path_factory) -> Path:
+    return build_runner(_cache(tmp_path_factory))
+
+
+@pytest.fixture
+def phone(tmp_path, tmp_path_factory, monkeypatch, runner_binary) -> Path:
+    """The stand-in adb on PATH and the runner pushed to the "device" (a folder here); the runner's path there."""
+    monkeypatch.setenv("HWNAS_CACHE", str(_cache(tmp_path_factory)))
+    monkeypatch.setenv("PATH", f"{FIXTURES}:{os.environ['PATH']}")
+    device_runner = tmp_path / "device" / "hwnas" / "executor_runner"
+    subprocess.run(["adb", "push", str(runner_binary), str(device_runner.parent) + "/"], check=True, capture_output=True)
+    return device_runner
+
+
+def test_build_script_reuses_its_build(runner_binary, tmp_path_factory):
+    assert build_runner(_cache(tmp_path_factory)) == runner_binary  # cached: the same binary at once
+
+
+@pytest.mark.timeout(2400)  # lowers ~60 programs: minutes on 2 cores, far more when the machine is shared
+def test_profile_resumes_after_the_device_went_away_then_validates_and_exports(cli_runner, phone, tmp_path, monkeypatch):
+    table_path = tmp_path / "phone.json"
+    profile = ["profile", "--device", "android", "--runner", str(phone), *SPACE, *QUICK, "--no-validate", "-o", str(table_path)]
+    monkeypatch.setenv("HWNAS_FAKE_ADB_STATE", str(tmp_path / "adb-calls"))
+    monkeypatch.setenv("HWNAS_FAKE_ADB_LOSE_AFTER", "40")  # past the pre-flight checks, partway through the entries
+    lost = cli_runner.invoke(cli, profile)
+    assert lost.exit_code == EXIT_ERROR and "stopped answering" in lost.output and "resume" in lost.output, lost.output
+    kept = LatencyTable.load(table_path)
+    assert 10 < len(kept.entries) < len(get_space("proxyless", **SMALL).parts()) + 3
+    monkeypatch.delenv("HWNAS_FAKE_ADB_LOSE_AFTER")
+    resumed = cli_runner.invoke(cli, profile)
+    assert resumed.exit_code == 0 and "(resumed;" in resumed.output, resumed.output
+    table = LatencyTable.load(table_path)
+    for key, entry in kept.entries.items():
+        assert table.entries[key] == entry  # finished entries were not measured again
+    meta = table.meta
+    assert meta["device"] == "android" and meta["runtime"] == "executorch" and meta["device_name"] == "android hwnas-x86"
+    assert meta["android"]["output"] == "stdout" and meta["android"]["pinned_core"] is not None
+    assert all(entry["delegated"] is True for entry in table.entries.values())
+
+    checked = cli_runner.invoke(
+        cli, ["tables", "validate", str(table_path), "--runner", str(phone), "--n", "4", *QUICK, "--json"]
+    )
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.stdout)["n"] == 4
+
+    space = get_space("proxyless", **SMALL)
+    arch = Arch.random(space, seed=5)
+    run = tmp_path / "run"
+    run.mkdir()
+    arch.save(run / "arch.json")
+    save_torch_atomic(run / "child.pt", space.build(arch.choices).state_dict())
+    write_json_atomic(run / "config.json", {"runtime": "executorch", "device": "android", "table": str(table_path)})
+    write_json_atomic(run / "result.json", {"budget_ms": 1000.0})
+    out = tmp_path / "m.pte"
+    exported = cli_runner.invoke(
+        cli, ["export", str(out), "--run", str(run), "--device", "android", "--runner", str(phone), "--rounds", "1", "--json"]
+    )
+    assert exported.exit_code == 0, exported.output
+    report = json.loads(exported.stdout)
+    assert report["verdict"] == "PASS" and report["predicted_ms"] > 0 and report["measured_ms"] > 0
+    assert report["runtime"]["device"] == "android" and report["drift"] is not None  # the validation's nets, timed beside it
+
+
+def test_a_runner_without_iteration_lines_is_refused_before_anything_is_written(cli_runner, phone, tmp_path, tmp_path_factory):
+    silent = build_runner(_cache(tmp_path_factory), logging="OFF")  # a Release build without logging
+    subprocess.run(["adb", "push", str(silent), str(phone)], check=True, capture_output=True)
+    out = tmp_path / "t.json"
+    result = cli_runner.invoke(cli, ["profile", "--device", "android", "--runner", str(phone), *SPACE, *QUICK, "-o", str(out)])
+    assert result.exit_code == EXIT_ERROR and "printed no 'Iteration i of N: x ms' lines" in result.output, result.output
+    assert "-DEXECUTORCH_ENABLE_LOGGING=ON" in result.output and not out.exists()
