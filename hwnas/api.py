@@ -241,10 +241,12 @@ def validate(
     meta = loaded.meta
     space = table_space(loaded)
     table_precision = precision_of_dtype(meta.get("dtype"))
+    asked = precision or table_precision
     options = phone_options(meta["device"], adb, serial, runner)
     if not options:  # a phone's name is read from the phone, once it is reached
-        expect = expected_meta(meta["device"], meta["runtime"], meta["batch_size"], precision or table_precision, space)
-        loaded.check_matches(expect, allow_foreign_table)
+        loaded.check_matches(
+            expected_meta(meta["device"], meta["runtime"], meta["batch_size"], asked, space), allow_foreign_table
+        )
     measuring = _runtime(
         meta["runtime"],
         meta["device"],
@@ -254,9 +256,7 @@ def validate(
         **options,
     )
     if options:
-        expect = expected_meta(
-            meta["device"], meta["runtime"], meta["batch_size"], table_precision, space, measuring.device_name()
-        )
+        expect = expected_meta(meta["device"], meta["runtime"], meta["batch_size"], asked, space, measuring.device_name())
         loaded.check_matches(expect, allow_foreign_table)
     report = validate_table(loaded, space, measuring, n, seed, progress=progress)
     replaced = calibration_line(loaded)
