@@ -33,7 +33,7 @@ import torch
 
 from hwnas.arch import Arch
 from hwnas.latency.android import parse_iterations
-from hwnas.latency.executorch_runtime import lower
+from hwnas.latency.executorch_program import lower
 from hwnas.latency.profiler import profile_space
 from hwnas.latency.protocol import Protocol
 from hwnas.latency.runtimes import get_runtime

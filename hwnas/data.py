@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from hwnas.distributed import SINGLE, Dist, ShardSampler, split_batch
@@ -240,7 +241,6 @@ def scan_image_folder(root: Path) -> None:
     still read, so a cut-short file is found); files whose extension torchvision does not read
     as an image are skipped, as ``ImageFolder`` skips them.
     """
-    from PIL import Image
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     empty, unreadable = [], []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import glob
+import hashlib
 import io
 import json
 import os
@@ -237,7 +239,6 @@ def read_jsonl(path: str | Path) -> list[Any]:
 
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, as hex."""
-    import hashlib
 
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -266,7 +267,6 @@ def locked(path: str | Path, what: str) -> Iterator[None]:
     file is removed on release; a holder that finds it was removed (or replaced) between its open
     and its lock takes the new one, so two processes never both hold the lock.
     """
-    import fcntl
 
     target = lock_path(path)
     while True:

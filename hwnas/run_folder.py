@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,6 @@ def copy_table(folder: Path, path: Path, sha256: str) -> str | None:
     if size > TABLE_COPY_LIMIT:
         return f"not copied: {size / 2**20:.1f} MiB is over the {TABLE_COPY_LIMIT / 2**20:.0f} MiB copied into a run folder"
     data = path.read_bytes()
-    import hashlib
 
     if hashlib.sha256(data).hexdigest() != sha256:
         raise HwnasError(f"latency table {path} changed while the run started (sha256 {sha256} when read); start it again")

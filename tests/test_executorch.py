@@ -19,7 +19,8 @@ from hwnas.cli.main import EXIT_ERROR, cli
 from hwnas.errors import HwnasError
 from hwnas.files import save_torch_atomic, write_json_atomic
 from hwnas.latency import LatencyTable
-from hwnas.latency.executorch_runtime import delegation_warnings, import_executorch, partly_delegated
+from hwnas.latency.executorch_program import import_executorch
+from hwnas.latency.executorch_runtime import delegation_warnings, partly_delegated
 from hwnas.spaces import get_space
 
 executorch = pytest.importorskip("executorch.exir", reason="executorch is not installed: pip install -e '.[mobile]'")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from hwnas import api
+from hwnas.arch import Arch
 from hwnas.cli.mobile_options import android_options
 from hwnas.cli.options import (
     COUNT,
@@ -25,6 +26,7 @@ from hwnas.cli.options import (
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
 from hwnas.latency.executorch_runtime import delegation_warnings, partly_delegated
+from hwnas.latency.fit import fit_into, fit_table, parse_arch, read_timings, score_holdout
 from hwnas.latency.lookup import table_space
 from hwnas.latency.model import latency_model
 from hwnas.latency.protocol import Protocol
@@ -307,8 +309,6 @@ def predict(arch_source: str | None, table_path: str, archs_path: str | None, sp
         table = LatencyTable.load(table_path)
         space = table_space(table)
         model = latency_model(table, space)
-        from hwnas.arch import Arch
-        from hwnas.latency.fit import parse_arch
 
         try:
             lines = [line for line in Path(archs_path).read_text().splitlines() if line.strip()]
@@ -370,7 +370,6 @@ def fit(
     as_json: bool,
 ) -> None:
     """Fit a whole-net latency model from timed nets: into TABLE, or a new table (-o) for a device timed only whole."""
-    from hwnas.latency.fit import fit_into, fit_table, read_timings, score_holdout
 
     if table_path is None and output is None:
         raise HwnasError("give a TABLE to fit, or --space ... -o NEW.json for a new table")

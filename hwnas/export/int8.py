@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 import torch
 
 from hwnas.data import load_data
@@ -113,8 +114,6 @@ def quantize_artifact(float_path: Path, output: Path, plan: Int8Plan) -> Path:
 
 def predictions(onnx_path: Path, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Top-1 classes of ``images`` under ONNX Runtime (CPU), fed in batches of the model's fixed batch (the last padded)."""
-    import onnxruntime
-
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3

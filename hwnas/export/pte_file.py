@@ -18,7 +18,7 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.export.onnx_file import PARITY_TOLERANCE, Parity
 from hwnas.files import write_bytes_atomic
-from hwnas.latency.executorch_runtime import DELEGATE, executorch_version, load_program, lower, run_program
+from hwnas.latency.executorch_program import DELEGATE, executorch_version, load_program, lower, run_program
 
 __all__ = ["PARITY_TOLERANCE", "check_pte_parity", "export_pte"]
 

@@ -34,7 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hwnas.errors import HwnasError
+from hwnas.files import write_bytes_atomic
+from hwnas.latency.executorch_program import cache_dir, lowered_program
 from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
 
 DEFAULT_RUNNER = "/data/local/tmp/hwnas/executor_runner"
@@ -200,9 +204,6 @@ class AndroidTarget:
 
     def _probe(self) -> str:
         """Run a tiny program; where its iteration lines appear (stdout or logcat) is how this runner is read."""
-        import torch
-
-        from hwnas.latency.executorch_runtime import lowered_program
 
         probe = self.prepare(lowered_program(torch.nn.Conv2d(1, 1, 1), (1, 1, 4, 4)).program, (1, 1, 4, 4))
         self._push([probe])
@@ -269,8 +270,6 @@ class AndroidTarget:
     # -- programs ----------------------------------------------------------------------------
     def prepare(self, program: bytes, input_shape: tuple[int, ...]) -> DeviceProgram:
         """Keep ``program`` on the host under its content hash; ``measure`` pushes it."""
-        from hwnas.files import write_bytes_atomic
-        from hwnas.latency.executorch_runtime import cache_dir
 
         sha = hashlib.sha256(program).hexdigest()[:32]
         local = cache_dir() / "programs" / f"{sha}.pte"

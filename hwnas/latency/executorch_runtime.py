@@ -28,187 +28,25 @@ from its own weights.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import inspect
-import json
-import operator
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hwnas.errors import HwnasError
-from hwnas.files import write_bytes_atomic, write_json_atomic
+from hwnas.latency.android import AndroidTarget
+from hwnas.latency.executorch_program import (
+    DELEGATE,
+    executorch_version,
+    import_executorch,
+    load_program,
+    lowered_program,
+    read_program,
+    set_threads,
+)
 from hwnas.latency.protocol import Runner, Timing
 from hwnas.latency.runtime_base import Runtime
-
-#: how to get the optional dependency (named in every error that lacks it)
-INSTALL = "pip install -e '.[mobile]'"
-DELEGATE = "XnnpackPartitioner"
-#: where lowered programs are cached (override with $HWNAS_CACHE)
-CACHE_ENV = "HWNAS_CACHE"
-#: part of every cache key: bumped when what is cached beside a program changes
-CACHE_FORMAT = 2
-
-
-def import_executorch():
-    """The ``executorch`` package, or an error naming the install command."""
-    try:
-        import executorch
-        import executorch.exir  # noqa: F401
-        from executorch.extension.pybindings import portable_lib  # noqa: F401
-    except ImportError as error:
-        raise HwnasError(f"the executorch runtime needs the executorch package: {INSTALL} ({error})") from None
-    return executorch
-
-
-def executorch_version() -> str:
-    import_executorch()
-    from executorch.version import __version__
-
-    return __version__
-
-
-@dataclass(frozen=True)
-class Lowered:
-    """A ``.pte`` program and how much of it XNNPACK took."""
-
-    program: bytes
-    portable_ops: tuple[str, ...]  # ops left to the portable kernels, one name per node
-
-    @property
-    def delegated(self) -> bool:
-        return not self.portable_ops
-
-    def info(self) -> dict[str, Any]:
-        """What a table entry records about the program (beside ``ms``, ``p10``, ``p90``, ``n``)."""
-        return {"delegated": self.delegated, "portable_ops": sorted(set(self.portable_ops))}
-
-
-def lower(module: Any, input_shape: tuple[int, ...]) -> Lowered:
-    """``module`` (eval mode, float32) at ``input_shape`` (batch included) as an XNNPACK-delegated ``.pte``."""
-    import_executorch()
-    import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
-    module = module.eval().float()
-    example = (torch.randn(*input_shape),)
-    try:
-        with torch.no_grad():
-            exported = torch.export.export(module, example)
-        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
-        outside = tuple(
-            _op_name(node.target)
-            for node in edge.exported_program().graph_module.graph.nodes
-            if node.op == "call_function"
-            and node.target is not operator.getitem
-            and "executorch_call_delegate" not in str(node.target)
-        )
-        program = edge.to_executorch().buffer
-    except HwnasError:
-        raise
-    except Exception as error:  # torch.export and the lowering raise many types; the message says what failed
-        raise HwnasError(f"ExecuTorch could not lower {type(module).__name__} at {list(input_shape)}: {error}") from None
-    return Lowered(bytes(program), outside)
-
-
-def _op_name(target: Any) -> str:
-    """``aten.slice_copy.Tensor`` from an edge op (its ``str`` carries the whole schema)."""
-    text = str(target)
-    if text.startswith("<EdgeOpOverload: "):
-        return text.removeprefix("<EdgeOpOverload: ").split(">", 1)[0]
-    return text
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hwnas") / "executorch"
-
-
-def program_key(module: Any, input_shape: tuple[int, ...]) -> str:
-    """What a lowered program depends on except the weights' values (see the module docstring)."""
-    import torch
-
-    described = []
-    for name, sub in module.named_modules():
-        hyper = {
-            key: value
-            for key, value in vars(sub).items()
-            if not key.startswith("_") and key != "training" and isinstance(value, (int, float, str, bool, tuple, type(None)))
-        }
-        described.append([name, type(sub).__module__, type(sub).__qualname__, _class_source_hash(type(sub)), repr(hyper)])
-    tensors = [[name, list(t.shape), str(t.dtype)] for name, t in module.state_dict().items()]
-    text = json.dumps([CACHE_FORMAT, described, tensors, list(input_shape), torch.__version__, executorch_version(), DELEGATE])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-@functools.cache
-def _class_source_hash(cls: type) -> str:
-    try:
-        return hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()[:16]
-    except (OSError, TypeError):  # built-in or compiled classes: their name and version say enough
-        return ""
-
-
-def lowered_program(module: Any, input_shape: tuple[int, ...]) -> Lowered:
-    """``lower(module, input_shape)`` through the host cache (for timing only: weights are not in the key)."""
-    key = program_key(module, input_shape)
-    folder = cache_dir()
-    program, info = folder / f"{key}.pte", folder / f"{key}.json"
-    try:
-        return Lowered(program.read_bytes(), tuple(json.loads(info.read_text())["portable_ops"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    lowered = lower(module, input_shape)
-    try:
-        write_bytes_atomic(program, lowered.program)
-        write_json_atomic(info, {"portable_ops": list(lowered.portable_ops)})
-    except HwnasError:  # an unwritable cache costs time, not results
-        pass
-    return lowered
-
-
-def load_program(program: bytes | str | Path):
-    """The program's ``forward`` loaded by the wheel's runtime (pybindings).
-
-    The loaded program does not copy ``program``'s bytes: the caller keeps them alive while it runs.
-    """
-    import_executorch()
-    from executorch.extension.pybindings import portable_lib
-
-    data = program if isinstance(program, bytes) else _read(program)
-    try:
-        return portable_lib._load_for_executorch_from_buffer(data)
-    except Exception as error:  # the pybindings raise RuntimeError for a bad program
-        raise HwnasError(f"ExecuTorch cannot load {'the program' if isinstance(program, bytes) else program}: {error}") from None
-
-
-def _read(path: str | Path) -> bytes:
-    path = Path(path)
-    if not path.is_file():
-        raise HwnasError(f".pte file {path} does not exist")
-    return path.read_bytes()
-
-
-def set_threads(threads: int) -> None:
-    """Size ExecuTorch's process-wide thread pool (XNNPACK runs on it) before programs are loaded.
-
-    Python can resize the pool only through a private call, and resizing it under a loaded
-    XNNPACK program crashed the next run of that program (a segfault here, with executorch
-    1.5.1: measured). So the pool is sized when a runtime is created, before it loads anything,
-    and left so; programs loaded earlier in the process must not run afterwards.
-    """
-    from executorch.extension.pybindings import portable_lib
-
-    if portable_lib._threadpool_get_thread_count() != threads:
-        portable_lib._unsafe_reset_threadpool(threads)
-
-
-def run_program(loaded: Any, inputs: Sequence[Any]) -> list[Any]:
-    """Run a loaded program's ``forward`` on ``inputs`` (torch tensors); its outputs."""
-    return list(loaded.forward(tuple(inputs)))
 
 
 class ExecuTorchRuntime(Runtime):
@@ -228,8 +66,6 @@ class ExecuTorchRuntime(Runtime):
             raise HwnasError("the executorch runtime measures float32 programs (the XNNPACK delegate's float path); drop --fp16")
         self.target = None
         if self.device == "android":  # adb and the phone are checked first: their errors say more than a missing package
-            from hwnas.latency.android import AndroidTarget
-
             self.target = AndroidTarget(adb, serial, runner, self.threads, self.protocol)
         elif any(value is not None for value in (adb, serial, runner)):
             raise HwnasError("--adb, --serial and --runner go with --device android")
@@ -246,10 +82,9 @@ class ExecuTorchRuntime(Runtime):
 
     def prepare_pte(self, program: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
         """A runner of a ``.pte`` program (bytes or a file) at ``input_shape``."""
-        data = program if isinstance(program, bytes) else _read(program)
+        data = program if isinstance(program, bytes) else read_program(program)
         if self.target is not None:
             return self.target.prepare(data, input_shape)
-        import torch
 
         loaded = load_program(data)
         example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))

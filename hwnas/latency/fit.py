@@ -18,7 +18,7 @@ import numpy as np
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.latency.accuracy import spearman
-from hwnas.latency.model import head_key, stem_key
+from hwnas.latency.model import head_key, latency_model, stem_key
 from hwnas.latency.table import LatencyTable
 from hwnas.latency.whole_net import (
     MIN_TIMINGS_ALONE,
@@ -158,7 +158,6 @@ def fit_table(
 
 def _scaled_prior_entries(space: Space, archs, ms: np.ndarray, priors: Sequence[LatencyTable]) -> dict[str, float]:
     """The priors' mean entries, scaled so that their sum matches the timings (median ratio): the search's surrogate."""
-    from hwnas.latency.model import latency_model
 
     keys = list(priors[0].entries)
     mean = {key: float(np.mean([p.entries[key]["ms"] if key in p.entries else 0.0 for p in priors])) for key in keys}
@@ -178,7 +177,6 @@ MIN_HOLDOUT = 50
 
 def score_holdout(table: LatencyTable, space: Space, archs: Sequence[Sequence[str]], ms: np.ndarray, seed: int = 0) -> dict:
     """With enough nets, fit on 80 % and score the table's sum and the whole-net model on the other 20 % (side by side)."""
-    from hwnas.latency.model import latency_model
 
     if len(ms) < MIN_HOLDOUT:
         return {"n": len(ms)}

@@ -40,6 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
@@ -120,9 +124,6 @@ def quantize_onnx(
     onnx_model: bytes | str | Path, calibration: CalibrationSet, recipe: Recipe = RECIPE, output: str | Path | None = None
 ) -> bytes:
     """The INT8 (QDQ) model of a float ONNX model, calibrated on ``calibration``; also written to ``output`` if given."""
-    import onnxruntime
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     onnxruntime.set_default_logger_severity(3)  # the optimiser's notes on removed initializers are not the user's business
     data = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
@@ -139,7 +140,6 @@ def quantize_onnx(
         source.write_bytes(data)
         try:
             quant_pre_process(str(source), str(prepared))
-            import onnx
 
             input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
             quantize_static(
@@ -164,7 +164,6 @@ def quantize_onnx(
 
 def op_types(onnx_model: bytes | str | Path) -> set[str]:
     """The operator types of an ONNX model's graph."""
-    import onnx
 
     model = onnx.load_from_string(onnx_model) if isinstance(onnx_model, bytes) else onnx.load(str(onnx_model))
     return {node.op_type for node in model.graph.node}
@@ -182,8 +181,6 @@ def onnxruntime_kernels(onnx_model: bytes | str | Path) -> dict[str, int]:
     integer kernels shows only after ONNX Runtime fused them (``QLinearConv``, ``QLinearAdd``...):
     what is left in float says where the INT8 path stopped.
     """
-    import onnx
-    import onnxruntime
 
     with tempfile.TemporaryDirectory(prefix="hwnas-kernels-") as folder:
         optimised = Path(folder) / "optimised.onnx"

@@ -22,6 +22,12 @@ from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
 DEVICES = ("cpu", "cuda", "android")
 
 
+def no_precision_path(runtime: str, precision: str, others: list[str]) -> str:
+    """The error for a precision ``runtime`` cannot measure, naming the runtimes (``others``) that can."""
+    fix = f"use --runtime {' or '.join(others)}" if others else "no runtime here has one"
+    return f"--precision {precision}: the {runtime} runtime has no {precision.upper()} path here; {fix}"
+
+
 class Runtime:
     """Base class; a subclass sets ``name`` and ``precisions`` and implements ``prepare_module`` / ``prepare_onnx`` / ``meta``.
 
@@ -33,7 +39,7 @@ class Runtime:
     name: str = ""
     #: the devices this runtime measures on
     devices: tuple[str, ...] = ("cpu", "cuda")
-    #: the precisions this runtime can measure here; another is refused with ``no_precision_path``
+    #: the precisions this runtime can measure here; another is refused (``no_precision_path``)
     precisions: tuple[str, ...] = ("fp32",)
 
     def __init__(
@@ -57,17 +63,8 @@ class Runtime:
         self.threads = threads
         self.precision = resolve_precision(precision, fp16)
         if self.precision not in self.precisions:
-            raise HwnasError(self.no_precision_path(self.precision))
+            raise HwnasError(no_precision_path(self.name, self.precision, []))
         self.protocol = protocol or Protocol()
-
-    @classmethod
-    def no_precision_path(cls, precision: str) -> str:
-        """The error for a precision this runtime cannot measure, naming the runtimes that can."""
-        from hwnas.latency.runtimes import RUNTIMES
-
-        others = [name for name, runtime in RUNTIMES.items() if precision in runtime.precisions and name != cls.name]
-        fix = f"use --runtime {' or '.join(others)}" if others else "no runtime here has one"
-        return f"--precision {precision}: the {cls.name} runtime has no {precision.upper()} path here; {fix}"
 
     @property
     def fp16(self) -> bool:

@@ -13,8 +13,9 @@ from typing import Any
 from hwnas.errors import HwnasError
 from hwnas.latency.executorch_runtime import ExecuTorchRuntime
 from hwnas.latency.onnxruntime_runtime import OnnxRuntime
+from hwnas.latency.precision import resolve_precision
 from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
-from hwnas.latency.runtime_base import DEVICES, Runtime
+from hwnas.latency.runtime_base import DEVICES, Runtime, no_precision_path
 from hwnas.latency.tensorrt import TensorRtRuntime, build_engine
 from hwnas.latency.torch_runtime import TorchRuntime
 from hwnas.registry import Registry
@@ -44,6 +45,10 @@ def get_runtime(
     executorch on android)."""
     if name not in RUNTIMES:
         raise HwnasError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+    asked = resolve_precision(precision, fp16)
+    if asked not in RUNTIMES[name].precisions:
+        others = [other for other, runtime in RUNTIMES.items() if asked in runtime.precisions and other != name]
+        raise HwnasError(no_precision_path(name, asked, others))
     options = {key: value for key, value in options.items() if value is not None}  # left out: the runtime's default
     if device not in RUNTIMES[name].devices:
         options = {}  # the runtime refuses the device, which says more than an option it does not take

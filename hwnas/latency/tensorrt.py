@@ -26,6 +26,7 @@ from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
 from hwnas.latency.cuda_clock import CudaEventClock, require_cuda
 from hwnas.latency.onnx_export import export_onnx_bytes
+from hwnas.latency.precision import resolve_precision
 from hwnas.latency.protocol import Runner
 from hwnas.latency.quantize import RANDOM_SAMPLES, CalibrationSet, is_quantized, random_calibration
 from hwnas.latency.runtime_base import Runtime
@@ -71,7 +72,6 @@ def _add_batch_profile(builder, network, config, input_shape: tuple[int, ...] | 
 
 def int8_calibrator(trt, calibration: CalibrationSet):
     """A ``trt.IInt8EntropyCalibrator2`` that hands TensorRT the calibration set's inputs, one batch a call, from the GPU."""
-    import torch
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
@@ -111,7 +111,6 @@ def build_engine_bytes(
     ``precision="int8"``: a QDQ model is built as explicit INT8; a float model is calibrated on
     ``calibration`` (default: random inputs of ``input_shape``).
     """
-    from hwnas.latency.precision import resolve_precision
 
     precision = resolve_precision(precision, fp16)
     fp16 = precision == "fp16"
