@@ -95,7 +95,9 @@ def test_profile_validate_search_train_export_agree(cli_runner, tables, tmp_path
     model = latency_model(LatencyTable.load(table), arch.build_space())
     assert result["arch"] == arch.to_compact() == json.loads((run / "result.json").read_text())["arch"]
     assert result["predicted_ms"] == pytest.approx(model.predict(arch))
-    assert 0.8 * result["aim_ms"] <= result["predicted_ms"] <= result["aim_ms"] <= budget
+    # the differentiable methods fill the slack to the aim; a one-shot selection of 6 x 2 evolved archs spends what it finds
+    spent = 0.5 if STRATEGIES[method].one_shot else 0.8
+    assert spent * result["aim_ms"] <= result["predicted_ms"] <= result["aim_ms"] <= budget
 
     trained = cli_runner.invoke(
         cli, ["train", "--run", str(run), "--epochs", "1", "--batch-size", "32", "--bn-batches", "2", "--json"]

@@ -18,6 +18,7 @@ from hwnas.search.snas import gumbel_softmax, linear_temperature
 from hwnas.search.supernet import ArchParameters, MixedOp, PathChoice, Supernet
 from hwnas.search.synthetic import synthetic_table
 from hwnas.spaces import SPACES, ChainSpace, get_space
+from hwnas.spaces.nb201 import Nb201Space
 
 from helpers import tiny_space
 
@@ -391,7 +392,12 @@ def test_a_tight_aim_lowers_expected_latency_through_the_latency_term(method, fo
 
 
 # -- the supernet's start ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", CHAIN_SPACES)
+#: NB201's candidates (pooling, skip, none, 1x1 and 3x3 convolutions) are different functions by design, trained from
+#: independent inits as NB201 does: the shared start is for spaces whose candidates are one family (MBConv, ShuffleNet)
+ONE_FAMILY_SPACES = [name for name in CHAIN_SPACES if not issubclass(SPACES[name], Nb201Space)]
+
+
+@pytest.mark.parametrize("name", ONE_FAMILY_SPACES)
 def test_a_layers_candidates_start_as_one_function(name):
     space = get_space(name, resolution=16, in_channels=1, num_classes=10, width_mult=0.25)
     supernet = Supernet(space)
