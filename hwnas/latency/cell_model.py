@@ -18,44 +18,29 @@ from __future__ import annotations
 import torch
 
 from hwnas.arch import Arch
-from hwnas.errors import HwnasError
 from hwnas.latency.calibration import apply_calibration
 from hwnas.latency.chain_model import LatencyModel
-from hwnas.latency.keys import check_covers, head_key, overhead_key, profile_command, stem_key
-from hwnas.latency.table import LatencyTable
+from hwnas.latency.keys import head_key, stem_key
 from hwnas.spaces.nb201 import CELLS_PER_STAGE, FREE_OPS, Nb201Space
 
 
 class CellLatencyModel(LatencyModel):
     """``LatencyModel`` for ``nb201``: per-edge surrogate ``latency_ms[e, k]``, exact ``predict``."""
 
-    def __init__(self, table: LatencyTable, space: Nb201Space) -> None:  # noqa: D107 (the parent's fields, filled per edge)
-        self.table, self.space = table, space
-        if table.meta.get("space") not in (None, space.name):
-            raise HwnasError(
-                f"latency table {table.path or ''} is a table of space {table.meta['space']}, not {space.name}; profile "
-                f"{space.name} into a table of its own with: {profile_command(space, table.meta)}"
-            )
-        check_covers(table, space)
-        self.mask = space.candidate_mask()
-        columns = space.candidates
-        overhead = overhead_key(space)
-        self.call_overhead_ms = table.ms(overhead) if overhead in table.entries else 0.0
+    space: Nb201Space
+
+    def _fill(self, runs_op: torch.Tensor) -> float:
+        """Per edge and op, its entries over the 15 cells; the stem, head and reductions are the fixed parts."""
+        space, columns = self.space, self.space.candidates
         self.part_ms = {part.key: self._part_ms(part.key) / part.repeats for part in space.parts()}
-        self.latency_ms = torch.zeros(self.mask.shape, dtype=torch.float64)
-        runs_op = torch.zeros(self.mask.shape, dtype=torch.float64)
         for layer in space.layers:
             for op in layer.candidates:
                 if op not in FREE_OPS:
                     keys = [space.op_key(op, c, size) for c, size in space.stages()]
                     self.latency_ms[layer.index, columns.index(op)] = CELLS_PER_STAGE * sum(self.part_ms[k] for k in keys)
                     runs_op[layer.index, columns.index(op)] = CELLS_PER_STAGE * len(keys)
-        self.fixed_ms = table.ms(stem_key(space)) + self._part_ms(head_key(space))
-        self.fixed_ms += sum(self.part_ms[key] for key in space.fixed_part_keys())
-        self.calibration = dict(table.calibration or {"a": 1.0, "b": 0.0})
-        scale, per_op_ms = float(self.calibration["a"]), float(self.calibration.get("per_op_ms", 0.0))
-        self.calibrated_ms = scale * self.latency_ms + per_op_ms * runs_op
-        self.calibrated_fixed_ms = scale * self.fixed_ms + float(self.calibration["b"])
+        fixed_ms = self.table.ms(stem_key(space)) + self._part_ms(head_key(space))
+        return fixed_ms + sum(self.part_ms[key] for key in space.fixed_part_keys())
 
     def layer_ms(self, arch: Arch) -> list[float]:
         """Per edge, the surrogate's ms of its op (not what the net runs: see ``sum_ms``)."""

@@ -43,21 +43,25 @@ class LatencyModel:
             )
         check_covers(table, space)
         self.mask = space.candidate_mask()
-        columns = space.candidates
         overhead = overhead_key(space)
         self.call_overhead_ms = table.ms(overhead) if overhead in table.entries else 0.0
         self.latency_ms = torch.zeros(self.mask.shape, dtype=torch.float64)
         runs_op = torch.zeros(self.mask.shape, dtype=torch.float64)
-        for layer in space.layers:
-            for op in layer.candidates:
-                if op not in SKIP_OPS:
-                    self.latency_ms[layer.index, columns.index(op)] = self._part_ms(layer.op_spec(op).key)
-                    runs_op[layer.index, columns.index(op)] = 1.0
-        self.fixed_ms = table.ms(stem_key(space)) + self._part_ms(head_key(space))
+        self.fixed_ms = self._fill(runs_op)
         self.calibration = dict(table.calibration or {"a": 1.0, "b": 0.0})  # a copy: calibrated_ms is computed once
         scale, per_op_ms = float(self.calibration["a"]), float(self.calibration.get("per_op_ms", 0.0))
         self.calibrated_ms = scale * self.latency_ms + per_op_ms * runs_op
         self.calibrated_fixed_ms = scale * self.fixed_ms + float(self.calibration["b"])
+
+    def _fill(self, runs_op: torch.Tensor) -> float:
+        """Fill ``latency_ms[l, k]`` and ``runs_op[l, k]`` (the ops each candidate runs); return the fixed parts' ms."""
+        columns = self.space.candidates
+        for layer in self.space.layers:
+            for op in layer.candidates:
+                if op not in SKIP_OPS:
+                    self.latency_ms[layer.index, columns.index(op)] = self._part_ms(layer.op_spec(op).key)
+                    runs_op[layer.index, columns.index(op)] = 1.0
+        return self.table.ms(stem_key(self.space)) + self._part_ms(head_key(self.space))
 
     def _part_ms(self, key: str) -> float:
         """A part's entry without the per-call cost (never below 0: a part cannot save time)."""
