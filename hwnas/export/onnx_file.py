@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -55,6 +57,13 @@ def check_parity(model: nn.Module, onnx_path: str | Path, input_shape: tuple[int
     options.intra_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    return compare_outputs(model, lambda x: session.run(None, {name: x.numpy()})[0], "ONNX", input_shape, trials, seed)
+
+
+def compare_outputs(
+    model: nn.Module, run: Callable[[torch.Tensor], Any], runtime: str, input_shape: tuple[int, ...], trials: int, seed: int
+) -> Parity:
+    """``run`` (a runtime's output for an input, as an array) against PyTorch on ``trials`` seeded random inputs."""
     generator = torch.Generator().manual_seed(seed)
     model = model.eval()
     worst_abs = worst_rel = 0.0
@@ -62,9 +71,9 @@ def check_parity(model: nn.Module, onnx_path: str | Path, input_shape: tuple[int
         x = torch.randn(*input_shape, generator=generator)
         with torch.no_grad():
             want = model(x).numpy().astype(np.float64)
-        got = session.run(None, {name: x.numpy()})[0].astype(np.float64)
+        got = np.asarray(run(x)).astype(np.float64)
         if got.shape != want.shape:
-            raise HwnasError(f"ONNX output shape {got.shape} differs from PyTorch's {want.shape}")
+            raise HwnasError(f"{runtime} output shape {got.shape} differs from PyTorch's {want.shape}")
         error = float(np.abs(got - want).max())
         worst_abs = max(worst_abs, error)
         worst_rel = max(worst_rel, error / max(float(np.abs(want).max()), 1e-12))

@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.export.onnx_file import PARITY_TOLERANCE, Parity
+from hwnas.export.onnx_file import PARITY_TOLERANCE, Parity, compare_outputs
 from hwnas.files import write_bytes_atomic
 from hwnas.latency.executorch_program import DELEGATE, executorch_version, load_program, lower, run_program
 
@@ -42,21 +41,13 @@ def check_pte_parity(
     """Run the ``.pte`` (ExecuTorch, this process) and PyTorch on the same random inputs and compare the outputs."""
     data = Path(pte_path).read_bytes()  # kept alive while the loaded program runs
     loaded = load_program(data)
-    generator = torch.Generator().manual_seed(seed)
-    model = model.eval()
-    worst_abs = worst_rel = 0.0
-    for _ in range(trials):
-        x = torch.randn(*input_shape, generator=generator)
-        with torch.no_grad():
-            want = model(x).numpy().astype(np.float64)
+
+    def run(x: torch.Tensor) -> Any:
         try:
-            got = run_program(loaded, [x])[0].numpy().astype(np.float64)
+            return run_program(loaded, [x])[0].numpy()
         except Exception as error:  # the pybindings raise RuntimeError
             raise HwnasError(f"ExecuTorch could not run {pte_path}: {error}") from None
-        if got.shape != want.shape:
-            raise HwnasError(f"ExecuTorch output shape {got.shape} differs from PyTorch's {want.shape}")
-        error = float(np.abs(got - want).max())
-        worst_abs = max(worst_abs, error)
-        worst_rel = max(worst_rel, error / max(float(np.abs(want).max()), 1e-12))
+
+    parity = compare_outputs(model, run, "ExecuTorch", input_shape, trials, seed)
     del data
-    return Parity(worst_abs, worst_rel, trials)
+    return parity
