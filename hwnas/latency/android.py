@@ -39,7 +39,7 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
 from hwnas.latency.executorch_program import cache_dir, lowered_program
-from hwnas.latency.protocol import Protocol, Runner, Timing, measure_interleaved
+from hwnas.latency.protocol import Protocol, Runner, Timing
 
 DEFAULT_RUNNER = "/data/local/tmp/hwnas/executor_runner"
 LOGCAT_TAG = "ExecuTorch"
@@ -360,16 +360,10 @@ class AndroidTarget:
             wanted = min(wanted, protocol.max_runs - len(samples))
         return Timing.from_samples(samples[: protocol.max_runs])
 
-    def measure(
-        self,
-        runners: Sequence[Runner],
-        rounds: int | None = None,
-        on_measured: Callable[[int, int, Timing], None] | None = None,
-        rounds_done: Sequence[int] | None = None,
-    ) -> list[Timing]:
-        """Push every program, then interleaved rounds exactly as on the host, each round a runner call."""
+    def round_measurer(self, runners: Sequence[Runner]) -> Callable[[Runner, bool], Timing]:
+        """Push every program; the runtime's interleaved rounds are then each a runner call (``measure_once``)."""
         self._push(runners)
-        return measure_interleaved(runners, rounds, self.protocol, on_measured, rounds_done, measure_one=self.measure_once)
+        return self.measure_once
 
 
 def _hottest(text: str | None) -> float | None:

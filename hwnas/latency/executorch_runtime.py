@@ -104,16 +104,8 @@ class ExecuTorchRuntime(Runtime):
         raise HwnasError("the executorch runtime runs .pte programs, not ONNX files; use --runtime onnxruntime for .onnx")
 
     # -- measuring ------------------------------------------------------------------------
-    def measure(
-        self,
-        runners: Sequence[Runner],
-        rounds: int | None = None,
-        on_measured: Callable[[int, int, Timing], None] | None = None,
-        rounds_done: Sequence[int] | None = None,
-    ) -> list[Timing]:
-        if self.target is not None:
-            return self.target.measure(runners, rounds, on_measured, rounds_done)
-        return super().measure(runners, rounds, on_measured, rounds_done)
+    def round_measurer(self, runners: Sequence[Runner]) -> Callable[[Runner, bool], Timing] | None:
+        return self.target.round_measurer(runners) if self.target is not None else None
 
     # -- describing -----------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:

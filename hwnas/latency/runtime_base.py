@@ -109,7 +109,13 @@ class Runtime:
     ) -> list[Timing]:
         """Interleaved rounds over prepared runners, threads pinned (see ``measure_interleaved``)."""
         with self.pinned():
-            return measure_interleaved(runners, rounds, self.protocol, on_measured, rounds_done)
+            measure_one = self.round_measurer(runners)
+            return measure_interleaved(runners, rounds, self.protocol, on_measured, rounds_done, measure_one=measure_one)
+
+    def round_measurer(self, runners: Sequence[Runner]) -> Callable[[Runner, bool], Timing] | None:
+        """What times one round of one of ``runners`` in ``measure`` (``measure_interleaved``'s ``measure_one``), made
+        ready for them; None (the default): this process times it."""
+        return None
 
     def measure_module(self, module: Any, input_shape: tuple[int, ...]) -> Timing:
         """Latency of ``module`` at ``input_shape`` (batch included), over the protocol's rounds."""
