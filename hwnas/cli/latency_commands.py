@@ -22,6 +22,7 @@ from hwnas.cli.options import (
     precision_options,
     space_file_option,
     space_options,
+    with_options,
 )
 from hwnas.errors import HwnasError
 from hwnas.files import check_writable, refuse_overwrite
@@ -34,35 +35,21 @@ from hwnas.latency.runtimes import DEVICES, RUNTIMES
 from hwnas.latency.table import LatencyTable
 from hwnas.latency.validate import MIN_ARCHS, PROFILE_NETS, format_report, noise_warnings
 
+#: ``--rounds --min-time --warmup-time``: the measurement protocol (flag, type, default, help)
+PROTOCOL_FLAGS = (
+    ("--rounds", COUNT, Protocol.rounds, "Interleaved measurement rounds; each value is the median over rounds."),
+    ("--min-time", FINITE, Protocol.min_s, "Seconds of timed runs per item and round (at least 20 runs)."),
+    ("--warmup-time", FINITE, Protocol.warmup_s, "Seconds of warm-up per item (at least 10 runs)."),
+)
+
 
 def protocol_options(command):
-    """``--rounds --min-time --warmup-time``: the measurement protocol, shared by profile and validate."""
-    options = [
-        click.option(
-            "--rounds",
-            type=COUNT,
-            default=Protocol.rounds,
-            show_default=True,
-            help="Interleaved measurement rounds; each value is the median over rounds.",
-        ),
-        click.option(
-            "--min-time",
-            type=FINITE,
-            default=Protocol.min_s,
-            show_default=True,
-            help="Seconds of timed runs per item and round (at least 20 runs).",
-        ),
-        click.option(
-            "--warmup-time",
-            type=FINITE,
-            default=Protocol.warmup_s,
-            show_default=True,
-            help="Seconds of warm-up per item (at least 10 runs).",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    """The measurement protocol's options (``PROTOCOL_FLAGS``), shared by profile and validate."""
+    options = (
+        click.option(flag, type=kind, default=default, show_default=True, help=text)
+        for flag, kind, default, text in PROTOCOL_FLAGS
+    )
+    return with_options(command, options)
 
 
 allow_foreign_option = click.option(

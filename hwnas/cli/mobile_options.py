@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import click
 
+from hwnas.cli.options import with_options
 from hwnas.latency.android import DEFAULT_RUNNER
 
 
@@ -16,6 +17,4 @@ def android_options(command: Callable) -> Callable:
         click.option("--serial", help="--device android: the device's serial (adb devices) [default: the one attached]."),
         click.option("--runner", help=f"--device android: the executor_runner on the device [default: {DEFAULT_RUNNER}]."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return with_options(command, options)

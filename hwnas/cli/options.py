@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -15,6 +15,13 @@ from click.shell_completion import CompletionItem
 from hwnas.data import DATA_SETS
 from hwnas.latency.precision import PRECISIONS, resolve_precision
 from hwnas.spaces import SPACES, Space, get_space
+
+
+def with_options(command: Callable, options: Iterable[Callable]) -> Callable:
+    """``command`` decorated with ``options`` (click.option decorators), which --help lists in the order given."""
+    for option in reversed(list(options)):
+        command = option(command)
+    return command
 
 
 class FiniteFloat(click.ParamType):
@@ -103,9 +110,7 @@ def space_options(with_space_name: bool = True, shape_from_data: bool = False) -
                     help="Search space: a built-in name or a space file (FILE.toml, see docs/space_files.md).",
                 ),
             )
-        for option in reversed(options):
-            wrapper = option(wrapper)
-        return wrapper
+        return with_options(wrapper, options)
 
     return decorate
 

@@ -21,6 +21,7 @@ from hwnas.cli.options import (
     json_option,
     precision_options,
     space_options,
+    with_options,
 )
 from hwnas.errors import HwnasError
 from hwnas.run_folder import CONFIG
@@ -46,9 +47,7 @@ METHOD_KNOBS = {name: _knob_option(name) for name in dict.fromkeys(k for cls in 
 
 
 def _method_knobs(command: Any) -> Any:
-    for option in reversed(list(METHOD_KNOBS.values())):
-        command = option(command)
-    return command
+    return with_options(command, METHOD_KNOBS.values())
 
 
 def _resume_hint(folder: Path) -> Any:
