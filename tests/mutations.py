@@ -133,7 +133,7 @@ MUTATIONS = (
     ),
     Mutation(
         "overhead-counted-per-part",
-        "hwnas/latency/model.py",
+        "hwnas/latency/chain_model.py",
         "return max(self.table.ms(key) - self.call_overhead_ms, 0.0)",
         "return self.table.ms(key)",
         ("tests/test_latency_model.py",),
@@ -197,7 +197,7 @@ MUTATIONS = (
     Mutation(
         "export-writes-in-place",
         "hwnas/export/artifact.py",
-        'output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp.onnx"), force=True)',
+        'output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp{suffix}"), force=True)',
         "force=True)",
         ("tests/test_bad_input.py::test_a_failed_export_leaves_the_earlier_set_as_it_was",),
     ),
@@ -211,8 +211,8 @@ MUTATIONS = (
     Mutation(
         "table-entries-unbounded",
         "hwnas/latency/table.py",
-        "not 0 <= value < MAX_ENTRY:",
-        "not 0 <= value < math.inf:",
+        "or not value < MAX_ENTRY:",
+        "or not value < math.inf:",
         ("tests/test_bad_input.py::test_bad_input_is_refused_clearly_and_touches_nothing",),
     ),
     Mutation(
@@ -231,7 +231,7 @@ MUTATIONS = (
     ),
     Mutation(
         "table-of-another-space-unchecked",
-        "hwnas/latency/model.py",
+        "hwnas/latency/chain_model.py",
         'if table.meta.get("space") not in (None, space.name):',
         "if False:",
         (
@@ -342,9 +342,12 @@ MUTATIONS = (
     Mutation(
         "dag-isolated-ops-kept",
         "hwnas/spaces/dag.py",
-        "live = set(self.live_ops(kept)) | {0, self.output}",
-        "live = set(range(self.output + 1))",
-        ("tests/test_dsonas.py",),
+        "nodes = set(live) | {0, self.output}",
+        "nodes = set(range(self.output + 1))",
+        (
+            "tests/test_dsonas.py::test_isolated_ops_are_those_off_every_input_to_output_path",
+            "tests/test_dsonas.py::test_isolated_ops_are_removed_from_the_built_net_and_from_the_supernets_forward",
+        ),
     ),
     Mutation(
         "dag-adds-cost-nothing",
@@ -422,6 +425,8 @@ MUTATIONS = (
         "config.table_batch_size, config.precision, self.space)",
         'config.table_batch_size, "fp32", self.space)',
         ("tests/test_int8.py::test_search_takes_an_int8_table_only_with_precision_int8",),
+    ),
+    Mutation(
         "space-file-hash-not-matched",
         "hwnas/latency/lookup.py",
         '            meta["space_sha256"] = source.sha256\n',
