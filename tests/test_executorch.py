@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,12 +125,15 @@ def test_export_formats_follow_the_suffix(cli_runner, small_run, tmp_path, args,
     assert not list(tmp_path.glob("m.*"))
 
 
+#: three-layer stand-ins for proxyless and shufflenet (their kinds of op, 7 programs each, not 40-60): tests/fixtures/spaces
+TINY_SPACES = {"proxyless": "tiny_mb.toml", "shufflenet": "tiny_shuffle.toml"}
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # lowers ~40-60 programs: minutes on 2 cores, far more when the machine is shared
-@pytest.mark.parametrize("space", ["proxyless", "shufflenet"])
+@pytest.mark.parametrize("space", list(TINY_SPACES))
 def test_profile_and_validate_a_space(cli_runner, tmp_path, space):
     table_path = tmp_path / "t.json"
-    args = ["--space", space, *(f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items())]
+    args = ["--space", str(Path(__file__).parent / "fixtures" / "spaces" / TINY_SPACES[space])]
     result = cli_runner.invoke(cli, ["profile", "--runtime", "executorch", *args, *QUICK, "--no-validate", "-o", str(table_path)])
     assert result.exit_code == 0, result.output
     table = LatencyTable.load(table_path)
