@@ -258,6 +258,26 @@ class Space:
             stem, head = self.build_stem(), self.build_head()
         return count_cost(stem, self.input_shape) + count_cost(head, self.head_in_shape)
 
+    def _part_cost(self, key: str) -> Cost:
+        """FLOPs and params of the part ``key`` of ``parts()``, counted once on the meta device."""
+        if key not in self._cost_cache:
+            part = self._parts_by_key[key]
+            with torch.device("meta"):
+                module = part.build()
+            self._cost_cache[key] = count_cost(module, part.input_shape)
+        return self._cost_cache[key]
+
+    def _parts_cost(self, keys: Sequence[str]) -> Cost:
+        """FLOPs and params of the parts ``keys`` together (a key once per time it runs)."""
+        total = Cost(0, 0)
+        for key in keys:
+            total = total + self._part_cost(key)
+        return total
+
+    @cached_property
+    def _parts_by_key(self) -> dict[str, Part]:
+        return {part.key: part for part in self.parts()}
+
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary: args, stem/head shapes and every layer."""
         return {

@@ -39,7 +39,7 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.spaces.base import LayerSpec, OpSpec, Part, Space, adapt_strides, conv_out
-from hwnas.spaces.cost import Cost, count_cost
+from hwnas.spaces.cost import Cost
 
 
 @dataclass(frozen=True)
@@ -426,38 +426,17 @@ class DagSpace(Space):
                 index += 1
         return DagNet(self.build_stem(), blocks, self.build_head())
 
-    def _part_cost(self, key: str) -> Cost:
-        if key not in self._cost_cache:
-            part = self._parts_by_key[key]
-            with torch.device("meta"):
-                module = part.build()
-            self._cost_cache[key] = count_cost(module, part.input_shape)
-        return self._cost_cache[key]
-
-    @cached_property
-    def _parts_by_key(self) -> dict[str, Part]:
-        return {part.key: part for part in self.parts()}
-
     def fixed_cost(self) -> Cost:
         """Stem, head and the reductions."""
-        total = super().fixed_cost()
-        for key in self.fixed_part_keys():
-            total = total + self._part_cost(key)
-        return total
+        return super().fixed_cost() + self._parts_cost(self.fixed_part_keys())
 
     def block_cost(self, index: int, kept: Sequence[bool]) -> Cost:
         """FLOPs and params of block ``index`` with edges ``kept`` (its live ops and projection)."""
-        total = Cost(0, 0)
-        for key in self.block_parts(index, kept):
-            total = total + self._part_cost(key)
-        return total
+        return self._parts_cost(self.block_parts(index, kept))
 
     def cost(self, choices: Sequence[str]) -> Cost:
         """FLOPs and params of the net of ``choices``: the fixed parts plus every part it runs."""
-        total = self.fixed_cost()
-        for key in self.run_parts(choices):
-            total = total + self._part_cost(key)
-        return total
+        return self.fixed_cost() + self._parts_cost(self.run_parts(choices))
 
 
 class AddChain(nn.Module):

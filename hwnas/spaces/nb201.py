@@ -33,7 +33,7 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.spaces.base import ChainSpace, LayerSpec, OpSpec, Part, conv_out
 from hwnas.spaces.blocks import Classifier
-from hwnas.spaces.cost import Cost, count_cost
+from hwnas.spaces.cost import Cost
 from hwnas.spaces.dag import AddChain
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -252,26 +252,12 @@ class Nb201Space(ChainSpace):
         return keys
 
     # -- costs ------------------------------------------------------------------------------
-    def _part_cost(self, key: str) -> Cost:
-        if key not in self._cost_cache:
-            part = next(p for p in self.parts() if p.key == key)
-            with torch.device("meta"):
-                module = part.build()
-            self._cost_cache[key] = count_cost(module, part.input_shape)
-        return self._cost_cache[key]
-
     def fixed_cost(self) -> Cost:
-        total = super().fixed_cost()
-        for key in self.fixed_part_keys():
-            total = total + self._part_cost(key)
-        return total
+        return super().fixed_cost() + self._parts_cost(self.fixed_part_keys())
 
     def cost(self, choices: Sequence[str]) -> Cost:
         """FLOPs and params of the built net: the fixed parts plus every op it runs (adds cost no multiply-adds)."""
-        total = self.fixed_cost()
-        for key in self.run_parts(choices):
-            total = total + self._part_cost(key)
-        return total
+        return self.fixed_cost() + self._parts_cost(self.run_parts(choices))
 
     # -- what a whole-net latency model sees ---------------------------------------------------
     def graph_features(self, choices: Sequence[str]) -> dict[str, float]:
