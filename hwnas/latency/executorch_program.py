@@ -183,6 +183,13 @@ def set_threads(threads: int) -> None:
         portable_lib._unsafe_reset_threadpool(threads)
 
 
+def pool_threads() -> int:
+    """How many threads ExecuTorch's process-wide pool has now (1: XNNPACK runs every op on the calling thread)."""
+    from executorch.extension.pybindings import portable_lib
+
+    return int(portable_lib._threadpool_get_thread_count())
+
+
 def run_program(loaded: Any, inputs: Sequence[Any]) -> list[Any]:
     """Run a loaded program's ``forward`` on ``inputs`` (torch tensors); its outputs."""
     return list(loaded.forward(tuple(inputs)))

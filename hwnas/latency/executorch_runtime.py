@@ -7,13 +7,26 @@ portable kernels. Every lowered item records whether the delegate took all of it
 (``delegated``) and the ops it left out (``portable_ops``); the profiler stores both in the
 table entry, ``hwnas tables show`` and ``hwnas tables validate`` name the partly delegated ones.
 
-In process (``--device cpu``) a program runs through the wheel's pybindings, timed with the
-host clock per call (that includes ~0.1 ms of Python call per run, the same for every entry,
-and taken off the parts like every runtime's fixed cost by the table's ``overhead`` entry).
-Threads: XNNPACK uses ExecuTorch's own process-wide thread pool, which Python can resize only
-through a private call (``set_threads``); ``threads=N`` sizes it when the runtime is created,
-``threads=None`` leaves the pool as it is (one thread per core). Unlike the other runtimes the
-size is not restored afterwards (see ``set_threads``).
+In process (``--device cpu``) a program runs through the wheel's pybindings, timed per call
+(that includes ~0.1 ms of Python call per run, the same for every entry, and taken off the
+parts like every runtime's fixed cost by the table's ``overhead`` entry). Threads: XNNPACK uses
+ExecuTorch's own process-wide thread pool, which Python can resize only through a private call
+(``set_threads``); ``threads=N`` sizes it when the runtime is created, ``threads=None`` leaves
+the pool as it is (one thread per core). Unlike the other runtimes the size is not restored
+afterwards (see ``set_threads``).
+
+The clock: with a pool of one thread every op runs on the calling thread, and a call is timed
+by that thread's CPU time (``ThreadCpuClock``), not by the wall clock; with a larger pool, by
+the wall clock. Why: a long-lived timing loop on a shared machine gets only its fair share of a
+core, so its wall time per call holds the time it waited for the core, up to the call's own
+length, and its median flipped between the undisturbed time and about twice it (3.4 or 7.5 ms
+for the same program) while ``executor_runner`` (a short-lived process the scheduler still lets
+run) gave the undisturbed time. Measured with ``/proc/self/schedstat``: the thread's time on
+the core per call equalled the runner's per-iteration time, and the rest was time waiting in
+the run queue; pinning the thread, ``torch.set_num_threads(1)``, a longer warm-up and torch
+work before timing changed nothing (docs/mobile.md). A call's CPU time is what the call costs
+on its core, the figure a phone's undisturbed runner reports; it leaves out the time the
+thread waits for anything, which at one thread in a warmed-up program is only the scheduler.
 
 On a phone (``--device android``) the same programs go to the device over adb and run under
 ``executor_runner`` (``hwnas.latency.android``).
@@ -42,10 +55,11 @@ from hwnas.latency.executorch_program import (
     import_executorch,
     load_program,
     lowered_program,
+    pool_threads,
     read_program,
     set_threads,
 )
-from hwnas.latency.protocol import Runner, Timing
+from hwnas.latency.protocol import Clock, Runner, ThreadCpuClock, Timing
 from hwnas.latency.runtime_base import Runtime
 
 
@@ -98,7 +112,11 @@ class ExecuTorchRuntime(Runtime):
             loaded.forward(inputs)
 
         run.program = data  # the loaded program reads its weights from this buffer: it must live as long as the runner
-        return Runner(run, label="forward")
+        return Runner(run, self._clock(), label="forward")
+
+    def _clock(self) -> Clock:
+        """The calling thread's CPU time where it does all the work (a pool of one thread), else the wall clock."""
+        return ThreadCpuClock() if pool_threads() == 1 else Clock()
 
     def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
         raise HwnasError("the executorch runtime runs .pte programs, not ONNX files; use --runtime onnxruntime for .onnx")
@@ -128,6 +146,8 @@ class ExecuTorchRuntime(Runtime):
         }
         if self.target is not None:
             meta.update(self.target.meta())
+        else:
+            meta["clock"] = "thread_cpu" if isinstance(self._clock(), ThreadCpuClock) else "wall"
         return meta
 
     def device_name(self) -> str:

@@ -103,6 +103,26 @@ class Clock:
         return samples
 
 
+class ThreadCpuClock(Clock):
+    """Times ``count`` runs of ``fn`` by the calling thread's CPU time (``time.thread_time_ns``); ms per run.
+
+    For work done entirely on the calling thread (a runtime at one thread that runs its ops
+    inline). A run's wall time also holds the time the thread waited for a core while another
+    process had it; on a shared machine a long-lived timing loop gets only its fair share of a
+    core, so that wait can be as long as the run itself. The thread's CPU time leaves it out and
+    keeps what the run costs on the core: what an undisturbed run takes (measured in
+    docs/mobile.md). Wrong for work on other threads, which it does not see.
+    """
+
+    def time_runs(self, fn: Callable[[], object], count: int) -> list[float]:
+        samples = []
+        for _ in range(count):
+            start = time.thread_time_ns()
+            fn()
+            samples.append((time.thread_time_ns() - start) / 1e6)
+        return samples
+
+
 @dataclass
 class Runner:
     """A prepared item: ``fn`` runs it once (inputs bound, session built); ``clock`` times it.
