@@ -94,17 +94,20 @@ def combine_rounds(rounds: Sequence[Timing]) -> Timing:
 class Clock:
     """Times ``count`` runs of ``fn`` one by one; returns ms per run. Host clock: for synchronous work."""
 
+    #: the clock read before and after each run, in ns
+    now = staticmethod(time.perf_counter_ns)
+
     def time_runs(self, fn: Callable[[], object], count: int) -> list[float]:
         samples = []
         for _ in range(count):
-            start = time.perf_counter()
+            start = self.now()
             fn()
-            samples.append((time.perf_counter() - start) * 1e3)
+            samples.append((self.now() - start) / 1e6)
         return samples
 
 
 class ThreadCpuClock(Clock):
-    """Times ``count`` runs of ``fn`` by the calling thread's CPU time (``time.thread_time_ns``); ms per run.
+    """Times runs by the calling thread's CPU time (``time.thread_time_ns``); ms per run.
 
     For work done entirely on the calling thread (a runtime at one thread that runs its ops
     inline). A run's wall time also holds the time the thread waited for a core while another
@@ -114,13 +117,7 @@ class ThreadCpuClock(Clock):
     docs/mobile.md). Wrong for work on other threads, which it does not see.
     """
 
-    def time_runs(self, fn: Callable[[], object], count: int) -> list[float]:
-        samples = []
-        for _ in range(count):
-            start = time.thread_time_ns()
-            fn()
-            samples.append((time.thread_time_ns() - start) / 1e6)
-        return samples
+    now = staticmethod(time.thread_time_ns)
 
 
 @dataclass
