@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingRegressor
 
 from hwnas.arch import Arch, load_arch
 from hwnas.cli.main import cli
@@ -122,11 +122,12 @@ def test_every_cell_op_runs_and_the_net_exports(tmp_path):
 
 
 # -- the whole-net model -------------------------------------------------------------------------------
-def test_stored_trees_predict_what_sklearn_predicts():
+@pytest.mark.parametrize("loss", ["absolute_error", "squared_error"])
+def test_stored_trees_predict_what_sklearn_predicts(loss):
     rng = np.random.default_rng(0)
     X = rng.integers(0, 4, size=(300, 5)).astype(float)
     y = np.sin(X[:, 0]) * X[:, 1] + (X[:, 2] > 1) * X[:, 3]
-    booster = GradientBoostingRegressor(n_estimators=40, max_depth=3, random_state=0).fit(X, y)
+    booster = HistGradientBoostingRegressor(loss=loss, max_iter=40, max_leaf_nodes=7, random_state=0).fit(X, y)
     model = {
         "version": 1,
         "kind": "trees",
