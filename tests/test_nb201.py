@@ -16,7 +16,7 @@ from hwnas.cli.main import cli
 from hwnas.errors import HwnasError
 from hwnas.latency.model import latency_model
 from hwnas.latency.table import LatencyTable
-from hwnas.latency.whole_net import _trees_to_dict, check_model, fit_span, predict_log
+from hwnas.latency.whole_net import _trees_to_dict, check_model, fit_span, predict_log, span_model
 from hwnas.spaces import get_space
 from hwnas.spaces.nb201 import NB201_OPS
 
@@ -181,6 +181,29 @@ def test_span_recovers_a_device_that_is_a_mix_of_its_priors():
     y = 0.7 * logs[:, 0] + 0.3 * logs[:, 2] + 0.5
     weights, bias = fit_span(logs[:20], y[:20])
     assert np.allclose(logs @ weights + bias, y, atol=1e-2)
+
+
+def test_a_span_in_ms_recovers_a_device_that_is_a_sum_of_two_priors_from_ten_nets():
+    # priors: constant-log models (intercept only) would be flat; use lines on one feature instead
+    rng = np.random.default_rng(2)
+    X = rng.uniform(1, 5, size=(300, 2))
+
+    def line(coef, intercept):
+        return {
+            "version": 1,
+            "kind": "trees",
+            "space": "ms",
+            "features": ["a", "b"],
+            "line": {"coef": coef, "intercept": intercept, "floor_ms": 0.01},
+            "trees": None,
+        }
+
+    priors = [line([1.0, 0.0], 0.5), line([0.0, 2.0], 0.1), line([1.0, 1.0], 0.0)]
+    truth = 0.4 + 3.0 * (X[:, 0] + 0.5) + 0.5 * (2.0 * X[:, 1] + 0.1)  # 0.4 + 3 f0 + 0.5 f1 (f2 unused)
+    model = span_model(priors, ["a", "b", "c"], X[:10], truth[:10])
+    check_model(json.loads(json.dumps(model)))
+    assert model["space"] == "ms"
+    assert np.allclose(np.exp(predict_log(model, X)), truth, rtol=1e-6)
 
 
 def synthetic_ms(choices) -> float:
