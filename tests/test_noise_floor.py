@@ -53,3 +53,8 @@ def test_nb201s_one_symmetry_pairs_1500_cells():
     assert not all_live(mirror) and all_live(
         ("nor_conv_3x3", "avg_pool_3x3", "none", "skip_connect", "nor_conv_1x1", "nor_conv_1x1")
     )
+
+
+def test_timings_without_noise_leave_a_perfect_model_every_net():
+    a = np.array([1.0, 2.0, 3.0])
+    assert perfect_share(fit_noise(a, a.copy()), 0.05) == 1.0 and perfect_mape(fit_noise(a, a.copy())) == 0.0

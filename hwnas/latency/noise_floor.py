@@ -51,15 +51,18 @@ def fit_noise(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """The two-normal noise of ``log(ms)`` behind the pairs: ``p``, ``s1`` (quiet) and ``s2`` (disturbed, ``s2 >= s1``)."""
     a, b = _check(a, b)
     d = np.log(a) - np.log(b)
-    spread = max(float(np.std(d)), 1e-9)
+    if float(np.std(d)) < 1e-6:  # no measurable noise (a simulator, a cycle count): one normal of that spread
+        s = float(np.std(d)) / math.sqrt(2)
+        return {"p": 0.0, "s1": s, "s2": s, "pairs": len(d)}
+    spread = float(np.std(d))
     floor = 1e-6 * spread + 1e-12
 
     def density(x: np.ndarray, var: float) -> np.ndarray:
         return np.exp(-x * x / (2 * var)) / math.sqrt(2 * math.pi * var)
 
     def unpack(theta: np.ndarray) -> tuple[float, float, float]:
-        p = 1 / (1 + math.exp(-theta[0]))
-        return p, math.exp(theta[1]) + floor, math.exp(theta[2]) + floor
+        p = 1 / (1 + math.exp(-float(np.clip(theta[0], -30, 30))))
+        return p, math.exp(float(np.clip(theta[1], -30, 5))) + floor, math.exp(float(np.clip(theta[2], -30, 5))) + floor
 
     def nll(theta: np.ndarray) -> float:
         p, s1, s2 = unpack(theta)
