@@ -256,7 +256,7 @@ def write_outputs(
         "(part counts, per-edge one-hots, which edges feed the output or are reached from the input, paths and their "
         "convolutions) in ms, weighted for relative error; *ridge line (log)*: the same in log ms; *trees alone*: "
         "boosted trees on the features (log ms, absolute error; pixel3 only); *line (ms) + trees, squared error*: "
-        "the ms line with boosted trees on log(ms / line) for squared error (the model stored before; the three least "
+        "the ms line with boosted trees on log(ms / line) for squared error (the loss stored before; the three least "
         "additive devices); *line (ms) + trees*: the same trees for absolute error, the model `hwnas tables fit` "
         "stores. Trees: scikit-learn's histogram gradient boosting, 500 trees of at most 31 leaves.",
         "",
@@ -304,7 +304,7 @@ def write_outputs(
             f"({pair_corr['every pair']['pairs']} pairs), over the all-live pairs at "
             f"{pair_corr['all-live pairs']['correlation']:.2f}: where an edge feeds no output the pipeline keeps or "
             "drops ops by the cell's string, not its function (a mirrored dead cell times 0.005 ms one way and 8 ms "
-            "the other), a rule the trees learn from the per-edge features; where every edge is live the difference "
+            "the other), a rule that only the per-edge features can express; where every edge is live the difference "
             "is noise, shared by nothing.",
         ]
     lines += [

@@ -51,8 +51,8 @@ VERSION = 1
 #: the learner's settings (the bench's choice, docs/latency_devices.md)
 TREES, LEAVES, MIN_LEAF, LEARNING_RATE, RIDGE_ALPHA = 500, 31, 20, 0.1, 1e-3
 #: the trees' loss on log(ms): absolute error (the median), not squared error (the mean), since whole-net
-#: timings have heavy tails: on the Pixel 3 a third of the nets timed twice differ by ~17 % and the rest by
-#: under 1 % (isomorphic pairs, docs/latency_devices.md); squared error chases the tail
+#: timings on phones and boards have heavy tails (nets timed twice, docs/latency_devices.md); squared error
+#: chases the tail
 LOSS = "absolute_error"
 #: where the line is fitted: 'ms' (a sum, trees on log(ms / sum)) or 'log'
 LINE_SPACE = "ms"
@@ -335,9 +335,8 @@ def span_model(priors: Sequence[dict], names: Sequence[str], X: np.ndarray, ms: 
     """A ``span`` model: the priors' models (stored inside) weighted to fit ``ms`` of the nets ``X``.
 
     From 3 timings on, a non-negative mix of the priors' predictions in ms (``fit_span_ms``);
-    the ridge mix of their logs (``fit_span``) measured below it from 10 timings on 8 devices
-    (Spearman 0.979 -> 0.989 on the FPGA, 0.946 -> 0.977 on the Raspberry Pi 4;
-    docs/latency_devices.md); with fewer, the priors' mean in log, shifted.
+    the ridge mix of their logs (``fit_span``) is measured beside it in docs/latency_devices.md;
+    with fewer, the priors' mean in log, shifted.
     """
     for prior in priors:
         if prior.get("features") != priors[0].get("features") and prior.get("kind") != "span":
