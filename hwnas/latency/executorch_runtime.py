@@ -68,9 +68,7 @@ class ExecuTorchRuntime(Runtime):
     ) -> None:
         super().__init__(*args, **kwargs)
         if self.fp16:
-            raise HwnasError(
-                "the executorch runtime measures float32 or INT8 programs (the XNNPACK delegate's paths); drop --fp16"
-            )
+            raise HwnasError("the executorch runtime measures float32 programs (the XNNPACK delegate's float path); drop --fp16")
         self.target = None
         if self.device == "android":  # adb and the phone are checked first: their errors say more than a missing package
             self.target = AndroidTarget(adb, serial, runner, self.threads, self.protocol)
