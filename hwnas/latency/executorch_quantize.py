@@ -29,6 +29,10 @@ A lowered program records, as a float one does, whether XNNPACK took all of it
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,6 +90,13 @@ def quantize_exported(module: Any, input_shape: tuple[int, ...], calibration: Ca
             return torch.export.export(converted, example)
     except Exception as error:  # torch.export and the quantizer raise many types; the message says what failed
         raise HwnasError(f"INT8 quantization of {type(module).__name__} at {list(input_shape)} failed: {error}") from None
+
+
+@functools.cache
+def cache_variant(recipe: Recipe = XNNPACK_RECIPE) -> str:
+    """What an INT8 program depends on beyond the float program's cache key: the recipe and this module's code."""
+    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    return f"int8:{json.dumps(recipe.to_dict(), sort_keys=True)}:{source}"
 
 
 def lower_int8(

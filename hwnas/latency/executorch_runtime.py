@@ -47,7 +47,7 @@ from hwnas.latency.executorch_program import (
     read_program,
     set_threads,
 )
-from hwnas.latency.executorch_quantize import XNNPACK_RECIPE, lower_int8
+from hwnas.latency.executorch_quantize import XNNPACK_RECIPE, cache_variant, lower_int8
 from hwnas.latency.protocol import Runner, Timing
 from hwnas.latency.quantize import table_quantization
 from hwnas.latency.runtime_base import Runtime
@@ -88,7 +88,7 @@ class ExecuTorchRuntime(Runtime):
     def lowered(self, module: Any, input_shape: tuple[int, ...]) -> Lowered:
         """The program this runtime times for ``module``: float32, or INT8 (``hwnas.latency.executorch_quantize``)."""
         if self.precision == "int8":
-            return lowered_program(module, input_shape, lower_int8, variant=f"int8:{XNNPACK_RECIPE}")
+            return lowered_program(module, input_shape, lower_int8, variant=cache_variant())
         return lowered_program(module, input_shape)
 
     def prepare_pte(self, program: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
