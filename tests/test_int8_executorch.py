@@ -118,7 +118,7 @@ channels = 16
 channels = 24
 repeats = 1
 stride = 2
-ops = ["mb3_k3", "mb6_k5", "zero"]
+ops = ["mb3_k3", "mb6_k5"]
 [[stages]]
 channels = 40
 repeats = 1
