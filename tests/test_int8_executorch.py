@@ -150,5 +150,5 @@ def test_profile_and_validate_an_int8_table_through_executorch(cli_runner, tmp_p
     report = json.loads(checked.stdout)
     assert report["n"] == 4 and report["mape"] >= 0 and not any("partly delegated" in w for w in report["warnings"])
     assert LatencyTable.load(table_path).meta["dtype"] == "int8"
-    wrong = cli_runner.invoke(cli, ["tables", "validate", str(table_path), "--n", "2", *QUICK, "--precision", "fp32"])
+    wrong = cli_runner.invoke(cli, ["tables", "validate", str(table_path), "--n", "4", *QUICK, "--precision", "fp32"])
     assert wrong.exit_code == EXIT_ERROR and "--precision int8" in wrong.output
