@@ -33,6 +33,8 @@ from torch import nn
 from hwnas.data import load_data
 from hwnas.errors import HwnasError
 from hwnas.files import load_json, write_bytes_atomic
+from hwnas.latency.executorch_program import load_program, run_program
+from hwnas.latency.executorch_quantize import lower_int8, xnnpack_recipe
 from hwnas.latency.quantize import (
     QUANTIZED_OPS,
     CalibrationSet,
@@ -124,8 +126,6 @@ def _stack(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
 def int8_recipe(output: Path, method: str) -> Recipe:
     """The recipe that quantizes an export to ``output``: ONNX Runtime's for ``.onnx``, the XNNPACK quantizer's for ``.pte``."""
     if output.suffix == ".pte":
-        from hwnas.latency.executorch_quantize import xnnpack_recipe
-
         return xnnpack_recipe(method)
     return Recipe(method=method)
 
@@ -137,8 +137,6 @@ def quantize_artifact(model: nn.Module, input_shape: tuple[int, ...], float_path
     itself (PT2E quantization works on the exported torch graph), at ``input_shape`` (batch included).
     """
     if output.suffix == ".pte":
-        from hwnas.latency.executorch_quantize import lower_int8
-
         lowered = lower_int8(model, input_shape, plan.calibration, plan.recipe)
         write_bytes_atomic(output, lowered.program)
         return {**lowered.info(), "program_bytes": len(lowered.program)}
@@ -171,8 +169,6 @@ def _onnx_forward(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _pte_forward(pte_path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    from hwnas.latency.executorch_program import load_program, run_program
-
     data = pte_path.read_bytes()
     loaded = load_program(data)
 
