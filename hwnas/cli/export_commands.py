@@ -60,7 +60,7 @@ def _format_line(details: dict[str, Any]) -> str:
     type=click.Choice(list(METHODS)),
     default=Recipe.method,
     show_default=True,
-    help="--precision int8: how the activation ranges are read from the calibration images.",
+    help="--precision int8: how the activation ranges are read from the calibration images (a .pte: minmax only).",
 )
 @click.option("--batch-size", type=COUNT, default=1, show_default=True, help="Batch of the measured input.")
 @click.option("--dynamic-batch", is_flag=True, help="Give the ONNX model a symbolic batch axis.")
