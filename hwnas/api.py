@@ -26,7 +26,7 @@ from hwnas.distributed import launch_size, launched
 from hwnas.errors import HwnasError
 from hwnas.export.artifact import ExportReport, ExportRequest, export_and_verify, output_format
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
-from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, Int8Plan, plan_int8
+from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, Int8Plan, int8_recipe, plan_int8
 from hwnas.files import LOCK_NAME, check_writable, locked, read_json, refuse_overwrite
 from hwnas.latency import LatencyPredictor, LatencyTable, latency_model
 from hwnas.latency.android import phone_name, phone_options
@@ -714,6 +714,7 @@ def export(
                 "--precision int8 calibrates on the images of a run's data set: export a run (--run RUN), not --arch"
             )
         _runtime(runtime, device, threads, precision, **options)  # no INT8 path here: the error says which runtime has one
+        recipe = int8_recipe(path_out, calibration_method)
     request = ExportRequest(
         path_out,
         runtime,
@@ -752,7 +753,7 @@ def export(
         uncalibrated = uncalibrated or bool(opened.config().get("uncalibrated"))
     int8: Int8Plan | None = None
     if precision == "int8":  # read the calibration images and the validation split now: before anything is written
-        int8 = plan_int8(opened, chosen.space_args, calibration_images, batch_size, Recipe(method=calibration_method))
+        int8 = plan_int8(opened, chosen.space_args, calibration_images, batch_size, recipe)
     latency = prediction_model(chosen, request, run_table, allow_foreign_table, uncalibrated, phone_name(options, threads))
     predicted_ms = None if latency is None else latency.predict(chosen)
     source["table"] = None if latency is None else str(latency.table.path)

@@ -1,7 +1,8 @@
 """ExecuTorch: a module lowered to a ``.pte`` program with the XNNPACK delegate, timed in process or on a phone.
 
 Lowering follows ExecuTorch's documented path: ``torch.export`` -> ``to_edge_transform_and_lower``
-with the ``XnnpackPartitioner`` -> ``to_executorch``, in float32. The partitioner hands XNNPACK
+with the ``XnnpackPartitioner`` -> ``to_executorch``, in float32 (INT8: quantized first with the
+XNNPACK quantizer, ``hwnas.latency.executorch_quantize``). The partitioner hands XNNPACK
 what it supports; anything else (a ShuffleNet channel split ``x[:, 0::2]``) stays in the
 portable kernels. Every lowered item records whether the delegate took all of it
 (``delegated``) and the ops it left out (``portable_ops``); the profiler stores both in the
@@ -51,6 +52,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency.android import AndroidTarget
 from hwnas.latency.executorch_program import (
     DELEGATE,
+    Lowered,
     executorch_version,
     import_executorch,
     load_program,
@@ -59,18 +61,21 @@ from hwnas.latency.executorch_program import (
     read_program,
     set_threads,
 )
+from hwnas.latency.executorch_quantize import XNNPACK_RECIPE, cache_variant, lower_int8
 from hwnas.latency.protocol import Clock, Runner, ThreadCpuClock, Timing
+from hwnas.latency.quantize import table_quantization
 from hwnas.latency.runtime_base import Runtime
 
 
 class ExecuTorchRuntime(Runtime):
-    """ExecuTorch with the XNNPACK delegate, float32: in this process (``cpu``) or on a phone over adb (``android``).
+    """ExecuTorch with the XNNPACK delegate, float32 or INT8: in this process (``cpu``) or on a phone over adb (``android``).
 
     ``adb``, ``serial`` and ``runner`` (see ``hwnas.latency.android.AndroidTarget``) apply to ``android`` only.
     """
 
     name = "executorch"
     devices = ("cpu", "android")
+    precisions = ("fp32", "int8")
 
     def __init__(
         self, *args: Any, adb: str | None = None, serial: str | None = None, runner: str | None = None, **kwargs: Any
@@ -89,10 +94,16 @@ class ExecuTorchRuntime(Runtime):
 
     # -- preparing ------------------------------------------------------------------------
     def prepare_module(self, module: Any, input_shape: tuple[int, ...]) -> Runner:
-        lowered = lowered_program(module, tuple(input_shape))
+        lowered = self.lowered(module, tuple(input_shape))
         runner = self.prepare_pte(lowered.program, input_shape)
         runner.info.update(lowered.info())
         return runner
+
+    def lowered(self, module: Any, input_shape: tuple[int, ...]) -> Lowered:
+        """The program this runtime times for ``module``: float32, or INT8 (``hwnas.latency.executorch_quantize``)."""
+        if self.precision == "int8":
+            return lowered_program(module, input_shape, lower_int8, variant=cache_variant())
+        return lowered_program(module, input_shape)
 
     def prepare_pte(self, program: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
         """A runner of a ``.pte`` program (bytes or a file) at ``input_shape``."""
@@ -143,6 +154,7 @@ class ExecuTorchRuntime(Runtime):
             "device": self.device,
             "threads": self.threads,
             "dtype": self.dtype,
+            **({"quantization": table_quantization(XNNPACK_RECIPE)} if self.precision == "int8" else {}),
         }
         if self.target is not None:
             meta.update(self.target.meta())
