@@ -2,6 +2,7 @@
 
     python bench/int8_latency.py ops                        # every entry of proxyless 32x32, float and INT8
     python bench/int8_latency.py ops --nets 10              # ... and 10 random whole nets
+    python bench/int8_latency.py ops --runtimes onnxruntime,executorch --per-family 4   # both runtimes, same rounds
     python bench/int8_latency.py files a.onnx b.onnx        # exported files, timed in the same rounds
     python bench/int8_latency.py scaled INT8_TABLE FLOAT_TABLE
 
@@ -14,6 +15,13 @@ control pair per family (the float model in a second session) gives the noise fl
 what two timings of the same model differ by on this machine now. Ratios are INT8 / float
 (below 1: INT8 is faster), summarised per op family (``mb6_k5`` etc.) as the median, min and
 max over the layer shapes, and for whole random nets the same way.
+
+With ``--runtimes onnxruntime,executorch`` the same entries are also lowered to ExecuTorch
+programs (XNNPACK delegate, 1 thread in this process) twice: float32 and INT8 (the XNNPACK
+quantizer's PT2E recipe, ``hwnas.latency.executorch_quantize``, exactly what ``hwnas profile
+--runtime executorch --precision int8`` measures), its control being the float program loaded
+again; every runtime's runners are timed in the same interleaved rounds. Lowering takes seconds
+per program, so ``--per-family N`` keeps N layer shapes per family, spread over the network.
 
 ``files``: ONNX files (e.g. two INT8 exports) timed in the same interleaved rounds, each with a
 second session of itself as a control.
@@ -62,42 +70,93 @@ def summarise(ratios: list[float]) -> dict[str, float]:
     return {"n": len(ratios), "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
 
+def _onnx_runners(protocol: Protocol):
+    """(float, int8, control) runner makers through ONNX Runtime: the float model, its QDQ model, the float model again."""
+    runtime = get_runtime("onnxruntime", "cpu", 1, protocol=protocol)
+
+    def prepare(module, shape):
+        data = export_onnx_bytes(module, shape)
+        quantized = quantize_onnx(data, random_calibration(shape))
+        return (
+            lambda: runtime.prepare_onnx(data, shape),
+            lambda: runtime.prepare_onnx(quantized, shape),
+            lambda: runtime.prepare_onnx(data, shape),
+        )
+
+    return runtime, prepare
+
+
+def _executorch_runners(protocol: Protocol):
+    """The same through ExecuTorch: the float program, the INT8 program (what ``--precision int8`` times), the float again."""
+    floats = get_runtime("executorch", "cpu", 1, protocol=protocol)
+    int8 = get_runtime("executorch", "cpu", 1, protocol=protocol, precision="int8")
+
+    def prepare(module, shape):
+        return (
+            lambda: floats.prepare_module(module, shape),
+            lambda: int8.prepare_module(module, shape),
+            lambda: floats.prepare_module(module, shape),
+        )
+
+    return floats, prepare
+
+
+RUNNERS = {"onnxruntime": _onnx_runners, "executorch": _executorch_runners}
+
+
+def spread(items: list, per_family: int | None) -> list:
+    """At most ``per_family`` entries of each family, spread over its layer shapes (all where None)."""
+    if per_family is None:
+        return items
+    groups: dict[str, list] = defaultdict(list)
+    for item in items:
+        groups[family(item[0])].append(item)
+    kept = []
+    for group in groups.values():
+        step = max(1, -(-len(group) // per_family))
+        kept += group[::step][:per_family]
+    return [item for item in items if item in kept]
+
+
 def ops(args: argparse.Namespace) -> dict:
     space = get_space("proxyless", resolution=args.resolution, in_channels=1, num_classes=10)
-    runtime = get_runtime("onnxruntime", "cpu", 1, protocol=Protocol(rounds=args.rounds, min_s=args.min_time))
-    items = [(item.key, item.build(), item.input_shape) for item in profile_items(space)]
+    protocol = Protocol(rounds=args.rounds, min_s=args.min_time)
+    items = spread([(item.key, item.build(), item.input_shape) for item in profile_items(space)], args.per_family)
     nets = [(f"net:{arch.to_compact()}", arch.build(), (1, *space.input_shape)) for arch in random_archs(space, args.nets, 0)]
     runners, labels = [], []
-    controls: set[str] = set()
-    for key, module, shape in items + nets:
-        data = export_onnx_bytes(module, shape)
-        runners += [
-            runtime.prepare_onnx(data, shape),
-            runtime.prepare_onnx(quantize_onnx(data, random_calibration(shape)), shape),
-        ]
-        labels += [(key, "float"), (key, "int8")]
-        if family(key) not in controls:  # the first entry of each family, and the first net, get a control session
-            controls.add(family(key))
-            runners.append(runtime.prepare_onnx(data, shape))
-            labels.append((key, "control"))
+    runtime = None
+    for name in args.runtimes.split(","):
+        measuring, prepare = RUNNERS[name](protocol)
+        runtime = runtime or measuring
+        controls: set[str] = set()
+        for key, module, shape in items + nets:
+            float_runner, int8_runner, control_runner = prepare(module, shape)
+            runners += [float_runner(), int8_runner()]
+            labels += [(name, key, "float"), (name, key, "int8")]
+            if family(key) not in controls:  # the first entry of each family, and the first net, get a control
+                controls.add(family(key))
+                runners.append(control_runner())
+                labels.append((name, key, "control"))
     print(f"{len(runners)} runners prepared; {load()}", file=sys.stderr)
-    timings = runtime.measure(runners)
-    ms: dict[str, dict[str, float]] = defaultdict(dict)
-    for (key, kind), timing in zip(labels, timings):
-        ms[key][kind] = timing.median_ms
-    by_family: dict[str, list[float]] = defaultdict(list)
-    noise: list[float] = []
-    for key, values in ms.items():
-        by_family[family(key)].append(values["int8"] / values["float"])
-        if "control" in values:
-            noise.append(abs(values["control"] / values["float"] - 1))
-    return {
-        "space": f"proxyless r{args.resolution} c1 n10",
-        "protocol": {"rounds": args.rounds, "min_s": args.min_time},
-        "families": {name: summarise(ratios) for name, ratios in sorted(by_family.items())},
-        "entries_ms": ms,
-        "noise_floor": {"n": len(noise), "median_abs": statistics.median(noise), "max_abs": max(noise)},
-    }
+    timings = runtime.measure(runners)  # every runtime's runners in the same interleaved rounds
+    result: dict = {"space": f"proxyless r{args.resolution} c1 n10", "protocol": {"rounds": args.rounds, "min_s": args.min_time}}
+    for name in args.runtimes.split(","):
+        ms: dict[str, dict[str, float]] = defaultdict(dict)
+        for (which, key, kind), timing in zip(labels, timings):
+            if which == name:
+                ms[key][kind] = timing.median_ms
+        by_family: dict[str, list[float]] = defaultdict(list)
+        noise: list[float] = []
+        for key, values in ms.items():
+            by_family[family(key)].append(values["int8"] / values["float"])
+            if "control" in values:
+                noise.append(abs(values["control"] / values["float"] - 1))
+        result[name] = {
+            "families": {family_name: summarise(ratios) for family_name, ratios in sorted(by_family.items())},
+            "entries_ms": ms,
+            "noise_floor": {"n": len(noise), "median_abs": statistics.median(noise), "max_abs": max(noise)},
+        }
+    return result
 
 
 def files(args: argparse.Namespace) -> dict:
@@ -149,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     op_parser = commands.add_parser("ops")
     op_parser.add_argument("--resolution", type=int, default=32)
     op_parser.add_argument("--nets", type=int, default=0, help="random whole nets measured too")
+    op_parser.add_argument(
+        "--runtimes", default="onnxruntime", help="comma-separated: onnxruntime, executorch (all timed in the same rounds)"
+    )
+    op_parser.add_argument("--per-family", type=int, help="at most this many layer shapes per op family [default: all]")
     file_parser = commands.add_parser("files")
     file_parser.add_argument("paths", nargs="+", type=Path)
     scaled_parser = commands.add_parser("scaled")
@@ -169,11 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     result = ops(args) if args.command == "ops" else files(args)
     result["load"] = {"start": start, "end": load()}
     if args.command == "ops":
-        print(f"{'family':10s} {'n':>3s} {'int8/float median':>18s} {'min':>6s} {'max':>6s}")
-        for name, row in result["families"].items():
-            print(f"{name:10s} {row['n']:3d} {row['median']:18.2f} {row['min']:6.2f} {row['max']:6.2f}")
-        floor = result["noise_floor"]
-        print(f"noise floor (same model, second session): median {floor['median_abs']:.1%}, max {floor['max_abs']:.1%}")
+        for runtime in args.runtimes.split(","):
+            print(f"{runtime}\n{'family':10s} {'n':>3s} {'int8/float median':>18s} {'min':>6s} {'max':>6s}")
+            for name, row in result[runtime]["families"].items():
+                print(f"{name:10s} {row['n']:3d} {row['median']:18.2f} {row['min']:6.2f} {row['max']:6.2f}")
+            floor = result[runtime]["noise_floor"]
+            print(f"noise floor (same model, second session): median {floor['median_abs']:.1%}, max {floor['max_abs']:.1%}")
     else:
         for path, row in result["files"].items():
             print(f"{path}: {row['ms']:.3f} ms median (p90 {row['p90_ms']:.3f}); control session {row['control_ms']:.3f} ms")

@@ -26,8 +26,8 @@ from hwnas.distributed import launch_size, launched
 from hwnas.errors import HwnasError
 from hwnas.export.artifact import ExportReport, ExportRequest, export_and_verify, output_format
 from hwnas.export.drift import DEFAULT_REFERENCES, pick_references
-from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, Int8Plan, plan_int8
-from hwnas.files import LOCK_NAME, check_writable, locked, refuse_overwrite
+from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, Int8Plan, int8_recipe, plan_int8
+from hwnas.files import LOCK_NAME, check_writable, locked, read_json, refuse_overwrite
 from hwnas.latency import LatencyPredictor, LatencyTable, latency_model
 from hwnas.latency.android import phone_name, phone_options
 from hwnas.latency.lookup import default_table_path, expected_meta, find_table, table_space
@@ -381,6 +381,32 @@ def _clear_out(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def search_target(table: str | Path | None, device: str | None, runtime: str | None) -> dict[str, str]:
+    """The target a search's table must describe: ``device`` and ``runtime`` as given, else the ``table``'s own.
+
+    The target is where the child will run; the search itself trains here (on the GPU for a
+    ``cuda`` target where torch sees one, else on the CPU). A table given alone names its target,
+    so a phone's table (device ``android``) is searched without naming the phone; a table of
+    another machine's CPU or GPU is still foreign (its ``device_name`` is not this machine's).
+    Without a table, the target is this machine's CPU with ONNX Runtime, or a phone with ExecuTorch
+    for ``device="android"``, whose table must then be given (a search does not reach the phone).
+    """
+    meta: dict[str, Any] = {}
+    if table is not None and (device is None or runtime is None):
+        try:
+            meta = read_json(table).get("meta", {})
+        except (HwnasError, AttributeError):
+            meta = {}  # unreadable or not a table: SearchRun says what is wrong with it
+    device = device or meta.get("device") or SearchConfig.device
+    runtime = runtime or meta.get("runtime") or ("executorch" if device == "android" else SearchConfig.runtime)
+    if device == "android" and table is None:
+        raise HwnasError(
+            "--device android: name the phone's table with --table (hwnas profile --device android -o phone.json makes one); "
+            "a search trains here and does not reach the phone"
+        )
+    return {"device": device, "runtime": runtime}
+
+
 def search(
     latency: str | float | None = None,
     *,
@@ -438,13 +464,14 @@ def search(
         if foreign:
             raise HwnasError(f"method {method} has no option {', '.join(foreign)}")
         options["precision"] = options.get("precision") or SearchConfig.precision  # the table must be of it
+        options.update(search_target(table, options.get("device"), options.get("runtime")))
         data = options.get("data", SearchConfig.data)
         built = get_space(space, **{**natural_space_args(data), **_space_args(resolution, num_classes, in_channels, width_mult)})
         if table is None:
             table = find_table(
                 built,
-                options.get("device", SearchConfig.device),
-                options.get("runtime", SearchConfig.runtime),
+                options["device"],
+                options["runtime"],
                 options.get("threads", SearchConfig.threads),
                 1,
                 options["precision"],
@@ -687,6 +714,7 @@ def export(
                 "--precision int8 calibrates on the images of a run's data set: export a run (--run RUN), not --arch"
             )
         _runtime(runtime, device, threads, precision, **options)  # no INT8 path here: the error says which runtime has one
+        recipe = int8_recipe(path_out, calibration_method)
     request = ExportRequest(
         path_out,
         runtime,
@@ -725,7 +753,7 @@ def export(
         uncalibrated = uncalibrated or bool(opened.config().get("uncalibrated"))
     int8: Int8Plan | None = None
     if precision == "int8":  # read the calibration images and the validation split now: before anything is written
-        int8 = plan_int8(opened, chosen.space_args, calibration_images, batch_size, Recipe(method=calibration_method))
+        int8 = plan_int8(opened, chosen.space_args, calibration_images, batch_size, recipe)
     latency = prediction_model(chosen, request, run_table, allow_foreign_table, uncalibrated, phone_name(options, threads))
     predicted_ms = None if latency is None else latency.predict(chosen)
     source["table"] = None if latency is None else str(latency.table.path)

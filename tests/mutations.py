@@ -447,6 +447,27 @@ MUTATIONS = (
         "        pass\n",
         ("tests/test_space_files.py::test_a_search_run_keeps_the_space_file_and_exports_after_the_file_changed",),
     ),
+    Mutation(
+        "whole-net-trees-learning-rate-twice",
+        "hwnas/latency/whole_net.py",
+        '    return {"learning_rate": 1.0, "init": float(np.ravel(booster._baseline_prediction)[0]), "trees": trees}\n',
+        '    return {"learning_rate": 0.9, "init": float(np.ravel(booster._baseline_prediction)[0]), "trees": trees}\n',
+        ("tests/test_nb201.py::test_stored_trees_predict_what_sklearn_predicts",),
+    ),
+    Mutation(
+        "span-in-ms-drops-its-bias",
+        "hwnas/latency/whole_net.py",
+        '        return np.log(np.maximum(model["bias"] + np.exp(logs)',
+        '        return np.log(np.maximum(0.0 * model["bias"] + np.exp(logs)',
+        ("tests/test_nb201.py::test_a_span_in_ms_recovers_a_device_that_is_a_sum_of_two_priors_from_ten_nets",),
+    ),
+    Mutation(
+        "nb201-mirror-misses-the-output-edges",
+        "hwnas/spaces/nb201.py",
+        "choices[2], choices[3], choices[5], choices[4]))",
+        "choices[2], choices[3], choices[4], choices[5]))",
+        ("tests/test_noise_floor.py",),
+    ),
 )
 
 

@@ -12,6 +12,7 @@ from hwnas.arch import Arch
 from hwnas.cli.main import EXIT_ERROR, cli
 from hwnas.latency import LatencyTable, latency_model
 from hwnas.latency.accuracy import error_metrics
+from hwnas.latency.calibration import calibration_formula
 from hwnas.latency.lookup import shipped_tables_dir
 from hwnas.latency.validate import held_out_predictions
 from hwnas.search.synthetic import synthetic_table
@@ -49,6 +50,18 @@ def test_held_out_predictions_leave_each_net_out_by_hand():
     # the half split fits on nets 0-1 and the anchors (exact) and scores nets 2-4 with that line
     half, scored, predictions = held_out_predictions(sums, ops, measured, fit_n=2, leave_one_out=False)
     assert scored == [2, 3, 4] and predictions == pytest.approx([2 * s + 0.05 for s in sums[2:5]], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("fit", "words"),
+    [
+        ({"a": 1.1071, "b": -0.0388}, "measured ~ 1.1071 * sum - 0.0388 ms"),
+        ({"a": 1.0668, "b": -0.141, "per_op_ms": 0.0224}, "measured ~ 1.0668 * sum + 0.0224 * ops - 0.1410 ms"),
+        ({"a": 0.9, "b": 0.05, "per_op_ms": -0.004}, "measured ~ 0.9000 * sum - 0.0040 * ops + 0.0500 ms"),
+    ],
+)
+def test_a_calibration_in_words_carries_its_signs(fit, words):
+    assert calibration_formula(fit) == words
 
 
 def test_profile_ends_with_a_calibration_fitted_on_whole_nets_it_timed(profiled):

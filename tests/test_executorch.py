@@ -61,6 +61,24 @@ def test_a_channel_split_is_left_to_the_portable_kernels_and_flagged():
     assert runtime.meta()["delegate"] == "XnnpackPartitioner" and runtime.meta()["threads"] == 1
 
 
+def test_at_one_thread_the_calling_thread_does_all_the_work_and_its_cpu_time_is_the_clock():
+    """What timing a call by the thread's CPU time rests on: with a pool of one thread no other thread works."""
+    import time
+
+    from hwnas.latency.protocol import ThreadCpuClock
+    from hwnas.latency.runtimes import get_runtime
+
+    runtime = get_runtime("executorch", threads=1)
+    assert runtime.meta()["clock"] == "thread_cpu"
+    runner = runtime.prepare_module(torch.nn.Conv2d(16, 32, 3, padding=1), (1, 16, 32, 32))
+    assert isinstance(runner.clock, ThreadCpuClock)
+    process, thread = time.process_time(), time.thread_time()
+    samples = runner.clock.time_runs(runner.fn, 200)
+    process, thread = time.process_time() - process, time.thread_time() - thread
+    assert thread > 0.9 * process, (thread, process)  # another thread doing the work would show here
+    assert sum(samples) / 1e3 == pytest.approx(thread, rel=0.1)
+
+
 @pytest.fixture
 def small_run(tmp_path):
     space = get_space("proxyless", **SMALL)

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the optional dependencies: imported where they are used, so hwnas installs and runs without them
-OPTIONAL = {"tensorrt", "executorch"}
+OPTIONAL = {"tensorrt", "executorch", "torchao"}  # torchao: the PT2E quantizer, installed with executorch
 #: required, but seconds to import and read by one data set's loader only: at module level in hwnas.data they took
 #: ``hwnas --help`` from 2.9 to 6.7 s of CPU time, 3.4 s with these two lazy (2026-12-06, 2-core VM; torchvision loads torch._dynamo)
 SLOW_TO_IMPORT = {"sklearn", "torchvision"}

@@ -85,10 +85,24 @@ def test_recipe_refuses_unknown_values():
         Recipe(activations="int4")
 
 
-def test_a_runtime_without_an_int8_path_is_refused_naming_one_that_has_it():
-    assert "int8" not in RUNTIMES["torch"].precisions and "int8" in RUNTIMES["onnxruntime"].precisions
-    with pytest.raises(HwnasError, match="the torch runtime has no INT8 path here; use --runtime onnxruntime"):
-        get_runtime("torch", precision="int8")
+#: the runtimes with an INT8 path, by the registry
+WITH_INT8 = [name for name, runtime in RUNTIMES.items() if "int8" in runtime.precisions]
+
+
+@pytest.mark.parametrize("name", list(RUNTIMES))
+def test_int8_is_refused_by_a_runtime_without_an_int8_path_naming_those_with_one(name):
+    assert {"onnxruntime", "executorch"} <= set(WITH_INT8) and "torch" not in WITH_INT8
+    try:
+        runtime = get_runtime(name, precision="int8")
+    except HwnasError as error:  # a runtime with an INT8 path may still not run here (no GPU): for another reason
+        others = " or ".join(other for other in WITH_INT8 if other != name)
+        refused = f"the {name} runtime has no INT8 path here; use --runtime {others}"
+        assert (refused in str(error)) == (name not in WITH_INT8), str(error)
+        return
+    assert name in WITH_INT8 and runtime.dtype == "int8" and runtime.meta()["quantization"]["per_channel"] is True
+
+
+def test_onnxruntime_int8_needs_the_cpu_or_tensorrt_provider():
     with pytest.raises(HwnasError, match="CUDA provider has no INT8"):
         get_runtime("onnxruntime", device="cuda", precision="int8")
     runtime = get_runtime("onnxruntime", precision="int8")
@@ -179,7 +193,11 @@ def _run_folder(tmp_path: Path, config: dict, state: dict | None = None) -> Path
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--runtime", "torch"], "torch runtime has no INT8 path here; use --runtime onnxruntime"),
+        *(
+            (["--runtime", name], f"{name} runtime has no INT8 path here; use --runtime onnxruntime")
+            for name in RUNTIMES
+            if name not in WITH_INT8
+        ),
         (["--device", "cuda"], "CUDA provider has no INT8"),
         (["--arch", "ARCH"], "export a run (--run RUN), not --arch"),
         (["--calibration-images", "1", "--batch-size", "2"], "fewer than one batch"),
@@ -212,7 +230,8 @@ def test_int8_export_of_a_run_whose_data_is_missing_here_is_refused(cli_runner, 
     assert not out.exists()
 
 
-def _trained_child_state() -> dict:
+@pytest.fixture(scope="module")
+def trained_child_state() -> dict:
     """The run's child trained briefly on digits (a few hundred steps would be slow; 3 epochs at batch 64 suffice)."""
     from hwnas.data import load_data, make_loader
 
@@ -230,24 +249,32 @@ def _trained_child_state() -> dict:
 
 
 @pytest.mark.slow
-def test_int8_export_ships_a_quantized_file_and_reports_both_accuracies(cli_runner, tmp_path):
-    run = _run_folder(tmp_path, {"runtime": "onnxruntime", "device": "cpu", "data": "digits", "seed": 0}, _trained_child_state())
+def test_int8_export_ships_a_quantized_file_and_reports_both_accuracies(cli_runner, tmp_path, trained_child_state):
+    run = _run_folder(tmp_path, {"runtime": "onnxruntime", "device": "cpu", "data": "digits", "seed": 0}, trained_child_state)
     out = tmp_path / "m.onnx"
     args = ["export", str(out), "--run", str(run), "--precision", "int8", "--calibration-images", "64", "--rounds", "1"]
     result = cli_runner.invoke(cli, [*args, "--references", "0"])
     assert result.exit_code == 0, result.output
     assert "verdict    PASS" in result.output and "top-1 agreement" in result.output
     report = json.loads(out.with_suffix(".report.json").read_text())
-    accuracy, quantization = report["accuracy"], report["quantization"]
+    quantization = report["quantization"]
     assert report["precision"] == "int8" and report["verdict"] == "PASS" and report["measured_ms"] > 0
     assert quantization["calibration"]["images"] == 64 and quantization["calibration"]["data"] == "digits"
     assert quantization["per_channel"] and quantization["method"] == "minmax"
     assert is_quantized(out) and {"QuantizeLinear", "DequantizeLinear"} <= op_types(out)
     kernels = quantization["onnxruntime_cpu_kernels"]  # what ONNX Runtime runs: integer convolutions, no float ones
     assert kernels.get("QLinearConv", 0) >= 10 and "Conv" not in kernels and "QLinearConv" in result.output
-    # an independent score of the float child: PyTorch on the same validation split
+    _check_accuracies(run, report)
+    # a float export of the same run is not quantized and says so
+    plain = cli_runner.invoke(cli, ["export", str(tmp_path / "f.onnx"), "--run", str(run), "--rounds", "1", "--json"])
+    assert plain.exit_code == 0 and json.loads(plain.output)["precision"] == "fp32" and not is_quantized(tmp_path / "f.onnx")
+
+
+def _check_accuracies(run: Path, report: dict) -> None:
+    """The report's float accuracy against an independent score (PyTorch on the same split); INT8 within 2 points."""
     from hwnas.data import load_data
 
+    accuracy = report["accuracy"]
     data = load_data("digits", 32, 1, 0)
     net = Arch.from_compact(report["source"]["arch"]).build()
     net.load_state_dict(torch.load(run / "child.pt", weights_only=True))
@@ -258,6 +285,37 @@ def test_int8_export_ships_a_quantized_file_and_reports_both_accuracies(cli_runn
     assert accuracy["images"] == len(labels) and accuracy["float_acc"] == pytest.approx(torch_acc, abs=1 / len(labels))
     assert accuracy["float_acc"] > 0.6  # a trained child, or the comparison below says nothing
     assert abs(accuracy["float_acc"] - accuracy["int8_acc"]) <= 0.02 and accuracy["top1_agreement"] >= 0.95
-    # a float export of the same run is not quantized and says so
-    plain = cli_runner.invoke(cli, ["export", str(tmp_path / "f.onnx"), "--run", str(run), "--rounds", "1", "--json"])
-    assert plain.exit_code == 0 and json.loads(plain.output)["precision"] == "fp32" and not is_quantized(tmp_path / "f.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # two lowerings of a whole net and ~720 program runs: minutes on 2 shared cores
+def test_int8_pte_export_ships_an_xnnpack_int8_program_and_reports_both_accuracies(cli_runner, tmp_path, trained_child_state):
+    pytest.importorskip("executorch.exir", reason="executorch is not installed: pip install -e '.[mobile]'")
+    run = _run_folder(tmp_path, {"runtime": "executorch", "device": "cpu", "data": "digits", "seed": 0}, trained_child_state)
+    out = tmp_path / "m.pte"
+    args = ["export", str(out), "--run", str(run), "--precision", "int8", "--calibration-images", "64", "--rounds", "1"]
+    result = cli_runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "verdict    PASS" in result.output and "top-1 agreement" in result.output
+    assert "the XNNPACK delegate runs the whole program" in result.output and "dequantize_per_channel" in result.output
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    quantization = report["quantization"]
+    assert report["precision"] == "int8" and report["format"] == "pte" and report["runtime"]["dtype"] == "int8"
+    assert report["delegated"] is True and quantization["format"] == "PT2E" and quantization["per_channel"]
+    assert quantization["calibration"]["images"] == 64 and quantization["calibration"]["data"] == "digits"
+    assert report["accuracy"]["evaluated_with"].startswith("executorch")
+    inside = quantization["delegated_quantized_ops"]
+    assert inside["quantized_decomposed.dequantize_per_channel.default"] >= 20  # every conv and the classifier
+    assert report["program_bytes"] == out.stat().st_size
+    _check_accuracies(run, report)
+    # independently: ExecuTorch's own Python API runs the shipped file; it tracks the float child, but not to float32 precision
+    from executorch.runtime import Runtime
+
+    net = Arch.from_compact(report["source"]["arch"]).build().eval()
+    net.load_state_dict(torch.load(run / "child.pt", weights_only=True))
+    x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    got = Runtime.get().load_program(out).load_method("forward").execute((x,))[0]
+    with torch.no_grad():
+        want = net(x)
+    relative = float((got - want).abs().max() / want.abs().max())
+    assert 1e-3 < relative < 0.3, relative

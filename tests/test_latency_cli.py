@@ -82,8 +82,8 @@ def test_validate_json_stores_calibration_and_predict_uses_it(cli_runner, table_
     assert LatencyTable.load(copy).calibration == table.calibration  # a refused run leaves the table as it was
     revalidated = cli_runner.invoke(cli, ["tables", "validate", str(copy), "--n", "4", *QUICK, "--no-progress"])
     assert revalidated.exit_code == 0, revalidated.output
-    per_op = f" + {fit['per_op_ms']:.4f} * ops" if fit.get("per_op_ms") else ""
-    first = f"measured ~ {fit['a']:.4f} * sum{per_op} + {fit['b']:.4f} ms"
+    per_op = f" {'-' if fit['per_op_ms'] < 0 else '+'} {abs(fit['per_op_ms']):.4f} * ops" if fit.get("per_op_ms") else ""
+    first = f"measured ~ {fit['a']:.4f} * sum{per_op} {'-' if fit['b'] < 0 else '+'} {abs(fit['b']):.4f} ms"
     assert f"it replaces: {first}" in revalidated.stdout and table.calibration["fitted"] in revalidated.stdout
 
 

@@ -191,3 +191,17 @@ def test_unknown_and_unavailable_runtimes_say_why():
             get_runtime("torch", device="cuda")
         with pytest.raises(HwnasError, match="tensorrt|CUDA"):
             get_runtime("tensorrt", device="cuda")
+
+
+def test_a_table_timed_by_another_clock_is_not_resumed(tmp_path):
+    """An executorch table from before its thread-CPU-time clock (no ``clock`` in meta) must not get entries of the new one."""
+    from hwnas.latency.profiler import open_table
+
+    space = get_space("shufflenet", **DEMO)
+    path = tmp_path / "t.json"
+    meta = {"device": "cpu", "device_name": "x", "runtime": "executorch", "batch_size": 1, "space": "shufflenet"}
+    meta.update(space_args=space.args.to_dict(), threads=1, created="now", warnings=[])
+    path.write_text(json.dumps({"schema_version": 1, "meta": meta, "entries": {}}))
+    assert open_table(path, meta, force=False)[1]  # the same meta: resumed
+    with pytest.raises(HwnasError, match="clock: file has None, this run 'thread_cpu'"):
+        open_table(path, {**meta, "clock": "thread_cpu"}, force=False)

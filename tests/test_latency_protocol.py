@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import resource
 import time
 
 import numpy as np
 import pytest
 
 from hwnas.errors import HwnasError
-from hwnas.latency.protocol import Protocol, Runner, Timing, combine_rounds, measure_interleaved, measure_once
+from hwnas.latency.protocol import (
+    Protocol,
+    Runner,
+    ThreadCpuClock,
+    Timing,
+    combine_rounds,
+    measure_interleaved,
+    measure_once,
+)
 
 INSTANT = Protocol(warmup_runs=0, warmup_s=0.0, min_runs=1, min_s=0.0, rounds=2)
 
@@ -33,6 +42,21 @@ def test_real_clock_sees_a_known_sleep():
     timing = measure_once(lambda: time.sleep(0.003), Protocol(warmup_runs=1, warmup_s=0.0, min_runs=5, min_s=0.0, rounds=1))
     assert 3.0 <= timing.median_ms < 30.0
     assert timing.p10_ms <= timing.median_ms <= timing.p90_ms
+
+
+def test_thread_cpu_clock_counts_work_on_the_thread_and_not_waiting():
+    clock = ThreadCpuClock()
+    assert max(clock.time_runs(lambda: time.sleep(0.02), 3)) < 5.0  # 20 ms asleep cost (almost) no CPU
+
+    def thread_cpu_ms() -> float:  # an independent account of the same thread's CPU time
+        usage = resource.getrusage(resource.RUSAGE_THREAD)
+        return (usage.ru_utime + usage.ru_stime) * 1e3
+
+    before = thread_cpu_ms()
+    samples = clock.time_runs(lambda: sum(range(300_000)), 20)
+    spent = thread_cpu_ms() - before
+    assert min(samples) > 0
+    assert sum(samples) == pytest.approx(spent, rel=0.2, abs=5.0)
 
 
 def test_rounds_are_interleaved_round_robin_alternating_direction():

@@ -223,6 +223,54 @@ def test_a_foreign_table_warning_is_one_warning_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def _phone_table(tmp_path: Path) -> Path:
+    """A (synthetic) table as ``hwnas profile --device android`` writes it: the phone's name, executorch."""
+    table = write_synthetic_table(tiny_space(), tmp_path / "phone.json")
+    data = json.loads(table.read_text())
+    data["meta"].update(device="android", device_name="android Google Pixel 7", runtime="executorch")
+    table.write_text(json.dumps(data))
+    return table
+
+
+def test_a_phones_table_is_searched_here_without_naming_the_phone(tmp_path):
+    """The table names its target (the phone); the search trains on this machine's CPU, and no override is needed."""
+    table = _phone_table(tmp_path)
+    result = search(CliRunner(), *tiny_search(table, budget_between(table, 0.5)), "--quiet", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr, result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["device"], config["runtime"], config["train_device"]) == ("android", "executorch", "cpu")
+    assert config["resolved"]["table_meta"]["device_name"] == "android Google Pixel 7"
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--runtime", "onnxruntime"], "runtime: table has 'executorch'"),  # asked for another target: the phone's is foreign
+        (["--device", "cpu"], "device: table has 'android'"),
+    ],
+)
+def test_a_phones_table_is_still_foreign_to_another_target(tmp_path, flags, words):
+    table = _phone_table(tmp_path)
+    result = search(CliRunner(), *tiny_search(table, 1.0), *flags, "--out", str(tmp_path / "run"))
+    assert result.exit_code == EXIT_ERROR and words in result.stderr and "--allow-foreign-table" in result.stderr, result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_another_machines_cpu_table_is_foreign_without_the_override(tmp_path):
+    table = write_synthetic_table(tiny_space(), tmp_path / "t.json")
+    data = json.loads(table.read_text())
+    data["meta"]["device_name"] = "another machine"
+    table.write_text(json.dumps(data))
+    result = search(CliRunner(), *tiny_search(table, 1.0), "--out", str(tmp_path / "run"))
+    assert result.exit_code == EXIT_ERROR and "another machine" in result.stderr and "--allow-foreign-table" in result.stderr
+
+
+def test_a_phone_target_without_its_table_is_an_error(tmp_path):
+    result = search(CliRunner(), "--latency", "80ms", "--device", "android", "--out", str(tmp_path / "run"))
+    assert result.exit_code == EXIT_ERROR and "--device android: name the phone's table with --table" in result.stderr
+
+
 def _bench(name: str, monkeypatch):
     spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

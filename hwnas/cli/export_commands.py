@@ -12,7 +12,7 @@ from hwnas import api
 from hwnas.cli.mobile_options import android_options
 from hwnas.cli.options import COUNT, echo_json, json_option, precision_options, space_file_option
 from hwnas.export.drift import DEFAULT_REFERENCES
-from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, accuracy_line
+from hwnas.export.int8 import DEFAULT_CALIBRATION_IMAGES, accuracy_line, contents_line
 from hwnas.latency.quantize import METHODS, Recipe
 from hwnas.latency.runtimes import DEVICES, RUNTIMES
 
@@ -60,7 +60,7 @@ def _format_line(details: dict[str, Any]) -> str:
     type=click.Choice(list(METHODS)),
     default=Recipe.method,
     show_default=True,
-    help="--precision int8: how the activation ranges are read from the calibration images.",
+    help="--precision int8: how the activation ranges are read from the calibration images (a .pte: minmax only).",
 )
 @click.option("--batch-size", type=COUNT, default=1, show_default=True, help="Batch of the measured input.")
 @click.option("--dynamic-batch", is_flag=True, help="Give the ONNX model a symbolic batch axis.")
@@ -159,9 +159,8 @@ def export(
         before = " (the float export, before quantization)" if quantization else ""
         click.echo(f"parity     max abs error {report.verdict.max_abs_error:.2e}, relative {report.max_rel_error:.2e}{before}")
         if quantization:
-            kernels = ", ".join(f"{count} {op}" for op, count in quantization["onnxruntime_cpu_kernels"].items())
             click.echo(f"precision  int8: {quantization['described']}")
-            click.echo(f"           the file holds {', '.join(quantization['quantized_ops'])}; ONNX Runtime (CPU) runs {kernels}")
+            click.echo(f"           {contents_line(quantization)}")
             click.echo(accuracy_line(report.details["accuracy"], quantization["calibration"]["data"]))
         for line in report.verdict.lines():
             click.echo(line)

@@ -72,8 +72,15 @@ def _resume_hint(folder: Path) -> Any:
     is_flag=True,
     help="Search on a table that was never calibrated (raw sums of its entries); the report and result.json say so.",
 )
-@click.option("--runtime", default="onnxruntime", show_default=True, help="Runtime the table must have been measured with.")
-@click.option("--device", default="cpu", show_default=True, help="Device the table must have been measured on.")
+@click.option(
+    "--runtime",
+    help="Runtime the table must have been measured with [default: the --table's; else onnxruntime, executorch for android].",
+)
+@click.option(
+    "--device",
+    help="Target the table must have been measured on [default: the --table's, else cpu]; the search trains here "
+    "(on the GPU for cuda where torch sees one, else on the CPU).",
+)
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads the table must have been measured with.")
 @precision_options()
 @data_option

@@ -4,7 +4,7 @@ The number that decides PASS or FAIL is measured on the file that ships (the ONN
 the TensorRT engine built from it), with the profiler's protocol, not predicted.
 
 An INT8 export (``int8=`` an ``Int8Plan``, ``hwnas.export.int8``) ships the quantized ONNX
-file: the float export is checked against PyTorch first, then quantized on the plan's images;
+file or ``.pte`` program: the float export is checked against PyTorch first, then quantized on the plan's images;
 both are scored on the validation split, and the quantized file is what is measured (TensorRT
 builds its INT8 engine from it, reading its QDQ scales).
 """
@@ -33,7 +33,6 @@ from hwnas.export.verdict import Verdict
 from hwnas.files import refuse_overwrite, remove_stale_temps, write_json_atomic
 from hwnas.latency.precision import PRECISIONS
 from hwnas.latency.protocol import Protocol, Timing
-from hwnas.latency.quantize import QUANTIZED_OPS, onnxruntime_kernels, op_types
 from hwnas.latency.runtimes import build_engine, get_runtime
 
 #: output suffix -> the runtimes that measure that format (the first is the default); ``.engine`` exports the
@@ -87,8 +86,6 @@ class ExportRequest:
             raise HwnasError("--dynamic-batch: a .pte program is exported at a fixed batch (--batch-size)")
         if self.precision not in PRECISIONS:
             raise HwnasError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
-        if self.precision == "int8" and self.output.suffix != ".onnx":
-            raise HwnasError(f"{self.output}: --precision int8 exports an .onnx file here (ONNX Runtime's INT8 path)")
 
     @property
     def fp16(self) -> bool:
@@ -222,7 +219,10 @@ def _export_staged(
             f"{checker}'s outputs differ from PyTorch's (max abs error {parity.max_abs_error:.3g}, relative "
             f"{parity.max_rel_error:.3g} >= {PARITY_TOLERANCE:g}); nothing was exported, the file is kept as {kept}"
         )
-    quantization = None if int8 is None else _quantize_staged(request, int8)
+    quantization = None if int8 is None else _quantize_staged(request, int8, model, shape)
+    if quantization is not None and request.output.suffix == ".pte":  # what the file says of delegation: the INT8 program's
+        shipped = quantization["quantization"]
+        written.update({key: shipped[key] for key in ("delegated", "portable_ops", "program_bytes")})
     reference_nets = [reference.arch.build() for reference in references]
     timing, reference_timings, runtime_meta = measure_artifact(request, shape, model, reference_nets)
     verdict = Verdict(budget_ms, predicted_ms, timing.median_ms, timing.p90_ms, parity.max_abs_error)
@@ -255,12 +255,13 @@ def _export_staged(
     return ExportReport(verdict, parity.max_rel_error, files, details, drift)
 
 
-def _quantize_staged(request: ExportRequest, int8: Int8Plan) -> dict[str, Any]:
+def _quantize_staged(request: ExportRequest, int8: Int8Plan, model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
     """Replace the staged float file by its INT8 model; score both on the validation split; the report's part on it."""
-    float_copy = request.output.with_name(request.output.name.removesuffix(".onnx") + ".float.onnx")
+    suffix = request.output.suffix
+    float_copy = request.output.with_name(request.output.name.removesuffix(suffix) + ".float" + suffix)
     os.replace(request.output, float_copy)
     try:
-        quantize_artifact(float_copy, request.output, int8)
+        shipped = quantize_artifact(model, shape, float_copy, request.output, int8)
         accuracy = compare_accuracy(float_copy, request.output, int8, request.batch_size)
     finally:
         float_copy.unlink(missing_ok=True)
@@ -268,8 +269,7 @@ def _quantize_staged(request: ExportRequest, int8: Int8Plan) -> dict[str, Any]:
         "quantization": {
             **int8.recipe.to_dict(),
             "calibration": int8.calibration_info,
-            "quantized_ops": sorted(op_types(request.output) & QUANTIZED_OPS),
-            "onnxruntime_cpu_kernels": onnxruntime_kernels(request.output),
+            **shipped,
             "described": int8.describe(),
         },
         "accuracy": accuracy,

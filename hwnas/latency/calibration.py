@@ -21,10 +21,14 @@ def apply_calibration(calibration: dict, sum_ms: float, ops: int) -> float:
 
 
 def calibration_formula(calibration: dict) -> str:
-    """A calibration in words: ``measured ~ 1.1030 * sum + 0.0058 * ops + 0.0364 ms``."""
+    """A calibration in words: ``measured ~ 1.1030 * sum + 0.0058 * ops - 0.0364 ms``."""
+
+    def term(value: float) -> str:
+        return f"{'-' if value < 0 else '+'} {abs(value):.4f}"
+
     per_op = float(calibration.get("per_op_ms", 0.0))
-    ops = f" + {per_op:.4f} * ops" if per_op else ""
-    return f"measured ~ {calibration['a']:.4f} * sum{ops} + {calibration['b']:.4f} ms"
+    ops = f" {term(per_op)} * ops" if per_op else ""
+    return f"measured ~ {calibration['a']:.4f} * sum{ops} {term(float(calibration['b']))} ms"
 
 
 def calibration_record(table: LatencyTable) -> dict | None:

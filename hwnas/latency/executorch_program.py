@@ -13,7 +13,7 @@ import inspect
 import json
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,8 @@ class Lowered:
 
     program: bytes
     portable_ops: tuple[str, ...]  # ops left to the portable kernels, one name per node
+    #: quantize / dequantize ops inside the XNNPACK delegate, one name per node (none in a float program)
+    quantized_ops: tuple[str, ...] = ()
 
     @property
     def delegated(self) -> bool:
@@ -63,20 +65,31 @@ class Lowered:
 
     def info(self) -> dict[str, Any]:
         """What a table entry records about the program (beside ``ms``, ``p10``, ``p90``, ``n``)."""
-        return {"delegated": self.delegated, "portable_ops": sorted(set(self.portable_ops))}
+        info: dict[str, Any] = {"delegated": self.delegated, "portable_ops": sorted(set(self.portable_ops))}
+        if self.quantized_ops:
+            info["delegated_quantized_ops"] = {op: self.quantized_ops.count(op) for op in sorted(set(self.quantized_ops))}
+        return info
 
 
 def lower(module: Any, input_shape: tuple[int, ...]) -> Lowered:
     """``module`` (eval mode, float32) at ``input_shape`` (batch included) as an XNNPACK-delegated ``.pte``."""
     import_executorch()
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
     module = module.eval().float()
     example = (torch.randn(*input_shape),)
     try:
         with torch.no_grad():
             exported = torch.export.export(module, example)
+    except Exception as error:  # torch.export raises many types; the message says what failed
+        raise HwnasError(f"ExecuTorch could not lower {type(module).__name__} at {list(input_shape)}: {error}") from None
+    return lower_exported(exported, f"{type(module).__name__} at {list(input_shape)}")
+
+
+def lower_exported(exported: Any, what: str) -> Lowered:
+    """An exported program (``torch.export``; float, or quantized by ``hwnas.latency.executorch_quantize``) as a ``.pte``."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    try:
         edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
         outside = tuple(
             _op_name(node.target)
@@ -85,12 +98,19 @@ def lower(module: Any, input_shape: tuple[int, ...]) -> Lowered:
             and node.target is not operator.getitem
             and "executorch_call_delegate" not in str(node.target)
         )
+        inside = tuple(
+            _op_name(node.target)
+            for delegate in edge.exported_program().graph_module.children()
+            if hasattr(delegate, "original_module")  # a LoweredBackendModule: the graph handed to XNNPACK
+            for node in delegate.original_module.graph.nodes
+            if node.op == "call_function" and _op_name(node.target).startswith("quantized_decomposed.")
+        )
         program = edge.to_executorch().buffer
     except HwnasError:
         raise
-    except Exception as error:  # torch.export and the lowering raise many types; the message says what failed
-        raise HwnasError(f"ExecuTorch could not lower {type(module).__name__} at {list(input_shape)}: {error}") from None
-    return Lowered(bytes(program), outside)
+    except Exception as error:  # the lowering raises many types; the message says what failed
+        raise HwnasError(f"ExecuTorch could not lower {what}: {error}") from None
+    return Lowered(bytes(program), outside, inside)
 
 
 def _op_name(target: Any) -> str:
@@ -129,19 +149,27 @@ def _class_source_hash(cls: type) -> str:
         return ""
 
 
-def lowered_program(module: Any, input_shape: tuple[int, ...]) -> Lowered:
-    """``lower(module, input_shape)`` through the host cache (for timing only: weights are not in the key)."""
+def lowered_program(
+    module: Any, input_shape: tuple[int, ...], lowering: Callable[[Any, tuple[int, ...]], Lowered] = lower, variant: str = ""
+) -> Lowered:
+    """``lowering(module, input_shape)`` (default ``lower``) through the host cache (for timing only: weights are not in the key).
+
+    ``variant`` names another lowering than the float one (``"int8"``) and is part of the key.
+    """
     key = program_key(module, input_shape)
+    if variant:
+        key = hashlib.sha256(f"{key}:{variant}".encode()).hexdigest()[:32]
     folder = cache_dir()
     program, info = folder / f"{key}.pte", folder / f"{key}.json"
     try:
-        return Lowered(program.read_bytes(), tuple(json.loads(info.read_text())["portable_ops"]))
+        recorded = json.loads(info.read_text())
+        return Lowered(program.read_bytes(), tuple(recorded["portable_ops"]), tuple(recorded.get("quantized_ops", ())))
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    lowered = lower(module, input_shape)
+    lowered = lowering(module, input_shape)
     try:
         write_bytes_atomic(program, lowered.program)
-        write_json_atomic(info, {"portable_ops": list(lowered.portable_ops)})
+        write_json_atomic(info, {"portable_ops": list(lowered.portable_ops), "quantized_ops": list(lowered.quantized_ops)})
     except HwnasError:  # an unwritable cache costs time, not results
         pass
     return lowered
@@ -181,6 +209,13 @@ def set_threads(threads: int) -> None:
 
     if portable_lib._threadpool_get_thread_count() != threads:
         portable_lib._unsafe_reset_threadpool(threads)
+
+
+def pool_threads() -> int:
+    """How many threads ExecuTorch's process-wide pool has now (1: XNNPACK runs every op on the calling thread)."""
+    from executorch.extension.pybindings import portable_lib
+
+    return int(portable_lib._threadpool_get_thread_count())
 
 
 def run_program(loaded: Any, inputs: Sequence[Any]) -> list[Any]:

@@ -1,19 +1,33 @@
 """ExecuTorch: a module lowered to a ``.pte`` program with the XNNPACK delegate, timed in process or on a phone.
 
 Lowering follows ExecuTorch's documented path: ``torch.export`` -> ``to_edge_transform_and_lower``
-with the ``XnnpackPartitioner`` -> ``to_executorch``, in float32. The partitioner hands XNNPACK
+with the ``XnnpackPartitioner`` -> ``to_executorch``, in float32 (INT8: quantized first with the
+XNNPACK quantizer, ``hwnas.latency.executorch_quantize``). The partitioner hands XNNPACK
 what it supports; anything else (a ShuffleNet channel split ``x[:, 0::2]``) stays in the
 portable kernels. Every lowered item records whether the delegate took all of it
 (``delegated``) and the ops it left out (``portable_ops``); the profiler stores both in the
 table entry, ``hwnas tables show`` and ``hwnas tables validate`` name the partly delegated ones.
 
-In process (``--device cpu``) a program runs through the wheel's pybindings, timed with the
-host clock per call (that includes ~0.1 ms of Python call per run, the same for every entry,
-and taken off the parts like every runtime's fixed cost by the table's ``overhead`` entry).
-Threads: XNNPACK uses ExecuTorch's own process-wide thread pool, which Python can resize only
-through a private call (``set_threads``); ``threads=N`` sizes it when the runtime is created,
-``threads=None`` leaves the pool as it is (one thread per core). Unlike the other runtimes the
-size is not restored afterwards (see ``set_threads``).
+In process (``--device cpu``) a program runs through the wheel's pybindings, timed per call
+(that includes ~0.1 ms of Python call per run, the same for every entry, and taken off the
+parts like every runtime's fixed cost by the table's ``overhead`` entry). Threads: XNNPACK uses
+ExecuTorch's own process-wide thread pool, which Python can resize only through a private call
+(``set_threads``); ``threads=N`` sizes it when the runtime is created, ``threads=None`` leaves
+the pool as it is (one thread per core). Unlike the other runtimes the size is not restored
+afterwards (see ``set_threads``).
+
+The clock: with a pool of one thread every op runs on the calling thread, and a call is timed
+by that thread's CPU time (``ThreadCpuClock``), not by the wall clock; with a larger pool, by
+the wall clock. Why: a long-lived timing loop on a shared machine gets only its fair share of a
+core, so its wall time per call holds the time it waited for the core, up to the call's own
+length, and its median flipped between the undisturbed time and about twice it (3.4 or 7.5 ms
+for the same program) while ``executor_runner`` (a short-lived process the scheduler still lets
+run) gave the undisturbed time. Measured with ``/proc/self/schedstat``: the thread's time on
+the core per call equalled the runner's per-iteration time, and the rest was time waiting in
+the run queue; pinning the thread, ``torch.set_num_threads(1)``, a longer warm-up and torch
+work before timing changed nothing (docs/mobile.md). A call's CPU time is what the call costs
+on its core, the figure a phone's undisturbed runner reports; it leaves out the time the
+thread waits for anything, which at one thread in a warmed-up program is only the scheduler.
 
 On a phone (``--device android``) the same programs go to the device over adb and run under
 ``executor_runner`` (``hwnas.latency.android``).
@@ -38,25 +52,30 @@ from hwnas.errors import HwnasError
 from hwnas.latency.android import AndroidTarget
 from hwnas.latency.executorch_program import (
     DELEGATE,
+    Lowered,
     executorch_version,
     import_executorch,
     load_program,
     lowered_program,
+    pool_threads,
     read_program,
     set_threads,
 )
-from hwnas.latency.protocol import Runner, Timing
+from hwnas.latency.executorch_quantize import XNNPACK_RECIPE, cache_variant, lower_int8
+from hwnas.latency.protocol import Clock, Runner, ThreadCpuClock, Timing
+from hwnas.latency.quantize import table_quantization
 from hwnas.latency.runtime_base import Runtime
 
 
 class ExecuTorchRuntime(Runtime):
-    """ExecuTorch with the XNNPACK delegate, float32: in this process (``cpu``) or on a phone over adb (``android``).
+    """ExecuTorch with the XNNPACK delegate, float32 or INT8: in this process (``cpu``) or on a phone over adb (``android``).
 
     ``adb``, ``serial`` and ``runner`` (see ``hwnas.latency.android.AndroidTarget``) apply to ``android`` only.
     """
 
     name = "executorch"
     devices = ("cpu", "android")
+    precisions = ("fp32", "int8")
 
     def __init__(
         self, *args: Any, adb: str | None = None, serial: str | None = None, runner: str | None = None, **kwargs: Any
@@ -75,10 +94,16 @@ class ExecuTorchRuntime(Runtime):
 
     # -- preparing ------------------------------------------------------------------------
     def prepare_module(self, module: Any, input_shape: tuple[int, ...]) -> Runner:
-        lowered = lowered_program(module, tuple(input_shape))
+        lowered = self.lowered(module, tuple(input_shape))
         runner = self.prepare_pte(lowered.program, input_shape)
         runner.info.update(lowered.info())
         return runner
+
+    def lowered(self, module: Any, input_shape: tuple[int, ...]) -> Lowered:
+        """The program this runtime times for ``module``: float32, or INT8 (``hwnas.latency.executorch_quantize``)."""
+        if self.precision == "int8":
+            return lowered_program(module, input_shape, lower_int8, variant=cache_variant())
+        return lowered_program(module, input_shape)
 
     def prepare_pte(self, program: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
         """A runner of a ``.pte`` program (bytes or a file) at ``input_shape``."""
@@ -98,7 +123,11 @@ class ExecuTorchRuntime(Runtime):
             loaded.forward(inputs)
 
         run.program = data  # the loaded program reads its weights from this buffer: it must live as long as the runner
-        return Runner(run, label="forward")
+        return Runner(run, self._clock(), label="forward")
+
+    def _clock(self) -> Clock:
+        """The calling thread's CPU time where it does all the work (a pool of one thread), else the wall clock."""
+        return ThreadCpuClock() if pool_threads() == 1 else Clock()
 
     def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
         raise HwnasError("the executorch runtime runs .pte programs, not ONNX files; use --runtime onnxruntime for .onnx")
@@ -117,9 +146,12 @@ class ExecuTorchRuntime(Runtime):
             "device": self.device,
             "threads": self.threads,
             "dtype": self.dtype,
+            **({"quantization": table_quantization(XNNPACK_RECIPE)} if self.precision == "int8" else {}),
         }
         if self.target is not None:
             meta.update(self.target.meta())
+        else:
+            meta["clock"] = "thread_cpu" if isinstance(self._clock(), ThreadCpuClock) else "wall"
         return meta
 
     def device_name(self) -> str:

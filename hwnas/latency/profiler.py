@@ -32,8 +32,9 @@ from hwnas.latency.table import MATCHED_META, LatencyTable
 from hwnas.progress import progress_bar
 from hwnas.spaces import Space
 
-#: meta fields that must agree before a rerun may resume an existing table
-RESUME_META = (*MATCHED_META, "space", "threads")
+#: meta fields that must agree before a rerun may resume an existing table (``clock``: how a runtime timed a call,
+#: where it says, e.g. executorch's thread CPU time; entries timed by two clocks do not belong in one table)
+RESUME_META = (*MATCHED_META, "space", "threads", "clock")
 
 
 @dataclass(frozen=True)

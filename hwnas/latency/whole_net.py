@@ -6,10 +6,14 @@ timings of whole nets (``hwnas tables fit TABLE --timings FILE.csv``) this modul
 part of the table (the sum's own information), plus, where the space describes its graph
 (``graph_features``, e.g. ``nb201``: which edges feed the cell output, which are reached from
 its input, the paths and their convolutions), what a sum of parts cannot see. The learner is
-a ridge line on those features with gradient-boosted regression trees (scikit-learn's
-``GradientBoostingRegressor``, squared error) on its residual; ``bench/latency_devices.py``
-measures it against the additive least-squares fit, the ridge line alone and the trees alone
-(``docs/latency_devices.md``). Fitting in log space weighs every net's relative error alike.
+a ridge line on those features (in ms, weighted for relative error: a sum of parts) with
+gradient-boosted regression trees (scikit-learn's ``HistGradientBoostingRegressor``) on
+``log(ms / line)``, fitted for absolute error: the median net, not the mean, since timings
+of the same net differ by heavy-tailed noise on phones and small boards (squared error, the
+first choice, measured beside it); ``bench/latency_devices.py`` measures it against the
+additive least-squares fit, the ridge line alone, the trees alone and squared error, and
+estimates each device's noise floor (``docs/latency_devices.md``). Fitting in log space weighs
+every net's relative error alike.
 
 Stored in the table under ``whole_net`` as plain JSON (the line's coefficients, each tree's
 node arrays), evaluated here with numpy: no pickle, nothing executable is loaded.
@@ -18,8 +22,8 @@ A table for a device where only whole nets can be timed (``fit_table``): the par
 come from a non-negative least-squares fit of the timings over the part counts, or, with
 tables of other devices as the prior, from their entries scaled to the timings; the model is
 then either fitted on the timings (many of them) or a *span* over the priors' models:
-``log ms = b + sum_d w_d log f_d(net)``, the weights fitted on the few timings by ridge towards
-the priors' mean (its strength picked by leave-one-out). The search uses the model's
+``ms = b + sum_d w_d f_d(net)`` with non-negative weights fitted on the few timings for relative
+error (with one or two timings, the priors' mean in log, shifted). The search uses the model's
 prediction wherever it holds a net (the controller's aim, derive's budget check, evolution,
 export's verdict); the expected-latency gradient keeps the additive, calibrated table as its
 surrogate (``LatencyModel.expected``, ``reachable_ms``), since the model is not differentiable
@@ -35,8 +39,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, Ridge
+from threadpoolctl import threadpool_limits
 
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
@@ -44,7 +49,11 @@ from hwnas.spaces import Space
 
 VERSION = 1
 #: the learner's settings (the bench's choice, docs/latency_devices.md)
-TREES, DEPTH, LEARNING_RATE, RIDGE_ALPHA = 300, 4, 0.1, 1e-3
+TREES, LEAVES, MIN_LEAF, LEARNING_RATE, RIDGE_ALPHA = 500, 31, 20, 0.1, 1e-3
+#: the trees' loss on log(ms): absolute error (the median), not squared error (the mean), since whole-net
+#: timings on phones and boards have heavy tails (nets timed twice, docs/latency_devices.md); squared error
+#: chases the tail
+LOSS = "absolute_error"
 #: where the line is fitted: 'ms' (a sum, trees on log(ms / sum)) or 'log'
 LINE_SPACE = "ms"
 #: fewer whole nets than this and no prior: too few to fit a model of this many features
@@ -73,20 +82,28 @@ def feature_matrix(space: Space, archs: Sequence[Sequence[str]]) -> np.ndarray:
 
 
 # -- the stored model ---------------------------------------------------------------------------------
-def _trees_to_dict(booster: GradientBoostingRegressor) -> dict[str, Any]:
+def _trees_to_dict(booster: HistGradientBoostingRegressor) -> dict[str, Any]:
+    """The fitted trees as plain lists (a split sends ``x <= threshold`` left; leaves have no children, -1).
+
+    scikit-learn keeps them in ``_predictors`` (each node's ``feature_idx``, ``num_threshold``,
+    ``left``, ``right``, ``is_leaf`` and ``value``, the learning rate already in the value) and
+    the start in ``_baseline_prediction``; ``tests/test_nb201.py`` checks the walk against its
+    ``predict``. Splits are numeric only (no categorical features are declared).
+    """
     trees = []
-    for estimator in booster.estimators_[:, 0]:
-        tree = estimator.tree_
+    for (predictor,) in booster._predictors:
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
         trees.append(
             {
-                "feature": tree.feature.tolist(),
-                "threshold": tree.threshold.tolist(),
-                "left": tree.children_left.tolist(),
-                "right": tree.children_right.tolist(),
-                "value": tree.value[:, 0, 0].tolist(),
+                "feature": np.where(leaf, -2, nodes["feature_idx"].astype(np.int64)).tolist(),
+                "threshold": np.where(leaf, 0.0, nodes["num_threshold"]).astype(float).tolist(),
+                "left": np.where(leaf, -1, nodes["left"].astype(np.int64)).tolist(),
+                "right": np.where(leaf, -1, nodes["right"].astype(np.int64)).tolist(),
+                "value": nodes["value"].astype(float).tolist(),
             }
         )
-    return {"learning_rate": booster.learning_rate, "init": float(booster.init_.constant_[0, 0]), "trees": trees}
+    return {"learning_rate": 1.0, "init": float(np.ravel(booster._baseline_prediction)[0]), "trees": trees}
 
 
 def fit_model(space: Space, archs: Sequence[Sequence[str]], ms: Sequence[float], trees: int = TREES, line: bool = True) -> dict:
@@ -96,13 +113,21 @@ def fit_model(space: Space, archs: Sequence[Sequence[str]], ms: Sequence[float],
 
 
 def fit_model_on(
-    X: np.ndarray, ms: np.ndarray, names: list[str], trees: int = TREES, line: bool = True, seed: int = 0, space: str = LINE_SPACE
+    X: np.ndarray,
+    ms: np.ndarray,
+    names: list[str],
+    trees: int = TREES,
+    line: bool = True,
+    seed: int = 0,
+    space: str = LINE_SPACE,
+    loss: str = LOSS,
 ) -> dict:
     """``fit_model`` on a ready feature matrix (the bench fits many devices over one matrix).
 
     ``space="ms"``: the line is additive in milliseconds (a sum of parts, fitted on relative
     error) and the trees learn ``log(ms / line)``, how the net departs from the sum;
-    ``space="log"``: the line is fitted on ``log(ms)`` and the trees on its residual.
+    ``space="log"``: the line is fitted on ``log(ms)`` and the trees on its residual. ``loss``: the
+    trees' loss on that residual, ``absolute_error`` or ``squared_error``.
     """
     if len(ms) < 2 or not np.all(np.isfinite(ms)) or np.any(ms <= 0):
         raise HwnasError("whole-net timings must be at least 2 positive finite milliseconds")
@@ -119,8 +144,17 @@ def fit_model_on(
     model["trees"] = None
     residual = y - predict_log(model, X)
     if trees:
-        booster = GradientBoostingRegressor(n_estimators=trees, max_depth=DEPTH, learning_rate=LEARNING_RATE, random_state=seed)
-        booster.fit(X, residual)
+        booster = HistGradientBoostingRegressor(
+            loss=loss,
+            max_iter=trees,
+            max_leaf_nodes=LEAVES,
+            min_samples_leaf=min(MIN_LEAF, max(1, len(ms) // 4)),
+            learning_rate=LEARNING_RATE,
+            early_stopping=False,
+            random_state=seed,
+        )
+        with threadpool_limits(limits=1, user_api="openmp"):  # one thread: reproducible, and no spinning on a shared machine
+            booster.fit(X, residual)
         model["trees"] = _trees_to_dict(booster)
     model["fitted"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return model
@@ -129,8 +163,7 @@ def fit_model_on(
 def predict_log(model: dict, X: np.ndarray) -> np.ndarray:
     """``log(ms)`` of each row of ``X`` under a stored model (a ``trees`` model or a ``span`` over priors)."""
     if model["kind"] == "span":
-        logs = np.stack([predict_log(prior, X) for prior in model["priors"]], axis=1)
-        return model["bias"] + logs @ np.asarray(model["weights"])
+        return span_log(model, np.stack([predict_log(prior, X) for prior in model["priors"]], axis=1))
     line = model["line"]
     out = X @ np.asarray(line["coef"]) + line["intercept"]
     if model.get("space", "log") == "ms":
@@ -138,6 +171,13 @@ def predict_log(model: dict, X: np.ndarray) -> np.ndarray:
     if model.get("trees"):
         out = out + _trees_sum(model["trees"], X)
     return out
+
+
+def span_log(model: dict, logs: np.ndarray) -> np.ndarray:
+    """A span's ``log(ms)`` from its priors' ``log(ms)`` ([nets, priors]): the mix in ms or in log."""
+    if model.get("space", "log") == "ms":
+        return np.log(np.maximum(model["bias"] + np.exp(logs) @ np.asarray(model["weights"]), model["floor_ms"]))
+    return model["bias"] + logs @ np.asarray(model["weights"])
 
 
 def _trees_sum(trees: dict, X: np.ndarray) -> np.ndarray:
@@ -193,6 +233,10 @@ def check_model(model: Any, where: str = "whole_net") -> None:
             fail("a span needs 'priors' and as many 'weights'")
         if not _finite(weights) or not _finite([model.get("bias")]):
             fail("weights and bias must be finite numbers")
+        if model.get("space", "log") not in ("ms", "log"):
+            fail("'space' must be 'ms' or 'log'")
+        if model.get("space") == "ms" and not (_finite([model.get("floor_ms")]) and model["floor_ms"] > 0):
+            fail("a span in ms needs a positive 'floor_ms'")
         for i, prior in enumerate(priors):
             check_model(prior, f"{where} prior {i}")
         if any(prior.get("features") != priors[0].get("features") for prior in priors):
@@ -274,17 +318,41 @@ def fit_span(prior_logs: np.ndarray, y_log: np.ndarray) -> tuple[np.ndarray, flo
     return weights, bias
 
 
+def fit_span_ms(prior_ms: np.ndarray, ms: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative weights ``w`` and a bias ``b >= 0`` with ``ms ~ b + prior_ms @ w``, least squares on relative error.
+
+    ``prior_ms``: [n nets, d priors] the priors' predictions in ms. A non-negative mix of
+    other devices' latencies is again a sum of non-negative op costs; with few timings the
+    non-negativity is the regulariser (most weights end at 0).
+    """
+    weight = 1.0 / ms
+    A = np.hstack([prior_ms, np.ones((len(ms), 1))]) * weight[:, None]
+    fitted = LinearRegression(positive=True, fit_intercept=False).fit(A, ms * weight)
+    return fitted.coef_[:-1], float(fitted.coef_[-1])
+
+
 def span_model(priors: Sequence[dict], names: Sequence[str], X: np.ndarray, ms: np.ndarray) -> dict:
-    """A ``span`` model: the priors' models (stored inside) weighted to fit ``ms`` of the nets ``X``."""
+    """A ``span`` model: the priors' models (stored inside) weighted to fit ``ms`` of the nets ``X``.
+
+    From 3 timings on, a non-negative mix of the priors' predictions in ms (``fit_span_ms``);
+    the ridge mix of their logs (``fit_span``) is measured beside it in docs/latency_devices.md;
+    with fewer, the priors' mean in log, shifted.
+    """
     for prior in priors:
         if prior.get("features") != priors[0].get("features") and prior.get("kind") != "span":
             raise HwnasError("the prior tables' whole-net models were fitted on different features")
     logs = np.stack([predict_log(prior, X) for prior in priors], axis=1)
-    weights, bias = fit_span(logs, np.log(ms))
+    extra: dict[str, Any] = {"space": "log"}
+    if len(ms) >= 3:
+        weights, bias = fit_span_ms(np.exp(logs), np.asarray(ms, dtype=np.float64))
+        extra = {"space": "ms", "floor_ms": float(np.min(ms)) / 2}
+    else:
+        weights, bias = fit_span(logs, np.log(ms))
     flat = [_strip(prior) for prior in priors]
     return {
         "version": VERSION,
         "kind": "span",
+        **extra,
         "priors": flat,
         "prior_names": list(names),
         "weights": weights.tolist(),

@@ -188,7 +188,12 @@ class SearchRun:
         split_batch(config.batch_size, dist)
         self.device = train_device(config.device, dist)
         self.space = run_space(config, self.out)
-        expect = expected_meta(config.device, config.runtime, config.table_batch_size, config.precision, self.space)
+        phone = config.device == "android"
+        expect = expected_meta(
+            config.device, config.runtime, config.table_batch_size, config.precision, self.space, "android" if phone else None
+        )
+        if phone:  # the target is the phone that measured the table: a search does not reach it, its name is the table's
+            del expect["device_name"]
         if config.threads is not None:
             expect["threads"] = config.threads
         # a run that has started uses the table it recorded, as it was (``hwnas.run_folder.recorded_table``)

@@ -62,6 +62,24 @@ def reached_nodes(choices: Sequence[str]) -> set[int]:
     return reached
 
 
+def canonical_choices(choices: Sequence[str]) -> tuple[str, ...]:
+    """One representative of the cells that compute the same function: the cell's one symmetry.
+
+    With no edge 1 -> 2 (``none``), nodes 1 and 2 are interchangeable: swapping them swaps
+    edges 0->1 with 0->2 and 1->3 with 2->3. Of the two strings the smaller is returned.
+    """
+    choices = tuple(choices)
+    if choices[2] != "none":
+        return choices
+    return min(choices, (choices[1], choices[0], choices[2], choices[3], choices[5], choices[4]))
+
+
+def all_live(choices: Sequence[str]) -> bool:
+    """Whether every edge that is not ``none`` lies on a path from the cell input to its output."""
+    kept, reached = feeding_edges(choices), reached_nodes(choices)
+    return all(op == "none" or (kept[e] and EDGES[e][0] in reached) for e, op in enumerate(choices))
+
+
 class ReLUConvBN(nn.Sequential):
     """NB201's ``nor_conv``: ReLU, k x k conv (no bias, 'same' padding), BN."""
 
