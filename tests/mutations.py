@@ -422,8 +422,8 @@ MUTATIONS = (
     Mutation(
         "search-ignores-the-precision",
         "hwnas/search/loop.py",
-        "config.table_batch_size, config.precision, self.space)",
-        'config.table_batch_size, "fp32", self.space)',
+        "config.table_batch_size, config.precision, self.space, ",
+        'config.table_batch_size, "fp32", self.space, ',
         ("tests/test_int8.py::test_search_takes_an_int8_table_only_with_precision_int8",),
     ),
     Mutation(
