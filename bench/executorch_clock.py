@@ -26,14 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from mobile_numbers import x86_runner
+
 from hwnas.arch import Arch
 from hwnas.latency.android import parse_iterations
 from hwnas.latency.executorch_program import lower
 from hwnas.latency.protocol import Clock, Protocol, Runner, measure_once
 from hwnas.latency.runtimes import get_runtime
 from hwnas.spaces import get_space
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _waited_ms() -> float:
@@ -47,13 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"uptime at the start: {uptime}", flush=True)
-    binary = subprocess.run(
-        [str(ROOT / "bench" / "build_runner.sh")],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHON": sys.executable},
-    ).stdout.strip()
+    binary = x86_runner()
     space = get_space("proxyless", resolution=32, in_channels=1, num_classes=10)
     shape = (1, *space.input_shape)
     runtime = get_runtime("executorch", "cpu", 1)

@@ -75,6 +75,21 @@ def tables(resolution: int, n: int, rounds: int, folder: Path) -> dict:
     return {"space": space.args.to_dict(), "n": n, "rounds": rounds, **figures}
 
 
+def x86_runner() -> str:
+    """The path of the x86 ``executor_runner`` that ``bench/build_runner.sh`` builds (cached) for this Python."""
+    return (
+        subprocess.run(
+            [str(ROOT / "bench" / "build_runner.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHON": sys.executable},
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+
+
 def runner_vs_in_process(resolution: int, rounds: int, runs: int) -> dict:
     """One .pte, in this process and through the x86 runner, interleaved; medians, ratio, spreads."""
     space = get_space("proxyless", resolution=resolution, in_channels=1, num_classes=10)
@@ -83,13 +98,7 @@ def runner_vs_in_process(resolution: int, rounds: int, runs: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         pte = Path(folder) / "net.pte"
         pte.write_bytes(lower(model, shape).program)
-        binary = subprocess.run(
-            [str(ROOT / "bench" / "build_runner.sh")],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, "PYTHON": sys.executable},
-        ).stdout.strip()
+        binary = x86_runner()
         runtime = get_runtime("executorch", "cpu", 1, protocol=Protocol(rounds=1))
         runner = runtime.prepare_pte(pte, shape)
         here, there = [], []
