@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from hwnas.cli import options
 from hwnas.cli.main import EXIT_ERROR, EXIT_INTERRUPTED, cli
 from hwnas.errors import HwnasError
 from hwnas.files import file_sha256, lock_path, locked, read_jsonl
@@ -304,3 +305,26 @@ def test_the_quality_bench_refuses_bad_flags_and_missing_data_with_an_error_line
     err = capsys.readouterr().err
     assert err.startswith("error: ") and words in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+class ExperimentalWarning(UserWarning):
+    """Named like ExecuTorch's notice that an API is experimental."""
+
+
+@pytest.mark.parametrize(
+    ("category", "where", "shown"),
+    [
+        (UserWarning, "library", True),
+        (RuntimeWarning, "library", True),
+        (DeprecationWarning, "library", False),
+        (PendingDeprecationWarning, "library", False),
+        (ExperimentalWarning, "library", False),
+        (DeprecationWarning, "hwnas", True),
+        (UserWarning, "hwnas", True),
+    ],
+)
+def test_a_library_notice_to_its_own_developers_is_not_a_warning_line(category, where, shown, capsys):
+    filename = options.__file__ if where == "hwnas" else str(Path(pytest.__file__))
+    options.warning_line(f"a {category.__name__}\n  over two lines", category, filename, 1)
+    err = capsys.readouterr().err
+    assert err == (f"warning: a {category.__name__} over two lines\n" if shown else "")

@@ -22,6 +22,7 @@ from hwnas.cli.options import (
     precision_options,
     space_file_option,
     space_options,
+    warning_line,
     with_options,
 )
 from hwnas.errors import HwnasError
@@ -60,7 +61,7 @@ allow_foreign_option = click.option(
 def _show_warnings() -> None:
     """Foreign-table warnings reach the user as ``warning: ...`` lines on stderr."""
     warnings.simplefilter("always")
-    warnings.showwarning = lambda message, *args, **kwargs: echo_warnings(str(message))
+    warnings.showwarning = warning_line
 
 
 @click.command()

@@ -10,7 +10,7 @@ import click
 from hwnas import __version__
 from hwnas.cli import arch_commands, export_commands, search_commands, spaces_commands, train_commands
 from hwnas.cli.latency_commands import register_latency_commands
-from hwnas.cli.options import RESUME_HINT, echo_warnings
+from hwnas.cli.options import RESUME_HINT, warning_line
 from hwnas.errors import HwnasError
 from hwnas.files import os_reason
 
@@ -18,11 +18,6 @@ from hwnas.files import os_reason
 EXIT_ERROR = 2
 #: exit code after Ctrl-C (128 + SIGINT, as a shell reports it)
 EXIT_INTERRUPTED = 130
-
-
-def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    """Every Python warning a command raises (hwnas's and its libraries') as one ``warning: ...`` line on stderr."""
-    echo_warnings(" ".join(str(message).split()))
 
 
 class ErrorReportingGroup(click.Group):
@@ -38,7 +33,7 @@ class ErrorReportingGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             with warnings.catch_warnings():
-                warnings.showwarning = _warning_line
+                warnings.showwarning = warning_line
                 return super().invoke(ctx)
         except KeyboardInterrupt:
             hint = ctx.meta.get(RESUME_HINT)

@@ -6,6 +6,7 @@ import functools
 import json
 import math
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -39,6 +40,8 @@ class FiniteFloat(click.ParamType):
 #: ``click.Context.meta`` key of a command's hint for Ctrl-C: a string, or a callable giving one (or None), naming
 #: the command that continues the interrupted work (``hwnas.cli.main``)
 RESUME_HINT = "hwnas.resume_hint"
+#: the hwnas package's folder: warnings raised from files below it are hwnas's own
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 #: every float option of the CLI
 FINITE = FiniteFloat()
@@ -164,6 +167,18 @@ def echo_warnings(*messages: str | None) -> None:
     for message in messages:
         if message:
             click.echo(f"warning: {message}", err=True)
+
+
+#: what a library says to its own developers (a deprecated call inside it, an API it marks experimental): nothing a user can act on
+_LIBRARY_NOTICES = (DeprecationWarning, PendingDeprecationWarning)
+
+
+def warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning as one ``warning: ...`` line on stderr: hwnas's, and its libraries' unless meant for their developers."""
+    ours = Path(filename).resolve().is_relative_to(PACKAGE_DIR)
+    if not ours and (issubclass(category, _LIBRARY_NOTICES) or category.__name__ == "ExperimentalWarning"):
+        return
+    echo_warnings(" ".join(str(message).split()))
 
 
 data_option = click.option(
