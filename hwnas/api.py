@@ -381,18 +381,21 @@ def _clear_out(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def search_target(table: str | Path | None, device: str | None, runtime: str | None) -> dict[str, str]:
-    """The target a search's table must describe: ``device`` and ``runtime`` as given, else the ``table``'s own.
+def search_target(
+    table: str | Path | None, device: str | None, runtime: str | None, precision: str | None = None
+) -> dict[str, str]:
+    """The target a search's table must describe: ``device``, ``runtime`` and ``precision`` as given, else the ``table``'s own.
 
     The target is where the child will run; the search itself trains here (on the GPU for a
     ``cuda`` target where torch sees one, else on the CPU). A table given alone names its target,
-    so a phone's table (device ``android``) is searched without naming the phone; a table of
+    so a phone's table (device ``android``) is searched without naming the phone, and an INT8
+    table as INT8 (a precision asked for that is not the table's is refused); a table of
     another machine's CPU or GPU is still foreign (its ``device_name`` is not this machine's).
     Without a table, the target is this machine's CPU with ONNX Runtime, or a phone with ExecuTorch
     for ``device="android"``, whose table must then be given (a search does not reach the phone).
     """
     meta: dict[str, Any] = {}
-    if table is not None and (device is None or runtime is None):
+    if table is not None and (device is None or runtime is None or precision is None):
         try:
             meta = read_json(table).get("meta", {})
         except (HwnasError, AttributeError):
@@ -404,7 +407,11 @@ def search_target(table: str | Path | None, device: str | None, runtime: str | N
             "--device android: name the phone's table with --table (hwnas profile --device android -o phone.json makes one); "
             "a search trains here and does not reach the phone"
         )
-    return {"device": device, "runtime": runtime}
+    try:
+        precision = precision or precision_of_dtype(meta.get("dtype"))
+    except HwnasError:
+        precision = SearchConfig.precision  # a dtype of no precision: the table check names it
+    return {"device": device, "runtime": runtime, "precision": precision}
 
 
 def search(
@@ -463,8 +470,7 @@ def search(
         ]
         if foreign:
             raise HwnasError(f"method {method} has no option {', '.join(foreign)}")
-        options["precision"] = options.get("precision") or SearchConfig.precision  # the table must be of it
-        options.update(search_target(table, options.get("device"), options.get("runtime")))
+        options.update(search_target(table, options.get("device"), options.get("runtime"), options.get("precision")))
         data = options.get("data", SearchConfig.data)
         built = get_space(space, **{**natural_space_args(data), **_space_args(resolution, num_classes, in_channels, width_mult)})
         if table is None:

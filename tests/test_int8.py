@@ -160,17 +160,21 @@ def test_int8_nets_are_measured_quantized(monkeypatch):
     assert len(seen) == 1 and is_quantized(seen[0])
 
 
-def test_search_takes_an_int8_table_only_with_precision_int8(cli_runner, int8_table, tmp_path):
+def test_search_takes_an_int8_table_as_int8_and_refuses_it_for_another_precision(cli_runner, int8_table, tmp_path):
+    """A table given alone names its precision, as it names its device; asking for another is refused."""
     budget = budget_between(int8_table, 0.5)
-    refused = cli_runner.invoke(cli, ["search", *tiny_search(int8_table, budget, out=tmp_path / "r0", quiet=True)])
+    refused = cli_runner.invoke(
+        cli, ["search", *tiny_search(int8_table, budget, out=tmp_path / "r0", quiet=True, precision="fp32")]
+    )
     assert refused.exit_code == EXIT_ERROR and "--precision int8" in refused.output
     assert not (tmp_path / "r0").exists()
-    result = cli_runner.invoke(
-        cli, ["search", *tiny_search(int8_table, budget, out=tmp_path / "r1", quiet=True, precision="int8"), "--json"]
-    )
-    assert result.exit_code == 0, result.output
-    config = json.loads((tmp_path / "r1" / "config.json").read_text())
-    assert config["precision"] == "int8" and config["resolved"]["table_meta"]["dtype"] == "int8"
+    for out, precision in ((tmp_path / "r1", "int8"), (tmp_path / "r2", None)):
+        result = cli_runner.invoke(
+            cli, ["search", *tiny_search(int8_table, budget, out=out, quiet=True, precision=precision), "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        config = json.loads((out / "config.json").read_text())
+        assert config["precision"] == "int8" and config["resolved"]["table_meta"]["dtype"] == "int8"
 
 
 # -- export -------------------------------------------------------------------------------------
