@@ -14,6 +14,7 @@ from torch import nn
 
 from hwnas.arch import Arch
 from hwnas.cli.main import EXIT_ERROR, cli
+from hwnas.data import load_data, make_loader
 from hwnas.errors import HwnasError
 from hwnas.files import save_torch_atomic, write_json_atomic
 from hwnas.latency.lookup import default_table_path, expected_meta
@@ -237,8 +238,6 @@ def test_int8_export_of_a_run_whose_data_is_missing_here_is_refused(cli_runner, 
 @pytest.fixture(scope="module")
 def trained_child_state() -> dict:
     """The run's child trained briefly on digits (a few hundred steps would be slow; 3 epochs at batch 64 suffice)."""
-    from hwnas.data import load_data, make_loader
-
     space = get_space("proxyless", **SMALL)
     net = Arch.random(space, seed=5).build()
     data = load_data("digits", 32, 1, 0)
@@ -276,8 +275,6 @@ def test_int8_export_ships_a_quantized_file_and_reports_both_accuracies(cli_runn
 
 def _check_accuracies(run: Path, report: dict) -> None:
     """The report's float accuracy against an independent score (PyTorch on the same split); INT8 within 2 points."""
-    from hwnas.data import load_data
-
     accuracy = report["accuracy"]
     data = load_data("digits", 32, 1, 0)
     net = Arch.from_compact(report["source"]["arch"]).build()
@@ -312,14 +309,18 @@ def test_int8_pte_export_ships_an_xnnpack_int8_program_and_reports_both_accuraci
     assert inside["quantized_decomposed.dequantize_per_channel.default"] >= 20  # every conv and the classifier
     assert report["program_bytes"] == out.stat().st_size
     _check_accuracies(run, report)
-    # independently: ExecuTorch's own Python API runs the shipped file; it tracks the float child, but not to float32 precision
+    # independently: ExecuTorch's own Python API runs the shipped file on validation images (the distribution it was
+    # calibrated on; a random normal input lies outside it); it tracks the float child, but not to float32 precision
     from executorch.runtime import Runtime
 
     net = Arch.from_compact(report["source"]["arch"]).build().eval()
     net.load_state_dict(torch.load(run / "child.pt", weights_only=True))
-    x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(3))
-    got = Runtime.get().load_program(out).load_method("forward").execute((x,))[0]
+    method = Runtime.get().load_program(out).load_method("forward")
+    val = load_data("digits", 32, 1, 0).val
+    images = [val[i][0].unsqueeze(0) for i in range(32)]
+    got = torch.cat([method.execute((x,))[0] for x in images])
     with torch.no_grad():
-        want = net(x)
+        want = net(torch.cat(images))
     relative = float((got - want).abs().max() / want.abs().max())
-    assert 1e-3 < relative < 0.3, relative
+    agreement = float((got.argmax(1) == want.argmax(1)).float().mean())
+    assert relative > 1e-3 and agreement >= 0.9, (relative, agreement)
