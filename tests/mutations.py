@@ -424,7 +424,7 @@ MUTATIONS = (
         "hwnas/search/loop.py",
         "config.table_batch_size, config.precision, self.space, ",
         'config.table_batch_size, "fp32", self.space, ',
-        ("tests/test_int8.py::test_search_takes_an_int8_table_only_with_precision_int8",),
+        ("tests/test_int8.py::test_search_takes_an_int8_table_as_int8_and_refuses_it_for_another_precision",),
     ),
     Mutation(
         "space-file-hash-not-matched",
