@@ -468,6 +468,13 @@ MUTATIONS = (
         "choices[2], choices[3], choices[4], choices[5]))",
         ("tests/test_noise_floor.py",),
     ),
+    Mutation(
+        "nb201-zero-fed-ops-taken-for-reached",
+        "hwnas/spaces/nb201.py",
+        '"zero_in" if src not in reached else',
+        '"zero_in" if src in reached and src else',
+        ("tests/test_nb201.py::test_op_roles_count_what_each_op_computes_as_worked_by_hand",),
+    ),
 )
 
 

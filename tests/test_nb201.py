@@ -83,6 +83,56 @@ def test_the_largest_net_has_nb201s_published_size():
     assert abs(cost.params - 1.5316e6) / 1.5316e6 < 0.001
 
 
+def roles_by_paths(choices) -> list[str | None]:
+    """Independently of the space: an op is fed zeros when no path of non-none edges runs from node 0 to its source,
+    dead when its target reaches no output, live otherwise."""
+    present = {EDGE_LIST[e] for e, op in enumerate(choices) if op != "none"}
+
+    def path(a, b):
+        return a == b or any((a, nxt) in present and path(nxt, b) for nxt in range(a + 1, 4))
+
+    return [
+        None if op == "none" else "zero_in" if not path(0, src) else "live" if path(dst, 3) else "dead"
+        for op, (src, dst) in zip(choices, EDGE_LIST)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "counts"),
+    [
+        # node 1 = conv(x) feeds only 'none' edges (dead); node 2 is never reached, so the conv 2->3 is fed zeros
+        ("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|nor_conv_3x3~2|", {"dead:nor_conv_3x3": 1, "zero_in:nor_conv_3x3": 1}),
+        # HW-NAS-Bench's README example (index 0): every op on an input-output path
+        (
+            "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
+            {"live:avg_pool_3x3": 1, "live:nor_conv_1x1": 2, "live:skip_connect": 3},
+        ),
+        # only the skip 0->3 reaches the output; nodes 1 and 2 are computed and dropped
+        (
+            "|nor_conv_1x1~0|+|avg_pool_3x3~0|none~1|+|skip_connect~0|none~1|none~2|",
+            {"live:skip_connect": 1, "dead:nor_conv_1x1": 1, "dead:avg_pool_3x3": 1},
+        ),
+    ],
+)
+def test_op_roles_count_what_each_op_computes_as_worked_by_hand(text, counts):
+    s = space()
+    choices = s.parse_choices(text)
+    features = s.graph_features(choices)
+    roles = {k: v for k, v in features.items() if k.split(":")[0] in ("live", "dead", "zero_in")}
+    assert {k: v for k, v in roles.items() if v} == counts
+    by_paths = roles_by_paths(choices)
+    for e, op in enumerate(choices):
+        for name in OPS[1:]:
+            assert features[f"zero_in{e}:{name}"] == float(op == name and by_paths[e] == "zero_in")
+
+
+def test_op_roles_agree_with_the_path_enumeration_on_every_cell():
+    from hwnas.spaces.nb201 import op_roles
+
+    for choices in itertools.product(OPS, repeat=6):
+        assert list(op_roles(choices)) == roles_by_paths(choices), choices
+
+
 def test_nb201_string_is_the_compact_form_and_round_trips():
     text = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     s = space()

@@ -62,6 +62,20 @@ def reached_nodes(choices: Sequence[str]) -> set[int]:
     return reached
 
 
+#: what an op computes in the cell's function (``op_roles``)
+ROLES = ("live", "dead", "zero_in")
+
+
+def op_roles(choices: Sequence[str]) -> tuple[str | None, ...]:
+    """Per edge, ``None`` for ``none``, else ``zero_in`` when its source node is not reached from the input
+    (it is fed zeros), ``dead`` when it is fed but its target reaches no output, ``live`` otherwise."""
+    kept, reached = feeding_edges(choices), reached_nodes(choices)
+    return tuple(
+        None if op == "none" else "zero_in" if src not in reached else "live" if kept[e] else "dead"
+        for e, (op, (src, _)) in enumerate(zip(choices, EDGES))
+    )
+
+
 def canonical_choices(choices: Sequence[str]) -> tuple[str, ...]:
     """One representative of the cells that compute the same function: the cell's one symmetry.
 
@@ -279,14 +293,27 @@ class Nb201Space(ChainSpace):
 
     # -- what a whole-net latency model sees ---------------------------------------------------
     def graph_features(self, choices: Sequence[str]) -> dict[str, float]:
-        """The cell's graph beyond its op counts: which edges feed the output, which are reached, paths and their convs."""
+        """The cell's graph beyond its op counts: which edges feed the output, which are reached, paths and their convs.
+
+        Besides the per-edge one-hots (the string itself), each op is counted by what it computes
+        in the cell's *function* (``op_roles``): on a path from input to output (``live``), feeding
+        no output (``dead``), or fed only zeros (``zero_in``, its source node unreached). A
+        pipeline that builds every op of the string (NB201's reference code does) times the
+        dead and zero-fed ops that this project's built net drops; how much of them a converter
+        then removes is the device's business, learnt from its timings (docs/latency_devices.md).
+        """
         kept, reached = feeding_edges(choices), reached_nodes(choices)
+        roles = op_roles(choices)
         features: dict[str, float] = {}
         for e, op in enumerate(choices):
             for name in NB201_OPS[1:]:
                 features[f"edge{e}:{name}"] = float(op == name)
                 features[f"feeds{e}:{name}"] = float(op == name and kept[e])
                 features[f"live{e}:{name}"] = float(op == name and kept[e] and EDGES[e][0] in reached)
+                features[f"zero_in{e}:{name}"] = float(op == name and roles[e] == "zero_in")
+        for role in ROLES:
+            for name in NB201_OPS[1:]:
+                features[f"{role}:{name}"] = float(sum(1 for e, op in enumerate(choices) if op == name and roles[e] == role))
         paths = ((0, 3), (0, 1, 3), (0, 2, 3), (0, 1, 2, 3))
         index = {edge: e for e, edge in enumerate(EDGES)}
         convs = []
