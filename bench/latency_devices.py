@@ -110,7 +110,7 @@ def diagnostics(model: dict, X: np.ndarray, y: np.ndarray, train: np.ndarray, te
     }
 
 
-def pair_predictability(ms: np.ndarray, chosen: np.ndarray, onehot: np.ndarray) -> float:
+def pair_predictability(ms: np.ndarray, chosen: np.ndarray, onehot: np.ndarray) -> float | None:
     """Cross-validated R^2 (5 folds) of a ridge line on the first string's per-edge one-hots predicting the pair's log difference.
 
     Near 0 (or below): the difference between two strings of one function is not a function of the string.
@@ -122,7 +122,12 @@ def pair_predictability(ms: np.ndarray, chosen: np.ndarray, onehot: np.ndarray) 
     fitted = cross_val_predict(
         RidgeCV(alphas=np.logspace(-3, 3, 13)), onehot[chosen[:, 0]], diff, cv=KFold(5, shuffle=True, random_state=0)
     )
-    return float(1 - np.mean((diff - fitted) ** 2) / np.var(diff))
+    spread = float(np.var(diff))
+    return float(1 - np.mean((diff - fitted) ** 2) / spread) if spread > 0 else None  # None: the pairs time alike
+
+
+def _r2(value: float | None) -> str:
+    return "no spread" if value is None else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,7 +416,7 @@ def write_outputs(
         lines.append(
             f"| {device} | "
             + " | ".join(f"{g['within_10_by_kind'][k]:.1%}" for k in kind_names)
-            + f" | {g['pair_r2_all_live']:.2f} | {g['pair_r2_dead']:.2f} | {g['residual_lag1_correlation']:.2f} | "
+            + f" | {_r2(g['pair_r2_all_live'])} | {_r2(g['pair_r2_dead'])} | {g['residual_lag1_correlation']:.2f} | "
             f"{part_a[device]['line (ms) + trees (stored)']['within_10']:.1%} | {g['within_10_index_drift_removed']:.1%} |"
         )
     lines += [
