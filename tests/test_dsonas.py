@@ -725,6 +725,7 @@ def test_the_slowest_net_is_a_local_maximum_slower_than_the_full_net_and_random_
     assert max(model.predict(Arch.random(space, s)) for s in range(100)) < slowest
 
 
+@pytest.mark.slow  # times 16 real nets (two validations): about a minute on 2 shared cores
 def test_tables_validate_on_a_dsonas_table_shows_the_fitted_whole_net_model_beside_the_sum(cli_runner, tmp_path):
     """``hwnas tables fit`` stores a whole-net model in a dsonas-small table; ``tables validate`` scores it in its own column."""
     import json

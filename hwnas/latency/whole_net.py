@@ -53,7 +53,7 @@ TREES, LEAVES, MIN_LEAF, LEARNING_RATE, RIDGE_ALPHA = 500, 31, 20, 0.1, 1e-3
 #: the ridge strengths tried (leave-one-out) for the departure from a base line (``fit_model_on``'s ``base``)
 BASE_ALPHAS = np.logspace(-3, 4, 15)
 #: on top of a base line, the trees only from this many timed nets: at 62 nets they moved proxyless's held-out share within
-#: +-10 % from 88 to 72 % and left dsonas-small's as it was (docs/latency_devices.md); the NB201 devices fit them on thousands
+#: +-10 % from 88 to 72 % and left dsonas-small's as it was (docs/latency_models.md); the NB201 devices fit them on thousands
 TREES_FROM_WITH_BASE = 200
 #: the trees' loss on log(ms): absolute error (the median), not squared error (the mean), since whole-net
 #: timings on phones and boards have heavy tails (nets timed twice, docs/latency_devices.md); squared error
@@ -147,7 +147,7 @@ def fit_model_on(
     the base misses by more than 3 times the median miss (and 2 %) are left out of it, as in the per-op calibration.
     Without it the ridge fits every part's cost from the timings alone: with about as many nets as parts (40 timed nets
     of ``dsonas-small`` or ``proxyless``, 66 features) that missed held-out nets by more than the table's calibrated sum
-    did (docs/latency_devices.md, "The DAG model on this machine").
+    did (docs/latency_models.md, "The DAG model on this machine").
 
     ``space="ms"``: the line is additive in milliseconds (a sum of parts, fitted on relative
     error) and the trees learn ``log(ms / line)``, how the net departs from the sum;
