@@ -42,7 +42,8 @@ from its own weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ from hwnas.latency.executorch_quantize import XNNPACK_RECIPE, cache_variant, low
 from hwnas.latency.protocol import Clock, Runner, ThreadCpuClock, Timing
 from hwnas.latency.quantize import table_quantization
 from hwnas.latency.runtime_base import Runtime
+from hwnas.latency.threads import torch_threads
 
 
 class ExecuTorchRuntime(Runtime):
@@ -133,6 +135,17 @@ class ExecuTorchRuntime(Runtime):
         raise HwnasError("the executorch runtime runs .pte programs, not ONNX files; use --runtime onnxruntime for .onnx")
 
     # -- measuring ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Torch at one thread while a program runs in this process (its outputs come back as torch tensors).
+
+        Without it, torch's OpenMP pool copied large outputs on two threads, and on a busy core the
+        calling thread spun at the pool's barrier until the other thread got the core back: a whole
+        scheduler tick (4 ms here) of its CPU time per call, whatever the program (docs/mobile.md).
+        """
+        with torch_threads(1 if self.target is None else None):
+            yield
+
     def round_measurer(self, runners: Sequence[Runner]) -> Callable[[Runner, bool], Timing] | None:
         return self.target.round_measurer(runners) if self.target is not None else None
 
