@@ -63,7 +63,7 @@ from hwnas.latency.executorch_program import (
     set_threads,
 )
 from hwnas.latency.executorch_quantize import XNNPACK_RECIPE, cache_variant, lower_int8
-from hwnas.latency.protocol import Clock, Runner, ThreadCpuClock, Timing
+from hwnas.latency.protocol import Clock, Runner, Timing, host_clock
 from hwnas.latency.quantize import table_quantization
 from hwnas.latency.runtime_base import Runtime
 from hwnas.latency.threads import torch_threads
@@ -129,7 +129,7 @@ class ExecuTorchRuntime(Runtime):
 
     def _clock(self) -> Clock:
         """The calling thread's CPU time where it does all the work (a pool of one thread), else the wall clock."""
-        return ThreadCpuClock() if pool_threads() == 1 else Clock()
+        return host_clock(pool_threads() == 1)
 
     def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
         raise HwnasError("the executorch runtime runs .pte programs, not ONNX files; use --runtime onnxruntime for .onnx")
@@ -164,7 +164,7 @@ class ExecuTorchRuntime(Runtime):
         if self.target is not None:
             meta.update(self.target.meta())
         else:
-            meta["clock"] = "thread_cpu" if isinstance(self._clock(), ThreadCpuClock) else "wall"
+            meta["clock"] = self._clock().name
         return meta
 
     def device_name(self) -> str:
