@@ -28,6 +28,8 @@ the run queue; pinning the thread, ``torch.set_num_threads(1)``, a longer warm-u
 work before timing changed nothing (docs/mobile.md). A call's CPU time is what the call costs
 on its core, the figure a phone's undisturbed runner reports; it leaves out the time the
 thread waits for anything, which at one thread in a warmed-up program is only the scheduler.
+That holds only while no other thread takes part in a call: the outputs come back as torch
+tensors, and torch's own pool would copy a large one on two threads (``pinned``).
 
 On a phone (``--device android``) the same programs go to the device over adb and run under
 ``executor_runner`` (``hwnas.latency.android``).
