@@ -468,6 +468,13 @@ MUTATIONS = (
         "choices[2], choices[3], choices[4], choices[5]))",
         ("tests/test_noise_floor.py",),
     ),
+    Mutation(
+        "executorch-times-beside-torchs-pool",
+        "hwnas/latency/executorch_runtime.py",
+        "with torch_threads(1 if self.target is None else None):",
+        "with torch_threads(None):",
+        ("tests/test_mobile_e2e.py::test_in_process_time_agrees_with_the_runner_while_busy_processes_share_every_core",),
+    ),
 )
 
 
