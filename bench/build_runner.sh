@@ -5,8 +5,9 @@
 #   HWNAS_RUNNER_LOGGING=OFF bench/build_runner.sh   # a Release build without logging (no iteration lines)
 #
 # Needs: the mobile extra (pip install -e '.[mobile]': executorch and cmake >= 3.28) and a C++17 compiler.
-# The build is cached under $HWNAS_CACHE (default ~/.cache/hwnas)/runner/<executorch version>-<source hash>-<logging>/,
-# so a second call prints the same path at once. Everything but the path goes to stderr.
+# The build is cached under $HWNAS_CACHE (default ~/.cache/hwnas)/runner/<executorch version>-<hash>-<logging>/,
+# so a second call prints the same path at once. The hash covers the runner's sources and where the wheel lies:
+# the binary loads the wheel's libraries from there, so one built for another environment is not reused. Everything but the path goes to stderr.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 python="${PYTHON:-python3}"
@@ -28,7 +29,7 @@ if [ -z "$compiler" ]; then
     echo "error: no C++ compiler (c++, g++ or clang++): apt-get install g++" >&2
     exit 2
 fi
-source_hash=$(cat "$here/runner/executor_runner.cpp" "$here/runner/CMakeLists.txt" | sha256sum | cut -c1-12)
+source_hash=$({ cat "$here/runner/executor_runner.cpp" "$here/runner/CMakeLists.txt"; echo "$prefix"; } | sha256sum | cut -c1-12)
 build="${HWNAS_CACHE:-$HOME/.cache/hwnas}/runner/${version}-${source_hash}-log${logging}"
 binary="$build/executor_runner"
 if [ ! -x "$binary" ]; then

@@ -103,9 +103,10 @@ def runner_vs_in_process(resolution: int, rounds: int, runs: int) -> dict:
         runner = runtime.prepare_pte(pte, shape)
         here, there = [], []
         for _ in range(rounds):
-            for _ in range(10):
-                runner.fn()  # warm-up, as the runner's first 10 iterations are dropped
-            here.append(statistics.median(runner.clock.time_runs(runner.fn, runs)))
+            with runtime.pinned():  # as the runtime times: torch at one thread
+                for _ in range(10):
+                    runner.fn()  # warm-up, as the runner's first 10 iterations are dropped
+                here.append(statistics.median(runner.clock.time_runs(runner.fn, runs)))
             out = subprocess.run(
                 ["taskset", "1", binary, f"--model_path={pte}", f"--num_executions={runs + 10}", "--cpu_threads=1"],
                 capture_output=True,

@@ -475,6 +475,13 @@ MUTATIONS = (
         '"zero_in" if src in reached and src else',
         ("tests/test_nb201.py::test_op_roles_count_what_each_op_computes_as_worked_by_hand",),
     ),
+    Mutation(
+        "executorch-times-beside-torchs-pool",
+        "hwnas/latency/executorch_runtime.py",
+        "with torch_threads(1 if self.target is None else None):",
+        "with torch_threads(None):",
+        ("tests/test_mobile_e2e.py::test_in_process_time_agrees_with_the_runner_while_busy_processes_share_every_core",),
+    ),
 )
 
 

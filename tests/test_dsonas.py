@@ -723,3 +723,47 @@ def test_the_slowest_net_is_a_local_maximum_slower_than_the_full_net_and_random_
             flipped[e] = not flipped[e]
             assert model.block_ms(index, flipped) <= ms + 1e-12
     assert max(model.predict(Arch.random(space, s)) for s in range(100)) < slowest
+
+
+@pytest.mark.slow  # times 16 real nets (two validations): about a minute on 2 shared cores
+def test_tables_validate_on_a_dsonas_table_shows_the_fitted_whole_net_model_beside_the_sum(cli_runner, tmp_path):
+    """``hwnas tables fit`` stores a whole-net model in a dsonas-small table; ``tables validate`` scores it in its own column."""
+    import json
+
+    from hwnas.cli.main import cli
+    from hwnas.latency.accuracy import error_metrics
+    from hwnas.latency.table import LatencyTable
+    from hwnas.search.synthetic import write_synthetic_table
+
+    space = small_space()
+    table = write_synthetic_table(space, tmp_path / "dsonas.json")
+    additive = latency_model(LatencyTable.load(table), space)
+    # whole nets that depart from the sum: nets running many adds are 1.5x slower than their parts say
+    archs = [Arch.random(space, seed) for seed in range(40)]
+    adds = [sum(key.startswith("add:") for key in space.run_parts(arch.choices)) for arch in archs]
+    lines = [f"{arch.to_compact()},{additive.predict(arch) * (1.5 if n > 20 else 1.0)!r}" for arch, n in zip(archs, adds)]
+    (tmp_path / "timings.csv").write_text("arch,ms\n" + "\n".join(lines) + "\n")
+    fitted = cli_runner.invoke(cli, ["tables", "fit", str(table), "--timings", str(tmp_path / "timings.csv")])
+    assert fitted.exit_code == 0, fitted.output
+    assert LatencyTable.load(table).whole_net["kind"] == "trees"
+
+    quick = ["--rounds", "2", "--min-time", "0", "--warmup-time", "0", "--no-progress"]
+    result = cli_runner.invoke(cli, ["tables", "validate", str(table), "--n", "6", *quick])
+    assert result.exit_code == 0, result.output
+    header, *rows = [
+        line for line in result.stdout.splitlines() if line.startswith(" " * 20) or line[:20].strip() in ("n", "mape")
+    ]
+    columns = [header[20 + 34 * i : 20 + 34 * (i + 1)].strip() for i in range((len(header) - 20) // 34)]
+    assert columns[:3] == ["sum of entries", "calibrated (held out)", "whole-net model (held out)"], header
+    shown = {row.split()[0]: row.split()[1:] for row in rows}
+    # the column is the fitted model's predictions of the held-out half, scored against what validate measured
+    stored = LatencyTable.load(table)
+    held = stored.validation["points"][3:]
+    model = latency_model(stored, space)
+    figures = error_metrics([model.predict(Arch.from_compact(p["arch"])) for p in held], [p["measured_ms"] for p in held])
+    line = error_metrics([model.additive_predict(Arch.from_compact(p["arch"])) for p in held], [p["measured_ms"] for p in held])
+    assert figures != line  # the model is not the table's calibrated sum here
+    assert shown["n"][2] == "3" and shown["mape"][2] == f"{figures['mape']:.1%}"
+    assert stored.validation["whole_net"] == pytest.approx(figures, nan_ok=True)
+    summary = json.loads(cli_runner.invoke(cli, ["tables", "validate", str(table), "--n", "6", *quick, "--json"]).stdout)
+    assert summary["whole_net"]["n"] == 3  # --json says it too

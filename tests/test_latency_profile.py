@@ -149,6 +149,29 @@ def test_onnxruntime_measures_an_onnx_file_and_checks_its_shape(tmp_path):
         runtime.measure_onnx(tmp_path / "missing.onnx", (1, 1, 16, 16))
 
 
+def test_onnxruntime_at_one_thread_runs_every_kernel_on_the_calling_thread_and_times_its_cpu_time():
+    """What timing a run by the thread's CPU time rests on: at one thread no other thread of ONNX Runtime works."""
+    import time
+
+    from hwnas.latency.onnx_export import export_onnx_bytes
+
+    shape = (1, 16, 32, 32)
+    model = export_onnx_bytes(nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 16, 3, padding=1)), shape)
+    runtime = get_runtime("onnxruntime", threads=1, protocol=TINY)
+    assert runtime.meta()["clock"] == "thread_cpu"
+    runner = runtime.prepare_onnx(model, shape)
+    process, thread = time.process_time(), time.thread_time()
+    samples = runner.clock.time_runs(runner.fn, 200)
+    process, thread = time.process_time() - process, time.thread_time() - thread
+    assert thread > 0.9 * process, (thread, process)  # another thread doing the work would show here
+    assert sum(samples) / 1e3 == pytest.approx(thread, rel=0.1)
+    assert sum(runner.clock.time_runs(lambda: time.sleep(0.01), 3)) < 5.0  # waiting is not the run's cost
+    wall = get_runtime("onnxruntime", threads=2, protocol=TINY)  # a pool: other threads work, the wall clock times
+    assert (
+        wall.meta()["clock"] == "wall" and wall.prepare_onnx(model, shape).clock.time_runs(lambda: time.sleep(0.01), 1)[0] >= 10
+    )
+
+
 def test_exported_block_has_batchnorm_folded():
     import onnx
 

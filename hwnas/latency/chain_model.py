@@ -56,10 +56,14 @@ class LatencyModel:
     def _fill(self, runs_op: torch.Tensor) -> float:
         """Fill ``latency_ms[l, k]`` and ``runs_op[l, k]`` (the ops each candidate runs); return the fixed parts' ms."""
         columns = self.space.candidates
+        #: each searchable part's ms by key (the per-call cost taken off): ``sum_ms`` is ``fixed_ms`` plus those the net runs
+        self.part_ms = {}
         for layer in self.space.layers:
             for op in layer.candidates:
                 if op not in SKIP_OPS:
-                    self.latency_ms[layer.index, columns.index(op)] = self._part_ms(layer.op_spec(op).key)
+                    key = layer.op_spec(op).key
+                    self.part_ms[key] = self._part_ms(key)
+                    self.latency_ms[layer.index, columns.index(op)] = self.part_ms[key]
                     runs_op[layer.index, columns.index(op)] = 1.0
         return self.table.ms(stem_key(self.space)) + self._part_ms(head_key(self.space))
 

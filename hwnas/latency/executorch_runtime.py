@@ -28,6 +28,8 @@ the run queue; pinning the thread, ``torch.set_num_threads(1)``, a longer warm-u
 work before timing changed nothing (docs/mobile.md). A call's CPU time is what the call costs
 on its core, the figure a phone's undisturbed runner reports; it leaves out the time the
 thread waits for anything, which at one thread in a warmed-up program is only the scheduler.
+That holds only while no other thread takes part in a call: the outputs come back as torch
+tensors, and torch's own pool would copy a large one on two threads (``pinned``).
 
 On a phone (``--device android``) the same programs go to the device over adb and run under
 ``executor_runner`` (``hwnas.latency.android``).
@@ -42,7 +44,8 @@ from its own weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +65,10 @@ from hwnas.latency.executorch_program import (
     set_threads,
 )
 from hwnas.latency.executorch_quantize import XNNPACK_RECIPE, cache_variant, lower_int8
-from hwnas.latency.protocol import Clock, Runner, ThreadCpuClock, Timing
+from hwnas.latency.protocol import Clock, Runner, Timing, host_clock
 from hwnas.latency.quantize import table_quantization
 from hwnas.latency.runtime_base import Runtime
+from hwnas.latency.threads import torch_threads
 
 
 class ExecuTorchRuntime(Runtime):
@@ -127,12 +131,23 @@ class ExecuTorchRuntime(Runtime):
 
     def _clock(self) -> Clock:
         """The calling thread's CPU time where it does all the work (a pool of one thread), else the wall clock."""
-        return ThreadCpuClock() if pool_threads() == 1 else Clock()
+        return host_clock(pool_threads() == 1)
 
     def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: tuple[int, ...]) -> Runner:
         raise HwnasError("the executorch runtime runs .pte programs, not ONNX files; use --runtime onnxruntime for .onnx")
 
     # -- measuring ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Torch at one thread while a program runs in this process (its outputs come back as torch tensors).
+
+        Without it, torch's OpenMP pool copied large outputs on two threads, and on a busy core the
+        calling thread spun at the pool's barrier until the other thread got the core back: a whole
+        scheduler tick (4 ms here) of its CPU time per call, whatever the program (docs/mobile.md).
+        """
+        with torch_threads(1 if self.target is None else None):
+            yield
+
     def round_measurer(self, runners: Sequence[Runner]) -> Callable[[Runner, bool], Timing] | None:
         return self.target.round_measurer(runners) if self.target is not None else None
 
@@ -151,7 +166,7 @@ class ExecuTorchRuntime(Runtime):
         if self.target is not None:
             meta.update(self.target.meta())
         else:
-            meta["clock"] = "thread_cpu" if isinstance(self._clock(), ThreadCpuClock) else "wall"
+            meta["clock"] = self._clock().name
         return meta
 
     def device_name(self) -> str:

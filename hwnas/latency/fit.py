@@ -20,11 +20,13 @@ from hwnas.errors import HwnasError
 from hwnas.latency.accuracy import spearman
 from hwnas.latency.model import head_key, latency_model, stem_key
 from hwnas.latency.table import LatencyTable
+from hwnas.latency.validate import calibration_fit
 from hwnas.latency.whole_net import (
     MIN_TIMINGS_ALONE,
     MIN_TIMINGS_PRIOR,
     entries_from_timings,
     feature_matrix,
+    feature_names,
     fit_model,
     predict_log,
     span_model,
@@ -86,11 +88,35 @@ def read_timings(path: str | Path, space: Space) -> tuple[list[tuple[str, ...]],
 
 
 def fit_into(table: LatencyTable, space: Space, archs: Sequence[Sequence[str]], ms: np.ndarray) -> dict:
-    """Fit the whole-net model on ``archs`` timed at ``ms`` and store it in ``table`` (not saved here)."""
+    """Fit the whole-net model on ``archs`` timed at ``ms`` and store it in ``table`` (not saved here).
+
+    The model's line starts from the table's sum, calibrated on these nets (``table_line``).
+    """
     if len(ms) < MIN_TIMINGS_PRIOR:
         raise HwnasError(f"a whole-net model needs at least {MIN_TIMINGS_PRIOR} timed nets, got {len(ms)}")
-    table.whole_net = fit_model(space, archs, ms)
+    table.whole_net = fit_model(space, archs, ms, base=table_line(table, space, archs, ms))
     return table.whole_net
+
+
+def table_line(table: LatencyTable, space: Space, archs: Sequence[Sequence[str]], ms: np.ndarray) -> dict:
+    """The table's sum under the calibration ``hwnas tables validate`` would fit on these nets, as a line over the model's features.
+
+    ``a * sum + c * ops + b`` (``calibration_fit``, its physical forms, the space's fastest net
+    among the checks) is linear in the counts of parts the net runs: each part's count weighs
+    ``a`` times its entry, the ``ops`` feature ``c``, the intercept is ``a`` times the fixed
+    parts plus ``b``. ``{"coef", "intercept", "calibration"}``.
+    """
+    additive = latency_model(LatencyTable(meta=table.meta, entries=table.entries), space)
+    sums = [additive.sum_ms(Arch.of(space, tuple(choices))) for choices in archs]
+    ops = [space.count_ops(choices) for choices in archs]
+    fastest = additive.fastest()[0]
+    line = calibration_fit(sums, [float(v) for v in ms], (additive.sum_ms(fastest), space.count_ops(fastest.choices)), ops)
+    a, c = float(line["a"]), float(line.get("per_op_ms", 0.0))
+    coef = [
+        a * additive.part_ms[name.removeprefix("count:")] if name.startswith("count:") else (c if name == "ops" else 0.0)
+        for name in feature_names(space)
+    ]
+    return {"coef": coef, "intercept": a * additive.fixed_ms + float(line["b"]), "calibration": line}
 
 
 def fit_table(
@@ -185,7 +211,8 @@ def score_holdout(table: LatencyTable, space: Space, archs: Sequence[Sequence[st
     train, test = order[:cut], order[cut:]
     additive = latency_model(LatencyTable(meta=table.meta, entries=table.entries, calibration=table.calibration), space)
     held = [Arch.of(space, tuple(archs[i])) for i in test]
-    model = fit_model(space, [archs[i] for i in train], ms[train])
+    trained = [archs[i] for i in train]
+    model = fit_model(space, trained, ms[train], base=table_line(table, space, trained, ms[train]))
     full = np.exp(predict_log_of(model, space, [archs[i] for i in test]))
     sums = np.array([additive.predict(arch) for arch in held])
     return {

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.latency.threads import torch_threads
 
 OPSET = 17
 EXPORTERS = ("legacy", "dynamo")
@@ -50,12 +51,8 @@ def _one_thread():
 
     On a busy 2-core machine two threads made a whole net's export several times slower (docs/calibration.md).
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def export_onnx_bytes(

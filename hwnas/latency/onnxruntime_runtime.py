@@ -4,6 +4,10 @@ Every session gets the same options: all graph optimisations (so an op alone is 
 would be inside the net), sequential execution, ``intra_op_num_threads`` = ``threads`` and one
 inter-op thread. On CUDA the input and output live on the GPU (I/O binding to torch tensors),
 so a run is the kernels, not host copies, and each run is synchronised before the clock.
+On the CPU at one thread a run is timed by the calling thread's CPU time, which does all the
+work (``protocol.ThreadCpuClock``: on a shared machine the wall time of a long-lived timing
+loop also holds its waits for a core); at more threads, by the wall clock. ``meta["clock"]``
+says which.
 
 INT8 (``precision="int8"``): each module is exported in float32 and quantized to a QDQ model
 (``hwnas.latency.quantize``: static, per-channel int8 weights, calibrated on random inputs of
@@ -24,7 +28,7 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.latency.cuda_clock import SynchronisedClock, require_cuda
 from hwnas.latency.onnx_export import export_onnx_bytes
-from hwnas.latency.protocol import Runner
+from hwnas.latency.protocol import Clock, Runner, host_clock
 from hwnas.latency.quantize import RECIPE, quantize_onnx, random_calibration, table_quantization
 from hwnas.latency.runtime_base import Runtime
 
@@ -109,7 +113,7 @@ class OnnxRuntime(Runtime):
         dtype = np.float16 if "float16" in inputs[0].type else np.float32
         if self.device == "cpu":
             feed = {inputs[0].name: np.random.default_rng(0).standard_normal(input_shape).astype(dtype)}
-            return Runner(lambda: session.run(None, feed), label=inputs[0].name)
+            return Runner(lambda: session.run(None, feed), self._host_clock(), label=inputs[0].name)
         return self._cuda_runner(session, inputs[0].name, input_shape, dtype)
 
     def _cuda_runner(self, session, input_name: str, input_shape: tuple[int, ...], dtype) -> Runner:
@@ -126,6 +130,10 @@ class OnnxRuntime(Runtime):
 
         return Runner(run, SynchronisedClock(), input_name)
 
+    def _host_clock(self) -> Clock:
+        """At one thread ONNX Runtime runs every kernel on the calling thread (no pool, sequential): its CPU time."""
+        return host_clock(self.threads == 1)
+
     def meta(self) -> dict[str, Any]:
         return {
             "runtime": self.name,
@@ -135,5 +143,6 @@ class OnnxRuntime(Runtime):
             "threads": self.threads,
             "dtype": self.dtype,
             "graph_optimization": "ORT_ENABLE_ALL",
+            **({"clock": self._host_clock().name} if self.device == "cpu" else {}),
             **({"quantization": table_quantization(RECIPE)} if self.precision == "int8" else {}),
         }

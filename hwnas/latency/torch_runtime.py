@@ -20,6 +20,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency.cuda_clock import CudaEventClock, require_cuda
 from hwnas.latency.protocol import Clock, Runner
 from hwnas.latency.runtime_base import Runtime
+from hwnas.latency.threads import torch_threads
 
 
 class TorchRuntime(Runtime):
@@ -35,13 +36,8 @@ class TorchRuntime(Runtime):
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:
-        previous = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             yield
-        finally:
-            torch.set_num_threads(previous)
 
     def prepare_module(self, module: nn.Module, input_shape: tuple[int, ...]) -> Runner:
         dtype = torch.float16 if self.fp16 else torch.float32

@@ -255,7 +255,8 @@ def calibrate_profiled(table: LatencyTable, space: Space, runtime: Runtime, n: i
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The figures ``--json`` prints: the issue's keys, plus the noise floor, the fit and the warnings."""
+    """The figures ``--json`` prints: the issue's keys, plus the whole-net model's (where the table has one), the noise floor,
+    the fit and the warnings."""
     keys = (
         "n",
         "mape",
@@ -266,6 +267,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "mean_signed_error",
         "p90_relative_error",
         "calibrated",
+        "whole_net",
         "noise_floor",
         "calibration",
         "warnings",
