@@ -20,6 +20,8 @@ from hwnas.latency.whole_net import _trees_to_dict, check_model, fit_span, predi
 from hwnas.spaces import get_space
 from hwnas.spaces.nb201 import NB201_OPS
 
+from helpers import flags
+
 OPS = NB201_OPS
 ALL_CONV3 = ("nor_conv_3x3",) * 6
 # edge e: (source, target) in the NB201 string's order
@@ -393,6 +395,8 @@ def test_search_runs_on_the_six_edges_and_derives_under_the_budget(cli_runner, t
     args = ["search", "--method", method, "--space", "nb201", "--resolution", "16", "--in-channels", "1", "--num-classes", "10"]
     args += ["--width-mult", "0.5", "--table", str(table), "--latency", f"{budget}ms", "--epochs", "1", "--steps-per-epoch", "2"]
     args += ["--batch-size", "16", "--bn-batches", "1", "--out", str(tmp_path / "run"), "--json"]
+    if method == "spos":  # a small evolution: 6 x 2 archs scored, not SPOS's 1,000 (what is checked is the budget)
+        args += flags(population=6, top_k=2, mutations=2, crossovers=2, generations=2, score_images=64, score_bn_images=32)
     result = cli_runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
