@@ -376,20 +376,43 @@ def test_the_cell_supernet_computes_its_child_exactly():
         assert torch.allclose(supernet(x, supernet.arch_choices(arch)), supernet.extract_child(arch).eval()(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["dsnas", *(pytest.param(m, marks=pytest.mark.slow) for m in ("snas", "proxyless", "spos"))])
-def test_search_runs_on_the_six_edges_and_derives_under_the_budget(cli_runner, tmp_path, method):
+def departing_table(s, path):
+    """A synthetic table of ``s`` with a whole-net model that departs from the sum: nets with a 3x3 conv on edge 0 run 1.5x slower."""
     from hwnas.latency.fit import fit_into
     from hwnas.search.synthetic import write_synthetic_table
 
-    s = tiny_nb201()
-    table = write_synthetic_table(s, tmp_path / "table.json")
-    # a whole-net model that departs from the sum: nets with a 3x3 conv on edge 0 run 1.5x slower
+    table = write_synthetic_table(s, path)
     additive = latency_model(LatencyTable.load(table), s)
     archs = random.Random(0).sample(ALL_ARCHS, 200)
     ms = np.array([additive.predict(Arch.of(s, a)) * (1.5 if a[0] == "nor_conv_3x3" else 1.0) for a in archs])
     loaded = LatencyTable.load(table)
     fit_into(loaded, s, archs, ms)
     loaded.save(table)
+    return table
+
+
+def test_derive_undoes_a_swap_the_parts_allow_and_the_whole_net_model_does_not(tmp_path):
+    from hwnas.search.derive import derive_under_budget
+
+    s = tiny_nb201()
+    model = latency_model(LatencyTable.load(departing_table(s, tmp_path / "table.json")), s)
+    base = ("avg_pool_3x3", "none", "none", "none", "skip_connect", "none")  # edge 0 feeds the output through node 1
+    target = Arch.of(s, ("nor_conv_3x3", *base[1:]))
+    assert model.predict(target) > 1.3 * model.additive_predict(target)  # the departure the model learned
+    limit = (model.additive_predict(target) + model.predict(target)) / 2  # the parts say it fits; the model says no
+    probs = torch.full((len(s.layers), len(s.candidates)), 0.01)
+    for layer, op in enumerate(base):
+        probs[layer, s.candidates.index(op)] = 0.5
+    probs[0, s.candidates.index("nor_conv_3x3")] = 0.49  # the fill's first choice: spend the slack on edge 0's conv
+    derivation = derive_under_budget(probs, model, limit)
+    assert derivation.predicted_ms == pytest.approx(model.predict(derivation.arch)) and derivation.predicted_ms <= limit
+    assert derivation.arch.choices[0] != "nor_conv_3x3"
+
+
+@pytest.mark.parametrize("method", ["dsnas", *(pytest.param(m, marks=pytest.mark.slow) for m in ("snas", "proxyless", "spos"))])
+def test_search_runs_on_the_six_edges_and_derives_under_the_budget(cli_runner, tmp_path, method):
+    s = tiny_nb201()
+    table = departing_table(s, tmp_path / "table.json")
     model = latency_model(LatencyTable.load(table), s)
     budget = (model.fastest()[1] + model.slowest()[1]) / 2
     args = ["search", "--method", method, "--space", "nb201", "--resolution", "16", "--in-channels", "1", "--num-classes", "10"]
