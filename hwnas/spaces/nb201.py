@@ -69,7 +69,11 @@ ROLES = ("live", "dead", "zero_in")
 def op_roles(choices: Sequence[str]) -> tuple[str | None, ...]:
     """Per edge, ``None`` for ``none``, else ``zero_in`` when its source node is not reached from the input
     (it is fed zeros), ``dead`` when it is fed but its target reaches no output, ``live`` otherwise."""
-    kept, reached = feeding_edges(choices), reached_nodes(choices)
+    return _op_roles(choices, feeding_edges(choices), reached_nodes(choices))
+
+
+def _op_roles(choices: Sequence[str], kept: Sequence[bool], reached: set[int]) -> tuple[str | None, ...]:
+    """``op_roles`` from the cell's ``feeding_edges`` and ``reached_nodes``, where the caller has them."""
     return tuple(
         None if op == "none" else "zero_in" if src not in reached else "live" if kept[e] else "dead"
         for e, (op, (src, _)) in enumerate(zip(choices, EDGES))
@@ -303,13 +307,13 @@ class Nb201Space(ChainSpace):
         then removes is the device's business, learnt from its timings (docs/latency_devices.md).
         """
         kept, reached = feeding_edges(choices), reached_nodes(choices)
-        roles = op_roles(choices)
+        roles = _op_roles(choices, kept, reached)
         features: dict[str, float] = {}
         for e, op in enumerate(choices):
             for name in NB201_OPS[1:]:
                 features[f"edge{e}:{name}"] = float(op == name)
                 features[f"feeds{e}:{name}"] = float(op == name and kept[e])
-                features[f"live{e}:{name}"] = float(op == name and kept[e] and EDGES[e][0] in reached)
+                features[f"live{e}:{name}"] = float(op == name and roles[e] == "live")
                 features[f"zero_in{e}:{name}"] = float(op == name and roles[e] == "zero_in")
         for role in ROLES:
             for name in NB201_OPS[1:]:
