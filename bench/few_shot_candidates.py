@@ -34,14 +34,14 @@ import numpy as np
 from sklearn.linear_model import LinearRegression, RidgeCV
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency_devices import HELP, HELP_MEAN, SHOTS, load, machine  # noqa: E402  (a sibling script, not a package)
+from latency_devices import HELP, HELP_MEAN, SHOTS, load, machine, same_function_pairs  # noqa: E402  (a sibling script, not a package)
 
 from hwnas.files import write_json_atomic, write_text_atomic  # noqa: E402
 from hwnas.latency.accuracy import spearman  # noqa: E402
 from hwnas.latency.noise_floor import floor  # noqa: E402
 from hwnas.latency.whole_net import feature_matrix, feature_names, fit_model_on, fit_span_ms, predict_log  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
-from hwnas.spaces.nb201 import NB201_OPS, all_live, canonical_choices  # noqa: E402
+from hwnas.spaces.nb201 import NB201_OPS  # noqa: E402
 
 #: relative timing noise assumed by the Bayesian departure (Gold's MAPE of its own model is 2-3 %)
 SIGMA = 0.03
@@ -188,14 +188,7 @@ def ceiling(ms: dict, full: dict, line: dict, X: np.ndarray, device: str, device
     fitted = LinearRegression(positive=True).fit(np.log(priors.full), np.log(y))
     out["mix of log full models, non-negative"] = spearman(fitted.predict(np.log(priors.full)), y)
     # a perfect model under the device's own noise, simulated around its stored model (5 draws)
-    canonical = [canonical_choices(c) for c in choices]
-    first: dict = {}
-    pairs = []
-    for i, key in enumerate(canonical):
-        if key in first and all_live(choices[i]):
-            pairs.append((first[key], i))
-        first.setdefault(key, i)
-    pairs_arr = np.array(pairs)
+    pairs_arr = same_function_pairs(choices)[0]
     noise = floor(y[pairs_arr[:, 0]], y[pairs_arr[:, 1]])
     rng = np.random.default_rng(0)
     truth = full[device]

@@ -67,6 +67,19 @@ def load(data: Path):
     return [r["arch_str"] for r in rows], ms
 
 
+def same_function_pairs(choices: list) -> tuple[np.ndarray, dict, list]:
+    """Pairs (first index, later index) of all-live NB201 cells that compute one function, each cell's first index by
+    function, and every cell's function (``canonical_choices``)."""
+    canonical = [canonical_choices(c) for c in choices]
+    first: dict[tuple, int] = {}
+    pairs = []
+    for i, key in enumerate(canonical):
+        if key in first and all_live(choices[i]):
+            pairs.append((first[key], i))
+        first.setdefault(key, i)
+    return np.array(pairs), first, canonical
+
+
 def scores(pred: np.ndarray, meas: np.ndarray, tau_idx: np.ndarray) -> dict:
     rel = np.abs(pred - meas) / meas
     return {
@@ -206,14 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     # (a') the noise floor from pairs of cells that compute the same function
-    canonical = [canonical_choices(c) for c in choices]
-    first: dict[tuple, int] = {}
-    pairs = []
-    for i, key in enumerate(canonical):
-        if key in first and all_live(choices[i]):
-            pairs.append((first[key], i))
-        first.setdefault(key, i)
-    pairs_arr = np.array(pairs)
+    pairs_arr, first, canonical = same_function_pairs(choices)
     noise = {device: floor(ms[device][pairs_arr[:, 0]], ms[device][pairs_arr[:, 1]]) for device in devices}
     every = np.array([(first[k], i) for i, k in enumerate(canonical) if first[k] != i])
     dead_pairs = every[~np.array([all_live(choices[i]) for i in every[:, 0]])]
@@ -227,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, chosen in (("all-live pairs", pairs_arr), ("every pair", every)):
             diffs = [np.log(ms[d][chosen[:, 0]]) - np.log(ms[d][chosen[:, 1]]) for d in ("pixel3", "raspi4")]
             pair_corr[label] = {"pairs": len(chosen), "correlation": float(np.corrcoef(*diffs)[0, 1])}
-    print(f"noise floor from {len(pairs)} pairs: " + ", ".join(f"{d} {noise[d]['perfect_within_10']:.3f}" for d in devices))
+    print(f"noise floor from {len(pairs_arr)} pairs: " + ", ".join(f"{d} {noise[d]['perfect_within_10']:.3f}" for d in devices))
 
     # (b) few-shot from the other devices' models
     logs = {device: predict_log(fitted[device], X) for device in devices}
