@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,16 @@ def test_imports_inside_functions_are_for_optional_dependencies_only():
         if top not in OPTIONAL | SLOW_TO_IMPORT
     ]
     assert not wrong, "import at module level (only optional dependencies are imported inside functions): " + "; ".join(wrong)
+
+
+def test_the_cli_starts_without_the_slow_or_optional_imports():
+    """Every command imports the CLI; a module-level import of scikit-learn (whole_net's fitters, once) cost it ~0.9 s."""
+    code = "import sys, hwnas.cli.main; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+    )
+    assert "hwnas" in loaded and "torch" in loaded
+    assert not loaded & (OPTIONAL | SLOW_TO_IMPORT), loaded & (OPTIONAL | SLOW_TO_IMPORT)
 
 
 @pytest.fixture

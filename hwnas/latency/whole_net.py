@@ -28,6 +28,9 @@ prediction wherever it holds a net (the controller's aim, derive's budget check,
 export's verdict); the expected-latency gradient keeps the additive, calibrated table as its
 surrogate (``LatencyModel.expected``, ``reachable_ms``), since the model is not differentiable
 in the arch probabilities.
+
+scikit-learn is imported by the functions that fit, not at import (``tests/test_imports.py``,
+``SLOW_TO_IMPORT``): evaluating a stored model is numpy alone, and every command imports this module.
 """
 
 from __future__ import annotations
@@ -36,16 +39,17 @@ import datetime as _dt
 import math
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import LinearRegression, Ridge, RidgeCV
 from threadpoolctl import threadpool_limits
 
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.spaces import Space
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
 VERSION = 1
 #: the learner's settings (the bench's choice, docs/latency_devices.md)
@@ -156,6 +160,9 @@ def fit_model_on(
     """
     if len(ms) < 2 or not np.all(np.isfinite(ms)) or np.any(ms <= 0):
         raise HwnasError("whole-net timings must be at least 2 positive finite milliseconds")
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import Ridge, RidgeCV
+
     y = np.log(ms)
     model: dict[str, Any] = {"version": VERSION, "kind": "trees", "features": names, "n": len(ms), "space": space}
     model["line"] = {"coef": [0.0] * X.shape[1], "intercept": 0.0, "floor_ms": float(np.min(ms)) / 2}
@@ -363,6 +370,8 @@ def fit_span_ms(prior_ms: np.ndarray, ms: np.ndarray) -> tuple[np.ndarray, float
     other devices' latencies is again a sum of non-negative op costs; with few timings the
     non-negativity is the regulariser (most weights end at 0).
     """
+    from sklearn.linear_model import LinearRegression
+
     weight = 1.0 / ms
     A = np.hstack([prior_ms, np.ones((len(ms), 1))]) * weight[:, None]
     fitted = LinearRegression(positive=True, fit_intercept=False).fit(A, ms * weight)
@@ -431,6 +440,8 @@ def entries_from_timings(space: Space, archs: Sequence[Sequence[str]], ms: np.nd
     ``fixed`` are the keys every net runs once (stem, head, reductions): only their total is
     identifiable, so it goes to the first of them and the others get 0.
     """
+    from sklearn.linear_model import LinearRegression
+
     parts = [part for part in space.parts() if part.key not in fixed]
     keys = [part.key for part in parts]
     counts = part_counts(space, archs, keys)
