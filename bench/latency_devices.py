@@ -486,7 +486,9 @@ def write_outputs(
             for d, ok in beats.items()
             if not ok and part_b[d]["ceiling"]["any_mix_all_nets"] <= HELP[d]
         )
-        + ".",
+        + ". Few-shot models beyond the span (a departure fitted on the N timings, the priors' additive lines, a "
+        "Bayesian departure with the priors' op costs as its prior) are measured by `bench/few_shot_candidates.py` "
+        "in `docs/few_shot_candidates.md`.",
         "",
         "![within 10 % and few-shot Spearman](latency_devices.png)",
         "",
