@@ -18,12 +18,14 @@ decoding; only ``imagefolder`` decodes lazily.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -150,13 +152,31 @@ def _seeded_split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
 
 
 # -- the sources ------------------------------------------------------------------------------
-def _digits(seed: int) -> tuple[tuple, tuple]:
-    from sklearn.datasets import load_digits  # seconds to import: only where the digits are read (tests/test_imports.py)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: 1,797 images of 8x8 values 0..16 and their labels.
+
+    Read from the file scikit-learn's ``load_digits`` reads (``datasets/data/digits.csv.gz``: 64 values and the
+    label a row) without importing scikit-learn, which took about 1.2 s of every command on the digits; scikit-learn's
+    own loader where that file is not found (``tests/test_data.py`` checks both against it).
+    """
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    folders = (spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",")
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits  # seconds to import (tests/test_imports.py)
 
     digits = load_digits()
+    return digits.images, digits.target
+
+
+def _digits(seed: int) -> tuple[tuple, tuple]:
+    values, target = _digits_arrays()
     # values 0..16 -> 0..255
-    images = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round().to(torch.uint8).unsqueeze(1)
-    labels = torch.from_numpy(digits.target).long()
+    images = torch.from_numpy(values).float().mul(255.0 / 16.0).round().to(torch.uint8).unsqueeze(1)
+    labels = torch.from_numpy(target).long()
     train, val = _seeded_split(len(labels), 0.2, seed)
     return (images[train], labels[train]), (images[val], labels[val])
 

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 
+import hwnas.data
 from hwnas.data import DATA_SETS, FASHION_MNIST_DIR, load_data, make_loader, natural_space_args, split_for_arch
 from hwnas.errors import HwnasError
+
+
+def test_the_digits_are_scikit_learns_whether_read_from_its_file_or_by_its_loader(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    reference = load_digits()
+    for found in (True, False):  # the file beside scikit-learn, then no file found: its own loader
+        if not found:
+            monkeypatch.setattr(hwnas.data.importlib.util, "find_spec", lambda name: None)
+        images, labels = hwnas.data._digits_arrays()
+        assert images.shape == (1797, 8, 8) and np.array_equal(images, reference.images), found
+        assert np.array_equal(labels, reference.target) and labels.dtype == np.int64, found
+    code = "import sys, hwnas.data; hwnas.data.load_data('digits', 8, 1); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_digits_resized_to_the_space_with_a_seeded_split():
