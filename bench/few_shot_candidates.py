@@ -34,14 +34,13 @@ import numpy as np
 from sklearn.linear_model import LinearRegression, RidgeCV
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency_devices import HELP, HELP_MEAN, SHOTS, load, machine, same_function_pairs  # noqa: E402  (a sibling script, not a package)
+from latency_devices import HELP, HELP_MEAN, SHOTS, draw_nets, edge_onehots, load, machine, same_function_pairs, split  # noqa: E402  (a sibling script, not a package)
 
 from hwnas.files import write_json_atomic, write_text_atomic  # noqa: E402
 from hwnas.latency.accuracy import spearman  # noqa: E402
 from hwnas.latency.noise_floor import floor  # noqa: E402
 from hwnas.latency.whole_net import feature_matrix, feature_names, fit_model_on, fit_span_ms, predict_log  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
-from hwnas.spaces.nb201 import NB201_OPS  # noqa: E402
 
 #: relative timing noise assumed by the Bayesian departure (Gold's MAPE of its own model is 2-3 %)
 SIGMA = 0.03
@@ -126,11 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     choices = [space.parse_choices(s) for s in arch_strs]
     X = feature_matrix(space, choices)
     names = feature_names(space)
-    onehot = np.array([[float(c[e] == op) for e in range(6) for op in NB201_OPS[1:]] for c in choices])
-    F = {"features": X, "standardised": X / np.maximum(X.std(axis=0), 1e-9), "onehot": onehot}
+    F = {"features": X, "standardised": X / np.maximum(X.std(axis=0), 1e-9), "onehot": edge_onehots(choices)}
     n = len(choices)
-    order = np.random.default_rng(0).permutation(n)
-    train = order[: int(0.8 * n)]
+    train = split(n)[0]
     full, line, coef = {}, {}, {}
     for device in devices:
         model = fit_model_on(X[train], ms[device][train], names)
@@ -144,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         priors = Priors(full, line, coef, [d for d in devices if d != device])
         rhos = []
         for draw in range(args.draws):
-            pick = np.random.default_rng(1000 * shots + draw).choice(n, shots, replace=False)
-            rest = np.setdiff1d(np.arange(n), pick)
+            pick, rest = draw_nets(n, shots, draw)
             rhos.append(spearman(CANDIDATES[name](priors, F, pick, y[pick])[rest], y[rest]))
         return float(np.mean(rhos))
 

@@ -67,6 +67,26 @@ def load(data: Path):
     return [r["arch_str"] for r in rows], ms
 
 
+def edge_onehots(choices: list) -> np.ndarray:
+    """Per net, a column per edge and op other than ``none``: 1 where the edge holds that op."""
+    return np.array([[float(c[e] == op) for e in range(6) for op in NB201_OPS[1:]] for c in choices])
+
+
+def split(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one fixed split of the ``n`` nets (seed 0): 80 % to fit on, 20 % held out, and the 2,000 of the held-out
+    nets (indices into them) that Kendall tau is computed on."""
+    rng = np.random.default_rng(0)
+    order = rng.permutation(n)
+    train, test = order[: int(0.8 * n)], order[int(0.8 * n) :]
+    return train, test, rng.choice(len(test), 2000, replace=False)
+
+
+def draw_nets(n: int, shots: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw number ``draw`` of ``shots`` timed nets among ``n`` (seeded by both), and every net not drawn."""
+    pick = np.random.default_rng(1000 * shots + draw).choice(n, shots, replace=False)
+    return pick, np.setdiff1d(np.arange(n), pick)
+
+
 def same_function_pairs(choices: list) -> tuple[np.ndarray, dict, list]:
     """Pairs (first index, later index) of all-live NB201 cells that compute one function, each cell's first index by
     function, and every cell's function (``canonical_choices``)."""
@@ -158,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     choices = [space.parse_choices(s) for s in arch_strs]
     X = feature_matrix(space, choices)
     names = feature_names(space)
-    onehot = np.array([[float(c[e] == op) for e in range(6) for op in NB201_OPS[1:]] for c in choices])
+    onehot = edge_onehots(choices)
     # the op-role features (nb201 graph_features: what each op computes in the cell's function); the stored model
     # is measured without them too on the least additive devices
     role_cols = np.array([name.split(":")[0] in ROLES or name.startswith("zero_in") for name in names])
@@ -166,10 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     reached = np.array([3 in reached_nodes(c) for c in choices])
     kinds = {"all live": live, "dead ops, output reached": ~live & reached, "output unreached": ~reached}
     n = len(choices)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(n)
-    train, test = order[: int(0.8 * n)], order[int(0.8 * n) :]
-    tau_idx = rng.choice(len(test), 2000, replace=False)
+    train, test, tau_idx = split(n)
     print(f"features: {X.shape[1]} over {n} nets ({time.perf_counter() - started:.0f} s)", flush=True)
 
     fitted: dict[str, dict] = {}
@@ -254,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         for shots in SHOTS:
             rhos, w10s, log_rhos = [], [], []
             for draw in range(args.draws):
-                pick = np.random.default_rng(1000 * shots + draw).choice(n, shots, replace=False)
-                rest = np.setdiff1d(np.arange(n), pick)
+                pick, rest = draw_nets(n, shots, draw)
                 model = span_model([fitted[d] for d in others], others, X[pick], y[pick])
                 pred = span_log(model, P[rest])
                 rhos.append(spearman(pred, y[rest]))
