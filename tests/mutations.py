@@ -181,6 +181,20 @@ MUTATIONS = (
         ("tests/test_search_oneshot.py",),
     ),
     Mutation(
+        "evolution-draws-from-under-the-whole-aim",
+        "hwnas/search/oneshot.py",
+        'options["draw_floor"] if evolving else 0.0',
+        "0.0",
+        ("tests/test_search_oneshot.py",),
+    ),
+    Mutation(
+        "random-search-draws-near-the-aim",
+        "hwnas/search/oneshot.py",
+        'options["draw_floor"] if evolving else 0.0',
+        'options["draw_floor"]',
+        ("tests/test_search_oneshot.py",),
+    ),
+    Mutation(
         "greedynas-trains-the-worst",
         "hwnas/search/greedynas.py",
         "best = sorted(range(len(paths)), key=lambda i: losses[i])",

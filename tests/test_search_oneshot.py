@@ -114,6 +114,32 @@ def test_a_one_shot_run_selects_under_the_aim_and_reports_it(tmp_path, table_pat
     assert history[0]["expected_ms"] <= result["aim_ms"] + 1e-9  # the mean of the trained paths
 
 
+@pytest.mark.parametrize(("method", "floor"), [("spos", 0.8), ("spos", 0.0), ("random", 0.8)])
+def test_the_evolution_draws_its_random_archs_near_the_aim_and_random_search_under_it(tmp_path, table_path, method, floor):
+    """One generation, no children: every scored arch is a random draw; only the evolution's lie in [floor x aim, aim]."""
+    options = {**SMALL, "generations": 1, "mutations": 0, "crossovers": 0, "population": 24, "draw_floor": floor}
+    budget = budget_between(table_path, 0.9)  # a loose aim: uniform archs under it spread far below it
+    run = config(method, table_path, method_options=options, budget_ms=budget)
+    result = SearchRun(run, tmp_path / "run", progress=False).run()
+    latency, aim = model(table_path), result["aim_ms"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "scores.jsonl").read_text().splitlines()]
+    shares = [latency.columns_ms(row["columns"]) / aim for row in rows]
+    assert len(shares) == 24 and max(shares) <= 1 + 1e-9
+    if method == "spos" and floor > 0:
+        assert min(shares) >= floor - 1e-9
+    else:  # SPOS's draw and the random-search baseline: uniform under the aim, most of it below 0.8 x aim here
+        assert min(shares) < 0.8, f"no draw under 0.8 x aim: {sorted(shares)[:3]}"
+
+
+def test_a_random_draw_whose_band_holds_no_arch_draws_under_the_aim(table_path):
+    latency = model(table_path)
+    aim = budget_between(table_path, 0.3)
+    draw = oneshot.random_draw(latency, aim, 1.0)  # [aim, aim]: no arch's prediction is exactly the aim
+    rng = np.random.default_rng(0)
+    draws = {draw(rng) for _ in range(20)}
+    assert len(draws) > 5 and all(latency.columns_ms(list(c)) < aim for c in draws)
+
+
 def test_a_kill_mid_selection_resumes_to_the_same_result_without_rescoring(tmp_path, table_path, monkeypatch):
     straight = SearchRun(config("spos", table_path), tmp_path / "straight", progress=False).run()
     calls = {"n": 0}

@@ -7,6 +7,9 @@ and images are drawn once, so an arch's score is a fixed number; every score is 
 ``scores.jsonl`` in the run folder as it is computed, and a resumed run reads them back: the
 evolution, replayed from the same seed with those scores, takes the same decisions and scores
 only what it had not reached.
+
+The evolution's random archs come from the archs predicted within [``draw_floor`` x aim, aim]
+(``random_draw``; ``hwnas.search.spos`` says why), random search's from all archs under the aim.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -118,6 +122,26 @@ def held_out_tensors(dataset: Dataset, count: int, seed: int, module: torch.nn.M
     return images, labels.to(images.device)
 
 
+def random_draw(latency: LatencyModel, aim_ms: float, floor: float) -> Callable[[np.random.Generator], Columns]:
+    """A draw of one random arch, uniform over those predicted within [``floor`` x ``aim_ms``, ``aim_ms``] (the
+    evolution's ``--draw-floor``), or over all archs under the aim where that band holds none."""
+    everywhere = BandSampler(latency, 0.0, aim_ms)
+    try:
+        near = BandSampler(latency, floor * aim_ms, aim_ms) if floor > 0 else None
+    except HwnasError:
+        near = None  # no arch in the band
+
+    def draw(rng: np.random.Generator) -> Columns:
+        if near is not None:
+            try:
+                return tuple(near.draw_in_band(rng))
+            except HwnasError:
+                pass  # the band's rounded counts held archs, its exact bounds none
+        return tuple(everywhere.draw_in_band(rng))
+
+    return draw
+
+
 def select(
     supernet: Supernet,
     latency: LatencyModel,
@@ -139,13 +163,13 @@ def select(
     images, labels = held_out_tensors(held_out, options["score_images"], seed + 13, supernet)
     supernet.eval()
     score = ScoreLog(folder / SCORES).wrap(PathScorer(supernet, bn_images, images, labels))
-    sampler = BandSampler(latency, 0.0, aim_ms)
+    evolving = options["selection"] == "evolution"
+    draw = random_draw(latency, aim_ms, options["draw_floor"] if evolving else 0.0)
     legal = legal_columns(latency.mask)
     evolution = EvolutionOptions.of(options)
     columns_ms: Callable[[Columns], float] = lambda columns: latency.columns_ms(list(columns))  # noqa: E731
-    draw: Callable[[Any], Columns] = lambda rng: tuple(sampler.draw_in_band(rng))  # noqa: E731
     try:
-        if options["selection"] == "evolution":
+        if evolving:
             outcome = evolve(legal, draw, score, columns_ms, aim_ms, evolution, seed=seed, initial=initial, progress=progress)
         else:
             outcome = random_search(
