@@ -209,6 +209,20 @@ MUTATIONS = (
         ("tests/test_search_oneshot.py",),
     ),
     Mutation(
+        "close-call-not-measured-again",
+        "hwnas/export/artifact.py",
+        "    if extra:\n        runtime.measure(",
+        "    if False:\n        runtime.measure(",
+        ("tests/test_export.py",),
+    ),
+    Mutation(
+        "close-call-measured-again-only-when-it-fails",
+        "hwnas/export/verdict.py",
+        "abs(first_ms - budget_ms) > CLOSE_CALL * budget_ms",
+        "first_ms <= budget_ms or first_ms - budget_ms > CLOSE_CALL * budget_ms",
+        ("tests/test_export.py",),
+    ),
+    Mutation(
         "export-writes-in-place",
         "hwnas/export/artifact.py",
         'output=self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp{suffix}"), force=True)',

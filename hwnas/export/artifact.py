@@ -29,10 +29,10 @@ from hwnas.export.drift import Drift, Reference
 from hwnas.export.int8 import Int8Plan, compare_accuracy, quantize_artifact
 from hwnas.export.onnx_file import OPSET, PARITY_TOLERANCE, check_parity, export_onnx
 from hwnas.export.pte_file import check_pte_parity, export_pte
-from hwnas.export.verdict import Verdict
+from hwnas.export.verdict import Verdict, extra_rounds
 from hwnas.files import refuse_overwrite, remove_stale_temps, write_json_atomic
 from hwnas.latency.precision import PRECISIONS
-from hwnas.latency.protocol import Protocol, Timing
+from hwnas.latency.protocol import Protocol, Timing, combine_rounds
 from hwnas.latency.runtimes import build_engine, get_runtime
 
 #: output suffix -> the runtimes that measure that format (the first is the default); ``.engine`` exports the
@@ -125,13 +125,31 @@ class ExportReport:
         return {**self.verdict.to_dict(), "max_rel_error": self.max_rel_error, "files": self.files, **self.details}
 
 
+@dataclass(frozen=True)
+class Measured:
+    """The artifact's timing and its references', over every round, and what the first ``rounds - extra_rounds`` read."""
+
+    artifact: Timing
+    references: list[Timing]
+    runtime: dict[str, Any]
+    rounds: int
+    extra_rounds: int
+    first_ms: float
+
+
 def measure_artifact(
-    request: ExportRequest, input_shape: tuple[int, ...], model: nn.Module, references: Sequence[nn.Module] = ()
-) -> tuple[Timing, list[Timing], dict[str, Any]]:
+    request: ExportRequest,
+    input_shape: tuple[int, ...],
+    model: nn.Module,
+    references: Sequence[nn.Module] = (),
+    budget_ms: float | None = None,
+) -> Measured:
     """Time what ships: the ONNX file (onnxruntime), its engine (tensorrt) or the module (torch).
 
     ``references`` (modules) are prepared by the same runtime and timed in the same
-    interleaved rounds, so they see the machine exactly as the artifact does.
+    interleaved rounds, so they see the machine exactly as the artifact does. A first reading
+    that is a close call against ``budget_ms`` (``verdict.extra_rounds``) is followed by more
+    rounds of every item, and every timing is over all rounds.
     """
     runtime = get_runtime(
         request.runtime,
@@ -152,8 +170,15 @@ def measure_artifact(
     else:
         artifact = runtime.prepare_onnx(request.output, input_shape)
     runners = [artifact, *(runtime.prepare_module(reference.eval(), input_shape) for reference in references)]
-    timings = runtime.measure(runners)
-    return timings[0], timings[1:], runtime.meta()
+    rounds: list[list[Timing]] = [[] for _ in runners]
+    record = lambda item, _round, timing: rounds[item].append(timing)  # noqa: E731
+    runtime.measure(runners, on_measured=record)
+    extra = extra_rounds(combine_rounds(rounds[0]).median_ms, budget_ms, request.rounds)
+    if extra:
+        runtime.measure(runners, rounds=extra, on_measured=record)
+    timings = [combine_rounds(item) for item in rounds]
+    first_ms = combine_rounds(rounds[0][: request.rounds]).median_ms
+    return Measured(timings[0], timings[1:], runtime.meta(), request.rounds + extra, extra, first_ms)
 
 
 def export_and_verify(
@@ -224,8 +249,18 @@ def _export_staged(
         shipped = quantization["quantization"]
         written.update({key: shipped[key] for key in ("delegated", "portable_ops", "program_bytes")})
     reference_nets = [reference.arch.build() for reference in references]
-    timing, reference_timings, runtime_meta = measure_artifact(request, shape, model, reference_nets)
-    verdict = Verdict(budget_ms, predicted_ms, timing.median_ms, timing.p90_ms, parity.max_abs_error)
+    measured = measure_artifact(request, shape, model, reference_nets, budget_ms)
+    timing, reference_timings, runtime_meta = measured.artifact, measured.references, measured.runtime
+    verdict = Verdict(
+        budget_ms,
+        predicted_ms,
+        timing.median_ms,
+        timing.p90_ms,
+        parity.max_abs_error,
+        measured.rounds,
+        measured.extra_rounds,
+        measured.first_ms if measured.extra_rounds else None,
+    )
     drift = (
         Drift([(r.arch.to_compact(), r.validated_ms, t.median_ms) for r, t in zip(references, reference_timings)])
         if references
@@ -239,7 +274,6 @@ def _export_staged(
         **({} if quantization is None else quantization),
         "measured_p10_ms": timing.p10_ms,
         "measured_runs": timing.n,
-        "rounds": request.rounds,
         "runtime": runtime_meta,
         "drift": None if drift is None else drift.to_dict(predicted_ms),
         "source": source,
