@@ -12,13 +12,13 @@ builds its INT8 engine from it, reading its QDQ scales).
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import onnx
 import onnxruntime
 import torch
 from torch import nn
@@ -280,7 +280,7 @@ def _export_staged(
         "versions": {
             "hwnas": __version__,
             "torch": torch.__version__,
-            "onnx": onnx.__version__,
+            "onnx": importlib.metadata.version("onnx"),
             "onnxruntime": onnxruntime.__version__,
             **({"executorch": written["executorch"]} if "executorch" in written else {}),
         },

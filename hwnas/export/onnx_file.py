@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime
 import torch
 from torch import nn
@@ -29,6 +28,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     The artifact goes through the ``torch.export``-based exporter at ``OPSET``; ``input_shape``
     includes the batch, and with ``dynamic_batch`` the batch axis is symbolic.
     """
+    import onnx
+
     try:
         data = export_onnx_bytes(model, input_shape, exporter="dynamo", opset=OPSET, dynamic_batch=dynamic_batch)
         onnx.checker.check_model(onnx.load_from_string(data), full_check=True)

@@ -40,10 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
@@ -125,6 +122,10 @@ def quantize_onnx(
 ) -> bytes:
     """The INT8 (QDQ) model of a float ONNX model, calibrated on ``calibration``; also written to ``output`` if given."""
 
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     onnxruntime.set_default_logger_severity(3)  # the optimiser's notes on removed initializers are not the user's business
     data = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
 
@@ -165,6 +166,8 @@ def quantize_onnx(
 def op_types(onnx_model: bytes | str | Path) -> set[str]:
     """The operator types of an ONNX model's graph."""
 
+    import onnx
+
     model = onnx.load_from_string(onnx_model) if isinstance(onnx_model, bytes) else onnx.load(str(onnx_model))
     return {node.op_type for node in model.graph.node}
 
@@ -181,6 +184,8 @@ def onnxruntime_kernels(onnx_model: bytes | str | Path) -> dict[str, int]:
     integer kernels shows only after ONNX Runtime fused them (``QLinearConv``, ``QLinearAdd``...):
     what is left in float says where the INT8 path stopped.
     """
+
+    import onnx
 
     with tempfile.TemporaryDirectory(prefix="hwnas-kernels-") as folder:
         optimised = Path(folder) / "optimised.onnx"

@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.files import write_bytes_atomic
@@ -309,6 +307,8 @@ def plot_validation(report: dict[str, Any], path: str | Path, title: str) -> Non
     raw = [p["predicted_sum_ms"] for p in points + anchors]
     predicted = [calibrated(p) for p in points + anchors]
     half = report["calibration"]["fit_n"]
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(5.5, 5))
     axes = figure.subplots()
     axes.scatter(raw, measured, s=14, marker="x", color="0.55", label=f"sum of entries (MAPE {report['mape']:.1%})")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from hwnas.arch import Arch
 from hwnas.files import write_bytes_atomic, write_text_atomic
@@ -14,6 +12,9 @@ from hwnas.latency import LatencyPredictor
 from hwnas.run_folder import PLOT, SELECTION_PLOT
 from hwnas.search.budget import Target
 from hwnas.search.evolution import SearchOutcome
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -49,6 +50,8 @@ def write_plot(path: Path, history: list[dict[str, Any]], target: Target, method
         return [float("nan") if row.get(name) is None else row[name] for row in history]
 
     epochs = [row["epoch"] + 1 for row in history]
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(10, 4))
     acc_ax, lat_ax = fig.subplots(1, 2)
     acc_ax.plot(epochs, [row["train_acc"] for row in history], marker="o", label="train (supernet)")
@@ -74,6 +77,8 @@ def _save(fig: Figure, path: Path) -> None:
 
 def write_selection_plot(path: Path, outcome: SearchOutcome, target: Target, selection: str) -> None:
     """A one-shot selection: the best score per generation, and every scored arch's predicted latency against its score."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(10, 4))
     best_ax, cloud_ax = fig.subplots(1, 2)
     best_ax.plot([row["scored"] for row in outcome.history], [row["best_score"] for row in outcome.history], marker="o")
