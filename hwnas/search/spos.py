@@ -51,8 +51,8 @@ SELECTION_KNOBS = {
     "generations": Knob(20, "evolution: generations; random search scores population x generations archs", low=1),
     "draw_floor": Knob(
         0.8,
-        "evolution: its random archs are drawn from [draw_floor x aim, aim] (0: from under the aim, as SPOS; "
-        "random search always draws from under the aim)",
+        "evolution: the least share of the aim its random archs are drawn from, up to the aim (0: anywhere under "
+        "it, as SPOS; random search always draws from anywhere under it)",
         low=0,
         high=1,
     ),
