@@ -79,8 +79,6 @@ PROFILE = [
 ]
 QUICK_TIMING = ["--rounds", "1", "--min-time", "0", "--warmup-time", "0", "--no-progress"]
 
-_references: dict[str, tuple[dict, float]] = {}
-
 
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory) -> Path:
@@ -93,24 +91,37 @@ def dag_table_path(tmp_path_factory) -> Path:
     return write_synthetic_table(DAG_SPACE, tmp_path_factory.mktemp("tables") / "dag.json")
 
 
+class References:
+    """Where the uninterrupted runs write, and what each printed and how long it took: made once per module fixture.
+
+    The results live with the folder: xdist's worksteal can run a module's tests on one worker in two spells, and
+    pytest then makes the module's fixtures anew (a cache kept beside the fixture pointed at the first spell's folder).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.made: dict[str, tuple[dict, float]] = {}
+
+    def __truediv__(self, name: str) -> Path:
+        return self.folder / name
+
+    def get(self, name: str, command: list[str]) -> tuple[dict, float]:
+        """The uninterrupted run of ``command``: its JSON output and wall time (start-up included), made once."""
+        if name not in self.made:
+            started = time.monotonic()
+            done = run(command)
+            assert done.returncode == 0, done.stderr
+            self.made[name] = json.loads(done.stdout), time.monotonic() - started
+        return self.made[name]
+
+
 @pytest.fixture(scope="module")
-def references(tmp_path_factory) -> Path:
-    """Where the uninterrupted runs write, once per module."""
-    return tmp_path_factory.mktemp("references")
+def references(tmp_path_factory) -> References:
+    return References(tmp_path_factory.mktemp("references"))
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
-
-
-def reference(name: str, command: list[str]) -> tuple[dict, float]:
-    """The uninterrupted run of ``command``: its JSON output and wall time (start-up included), made once per module."""
-    if name not in _references:
-        started = time.monotonic()
-        done = run(command)
-        assert done.returncode == 0, done.stderr
-        _references[name] = json.loads(done.stdout), time.monotonic() - started
-    return _references[name]
 
 
 def kill_at(command: list[str], seed: int, reference_s: float) -> bool:
@@ -162,7 +173,7 @@ def test_search_killed_anywhere_resumes_to_the_uninterrupted_result(
     tmp_path, references, table_path, dag_table_path, method, seed
 ):
     straight = references / f"search-{method}"
-    expected, seconds = reference(f"search-{method}", search_command(method, table_path, straight, dag_table_path))
+    expected, seconds = references.get(f"search-{method}", search_command(method, table_path, straight, dag_table_path))
     out = tmp_path / "run"
     landed = kill_at(search_command(method, table_path, out, dag_table_path), seed, seconds)
     if (out / "config.json").is_file():  # resumable from here on, even before the first checkpoint
@@ -179,7 +190,7 @@ def test_search_killed_anywhere_resumes_to_the_uninterrupted_result(
 @pytest.mark.parametrize("seed", [0, 1])
 def test_training_killed_anywhere_ends_with_the_uninterrupted_weights(tmp_path, references, seed):
     straight = references / "train"
-    expected, seconds = reference("train", [*HWNAS, *TRAIN, "--out", str(straight)])
+    expected, seconds = references.get("train", [*HWNAS, *TRAIN, "--out", str(straight)])
     out = tmp_path / "train"
     landed = kill_at([*HWNAS, *TRAIN, "--out", str(out)], seed, seconds)
     if (out / "train_checkpoint.pt").is_file():
@@ -195,9 +206,9 @@ def test_training_killed_anywhere_ends_with_the_uninterrupted_weights(tmp_path, 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_profile_killed_anywhere_then_rerun_gives_the_whole_table(tmp_path, references, seed):
     """The rerun measures what the killed run had not saved (measured values differ run to run; the entries may not)."""
-    reference("profile", [*HWNAS, *PROFILE, "-o", str(references / "profile.json")])
+    _, seconds = references.get("profile", [*HWNAS, *PROFILE, "-o", str(references / "profile.json")])
     path = tmp_path / "table.json"
-    landed = kill_at([*HWNAS, *PROFILE, "-o", str(path)], seed, _references["profile"][1])
+    landed = kill_at([*HWNAS, *PROFILE, "-o", str(path)], seed, seconds)
     saved = LatencyTable.load(path).entries if path.exists() else {}  # what the kill left is a whole table, never half a file
     again = run([*HWNAS, *PROFILE, "-o", str(path)])
     assert again.returncode == 0, again.stderr
@@ -214,12 +225,12 @@ def test_profile_killed_anywhere_then_rerun_gives_the_whole_table(tmp_path, refe
 @pytest.mark.parametrize("seed", [0, 1])
 def test_validation_killed_anywhere_leaves_the_table_whole_and_the_rerun_calibrates_it(tmp_path, references, seed):
     profiled = references / "profile.json"
-    reference("profile", [*HWNAS, *PROFILE, "-o", str(profiled)])
+    references.get("profile", [*HWNAS, *PROFILE, "-o", str(profiled)])
     straight = references / "validated.json"
     if not straight.exists():
         shutil.copy(profiled, straight)
     validate = ["tables", "validate", "--n", "4", *QUICK_TIMING, "--json"]
-    expected, seconds = reference("validate", [*HWNAS, *validate[:2], str(straight), *validate[2:]])
+    expected, seconds = references.get("validate", [*HWNAS, *validate[:2], str(straight), *validate[2:]])
     path = tmp_path / "table.json"
     shutil.copy(profiled, path)
     landed = kill_at([*HWNAS, *validate[:2], str(path), *validate[2:]], seed, seconds)
@@ -236,10 +247,10 @@ def test_validation_killed_anywhere_leaves_the_table_whole_and_the_rerun_calibra
 @pytest.mark.parametrize("seed", [0, 1])
 def test_export_killed_anywhere_leaves_no_half_set_and_the_rerun_exports_the_same_model(tmp_path, references, table_path, seed):
     run_folder = references / "search-dsnas"
-    reference("search-dsnas", search_command("dsnas", table_path, run_folder))
+    references.get("search-dsnas", search_command("dsnas", table_path, run_folder))
     export = ["export", "--run", str(run_folder), "--budget", "1000ms", "--rounds", "1", "--references", "0", "--json"]
     straight = references / "model.onnx"
-    expected, seconds = reference("export", [*HWNAS, *export, str(straight)])
+    expected, seconds = references.get("export", [*HWNAS, *export, str(straight)])
     output = tmp_path / "model.onnx"
     landed = kill_at([*HWNAS, *export, str(output)], seed, seconds)
     report = output.with_suffix(".report.json")
