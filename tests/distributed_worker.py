@@ -68,18 +68,12 @@ def main() -> None:
             started = time.perf_counter()
             folder = out / method
             if spec.get("resume"):
-                run = SearchRun(SearchConfig.load(folder), folder, progress=False, dist=dist)
-                run.data = replace(run.data, val=Subset(run.data.val, range(VAL_IMAGES)))
-                run.run(resume=True)
+                config = SearchConfig.load(folder)
             else:
-                run = SearchRun(
-                    search_config(method, spec["table"], spec["budget_ms"], spec.get("epochs", {}).get(method, 1)),
-                    folder,
-                    progress=False,
-                    dist=dist,
-                )
-                run.data = replace(run.data, val=Subset(run.data.val, range(VAL_IMAGES)))
-                run.run()
+                config = search_config(method, spec["table"], spec["budget_ms"], spec.get("epochs", {}).get(method, 1))
+            run = SearchRun(config, folder, progress=False, dist=dist)
+            run.data = replace(run.data, val=Subset(run.data.val, range(VAL_IMAGES)))
+            run.run(resume=bool(spec.get("resume")))
             if dist.is_main:
                 torch.save(
                     {

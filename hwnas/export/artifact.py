@@ -173,11 +173,11 @@ def measure_artifact(
     rounds: list[list[Timing]] = [[] for _ in runners]
     record = lambda item, _round, timing: rounds[item].append(timing)  # noqa: E731
     runtime.measure(runners, on_measured=record)
-    extra = extra_rounds(combine_rounds(rounds[0]).median_ms, budget_ms, request.rounds)
+    first_ms = combine_rounds(rounds[0]).median_ms
+    extra = extra_rounds(first_ms, budget_ms, request.rounds)
     if extra:
         runtime.measure(runners, rounds=extra, on_measured=record)
     timings = [combine_rounds(item) for item in rounds]
-    first_ms = combine_rounds(rounds[0][: request.rounds]).median_ms
     return Measured(timings[0], timings[1:], runtime.meta(), request.rounds + extra, extra, first_ms)
 
 
